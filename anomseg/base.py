@@ -1,0 +1,298 @@
+"""The estimator contract shared by every anomaly-segmentation method.
+
+A method subclasses :class:`BaseAnomalySegmenter` and implements only what
+is its own:
+
+* ``_fit(batch)`` learns from healthy images (an :class:`ImageBatch`);
+* ``_score(batch)`` returns one anomaly map per sample, higher meaning more
+  anomalous.
+
+The base class validates inputs and parameters, holds out calibration images,
+calibrates ``threshold_`` on healthy data, and derives ``predict``,
+``decision_function`` and ``calibrate`` from ``_score``.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from ._docstrings import fill_doc
+from ._version import __version__
+from .exceptions import ShapeMismatchError, VersionMismatchWarning
+from .metrics._pixel import threshold_at_fpr
+from .utils import check_generator, check_images, check_in_range
+
+__all__ = ["BaseAnomalySegmenter", "STANDARD_FPRS"]
+
+#: False-positive rates at which every estimator also stores a threshold.
+STANDARD_FPRS = (0.01, 0.05, 0.1)
+
+
+@fill_doc
+class BaseAnomalySegmenter(BaseEstimator):
+    """Base class of anomseg estimators: fit on healthy images, then map and
+    segment anomalies with a threshold calibrated on healthy data.
+
+    Subclasses set two class attributes:
+
+    * ``_learns_from_images`` (default True): ``fit`` trains on the images,
+      so a ``calibration_fraction`` of them is held out for calibration.
+      Learning-free methods calibrate on all of them.
+    * ``_requires_fit_shape`` (default False): ``score_samples`` only accepts
+      the spatial shape seen in ``fit``.
+
+    Methods
+    -------
+    fit(X, y=None, groups=None)
+        Learn from healthy images, then calibrate the threshold.
+    score_samples(X)
+        Anomaly maps.
+    predict(X)
+        Boolean masks, ``score_samples(X) > threshold_``.
+    decision_function(X)
+        ``score_samples(X) - threshold_``.
+    calibrate(X)
+        Re-calibrate ``threshold_`` on other healthy images.
+
+    Attributes
+    ----------
+    %(calibration_attributes)s
+    """
+
+    _learns_from_images = True
+    _requires_fit_shape = False
+
+    # -- the public contract -------------------------------------------------
+    def fit(self, X, y=None, groups=None):
+        """Learn from healthy images and calibrate the threshold.
+
+        Parameters
+        ----------
+        X : array-like or list
+            Healthy images, in any layout of :mod:`anomseg.utils`.
+        y : None
+            Ignored; present for scikit-learn compatibility. Training is
+            unsupervised.
+        groups : array-like of shape (n_samples,), default=None
+            Group label of each sample, such as the patient of each 2D slice.
+            Calibration images are held out by whole groups so that no
+            patient is in both parts.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        self._validate_params()
+        batch = self._check_images(X, "fit", reset=True)
+        if self._learns_from_images:
+            train, calibration = self._calibration_split(batch, groups)
+            self._fit(batch.subset(train))
+            self._calibrate_batch(batch.subset(calibration))
+        else:
+            self._fit(batch)
+            self._calibrate_batch(batch)
+        return self
+
+    def calibrate(self, X):
+        """Re-calibrate ``threshold_`` on other healthy images.
+
+        Parameters
+        ----------
+        X : array-like or list
+            Healthy images, not used for training.
+
+        Returns
+        -------
+        self : object
+        """
+        check_is_fitted(self, "threshold_")
+        self._validate_params()
+        self._calibrate_batch(self._check_images(X, "calibrate"))
+        return self
+
+    def score_samples(self, X):
+        """Anomaly maps of images.
+
+        Parameters
+        ----------
+        X : array-like or list
+            Images, in the layout seen in ``fit``.
+
+        Returns
+        -------
+        maps : ndarray of float32 or list of ndarray
+            One map per sample with the sample's spatial shape: stacked for
+            an array input, a list for a list input. Higher is more
+            anomalous; maps are non-negative and 0 outside the foreground.
+        """
+        check_is_fitted(self, "threshold_")
+        batch = self._check_images(X, "score_samples")
+        return batch.wrap(self._score_batch(batch))
+
+    def predict(self, X):
+        """Anomaly masks, ``score_samples(X) > threshold_``.
+
+        Parameters
+        ----------
+        X : array-like or list
+
+        Returns
+        -------
+        masks : ndarray of bool or list of ndarray
+        """
+        check_is_fitted(self, "threshold_")
+        batch = self._check_images(X, "predict")
+        maps = self._score_batch(batch)
+        return batch.wrap(
+            self._postprocess_mask(m > self.threshold_) for m in maps
+        )
+
+    def decision_function(self, X):
+        """Signed distance to the threshold, ``score_samples(X) - threshold_``.
+
+        Parameters
+        ----------
+        X : array-like or list
+
+        Returns
+        -------
+        scores : ndarray of float32 or list of ndarray
+            Positive where ``predict`` would flag an anomaly (before any
+            post-processing).
+        """
+        check_is_fitted(self, "threshold_")
+        batch = self._check_images(X, "decision_function")
+        threshold = np.float32(self.threshold_)
+        return batch.wrap(m - threshold for m in self._score_batch(batch))
+
+    # -- what subclasses implement -------------------------------------------
+    def _fit(self, batch):
+        """Learn from the training part of the healthy images."""
+
+    def _score(self, batch):
+        """Return one anomaly map (spatial shape, higher = more anomalous)
+        per sample of ``batch``."""
+        raise NotImplementedError
+
+    def _check_params(self):
+        """Validate the parameters that are the method's own."""
+
+    def _postprocess_mask(self, mask):
+        """Post-process one predicted mask; identity by default."""
+        return mask
+
+    # -- shared machinery -----------------------------------------------------
+    def _validate_params(self):
+        name = type(self).__name__
+        check_in_range(self.max_fpr, "max_fpr", name, 0, 1)
+        if self._learns_from_images:
+            check_in_range(
+                self.calibration_fraction, "calibration_fraction", name, 0, 1
+            )
+            check_generator(self.random_state)  # fails early on a bad value
+        self._check_params()
+
+    def _check_images(self, X, method, reset=False):
+        where = f"{type(self).__name__}.{method}"
+        batch = check_images(
+            X, where=where, channel_axis=getattr(self, "channel_axis", None)
+        )
+        n_channels = batch.images[0].shape[-1] if batch.channel_axis else 1
+        if reset:
+            self.image_shape_ = batch.common_shape
+            self.n_channels_ = n_channels
+            self.spatial_ndim_ = batch.spatial_ndim
+            return batch
+        if n_channels != self.n_channels_:
+            raise ShapeMismatchError(
+                f"X passed to {where} has {n_channels} channel(s), but "
+                f"{type(self).__name__} was fitted on {self.n_channels_}."
+            )
+        if self._requires_fit_shape:
+            for i, shape in enumerate(batch.spatial_shapes):
+                if shape != self.image_shape_:
+                    raise ShapeMismatchError(
+                        f"X[{i}] passed to {where} has spatial shape {shape}, "
+                        f"but {type(self).__name__} was fitted on "
+                        f"{self.image_shape_}; resample or crop it first."
+                    )
+        return batch
+
+    def _calibration_split(self, batch, groups):
+        """Indices of training and calibration samples, split by group."""
+        name = type(self).__name__
+        n = len(batch)
+        if groups is None:
+            groups = np.arange(n)
+        else:
+            groups = np.asarray(groups)
+            if groups.shape != (n,):
+                raise ValueError(
+                    f"'groups' passed to {name}.fit must have one label per "
+                    f"sample, shape ({n},); got shape {groups.shape}."
+                )
+        units = np.unique(groups)
+        if units.size < 2:
+            raise ValueError(
+                f"{name}.fit needs at least 2 healthy samples (or groups) to "
+                f"hold out calibration data; got {units.size}."
+            )
+        n_calibration = int(round(self.calibration_fraction * units.size))
+        n_calibration = min(max(n_calibration, 1), units.size - 1)
+        rng = check_generator(self.random_state)
+        held_out = rng.permutation(units)[:n_calibration]
+        is_calibration = np.isin(groups, held_out)
+        return np.flatnonzero(~is_calibration), np.flatnonzero(is_calibration)
+
+    def _score_batch(self, batch):
+        """Maps of ``_score`` as float32, 0 outside the foreground."""
+        maps = self._score(batch)
+        out = []
+        for i, (m, fg) in enumerate(zip(maps, batch.foreground)):
+            m = np.asarray(m, dtype=np.float32)
+            if m.shape != fg.shape:  # a bug in the subclass, not user input
+                raise RuntimeError(
+                    f"{type(self).__name__}._score returned shape {m.shape} "
+                    f"for sample {i} of spatial shape {fg.shape}."
+                )
+            out.append(np.where(fg, m, np.float32(0)))
+        return out
+
+    def _calibrate_batch(self, batch):
+        maps = self._score_batch(batch)
+        values = np.concatenate([m[fg] for m, fg in zip(maps, batch.foreground)])
+        if values.size == 0:
+            raise ValueError(
+                f"The healthy calibration images of {type(self).__name__} have "
+                "no foreground pixel; check the foreground masks."
+            )
+        rates = sorted(set(STANDARD_FPRS) | {float(self.max_fpr)})
+        self.calibration_thresholds_ = {
+            rate: threshold_at_fpr(values, rate) for rate in rates
+        }
+        self.threshold_ = self.calibration_thresholds_[float(self.max_fpr)]
+        self.calibration_fpr_ = float(np.mean(values > self.threshold_))
+        self.n_calibration_pixels_ = int(values.size)
+
+    # -- persistence ----------------------------------------------------------
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_anomseg_version"] = __version__
+        return state
+
+    def __setstate__(self, state):
+        version = state.pop("_anomseg_version", None)
+        if version != __version__:
+            warnings.warn(
+                f"[{type(self).__name__}.__setstate__] This model was saved by "
+                f"anomseg {version} and is loaded by {__version__}; results "
+                "may differ.",
+                VersionMismatchWarning,
+                stacklevel=2,
+            )
+        super().__setstate__(state)

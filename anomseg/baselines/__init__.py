@@ -1,0 +1,5 @@
+"""Learning-free baselines that every learned method is measured against."""
+
+from ._flair import FlairThreshold
+
+__all__ = ["FlairThreshold"]

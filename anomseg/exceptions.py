@@ -1,0 +1,26 @@
+"""Exceptions and warnings raised by anomseg.
+
+Every exception subclasses a built-in (or scikit-learn's ``NotFittedError``),
+so ``except ValueError`` keeps working for code that does not know anomseg.
+"""
+
+from sklearn.exceptions import NotFittedError
+
+__all__ = [
+    "AnomsegWarning",
+    "NotFittedError",
+    "ShapeMismatchError",
+    "VersionMismatchWarning",
+]
+
+
+class ShapeMismatchError(ValueError):
+    """An image's shape differs from the one an estimator was fitted on."""
+
+
+class AnomsegWarning(UserWarning):
+    """Base class of the warnings anomseg emits."""
+
+
+class VersionMismatchWarning(AnomsegWarning):
+    """A model saved by another anomseg version was loaded."""

@@ -1,0 +1,333 @@
+"""Validate inputs once, at the edge of the library.
+
+Image inputs
+------------
+anomseg accepts images in three layouts, described once here:
+
+* a stack of 2D images, array of shape ``(n_images, H, W)``;
+* a stack of 3D volumes, array of shape ``(n_volumes, X, Y, Z)``;
+* a list of 2D images or of 3D volumes whose shapes may differ.
+
+**Multi-modal input** (for example FLAIR + T2) adds a trailing channel axis to
+every sample, ``(..., n_channels)``, and is declared with ``channel_axis=-1``
+on the estimator or transformer, as in scikit-image. Without it
+(``channel_axis=None``, the default) images are single-channel. Output maps
+never have a channel axis.
+
+**Foreground.** Calibration and metrics count foreground pixels only.
+If a sample is a :class:`numpy.ma.MaskedArray`, its mask marks the
+background (numpy's convention: masked means "not valid data"); masked
+pixels may hold any value, even NaN. For a plain array, the foreground is
+every pixel that is non-zero in at least one channel, which is the convention
+of skull-stripped scans. Scans that are not skull-stripped should pass through
+:class:`anomseg.preprocessing.ForegroundMasker`, which returns masked arrays.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "ImageBatch",
+    "check_generator",
+    "check_images",
+    "check_in_range",
+    "check_one_of",
+]
+
+
+@dataclass(frozen=True)
+class ImageBatch:
+    """Validated images: float32 arrays plus their foreground masks.
+
+    Parameters
+    ----------
+    images : list of ndarray of float32
+        One array per sample, spatial axes first, channel axis last if
+        ``channel_axis`` is not None. Never modify these in place: they may
+        share memory with the caller's data.
+    foreground : list of ndarray of bool
+        One spatial mask per sample; True inside the foreground.
+    stacked : bool
+        Whether the input was one array (outputs are then stacked too) rather
+        than a list.
+    channel_axis : None or int
+        ``None`` for single-channel images, ``-1`` for a trailing channel axis.
+    """
+
+    images: list
+    foreground: list
+    stacked: bool
+    channel_axis: int | None = None
+
+    def __len__(self):
+        return len(self.images)
+
+    @property
+    def spatial_shapes(self):
+        """List of the spatial shape of each sample."""
+        return [m.shape for m in self.foreground]
+
+    @property
+    def spatial_ndim(self):
+        """2 for images, 3 for volumes."""
+        return self.foreground[0].ndim
+
+    @property
+    def common_shape(self):
+        """The spatial shape shared by all samples, or None if they differ."""
+        shapes = set(self.spatial_shapes)
+        return shapes.pop() if len(shapes) == 1 else None
+
+    def subset(self, indices):
+        """Return the batch restricted to ``indices`` (always a list batch
+        if the subset is not the whole batch in order)."""
+        indices = list(indices)
+        return ImageBatch(
+            [self.images[i] for i in indices],
+            [self.foreground[i] for i in indices],
+            self.stacked,
+            self.channel_axis,
+        )
+
+    def wrap(self, outputs):
+        """Return per-sample ``outputs`` in the layout of the input:
+        one stacked array for an array input, a list for a list input."""
+        outputs = list(outputs)
+        return np.stack(outputs) if self.stacked else outputs
+
+    def to_masked(self, outputs=None):
+        """Return ``outputs`` (default: the images) as masked arrays whose
+        mask is the background, in the layout of the input."""
+        outputs = self.images if outputs is None else outputs
+        masked = []
+        for out, fg in zip(outputs, self.foreground):
+            mask = ~fg
+            if out.ndim == fg.ndim + 1:
+                mask = np.broadcast_to(mask[..., None], out.shape)
+            masked.append(np.ma.MaskedArray(out, mask=mask.copy()))
+        if self.stacked:
+            return np.ma.stack(masked)
+        return masked
+
+
+def _describe(where):
+    return f" passed to {where}" if where else ""
+
+
+def _check_dtype(array, name, where):
+    dtype = array.dtype
+    if (
+        dtype == bool
+        or not np.issubdtype(dtype, np.number)
+        or np.issubdtype(dtype, np.complexfloating)
+    ):
+        raise TypeError(
+            f"{name}{_describe(where)} must hold real numbers (an integer or "
+            f"floating dtype); got dtype {dtype}."
+        )
+
+
+def _split_sample(sample, name, where, index):
+    """Return (data as float32, background mask or None) for one sample."""
+    if isinstance(sample, np.ma.MaskedArray):
+        data = np.ma.getdata(sample)
+        mask = np.ma.getmaskarray(sample)
+    else:
+        try:
+            data = np.asarray(sample)
+        except Exception as exc:  # ragged nested lists and the like
+            raise TypeError(
+                f"{name}[{index}]{_describe(where)} could not be read as an "
+                f"array: {exc}"
+            ) from None
+        mask = None
+    _check_dtype(data, f"{name}[{index}]", where)
+    return data, mask
+
+
+def check_images(X, *, name="X", where=None, channel_axis=None):
+    """Validate images and return them as float32 arrays with foregrounds.
+
+    Parameters
+    ----------
+    X : array-like or list of array-like
+        Images in one of the layouts described in :mod:`anomseg.utils`.
+    name : str, default="X"
+        Name of the argument, used in error messages.
+    where : str or None, default=None
+        The caller, such as ``"FlairThreshold.fit"``, used in error messages.
+    channel_axis : None or -1, default=None
+        Whether samples carry a trailing channel axis.
+
+    Returns
+    -------
+    batch : ImageBatch
+        The validated images, their foregrounds and the input layout.
+
+    Raises
+    ------
+    TypeError
+        If ``X`` is not numeric.
+    ValueError
+        If ``X`` is empty, has the wrong number of dimensions, mixes 2D and
+        3D samples or channel counts, or holds non-finite values in the
+        foreground.
+    """
+    if channel_axis not in (None, -1):
+        raise ValueError(
+            f"'channel_axis'{_describe(where)} must be None or -1; "
+            f"got {channel_axis!r}."
+        )
+    n_channel_dims = 0 if channel_axis is None else 1
+    if isinstance(X, (list, tuple)):
+        stacked = False
+        samples = list(X)
+        if not samples:
+            raise ValueError(
+                f"{name}{_describe(where)} is empty; expected at least one image."
+            )
+        allowed = {2 + n_channel_dims, 3 + n_channel_dims}
+        layout = "each list element must be a 2D image or a 3D volume"
+    else:
+        stacked = True
+        if isinstance(X, np.ma.MaskedArray):
+            array = X
+        else:
+            if isinstance(X, (str, bytes)) or X is None or np.isscalar(X):
+                raise TypeError(
+                    f"{name}{_describe(where)} must be an array of images or a "
+                    f"list of arrays; got {type(X).__name__}."
+                )
+            array = np.asarray(X)
+        _check_dtype(np.ma.getdata(array), name, where)
+        allowed_stack = {3 + n_channel_dims, 4 + n_channel_dims}
+        if array.ndim not in allowed_stack:
+            raise ValueError(
+                f"{name}{_describe(where)} must have "
+                f"{' or '.join(map(str, sorted(allowed_stack)))} dimensions "
+                f"(n_images, H, W) or (n_volumes, X, Y, Z)"
+                f"{' plus a trailing channel axis' if n_channel_dims else ''}"
+                f"; got an array of shape {array.shape}."
+            )
+        if array.shape[0] == 0:
+            raise ValueError(
+                f"{name}{_describe(where)} is empty; expected at least one image."
+            )
+        samples = list(array)
+        allowed = {array.ndim - 1}
+        layout = "stack"
+
+    images, foreground = [], []
+    for i, sample in enumerate(samples):
+        data, background = _split_sample(sample, name, where, i)
+        if data.ndim not in allowed:
+            raise ValueError(
+                f"{name}[{i}]{_describe(where)} has shape {data.shape}; {layout}"
+                f" ({' or '.join(map(str, sorted(allowed)))} dimensions"
+                f"{', the last being channels' if n_channel_dims else ''})."
+            )
+        if min(data.shape, default=0) == 0:
+            raise ValueError(
+                f"{name}[{i}]{_describe(where)} is empty (shape {data.shape})."
+            )
+        data = np.asarray(data, dtype=np.float32)
+        if background is None:
+            fg = data != 0
+            if n_channel_dims:
+                fg = fg.any(axis=-1)
+        else:
+            fg = ~background.any(axis=-1) if n_channel_dims else ~background
+            finite = np.isfinite(data)
+            if not finite.all():
+                # Masked pixels may hold anything: zero them so that no NaN
+                # leaks into a network or a histogram. Foreground ones are
+                # reported below.
+                inside = fg[..., None] if n_channel_dims else fg
+                data = np.where(finite | inside, data, np.float32(0))
+        if not np.isfinite(data[fg]).all():
+            raise ValueError(
+                f"{name}[{i}]{_describe(where)} contains NaN or infinite values "
+                "in the foreground; mask them (numpy.ma) or replace them."
+            )
+        images.append(data)
+        foreground.append(fg)
+
+    ndims = {fg.ndim for fg in foreground}
+    if len(ndims) > 1:
+        raise ValueError(
+            f"{name}{_describe(where)} mixes 2D images and 3D volumes; pass "
+            "only one kind at a time."
+        )
+    if n_channel_dims:
+        channels = {im.shape[-1] for im in images}
+        if len(channels) > 1:
+            raise ValueError(
+                f"{name}{_describe(where)} mixes samples with "
+                f"{sorted(channels)} channels; all need the same number."
+            )
+    return ImageBatch(images, foreground, stacked, channel_axis)
+
+
+def check_in_range(
+    value, name, owner, low=None, high=None, *, closed="neither", integer=False
+):
+    """Check that the parameter ``name`` of ``owner`` is a number in a range.
+
+    ``closed`` is one of ``"neither"``, ``"left"``, ``"right"``, ``"both"``
+    and says which bounds are allowed. Returns ``value`` unchanged.
+    """
+    kind = numbers.Integral if integer else numbers.Real
+    left = "[" if closed in ("left", "both") else "("
+    right = "]" if closed in ("right", "both") else ")"
+    interval = (
+        f"{left}{'-inf' if low is None else low}, "
+        f"{'inf' if high is None else high}{right}"
+    )
+    what = "an integer" if integer else "a number"
+    bad = not isinstance(value, kind) or isinstance(value, bool)
+    if not bad:
+        too_low = low is not None and (
+            value < low if closed in ("left", "both") else value <= low
+        )
+        too_high = high is not None and (
+            value > high if closed in ("right", "both") else value >= high
+        )
+        bad = too_low or too_high or value != value  # NaN
+    if bad:
+        raise ValueError(
+            f"'{name}' of {owner} must be {what} in {interval}; got {value!r}."
+        )
+    return value
+
+
+def check_one_of(value, name, owner, options):
+    """Check that the parameter ``name`` of ``owner`` is one of ``options``."""
+    if value not in options:
+        raise ValueError(
+            f"'{name}' of {owner} must be one of "
+            f"{', '.join(repr(o) for o in options)}; got {value!r}."
+        )
+    return value
+
+
+def check_generator(random_state):
+    """Turn ``random_state`` into a fresh :class:`numpy.random.Generator`.
+
+    ``None`` gives fresh entropy, an int a seeded generator; a ``Generator``
+    or ``RandomState`` is used to draw a seed, so the caller's object is
+    advanced but never shared. Global state is never touched.
+    """
+    if random_state is None or isinstance(random_state, numbers.Integral):
+        return np.random.default_rng(random_state)
+    if isinstance(random_state, np.random.Generator):
+        return np.random.default_rng(random_state.integers(2**63))
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(2**31))
+    raise ValueError(
+        "'random_state' must be None, an int, a numpy Generator or a "
+        f"RandomState; got {random_state!r}."
+    )
