@@ -23,7 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._docstrings import fill_doc
 from ._version import __version__
 from .exceptions import ShapeMismatchError, VersionMismatchWarning
-from .metrics._pixel import threshold_at_fpr
+from .metrics._pixel import calibrate_thresholds
 from .utils import check_generator, check_images, check_in_range
 
 __all__ = ["BaseAnomalySegmenter", "STANDARD_FPRS"]
@@ -272,9 +272,7 @@ class BaseAnomalySegmenter(BaseEstimator):
                 "no foreground pixel; check the foreground masks."
             )
         rates = sorted(set(STANDARD_FPRS) | {float(self.max_fpr)})
-        self.calibration_thresholds_ = {
-            rate: threshold_at_fpr(values, rate) for rate in rates
-        }
+        self.calibration_thresholds_ = calibrate_thresholds(values, rates)
         self.threshold_ = self.calibration_thresholds_[float(self.max_fpr)]
         self.calibration_fpr_ = float(np.mean(values > self.threshold_))
         self.n_calibration_pixels_ = int(values.size)

@@ -8,11 +8,13 @@ different sizes can be pooled without padding.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 
 __all__ = [
+    "CurveMetrics",
     "average_precision",
     "best_dice",
     "dice_score",
@@ -87,14 +89,61 @@ def binary_curve(labels, scores):
     return tps, fps, scores[ends]
 
 
-def _require_both_classes(labels, metric):
+@dataclass(frozen=True)
+class CurveMetrics:
+    """Every threshold-sweep metric of one set of pixels, from one sort.
+
+    Thresholds are applied as ``score >= threshold``. Fields that are
+    undefined for the data (e.g. AUROC without any anomalous pixel) are NaN.
+    """
+
+    auroc: float
+    average_precision: float
+    best_dice: float
+    best_dice_threshold: float
+    youden_threshold: float
+    youden_fpr: float
+    youden_fnr: float
+
+    @classmethod
+    def from_pixels(cls, labels, scores):
+        """Compute the metrics of 1D ``labels`` (bool) and ``scores``."""
+        n_pos = int(labels.sum())
+        n_neg = labels.size - n_pos
+        nan = float("nan")
+        if n_pos == 0:
+            return cls(nan, nan, nan, nan, nan, nan, nan)
+        tps, fps, thresholds = binary_curve(labels, scores)
+        dice = 2 * tps / (tps + fps + n_pos)
+        best = int(np.argmax(dice))
+        precision = tps / (tps + fps)
+        ap = float(np.sum(np.diff(np.r_[0, tps]) / n_pos * precision))
+        if n_neg == 0:
+            return cls(nan, ap, float(dice[best]), float(thresholds[best]), nan, nan, nan)
+        tpr = tps / n_pos
+        fpr = fps / n_neg
+        auroc = float(np.trapezoid(np.r_[0, tpr], np.r_[0, fpr]))
+        j = int(np.argmax(tpr - fpr))
+        return cls(
+            auroc,
+            ap,
+            float(dice[best]),
+            float(thresholds[best]),
+            float(thresholds[j]),
+            float(fpr[j]),
+            float(1 - tpr[j]),
+        )
+
+
+def _curve(y_true, y_score, foreground, metric, need_negatives=True):
+    labels, scores = pooled_pixels(y_true, y_score, foreground)
     n_pos = int(labels.sum())
-    if n_pos == 0 or n_pos == labels.size:
+    if n_pos == 0 or (need_negatives and n_pos == labels.size):
         raise ValueError(
             f"{metric} is undefined when the foreground holds only one class "
             f"({n_pos} anomalous of {labels.size} pixels)."
         )
-    return n_pos
+    return CurveMetrics.from_pixels(labels, scores)
 
 
 def roc_auc(y_true, y_score, foreground=None):
@@ -102,12 +151,7 @@ def roc_auc(y_true, y_score, foreground=None):
 
     Equals :func:`sklearn.metrics.roc_auc_score` on the foreground pixels.
     """
-    labels, scores = pooled_pixels(y_true, y_score, foreground)
-    n_pos = _require_both_classes(labels, "AUROC")
-    tps, fps, _ = binary_curve(labels, scores)
-    tpr = np.r_[0, tps] / n_pos
-    fpr = np.r_[0, fps] / (labels.size - n_pos)
-    return float(np.trapezoid(tpr, fpr))
+    return _curve(y_true, y_score, foreground, "AUROC").auroc
 
 
 def average_precision(y_true, y_score, foreground=None):
@@ -116,12 +160,9 @@ def average_precision(y_true, y_score, foreground=None):
     Equals :func:`sklearn.metrics.average_precision_score` on the foreground
     pixels: ``sum_n (R_n - R_{n-1}) P_n``.
     """
-    labels, scores = pooled_pixels(y_true, y_score, foreground)
-    n_pos = _require_both_classes(labels, "Average precision")
-    tps, fps, _ = binary_curve(labels, scores)
-    precision = tps / (tps + fps)
-    recall = tps / n_pos
-    return float(np.sum(np.diff(np.r_[0, recall]) * precision))
+    return _curve(
+        y_true, y_score, foreground, "Average precision", need_negatives=False
+    ).average_precision
 
 
 def dice_score(y_true, y_pred, foreground=None):
@@ -150,14 +191,8 @@ def best_dice(y_true, y_score, foreground=None):
     threshold : float
         The map is thresholded as ``y_score >= threshold``.
     """
-    labels, scores = pooled_pixels(y_true, y_score, foreground)
-    n_pos = int(labels.sum())
-    if n_pos == 0:
-        raise ValueError("Best Dice is undefined when no pixel is anomalous.")
-    tps, fps, thresholds = binary_curve(labels, scores)
-    dice = 2 * tps / (tps + fps + n_pos)
-    best = int(np.argmax(dice))
-    return float(dice[best]), float(thresholds[best])
+    curve = _curve(y_true, y_score, foreground, "Best Dice", need_negatives=False)
+    return curve.best_dice, curve.best_dice_threshold
 
 
 def youden_threshold(y_true, y_score, foreground=None):
@@ -172,13 +207,8 @@ def youden_threshold(y_true, y_score, foreground=None):
     fnr : float
         False-negative rate at that threshold.
     """
-    labels, scores = pooled_pixels(y_true, y_score, foreground)
-    n_pos = _require_both_classes(labels, "The Youden threshold")
-    tps, fps, thresholds = binary_curve(labels, scores)
-    tpr = tps / n_pos
-    fpr = fps / (labels.size - n_pos)
-    best = int(np.argmax(tpr - fpr))
-    return float(thresholds[best]), float(fpr[best]), float(1 - tpr[best])
+    curve = _curve(y_true, y_score, foreground, "The Youden threshold")
+    return curve.youden_threshold, curve.youden_fpr, curve.youden_fnr
 
 
 def threshold_at_fpr(healthy_scores, max_fpr, foreground=None):
@@ -219,3 +249,26 @@ def threshold_at_fpr(healthy_scores, max_fpr, foreground=None):
     k = int(Fraction(repr(float(max_fpr))) * n)
     index = n - k - 1
     return float(np.partition(values, index)[index])
+
+
+def calibrate_thresholds(healthy_scores, rates=(0.01, 0.05, 0.1), foreground=None):
+    """Thresholds at several false-positive rates on healthy anomaly maps.
+
+    Parameters
+    ----------
+    healthy_scores : array-like or list of array-like
+        Anomaly maps of healthy images, not used for training.
+    rates : sequence of float in (0, 1), default=(0.01, 0.05, 0.1)
+    foreground : array-like or list of array-like, default=None
+
+    Returns
+    -------
+    thresholds : dict of float to float
+        Keyed by rate; pass it to :func:`evaluate`.
+    """
+    maps = _as_list(healthy_scores)
+    fgs = [None] * len(maps) if foreground is None else _as_list(foreground)
+    values = np.concatenate(
+        [m.ravel() if f is None else m[f.astype(bool)] for m, f in zip(maps, fgs)]
+    )
+    return {float(rate): threshold_at_fpr(values, rate) for rate in rates}

@@ -1,5 +1,6 @@
 """Input validation and small helpers shared by every estimator."""
 
+from ._discovery import all_estimators
 from ._validation import (
     ImageBatch,
     check_generator,
@@ -9,6 +10,7 @@ from ._validation import (
 )
 
 __all__ = [
+    "all_estimators",
     "ImageBatch",
     "check_generator",
     "check_images",

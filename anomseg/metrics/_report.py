@@ -1,0 +1,235 @@
+"""A metric table in which every number says how it was aggregated and where
+its threshold came from."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ._pixel import CurveMetrics, _as_list, dice_score, pooled_pixels
+
+__all__ = ["EvaluationReport", "MetricResult", "evaluate"]
+
+THRESHOLD_FREE = "none (threshold-free)"
+ORACLE = "oracle: chosen on the test labels"
+
+
+def _calibrated(rate):
+    return f"calibrated on healthy data at FPR {100 * rate:g}%"
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """One row of an :class:`EvaluationReport`.
+
+    Attributes
+    ----------
+    metric : str
+        Metric name, such as ``"AUROC"`` or ``"Dice"``.
+    aggregation : str
+        ``"pooled"`` (all foreground pixels of the data set together) or
+        ``"per-volume"`` (mean over volumes with a lesion).
+    threshold : str
+        Where the threshold came from: none, an oracle chosen on the test
+        labels (not attainable on new data), or a healthy-data calibration.
+    value : float
+        The pooled value, or the mean over volumes.
+    sd : float or None
+        Standard deviation over volumes (``ddof=1``); None when pooled.
+    n_volumes : int or None
+        Number of volumes averaged; None when pooled.
+    """
+
+    metric: str
+    aggregation: str
+    threshold: str
+    value: float
+    sd: float | None = None
+    n_volumes: int | None = None
+
+    @property
+    def formatted(self):
+        """The value as text, with ``± sd`` for per-volume rows."""
+        if np.isnan(self.value):
+            return "n/a"
+        if self.sd is None:
+            return f"{self.value:.3f}"
+        sd = "n/a" if np.isnan(self.sd) else f"{self.sd:.3f}"
+        return f"{self.value:.3f} ± {sd}"
+
+
+class EvaluationReport:
+    """The metrics of an anomaly-segmentation evaluation.
+
+    Index it by ``(metric, aggregation)`` or ``(metric, aggregation,
+    threshold)`` to get a value, print it for a table, or call
+    :meth:`to_records` for a list of dicts (e.g. for pandas).
+
+    Parameters
+    ----------
+    results : list of MetricResult
+    """
+
+    def __init__(self, results):
+        self.results = list(results)
+
+    def __getitem__(self, key):
+        matches = [r for r in self.results if (r.metric, r.aggregation, r.threshold)[: len(key)] == tuple(key)]
+        if len(matches) != 1:
+            raise KeyError(
+                f"{key!r} matches {len(matches)} rows; index with (metric, "
+                "aggregation) or (metric, aggregation, threshold)."
+            )
+        return matches[0].value
+
+    def to_records(self):
+        """Rows as a list of dicts."""
+        return [asdict(r) for r in self.results]
+
+    def to_table(self):
+        """The report as an aligned plain-text table."""
+        header = ("metric", "aggregation", "value", "threshold")
+        rows = [
+            (
+                r.metric,
+                r.aggregation + ("" if r.n_volumes is None else f" (n={r.n_volumes})"),
+                r.formatted,
+                r.threshold,
+            )
+            for r in self.results
+        ]
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip()]
+        lines.append("  ".join("-" * w for w in widths))
+        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.to_table()
+
+    def __repr__(self):
+        return f"EvaluationReport({len(self.results)} metrics)\n{self.to_table()}"
+
+
+def _metric_rows(y_true, y_score, foreground, thresholds):
+    """(metric, threshold source, value) for one pooled set of pixels."""
+    labels, scores = pooled_pixels(y_true, y_score, foreground)
+    curve = CurveMetrics.from_pixels(labels, scores)
+    rows = [
+        ("AUROC", THRESHOLD_FREE, curve.auroc),
+        ("AUPRC", THRESHOLD_FREE, curve.average_precision),
+        ("Best Dice", ORACLE, curve.best_dice),
+    ]
+    for rate, threshold in sorted(thresholds.items()):
+        rows.append(("Dice", _calibrated(rate), dice_score(labels, scores > threshold)))
+    rows += [
+        ("FPR at Youden", ORACLE, curve.youden_fpr),
+        ("FNR at Youden", ORACLE, curve.youden_fnr),
+    ]
+    return rows
+
+
+def _group_samples(samples, groups):
+    if groups is None:
+        return [[s] for s in samples]
+    groups = np.asarray(groups)
+    if groups.shape != (len(samples),):
+        raise ValueError(
+            f"'groups' must have one label per sample, shape ({len(samples)},); "
+            f"got shape {groups.shape}."
+        )
+    return [[samples[i] for i in np.flatnonzero(groups == g)] for g in np.unique(groups)]
+
+
+def evaluate(
+    y_true,
+    y_score,
+    *,
+    foreground=None,
+    thresholds=None,
+    groups=None,
+    per_volume=True,
+):
+    """Evaluate anomaly maps against ground-truth masks.
+
+    Reports, pooled over all foreground pixels and per volume:
+
+    * AUROC and AUPRC (average precision), which need no threshold;
+    * the best-possible Dice over all thresholds, an **oracle** figure whose
+      threshold is chosen on the test labels themselves;
+    * Dice at thresholds **calibrated on healthy data** (``thresholds``), the
+      figure a user can actually obtain on new scans;
+    * the false-positive and false-negative rates at the Youden threshold
+      (an oracle too).
+
+    Parameters
+    ----------
+    y_true : array-like or list of array-like of bool
+        Ground-truth masks, one per sample.
+    y_score : array-like or list of array-like
+        Anomaly maps with the masks' shapes.
+    foreground : array-like or list of array-like of bool, default=None
+        Pixels to count (brain or head). All pixels when None, which
+        inflates AUROC with easy background pixels; pass it.
+    thresholds : dict of float to float, default=None
+        Healthy-calibrated thresholds keyed by false-positive rate, such as
+        an estimator's ``calibration_thresholds_``, or the output of
+        :func:`calibrate_thresholds`. A pixel is predicted anomalous when
+        ``score > threshold``, as in ``predict``.
+    groups : array-like of shape (n_samples,), default=None
+        Volume of each sample, to aggregate 2D slices into volumes for the
+        per-volume rows. Each sample is a volume when None.
+    per_volume : bool, default=True
+        Whether to add per-volume mean ± sd rows. Volumes without any lesion
+        are left out of them (their AUROC is undefined); the row says how
+        many volumes were averaged.
+
+    Returns
+    -------
+    report : EvaluationReport
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anomseg.metrics import evaluate
+    >>> truth = np.zeros((2, 4, 4), bool); truth[:, 1, 1] = True
+    >>> maps = np.where(truth, 0.9, 0.1) + np.linspace(0, 0.05, 16).reshape(4, 4)
+    >>> report = evaluate(truth, maps, thresholds={0.05: 0.5})
+    >>> report["AUROC", "pooled"], report["Dice", "pooled"]
+    (1.0, 1.0)
+    """
+    thresholds = {} if thresholds is None else dict(thresholds)
+    trues, scores = _as_list(y_true), _as_list(y_score)
+    if len(trues) == 1 and not isinstance(y_true, (list, tuple)):
+        trues, scores = list(trues[0]), list(scores[0])  # a stacked array
+    if foreground is None:
+        fgs = [np.ones(t.shape, bool) for t in trues]
+    else:
+        fgs = _as_list(foreground)
+        if len(fgs) == 1 and not isinstance(foreground, (list, tuple)):
+            fgs = list(fgs[0])
+
+    results = [
+        MetricResult(metric, "pooled", source, value)
+        for metric, source, value in _metric_rows(trues, scores, fgs, thresholds)
+    ]
+    if not per_volume:
+        return EvaluationReport(results)
+
+    per_volume_rows = []
+    for volume in _group_samples(list(zip(trues, scores, fgs)), groups):
+        t, s, f = (list(x) for x in zip(*volume))
+        if not any(np.any(ti[fi.astype(bool)]) for ti, fi in zip(t, f)):
+            continue
+        per_volume_rows.append(_metric_rows(t, s, f, thresholds))
+    pooled_rows = list(results)
+    for i, pooled in enumerate(pooled_rows):
+        values = np.array([rows[i][2] for rows in per_volume_rows], dtype=float)
+        n = values.size
+        mean = float(values.mean()) if n else float("nan")
+        sd = float(values.std(ddof=1)) if n > 1 else float("nan")
+        results.append(
+            MetricResult(pooled.metric, "per-volume", pooled.threshold, mean, sd, n)
+        )
+    return EvaluationReport(results)

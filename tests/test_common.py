@@ -1,0 +1,252 @@
+"""The estimator contract, checked on every public estimator of anomseg.
+
+A new estimator is covered just by being exported from a subpackage's
+``__all__``. Tiny configurations that keep deep models fast are the only
+per-estimator knowledge here, in ``TINY_PARAMS``; expected failures, if any
+ever are needed, go in ``EXPECTED_FAILURES`` with their reason.
+"""
+
+import pickle
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.pipeline import Pipeline
+
+from anomseg.datasets import make_healthy_images
+from anomseg.exceptions import NotFittedError, ShapeMismatchError
+from anomseg.utils import all_estimators
+
+#: Parameters that make each estimator fast enough for the default suite.
+TINY_PARAMS = {}
+
+#: (estimator name, check name) -> reason, for checks an estimator is known
+#: to fail. Keep it empty; every entry is a debt.
+EXPECTED_FAILURES = {}
+
+ESTIMATORS = all_estimators()
+MAX_FPR = 0.1
+
+
+def make_estimator(cls, **params):
+    return cls(**{"max_fpr": MAX_FPR, **TINY_PARAMS.get(cls.__name__, {}), **params})
+
+
+def _seeded(cls):
+    """Parameters giving a fixed random_state when the estimator has one."""
+    return {"random_state": 0} if "random_state" in cls().get_params() else {}
+
+
+@pytest.fixture(scope="module")
+def healthy():
+    return make_healthy_images(n_images=12, shape=(32, 32), random_state=0)
+
+
+@pytest.fixture(scope="module")
+def healthy_unseen():
+    return make_healthy_images(n_images=12, shape=(32, 32), random_state=1)
+
+
+@pytest.fixture(scope="module")
+def fitted(healthy):
+    """One fitted instance per estimator, shared by the read-only checks."""
+    return {
+        name: make_estimator(cls, **_seeded(cls)).fit(healthy)
+        for name, cls in ESTIMATORS
+    }
+
+
+def check(name, check_name):
+    reason = EXPECTED_FAILURES.get((name, check_name))
+    if reason:
+        pytest.xfail(reason)
+
+
+def test_there_are_estimators_to_check():
+    assert "FlairThreshold" in dict(ESTIMATORS)
+
+
+@pytest.mark.parametrize("name, cls", ESTIMATORS)
+class TestContract:
+    def test_fit_returns_self_and_keeps_params(self, name, cls, healthy):
+        check(name, "fit")
+        est = make_estimator(cls, **_seeded(cls))
+        before = est.get_params()
+        assert est.fit(healthy) is est
+        after = est.get_params()
+        assert joblib.hash(before) == joblib.hash(after)
+        assert np.isfinite(est.threshold_)
+        assert set(est.calibration_thresholds_) >= {0.01, 0.05, 0.1, MAX_FPR}
+
+    def test_not_fitted(self, name, cls, healthy):
+        est = make_estimator(cls)
+        for method in ("score_samples", "predict", "decision_function", "calibrate"):
+            with pytest.raises(NotFittedError):
+                getattr(est, method)(healthy)
+
+    def test_init_only_stores_params(self, name, cls):
+        est = make_estimator(cls)
+        public = {k for k in vars(est) if not k.startswith("_")}
+        assert public == set(est.get_params())
+        assert not any(k.endswith("_") for k in vars(est))
+
+    def test_clone_and_set_params(self, name, cls, fitted):
+        est = fitted[name]
+        copy = clone(est)
+        assert copy.get_params() == est.get_params()
+        assert not hasattr(copy, "threshold_")
+        copy.set_params(max_fpr=0.2)
+        assert copy.max_fpr == 0.2 and est.max_fpr == MAX_FPR
+
+    def test_output_shape_and_values(self, name, cls, fitted, healthy_unseen):
+        est = fitted[name]
+        maps = est.score_samples(healthy_unseen)
+        assert maps.shape == healthy_unseen.shape
+        assert maps.dtype == np.float32
+        assert np.isfinite(maps).all()
+        assert (maps >= 0).all()
+        background = healthy_unseen == 0
+        assert background.any()
+        assert (maps[background] == 0).all()
+
+    def test_list_input_gives_list_output(self, name, cls, fitted, healthy_unseen):
+        est = fitted[name]
+        images = list(healthy_unseen[:3])
+        maps = est.score_samples(images)
+        assert isinstance(maps, list) and len(maps) == 3
+        np.testing.assert_array_equal(
+            np.stack(maps), est.score_samples(healthy_unseen[:3])
+        )
+        masks = est.predict(images)
+        assert isinstance(masks, list) and masks[0].dtype == bool
+
+    def test_predict_is_score_above_threshold(self, name, cls, fitted, healthy_unseen):
+        est = fitted[name]
+        maps = est.score_samples(healthy_unseen)
+        masks = est.predict(healthy_unseen)
+        assert masks.dtype == bool
+        np.testing.assert_array_equal(masks, maps > est.threshold_)
+        np.testing.assert_allclose(
+            est.decision_function(healthy_unseen),
+            maps - np.float32(est.threshold_),
+        )
+
+    def test_false_positive_rate_on_unseen_healthy(self, name, cls, fitted, healthy_unseen):
+        check(name, "fpr")
+        est = fitted[name]
+        foreground = healthy_unseen != 0
+        fpr = est.predict(healthy_unseen)[foreground].mean()
+        assert abs(fpr - MAX_FPR) < 0.5 * MAX_FPR, fpr
+        # and exactly at most max_fpr on the calibration pixels themselves
+        assert est.calibration_fpr_ <= MAX_FPR
+
+    def test_calibrate_moves_threshold(self, name, cls, fitted, healthy_unseen):
+        est = pickle.loads(pickle.dumps(fitted[name]))
+        est.set_params(max_fpr=0.01)
+        est.calibrate(healthy_unseen)
+        maps = est.score_samples(healthy_unseen)
+        fpr = (maps[healthy_unseen != 0] > est.threshold_).mean()
+        assert fpr <= 0.01
+        assert est.threshold_ == est.calibration_thresholds_[0.01]
+
+    def test_same_seed_same_result(self, name, cls, healthy, healthy_unseen, fitted):
+        check(name, "seed")
+        again = make_estimator(cls, **_seeded(cls)).fit(healthy)
+        np.testing.assert_array_equal(
+            again.score_samples(healthy_unseen),
+            fitted[name].score_samples(healthy_unseen),
+        )
+        assert again.threshold_ == fitted[name].threshold_
+
+    def test_pickle_and_joblib_round_trip(self, name, cls, fitted, healthy_unseen, tmp_path):
+        est = fitted[name]
+        expected = est.score_samples(healthy_unseen)
+        restored = pickle.loads(pickle.dumps(est))
+        np.testing.assert_array_equal(restored.score_samples(healthy_unseen), expected)
+        joblib.dump(est, tmp_path / "model.joblib")
+        restored = joblib.load(tmp_path / "model.joblib")
+        np.testing.assert_array_equal(restored.score_samples(healthy_unseen), expected)
+        assert restored.threshold_ == est.threshold_
+
+    def test_in_a_pipeline(self, name, cls, healthy, healthy_unseen):
+        from anomseg.preprocessing import IntensityScaler
+
+        pipe = Pipeline(
+            [("scale", IntensityScaler()), ("model", make_estimator(cls, **_seeded(cls)))]
+        ).fit(healthy)
+        maps = pipe.score_samples(healthy_unseen)
+        assert maps.shape == healthy_unseen.shape
+        np.testing.assert_array_equal(
+            pipe.predict(healthy_unseen), maps > pipe[-1].threshold_
+        )
+
+    @pytest.mark.parametrize(
+        "bad, error, match",
+        [
+            (lambda x: np.where(x == x.max(), np.nan, x), ValueError, "NaN"),
+            (lambda x: np.where(x == x.max(), np.inf, x), ValueError, "infinite"),
+            (lambda x: x[0, 0], ValueError, "dimensions"),
+            (lambda x: x[:0], ValueError, "empty"),
+            (lambda x: [], ValueError, "empty"),
+            (lambda x: x.astype(str), TypeError, "dtype"),
+            (lambda x: x > 0, TypeError, "dtype"),
+            (lambda x: x.astype(complex), TypeError, "dtype"),
+            (lambda x: "scan.nii.gz", TypeError, "str"),
+            (lambda x: [x[0], x[:2]], ValueError, "mixes"),
+        ],
+        ids=["nan", "inf", "ndim", "empty", "empty-list", "str", "bool", "complex", "path", "mixed"],
+    )
+    def test_bad_input(self, name, cls, fitted, healthy, bad, error, match):
+        with pytest.raises(error, match=match):
+            make_estimator(cls, **_seeded(cls)).fit(bad(healthy))
+        with pytest.raises(error, match=match):
+            fitted[name].score_samples(bad(healthy))
+
+    @pytest.mark.parametrize("param, value", [("max_fpr", 1.5), ("max_fpr", 0), ("max_fpr", "0.05")])
+    def test_bad_params(self, name, cls, healthy, param, value):
+        est = make_estimator(cls, **{param: value})
+        with pytest.raises(ValueError, match=f"'{param}' of {name} must be"):
+            est.fit(healthy)
+
+    def test_shape_or_channels_differing_from_fit(self, name, cls, fitted, healthy):
+        est = fitted[name]
+        other = np.pad(healthy[:2], ((0, 0), (0, 4), (0, 4)))
+        if cls._requires_fit_shape:
+            with pytest.raises(ShapeMismatchError, match="fitted on"):
+                est.score_samples(other)
+        else:
+            assert est.score_samples(other).shape == other.shape
+        if "channel_axis" in est.get_params():
+            two_channels = np.stack([healthy[:2]] * 2, axis=-1)
+            with pytest.raises(ShapeMismatchError, match="channel"):
+                clone(est).set_params(channel_axis=-1).fit(healthy[..., None]).score_samples(
+                    two_channels
+                )
+
+
+@pytest.mark.parametrize(
+    "name, cls",
+    [(n, c) for n, c in ESTIMATORS if c._learns_from_images],
+)
+def test_calibration_is_held_out_by_group(name, cls, healthy):
+    groups = np.repeat(np.arange(4), 3)
+    est = make_estimator(cls, calibration_fraction=0.25, random_state=0)
+    train, calibration = est._calibration_split(
+        type("B", (), {"__len__": lambda self: 12})(), groups
+    )
+    assert len(calibration) == 3
+    assert len(set(groups[train]) & set(groups[calibration])) == 0
+
+
+def test_import_does_not_need_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, anomseg, anomseg.baselines, anomseg.metrics, "
+        "anomseg.preprocessing, anomseg.io, anomseg.datasets; "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
