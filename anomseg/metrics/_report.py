@@ -113,7 +113,10 @@ class EvaluationReport:
 
 
 def _metric_rows(y_true, y_score, foreground, thresholds):
-    """(metric, threshold source, value) for one pooled set of pixels."""
+    """(metric, threshold source, value) for one pooled set of samples.
+
+    ``thresholds`` holds one ``{rate: threshold}`` dict per sample.
+    """
     labels, scores = pooled_pixels(y_true, y_score, foreground)
     curve = CurveMetrics.from_pixels(labels, scores)
     rows = [
@@ -121,13 +124,29 @@ def _metric_rows(y_true, y_score, foreground, thresholds):
         ("AUPRC", THRESHOLD_FREE, curve.average_precision),
         ("Best Dice", ORACLE, curve.best_dice),
     ]
-    for rate, threshold in sorted(thresholds.items()):
-        rows.append(("Dice", _calibrated(rate), dice_score(labels, scores > threshold)))
+    sizes = [int(np.count_nonzero(f)) for f in foreground]
+    for rate in sorted(thresholds[0]):
+        per_pixel = np.repeat([t[rate] for t in thresholds], sizes)
+        rows.append(("Dice", _calibrated(rate), dice_score(labels, scores > per_pixel)))
     rows += [
         ("FPR at Youden", ORACLE, curve.youden_fpr),
         ("FNR at Youden", ORACLE, curve.youden_fnr),
     ]
     return rows
+
+
+def _per_sample_thresholds(thresholds, n_samples):
+    if thresholds is None:
+        return [{}] * n_samples
+    if isinstance(thresholds, dict):
+        return [dict(thresholds)] * n_samples
+    thresholds = [dict(t) for t in thresholds]
+    if len(thresholds) != n_samples or len({tuple(sorted(t)) for t in thresholds}) != 1:
+        raise ValueError(
+            "'thresholds' must be one dict, or a list of one dict per sample "
+            f"({n_samples}) with the same rates; got {len(thresholds)} dicts."
+        )
+    return thresholds
 
 
 def _group_samples(samples, groups):
@@ -172,11 +191,12 @@ def evaluate(
     foreground : array-like or list of array-like of bool, default=None
         Pixels to count (brain or head). All pixels when None, which
         inflates AUROC with easy background pixels; pass it.
-    thresholds : dict of float to float, default=None
+    thresholds : dict of float to float, or list of dict, default=None
         Healthy-calibrated thresholds keyed by false-positive rate, such as
         an estimator's ``calibration_thresholds_``, or the output of
-        :func:`calibrate_thresholds`. A pixel is predicted anomalous when
-        ``score > threshold``, as in ``predict``.
+        :func:`calibrate_thresholds`; or one such dict per sample (e.g. from
+        a leave-one-subject-out calibration). A pixel is predicted anomalous
+        when ``score > threshold``, as in ``predict``.
     groups : array-like of shape (n_samples,), default=None
         Volume of each sample, to aggregate 2D slices into volumes for the
         per-volume rows. Each sample is a volume when None.
@@ -199,7 +219,6 @@ def evaluate(
     >>> report["AUROC", "pooled"], report["Dice", "pooled"]
     (1.0, 1.0)
     """
-    thresholds = {} if thresholds is None else dict(thresholds)
     trues, scores = _as_list(y_true), _as_list(y_score)
     if len(trues) == 1 and not isinstance(y_true, (list, tuple)):
         trues, scores = list(trues[0]), list(scores[0])  # a stacked array
@@ -209,6 +228,8 @@ def evaluate(
         fgs = _as_list(foreground)
         if len(fgs) == 1 and not isinstance(foreground, (list, tuple)):
             fgs = list(fgs[0])
+    fgs = [f.astype(bool) for f in fgs]
+    thresholds = _per_sample_thresholds(thresholds, len(trues))
 
     results = [
         MetricResult(metric, "pooled", source, value)
@@ -218,11 +239,11 @@ def evaluate(
         return EvaluationReport(results)
 
     per_volume_rows = []
-    for volume in _group_samples(list(zip(trues, scores, fgs)), groups):
-        t, s, f = (list(x) for x in zip(*volume))
-        if not any(np.any(ti[fi.astype(bool)]) for ti, fi in zip(t, f)):
+    for volume in _group_samples(list(zip(trues, scores, fgs, thresholds)), groups):
+        t, s, f, th = (list(x) for x in zip(*volume))
+        if not any(np.any(ti[fi]) for ti, fi in zip(t, f)):
             continue
-        per_volume_rows.append(_metric_rows(t, s, f, thresholds))
+        per_volume_rows.append(_metric_rows(t, s, f, th))
     pooled_rows = list(results)
     for i, pooled in enumerate(pooled_rows):
         values = np.array([rows[i][2] for rows in per_volume_rows], dtype=float)
