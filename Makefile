@@ -1,0 +1,40 @@
+# Set-up, demo, tests and docs in one place. Every target creates the
+# virtual environment first if needed.
+#
+#   make demo    set up, then run the FLAIR baseline on the embedded data
+#   make test    set up, then run the default test suite (slow tests excluded)
+#   make docs    set up, then build the HTML documentation offline
+#
+# torch is installed first and pinned, so that a CPU wheel of 2.13.0 present
+# locally is used and no CUDA packages are pulled in. Override TORCH to pick
+# another build, e.g. `make test TORCH="torch==2.13.0 --index-url <cpu index>"`.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test test-all docs clean
+
+$(BIN)/.anomseg-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e ".[dev,docs]"
+	touch $@
+
+setup: $(BIN)/.anomseg-installed
+
+demo: setup
+	$(BIN)/anomseg demo --overwrite
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-all: setup
+	$(BIN)/python -m pytest -m "slow or not slow"
+
+docs: setup
+	$(BIN)/python -m sphinx -b html -W --keep-going docs docs/_build/html
+
+clean:
+	rm -rf docs/_build docs/auto_examples docs/gen_modules anomseg_demo_output
