@@ -1,0 +1,338 @@
+"""NIfTI in and out: the only place where anomseg touches nibabel.
+
+Arrays handed to the rest of the package are always in the closest canonical
+(RAS+) orientation, so axes are (x, y, z) and axial slices run along the last
+axis whatever the scanner wrote. A :class:`NiftiReference` remembers the
+original grid, and :func:`save_nifti` writes maps back onto it, so that a map
+saved for ``scan.nii.gz`` overlays that scan in any viewer.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel.filebasedimages import ImageFileError
+from nibabel.orientations import apply_orientation, inv_ornt_aff, ornt_transform
+
+__all__ = ["NiftiReference", "load_nifti", "load_niftis", "save_nifti"]
+
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_IDENTITY_ORNT = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
+_INTEGER_DTYPES = (np.uint8, np.int16, np.uint16, np.int32)
+
+
+def _read_umask():
+    # os.umask can only be read by setting it; do it once, at import, rather
+    # than on every save where another thread could create files meanwhile.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_read_umask()
+
+
+@dataclass(frozen=True, eq=False)
+class NiftiReference:
+    """Where an array loaded by :func:`load_nifti` came from.
+
+    Holds what :func:`save_nifti` needs to write an array of the canonical
+    grid back onto the original file's exact grid. It is small and picklable.
+
+    Parameters
+    ----------
+    path : str
+        The file that was loaded.
+    affine : ndarray of shape (4, 4)
+        The original voxel-to-world affine.
+    shape : tuple of int
+        The original spatial shape (a singleton fourth axis is dropped).
+    header : nibabel.nifti1.Nifti1Header
+        The original header, reused when saving so that the qform, sform
+        and their codes, units and description are kept.
+    orientation : ndarray of shape (3, 2)
+        The nibabel orientation transform from the original axes to the
+        canonical (RAS+) axes.
+
+    See Also
+    --------
+    load_nifti : Creates references.
+    save_nifti : Uses them.
+    """
+
+    path: str
+    affine: np.ndarray
+    shape: tuple
+    header: object
+    orientation: np.ndarray
+
+    @property
+    def canonical_shape(self):
+        """Spatial shape of the arrays returned by :func:`load_nifti`."""
+        order = self.orientation[:, 0].astype(int)
+        canonical = [0, 0, 0]
+        for axis, new_axis in enumerate(order):
+            canonical[new_axis] = self.shape[axis]
+        return tuple(canonical)
+
+    @property
+    def canonical_affine(self):
+        """Voxel-to-world affine of the canonical arrays."""
+        return self.affine @ inv_ornt_aff(self.orientation, self.shape)
+
+    def __repr__(self):
+        return (
+            f"NiftiReference(path={self.path!r}, shape={self.shape}, "
+            f"axcodes={''.join(nib.aff2axcodes(self.affine))})"
+        )
+
+
+def _load_image(path):
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No NIfTI file at '{path}'.")
+    try:
+        image = nib.load(path)
+    except (ImageFileError, OSError, EOFError, ValueError) as exc:
+        raise ValueError(f"Could not read '{path}' as a NIfTI image: {exc}") from None
+    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise ValueError(
+            f"'{path}' is a {type(image).__name__}, not a NIfTI image."
+        )
+    if image.ndim == 4 and image.shape[3] == 1:
+        image = image.slicer[..., 0]
+    if image.ndim != 3:
+        raise ValueError(
+            f"'{path}' has shape {image.shape}; expected a 3D volume "
+            "(a 4D image with a singleton last axis is accepted)."
+        )
+    return image
+
+
+def load_nifti(path, *, dtype=np.float32):
+    """Load a 3D NIfTI image in the closest canonical (RAS+) orientation.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.nii`` or ``.nii.gz`` file holding a 3D volume, or a 4D one whose
+        last axis has length 1 (it is dropped).
+    dtype : dtype, default=numpy.float32
+        Dtype of the returned array. The header's scaling (``scl_slope``,
+        ``scl_inter``) is applied first; ``bool`` gives the non-zero voxels.
+
+    Returns
+    -------
+    data : ndarray of shape (X, Y, Z)
+        The volume, reoriented with :func:`nibabel.as_closest_canonical`:
+        axes run to the Right, Anterior and Superior, so axial slices are
+        ``data[:, :, k]``.
+    reference : NiftiReference
+        The original grid, for :func:`save_nifti`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` is not an existing file.
+    ValueError
+        If the file is not a NIfTI image, or not a 3D volume.
+
+    See Also
+    --------
+    save_nifti : Writes an array back onto the original grid.
+    load_niftis : Loads several files.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anomseg.io import load_nifti, save_nifti
+    >>> from anomseg.datasets import get_demo_path
+    >>> flair, ref = load_nifti(get_demo_path("patient07_flair.nii.gz"))
+    >>> flair.shape, flair.dtype
+    ((132, 165, 127), dtype('float32'))
+    >>> ref.canonical_shape == flair.shape
+    True
+    """
+    image = _load_image(path)
+    orientation = nib.io_orientation(image.affine)
+    canonical = nib.as_closest_canonical(image)
+    data = np.asanyarray(canonical.dataobj)
+    data = data != 0 if np.dtype(dtype) == bool else data.astype(dtype, copy=False)
+    reference = NiftiReference(
+        path=str(path),
+        affine=image.affine.copy(),
+        shape=tuple(int(n) for n in image.shape),
+        header=image.header.copy(),
+        orientation=orientation,
+    )
+    return data, reference
+
+
+def load_niftis(paths, *, dtype=np.float32):
+    """Load several NIfTI images with :func:`load_nifti`.
+
+    Parameters
+    ----------
+    paths : iterable of str or path-like
+        The files.
+    dtype : dtype, default=numpy.float32
+        Dtype of the returned arrays.
+
+    Returns
+    -------
+    data : list of ndarray
+        The volumes in canonical orientation; their shapes may differ.
+    references : list of NiftiReference
+        One reference per file.
+
+    Examples
+    --------
+    >>> from anomseg.io import load_niftis
+    >>> from anomseg.datasets import get_demo_path
+    >>> volumes, refs = load_niftis(
+    ...     [get_demo_path(f"patient07_{m}.nii.gz") for m in ("flair", "t2")]
+    ... )
+    >>> len(volumes), volumes[1].shape
+    (2, (132, 165, 127))
+    """
+    loaded = [load_nifti(path, dtype=dtype) for path in paths]
+    return [d for d, _ in loaded], [r for _, r in loaded]
+
+
+def _storage_dtype(data):
+    if data.dtype == bool:
+        return np.uint8
+    if np.issubdtype(data.dtype, np.floating):
+        return np.float32
+    if data.dtype in _INTEGER_DTYPES:
+        return data.dtype
+    if np.issubdtype(data.dtype, np.integer):
+        info = np.iinfo(np.int32)
+        if data.size and (data.min() < info.min or data.max() > info.max):
+            raise ValueError(
+                f"Integer data ranging over [{data.min()}, {data.max()}] does "
+                "not fit the int32 NIfTI storage type."
+            )
+        return np.int32
+    raise TypeError(
+        f"Cannot save data of dtype {data.dtype} as NIfTI; pass booleans, "
+        "integers or floats."
+    )
+
+
+def _to_original_image(data, reference):
+    data = np.ma.getdata(data)
+    data = np.asarray(data)
+    if data.shape != reference.canonical_shape:
+        raise ValueError(
+            f"data has shape {data.shape} but the canonical grid of "
+            f"'{reference.path}' has shape {reference.canonical_shape}; "
+            "save_nifti writes arrays returned on that grid by load_nifti."
+        )
+    dtype = _storage_dtype(data)
+    back = ornt_transform(_IDENTITY_ORNT, reference.orientation)
+    original = np.ascontiguousarray(apply_orientation(data, back).astype(dtype))
+    header = reference.header.copy()
+    header.set_data_shape(original.shape)
+    header.set_data_dtype(dtype)
+    image = nib.Nifti1Image(original, reference.affine, header=header)
+    # Store values as they are: no scaling inherited from the source file.
+    image.header.set_slope_inter(1.0, 0.0)
+    return image
+
+
+def save_nifti(data, reference, path, *, overwrite=False):
+    """Write a canonical-grid array onto the original grid of a NIfTI file.
+
+    The array is reoriented back, so the saved file has exactly the shape
+    and affine of the file that ``reference`` came from and overlays it in
+    any viewer. The write is atomic: the image is written to a temporary file
+    in the target's directory and then linked (or, with ``overwrite=True``,
+    renamed) into place, so an interrupted run never leaves a half-written
+    target.
+
+    Parameters
+    ----------
+    data : ndarray of shape reference.canonical_shape
+        Booleans (stored as uint8), floats (stored as float32) or integers.
+        A masked array is saved without its mask.
+    reference : NiftiReference
+        From :func:`load_nifti`.
+    path : str or path-like
+        Target, ending in ``.nii`` or ``.nii.gz``. Its directory must exist.
+    overwrite : bool, default=False
+        Whether to replace an existing file. Without it, an existing target
+        raises, even one created by another process during the write.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The written file.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is False.
+    FileNotFoundError
+        If the directory of ``path`` does not exist.
+    ValueError
+        If ``data`` does not have the canonical shape of ``reference``, or
+        ``path`` is not a NIfTI file name.
+
+    See Also
+    --------
+    load_nifti : Returns the array and its reference.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from anomseg.io import load_nifti, save_nifti
+    >>> from anomseg.datasets import get_demo_path
+    >>> flair, ref = load_nifti(get_demo_path("patient07_flair.nii.gz"))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     out = save_nifti(flair > 200, ref, pathlib.Path(tmp) / "map.nii.gz")
+    ...     mask, ref_out = load_nifti(out, dtype=bool)
+    ...     bool((mask == (flair > 200)).all()), ref_out.shape == ref.shape
+    (True, True)
+    """
+    path = Path(path)
+    if not path.name.endswith(_NIFTI_SUFFIXES):
+        raise ValueError(
+            f"'{path}' must end in .nii or .nii.gz to be saved as NIfTI."
+        )
+    if not path.parent.is_dir():
+        raise FileNotFoundError(
+            f"Cannot save '{path}': directory '{path.parent}' does not exist."
+        )
+    if not overwrite and os.path.lexists(path):
+        raise FileExistsError(
+            f"'{path}' exists; pass overwrite=True to replace it."
+        )
+    image = _to_original_image(data, reference)
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
+    fd, tmp = tempfile.mkstemp(
+        suffix=suffix, prefix=f".{path.name}.", dir=path.parent
+    )
+    try:
+        os.close(fd)
+        os.chmod(tmp, _FILE_MODE)
+        nib.save(image, tmp)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                # link() fails if the target exists: no check-then-write race.
+                os.link(tmp, path)
+            except FileExistsError:
+                raise FileExistsError(
+                    f"'{path}' exists; pass overwrite=True to replace it."
+                ) from None
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+    return path

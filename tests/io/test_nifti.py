@@ -1,0 +1,214 @@
+"""NIfTI loading in canonical orientation and atomic saving onto the
+original grid."""
+
+import os
+import pickle
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from anomseg.io import NiftiReference, load_nifti, load_niftis, save_nifti
+
+# A permuted, flipped, anisotropic grid (axis codes P, S, L) with an offset,
+# the kind of file a scanner writes and viewers must overlay exactly.
+NON_CANONICAL_AFFINE = np.array(
+    [
+        [0.0, 0.0, -2.0, 10.0],
+        [-1.5, 0.0, 0.0, 20.0],
+        [0.0, 3.0, 0.0, -5.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+)
+SHAPE = (5, 6, 7)
+
+
+@pytest.fixture
+def scan(tmp_path):
+    data = np.random.default_rng(0).random(SHAPE).astype(np.float32)
+    path = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(data, NON_CANONICAL_AFFINE), path)
+    return path, data
+
+
+def test_load_gives_canonical_orientation(scan):
+    path, data = scan
+    loaded, ref = load_nifti(path)
+    assert nib.aff2axcodes(NON_CANONICAL_AFFINE) == ("P", "S", "L")
+    assert nib.aff2axcodes(ref.canonical_affine) == ("R", "A", "S")
+    assert loaded.dtype == np.float32
+    assert loaded.shape == ref.canonical_shape == (7, 5, 6)
+    expected = nib.as_closest_canonical(nib.load(path))
+    np.testing.assert_allclose(ref.canonical_affine, expected.affine)
+    np.testing.assert_array_equal(loaded, expected.get_fdata(dtype=np.float32))
+    # The world coordinate of every voxel is unchanged by the reorientation.
+    i, j, k = 1, 2, 3
+    original_index = np.linalg.solve(
+        NON_CANONICAL_AFFINE, ref.canonical_affine @ [i, j, k, 1]
+    )[:3].round().astype(int)
+    assert loaded[i, j, k] == data[tuple(original_index)]
+
+
+def test_round_trip_keeps_grid_and_values(scan, tmp_path):
+    path, data = scan
+    loaded, ref = load_nifti(path)
+    out = save_nifti(loaded, ref, tmp_path / "map.nii.gz")
+    saved = nib.load(out)
+    assert saved.shape == SHAPE
+    np.testing.assert_array_equal(saved.affine, NON_CANONICAL_AFFINE)
+    np.testing.assert_array_equal(saved.get_fdata(dtype=np.float32), data)
+    assert saved.get_data_dtype() == np.float32
+    assert saved.header.get_slope_inter() == (None, None)
+    again, _ = load_nifti(out)
+    np.testing.assert_array_equal(again, loaded)
+
+
+def test_bool_saved_as_uint8_and_scaling_dropped(tmp_path):
+    # A scaled int16 source: maps must not inherit its slope.
+    image = nib.Nifti1Image(np.arange(60, dtype=np.int16).reshape(3, 4, 5),
+                            NON_CANONICAL_AFFINE)
+    image.header.set_slope_inter(2.0, 1.0)
+    nib.save(image, tmp_path / "scaled.nii")
+    loaded, ref = load_nifti(tmp_path / "scaled.nii")
+    assert loaded.max() == 2 * 59 + 1
+    save_nifti(loaded > 50, ref, tmp_path / "mask.nii.gz")
+    saved = nib.load(tmp_path / "mask.nii.gz")
+    assert saved.get_data_dtype() == np.uint8
+    np.testing.assert_array_equal(
+        np.asarray(saved.dataobj), np.arange(60).reshape(3, 4, 5) * 2 + 1 > 50
+    )
+    save_nifti(loaded.astype(np.float64) / 4, ref, tmp_path / "f.nii.gz")
+    saved = nib.load(tmp_path / "f.nii.gz")
+    assert saved.get_data_dtype() == np.float32
+    assert saved.header.get_slope_inter() == (None, None)
+
+
+def test_load_dtype_bool(scan):
+    path, data = scan
+    mask, _ = load_nifti(path, dtype=bool)
+    assert mask.dtype == bool and mask.sum() == (data != 0).sum()
+
+
+def test_squeezes_singleton_fourth_axis(tmp_path):
+    nib.save(nib.Nifti1Image(np.ones((3, 4, 5, 1), np.float32), np.eye(4)),
+             tmp_path / "a.nii")
+    data, ref = load_nifti(tmp_path / "a.nii")
+    assert data.shape == (3, 4, 5) and ref.shape == (3, 4, 5)
+
+
+def test_reference_pickles(scan, tmp_path):
+    path, _ = scan
+    loaded, ref = load_nifti(path)
+    copy = pickle.loads(pickle.dumps(ref))
+    assert isinstance(copy, NiftiReference)
+    assert copy.canonical_shape == ref.canonical_shape
+    save_nifti(loaded, copy, tmp_path / "from_copy.nii.gz")
+    np.testing.assert_array_equal(
+        nib.load(tmp_path / "from_copy.nii.gz").affine, NON_CANONICAL_AFFINE
+    )
+
+
+def test_no_overwrite_leaves_original_untouched(scan, tmp_path):
+    path, _ = scan
+    loaded, ref = load_nifti(path)
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError, match="scan.nii.gz"):
+        save_nifti(loaded * 2, ref, path)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["scan.nii.gz"]
+
+
+def test_link_refuses_target_created_during_write(scan, tmp_path, monkeypatch):
+    # Another process creates the target after the up-front check: the
+    # final link must still refuse to replace it.
+    path, _ = scan
+    loaded, ref = load_nifti(path)
+    target = tmp_path / "late.nii.gz"
+    real_save = nib.save
+
+    def save_then_race(image, filename):
+        real_save(image, filename)
+        target.write_bytes(b"other")
+
+    monkeypatch.setattr(nib, "save", save_then_race)
+    with pytest.raises(FileExistsError, match="late.nii.gz"):
+        save_nifti(loaded, ref, target)
+    assert target.read_bytes() == b"other"
+    assert sorted(os.listdir(tmp_path)) == ["late.nii.gz", "scan.nii.gz"]
+
+
+def test_overwrite_replaces(scan, tmp_path):
+    path, data = scan
+    loaded, ref = load_nifti(path)
+    save_nifti(loaded * 2, ref, path, overwrite=True)
+    np.testing.assert_allclose(nib.load(path).get_fdata(), data * 2)
+    assert sorted(os.listdir(tmp_path)) == ["scan.nii.gz"]
+
+
+@pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_failed_write_leaves_nothing(scan, tmp_path, monkeypatch, error,
+                                     overwrite):
+    path, _ = scan
+    loaded, ref = load_nifti(path)
+
+    def failing_save(image, filename):
+        with open(filename, "wb") as f:
+            f.write(b"half")
+        raise error
+
+    monkeypatch.setattr(nib, "save", failing_save)
+    with pytest.raises(type(error) if isinstance(error, Exception) else error):
+        save_nifti(loaded, ref, tmp_path / "map.nii.gz", overwrite=overwrite)
+    assert sorted(os.listdir(tmp_path)) == ["scan.nii.gz"]
+
+
+def test_save_wrong_shape(scan, tmp_path):
+    path, _ = scan
+    loaded, ref = load_nifti(path)
+    with pytest.raises(ValueError, match=r"canonical grid .* \(7, 5, 6\)"):
+        save_nifti(loaded[:, :, :-1], ref, tmp_path / "map.nii.gz")
+    assert sorted(os.listdir(tmp_path)) == ["scan.nii.gz"]
+
+
+def test_save_missing_directory_creates_nothing(scan, tmp_path):
+    path, _ = scan
+    loaded, ref = load_nifti(path)
+    target = tmp_path / "missing" / "map.nii.gz"
+    with pytest.raises(FileNotFoundError, match="missing"):
+        save_nifti(loaded, ref, target)
+    assert not target.parent.exists()
+
+
+def test_save_bad_suffix(scan, tmp_path):
+    path, _ = scan
+    loaded, ref = load_nifti(path)
+    with pytest.raises(ValueError, match="map.png"):
+        save_nifti(loaded, ref, tmp_path / "map.png")
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.nii.gz"):
+        load_nifti(tmp_path / "nope.nii.gz")
+
+
+def test_load_not_nifti(tmp_path):
+    path = tmp_path / "text.nii.gz"
+    path.write_text("not an image")
+    with pytest.raises(ValueError, match="text.nii.gz"):
+        load_nifti(path)
+
+
+@pytest.mark.parametrize("shape", [(4, 5), (3, 4, 5, 2)])
+def test_load_not_3d(tmp_path, shape):
+    path = tmp_path / "bad.nii"
+    nib.save(nib.Nifti1Image(np.ones(shape, np.float32), np.eye(4)), path)
+    with pytest.raises(ValueError, match=r"bad.nii.*3D"):
+        load_nifti(path)
+
+
+def test_load_niftis(scan):
+    path, _ = scan
+    volumes, refs = load_niftis([path, path])
+    assert len(volumes) == len(refs) == 2
+    np.testing.assert_array_equal(volumes[0], volumes[1])
