@@ -1,0 +1,32 @@
+"""Pre-processing of brain MRI before anomaly segmentation.
+
+* Foreground: :class:`ForegroundMasker` (and :func:`foreground_mask`) masks
+  the background of scans that are not skull-stripped.
+* Intensity, per sample and channel, inside the foreground:
+  :class:`IntensityScaler`, :class:`HistogramMatcher`,
+  :class:`HistogramEqualizer`.
+* Geometry, with an exact inverse for anomaly maps:
+  :class:`ForegroundCropper`, :class:`Resizer`.
+* :class:`AnomalyPipeline` (:func:`make_anomaly_pipeline`) chains them with
+  an estimator and returns maps in the input's geometry.
+
+Every transformer returns :class:`numpy.ma.MaskedArray` outputs whose mask
+is the background, so the foreground travels through a pipeline.
+"""
+
+from ._foreground import ForegroundMasker, foreground_mask
+from ._geometry import ForegroundCropper, Resizer
+from ._intensity import HistogramEqualizer, HistogramMatcher, IntensityScaler
+from ._pipeline import AnomalyPipeline, make_anomaly_pipeline
+
+__all__ = [
+    "AnomalyPipeline",
+    "ForegroundCropper",
+    "ForegroundMasker",
+    "HistogramEqualizer",
+    "HistogramMatcher",
+    "IntensityScaler",
+    "Resizer",
+    "foreground_mask",
+    "make_anomaly_pipeline",
+]

@@ -1,0 +1,140 @@
+"""What every image transformer shares: validation at the edge, the
+channel-count check and the masked-array output."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from ..exceptions import ShapeMismatchError
+from ..utils import ImageBatch, check_images
+
+__all__ = []
+
+
+def _n_channels(batch):
+    return batch.images[0].shape[-1] if batch.channel_axis is not None else 1
+
+
+def _channels_last(image, foreground):
+    """View of ``image`` with a trailing channel axis, even for one channel."""
+    return image[..., None] if image.ndim == foreground.ndim else image
+
+
+class _BaseImageTransformer(TransformerMixin, BaseEstimator):
+    """Base of anomseg's image transformers.
+
+    Subclasses implement ``_check_params()``, optionally ``_fit(batch)``, and
+    ``_transform(batch)`` returning a new :class:`ImageBatch` whose images
+    own their memory. ``transform`` returns those images as masked arrays
+    whose mask is the new foreground's complement, in the input's layout.
+    """
+
+    def fit(self, X, y=None):
+        """Validate the parameters and images, and learn what is needed.
+
+        Parameters
+        ----------
+        X : array-like or list
+            Images in any layout of :mod:`anomseg.utils`.
+        y : None
+            Ignored; present for scikit-learn compatibility.
+
+        Returns
+        -------
+        self : object
+            The fitted transformer.
+        """
+        self._check_params()
+        batch = self._check_input(X, "fit")
+        self.n_channels_ = _n_channels(batch)
+        self._fit(batch)
+        return self
+
+    def transform(self, X):
+        """Transform images; the foreground travels as the unmasked part.
+
+        Parameters
+        ----------
+        X : array-like or list
+            Images in any layout of :mod:`anomseg.utils`, with the number of
+            channels seen in ``fit``.
+
+        Returns
+        -------
+        Xt : numpy.ma.MaskedArray or list of numpy.ma.MaskedArray
+            float32 images, masked outside the foreground: one stacked array
+            for an array input, a list for a list input. ``X`` is never
+            modified.
+        """
+        check_is_fitted(self, "n_channels_")
+        batch = self._check_input(X, "transform")
+        return self._transform(batch).to_masked()
+
+    def _check_input(self, X, method):
+        where = f"{type(self).__name__}.{method}"
+        batch = check_images(X, where=where, channel_axis=self.channel_axis)
+        if method != "fit" and _n_channels(batch) != self.n_channels_:
+            raise ShapeMismatchError(
+                f"X passed to {where} has {_n_channels(batch)} channel(s), but "
+                f"{type(self).__name__} was fitted on {self.n_channels_}."
+            )
+        return batch
+
+    def _check_params(self):
+        """Validate the parameters that are the transformer's own."""
+
+    def _fit(self, batch):
+        """Learn from the validated training images; nothing by default."""
+
+    def _transform(self, batch):
+        raise NotImplementedError
+
+
+def _with_images(batch, images, foreground=None):
+    """A batch like ``batch`` holding new images (and foregrounds)."""
+    foreground = batch.foreground if foreground is None else foreground
+    return ImageBatch(list(images), list(foreground), batch.stacked, batch.channel_axis)
+
+
+def _check_maps(maps, where, name="maps"):
+    """Validate anomaly maps or masks: spatial axes only, stack or list.
+
+    Returns the samples as plain arrays (masked pixels filled with 0 or
+    False) and whether the input was one stacked array.
+    """
+    if isinstance(maps, (list, tuple)):
+        stacked, samples = False, list(maps)
+        if not samples:
+            raise ValueError(f"{name} passed to {where} is empty.")
+    else:
+        array = maps if isinstance(maps, np.ma.MaskedArray) else np.asarray(maps)
+        if array.ndim not in (3, 4):
+            raise ValueError(
+                f"{name} passed to {where} must have 3 or 4 dimensions "
+                f"(n_images, H, W) or (n_volumes, X, Y, Z); got an array of "
+                f"shape {array.shape}."
+            )
+        stacked, samples = True, list(array)
+    out = []
+    for i, sample in enumerate(samples):
+        data = np.ma.filled(sample, 0) if np.ma.isMaskedArray(sample) else np.asarray(sample)
+        if data.dtype != bool and not (
+            np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)
+        ):
+            raise TypeError(
+                f"{name}[{i}] passed to {where} must be boolean or real-valued; "
+                f"got dtype {data.dtype}."
+            )
+        if data.ndim not in (2, 3):
+            raise ValueError(
+                f"{name}[{i}] passed to {where} has shape {data.shape}; maps "
+                "have spatial axes only (2D or 3D, no channel axis)."
+            )
+        out.append(data)
+    return out, stacked
+
+
+def _wrap(samples, stacked):
+    return np.stack(samples) if stacked else list(samples)

@@ -1,0 +1,163 @@
+"""A Pipeline whose anomaly maps come back in the geometry of its input."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.pipeline import Pipeline, make_pipeline
+
+__all__ = ["AnomalyPipeline", "make_anomaly_pipeline"]
+
+
+class AnomalyPipeline(Pipeline):
+    """Pre-processing steps and an anomaly estimator, with maps in the
+    input's geometry.
+
+    A :class:`sklearn.pipeline.Pipeline` whose ``score_samples``,
+    ``predict`` and ``decision_function`` return one output per input
+    sample with the input's spatial shape: the final estimator maps the
+    transformed images, then the ``inverse_transform`` of every geometric
+    step (those with ``_maps_back = True``, such as
+    :class:`ForegroundCropper` and :class:`Resizer`) is applied in reverse
+    order. Intensity steps need no inverse.
+
+    ``predict`` and ``decision_function`` threshold the maps *after* they
+    are mapped back, so ``predict(X) == (score_samples(X) > threshold_)``
+    holds in the input geometry. The final estimator's mask
+    post-processing (such as ``min_component_size``), if any, is then
+    applied to the mapped-back masks.
+
+    Parameters
+    ----------
+    steps : list of (str, estimator) tuples
+        Transformers, then an anomaly estimator with ``score_samples`` and
+        ``threshold_`` (any :class:`anomseg.base.BaseAnomalySegmenter`).
+    memory : str, object with joblib.Memory interface or None, default=None
+        As in :class:`sklearn.pipeline.Pipeline`.
+    verbose : bool, default=False
+        As in :class:`sklearn.pipeline.Pipeline`.
+
+    Attributes
+    ----------
+    threshold_ : float
+        The final estimator's ``threshold_``.
+
+    See Also
+    --------
+    make_anomaly_pipeline : Build one without naming the steps.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anomseg.baselines import FlairThreshold
+    >>> from anomseg.preprocessing import ForegroundCropper, Resizer
+    >>> from anomseg.preprocessing import make_anomaly_pipeline
+    >>> rng = np.random.default_rng(0)
+    >>> images = np.zeros((4, 40, 40))
+    >>> images[:, 5:35, 8:30] = rng.normal(100, 10, size=(4, 30, 22))
+    >>> pipe = make_anomaly_pipeline(
+    ...     ForegroundCropper(), Resizer((16, 16)), FlairThreshold()
+    ... ).fit(images)
+    >>> maps = pipe.score_samples(images)
+    >>> maps.shape
+    (4, 40, 40)
+    >>> bool(np.array_equal(pipe.predict(images), maps > pipe.threshold_))
+    True
+    """
+
+    @property
+    def threshold_(self):
+        """The final estimator's calibrated ``threshold_``."""
+        return self._final_estimator.threshold_
+
+    def _transform_to_final(self, X):
+        for _, _, transformer in self._iter(with_final=False):
+            X = transformer.transform(X)
+        return X
+
+    def _map_back(self, maps):
+        for _, _, transformer in reversed(list(self._iter(with_final=False))):
+            if getattr(transformer, "_maps_back", False):
+                maps = transformer.inverse_transform(maps)
+        return maps
+
+    def score_samples(self, X):
+        """Anomaly maps in the geometry of ``X``.
+
+        Parameters
+        ----------
+        X : array-like or list
+            Images accepted by the first step.
+
+        Returns
+        -------
+        maps : ndarray of float32 or list of ndarray
+            One map per sample, with the spatial shape of the sample in
+            ``X``; stacked for an array input, a list for a list input.
+            Higher is more anomalous.
+        """
+        maps = self._final_estimator.score_samples(self._transform_to_final(X))
+        return self._map_back(maps)
+
+    def predict(self, X):
+        """Anomaly masks in the geometry of ``X``: ``score_samples(X) > threshold_``.
+
+        Parameters
+        ----------
+        X : array-like or list
+
+        Returns
+        -------
+        masks : ndarray of bool or list of ndarray
+        """
+        maps = self.score_samples(X)
+        postprocess = getattr(self._final_estimator, "_postprocess_mask", None)
+        masks = [m > self.threshold_ for m in maps]
+        if postprocess is not None:
+            masks = [postprocess(m) for m in masks]
+        return np.stack(masks) if isinstance(maps, np.ndarray) else masks
+
+    def decision_function(self, X):
+        """``score_samples(X) - threshold_``, in the geometry of ``X``.
+
+        Parameters
+        ----------
+        X : array-like or list
+
+        Returns
+        -------
+        scores : ndarray of float32 or list of ndarray
+            Positive where ``predict`` flags an anomaly (before any
+            post-processing).
+        """
+        maps = self.score_samples(X)
+        threshold = np.float32(self.threshold_)
+        if isinstance(maps, np.ndarray):
+            return maps - threshold
+        return [m - threshold for m in maps]
+
+
+def make_anomaly_pipeline(*steps, memory=None, verbose=False):
+    """Build an :class:`AnomalyPipeline`, naming the steps after their class.
+
+    Parameters
+    ----------
+    *steps : estimators
+        Transformers, then an anomaly estimator.
+    memory : str, object with joblib.Memory interface or None, default=None
+        As in :func:`sklearn.pipeline.make_pipeline`.
+    verbose : bool, default=False
+        As in :func:`sklearn.pipeline.make_pipeline`.
+
+    Returns
+    -------
+    pipeline : AnomalyPipeline
+
+    Examples
+    --------
+    >>> from anomseg.baselines import FlairThreshold
+    >>> from anomseg.preprocessing import ForegroundMasker, make_anomaly_pipeline
+    >>> make_anomaly_pipeline(ForegroundMasker(), FlairThreshold()).named_steps.keys()
+    dict_keys(['foregroundmasker', 'flairthreshold'])
+    """
+    named = make_pipeline(*steps, memory=memory, verbose=verbose)
+    return AnomalyPipeline(named.steps, memory=memory, verbose=verbose)
