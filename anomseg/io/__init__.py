@@ -1,11 +1,23 @@
-"""NIfTI input and output.
+"""Files in and out: NIfTI volumes, models and figures.
 
 This is the only module of anomseg that touches nibabel. Volumes are loaded
 in the closest canonical (RAS+) orientation, axial slices along the last axis,
 together with a :class:`NiftiReference` with which anomaly maps are written
-back onto the original grid.
+back onto the original grid. Every writer is atomic and refuses to replace an
+existing file unless ``overwrite=True``.
 """
 
+from ._atomic import atomic_write
+from ._files import load_model, save_figure, save_model
 from ._nifti import NiftiReference, load_nifti, load_niftis, save_nifti
 
-__all__ = ["NiftiReference", "load_nifti", "load_niftis", "save_nifti"]
+__all__ = [
+    "NiftiReference",
+    "atomic_write",
+    "load_model",
+    "load_nifti",
+    "load_niftis",
+    "save_figure",
+    "save_model",
+    "save_nifti",
+]

@@ -9,8 +9,6 @@ saved for ``scan.nii.gz`` overlays that scan in any viewer.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,22 +17,13 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 from nibabel.orientations import apply_orientation, inv_ornt_aff, ornt_transform
 
+from ._atomic import atomic_write
+
 __all__ = ["NiftiReference", "load_nifti", "load_niftis", "save_nifti"]
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _IDENTITY_ORNT = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
 _INTEGER_DTYPES = (np.uint8, np.int16, np.uint16, np.int32)
-
-
-def _read_umask():
-    # os.umask can only be read by setting it; do it once, at import, rather
-    # than on every save where another thread could create files meanwhile.
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_read_umask()
 
 
 @dataclass(frozen=True, eq=False)
@@ -305,34 +294,8 @@ def save_nifti(data, reference, path, *, overwrite=False):
         raise ValueError(
             f"'{path}' must end in .nii or .nii.gz to be saved as NIfTI."
         )
-    if not path.parent.is_dir():
-        raise FileNotFoundError(
-            f"Cannot save '{path}': directory '{path.parent}' does not exist."
-        )
-    if not overwrite and os.path.lexists(path):
-        raise FileExistsError(
-            f"'{path}' exists; pass overwrite=True to replace it."
-        )
     image = _to_original_image(data, reference)
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(
-        suffix=suffix, prefix=f".{path.name}.", dir=path.parent
+    return atomic_write(
+        path, lambda tmp: nib.save(image, tmp), overwrite=overwrite, suffix=suffix
     )
-    try:
-        os.close(fd)
-        os.chmod(tmp, _FILE_MODE)
-        nib.save(image, tmp)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                # link() fails if the target exists: no check-then-write race.
-                os.link(tmp, path)
-            except FileExistsError:
-                raise FileExistsError(
-                    f"'{path}' exists; pass overwrite=True to replace it."
-                ) from None
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-    return path
