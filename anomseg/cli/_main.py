@@ -1,0 +1,287 @@
+"""The ``anomseg`` command line: fit, predict, evaluate and demo."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from pathlib import Path
+
+from .._version import __version__
+
+__all__ = ["main"]
+
+#: Method names of ``anomseg fit --method``, mapped to "module:Class".
+#: Imported lazily, so that ``--help`` never imports torch.
+METHODS = {
+    "flair-threshold": "anomseg.baselines:FlairThreshold",
+}
+
+DESCRIPTION = """\
+Unsupervised anomaly segmentation of brain MRI.
+
+Train a model on healthy scans only, then get a voxel-wise anomaly map and a
+binary lesion mask for new scans. The mask threshold is calibrated on healthy
+data at a chosen false-positive rate.
+
+  anomseg demo                                 # try it on the embedded data
+  anomseg fit --method flair-threshold healthy/*.nii.gz -o model.joblib
+  anomseg predict model.joblib scans/*.nii.gz -o results/
+  anomseg evaluate model.joblib scans/*.nii.gz --truth masks/*.nii.gz
+
+Run 'anomseg COMMAND --help' for the options of a command.
+"""
+
+
+class CommandError(Exception):
+    """A user error, reported in one line without a traceback."""
+
+
+def _method_class(name):
+    module_name, class_name = METHODS[name].split(":")
+    module = __import__(module_name, fromlist=[class_name])
+    return getattr(module, class_name)
+
+
+def _parse_param(text):
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=VALUE, such as n_bins=128; got {text!r}"
+        )
+    try:
+        value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        pass  # a plain string such as device=cuda
+    return key, value
+
+
+def _progress(iterable, description, enabled, total=None):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        iterable, desc=description, total=total, disable=not enabled,
+        unit="scan", leave=False, file=sys.stderr,
+    )
+
+
+def _load_scans(paths, progress, description="loading"):
+    from ..io import load_nifti
+
+    images, references = [], []
+    for path in _progress(paths, description, progress):
+        data, reference = load_nifti(path)
+        images.append(data)
+        references.append(reference)
+    return images, references
+
+
+def _add_foreground_option(parser):
+    parser.add_argument(
+        "--foreground",
+        choices=("nonzero", "auto"),
+        default="nonzero",
+        help="How the brain/head is found: 'nonzero' voxels (skull-stripped "
+        "scans, the default) or 'auto', a head mask derived from intensity "
+        "for scans that are not skull-stripped. Only foreground voxels are "
+        "calibrated and evaluated.",
+    )
+
+
+def _stem(path):
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+# -- commands ------------------------------------------------------------------
+def cmd_fit(args):
+    from ..io import save_model
+
+    cls = _method_class(args.method)
+    params = dict(args.param)
+    params["max_fpr"] = args.max_fpr
+    try:
+        estimator = cls(**params)
+    except TypeError as exc:
+        raise CommandError(f"bad --param for {args.method}: {exc}") from None
+    if args.foreground == "auto":
+        from ..preprocessing import ForegroundMasker, make_anomaly_pipeline
+
+        estimator = make_anomaly_pipeline(ForegroundMasker(), estimator)
+    images, _ = _load_scans(args.healthy, args.progress)
+    print(f"fitting {args.method} on {len(images)} healthy scan(s)...", file=sys.stderr)
+    estimator.fit(images)
+    save_model(estimator, args.output, overwrite=args.overwrite)
+    final = estimator[-1] if hasattr(estimator, "steps") else estimator
+    print(
+        f"saved {args.output}: threshold {final.threshold_:.4g} at healthy "
+        f"FPR {final.max_fpr:g} (achieved {final.calibration_fpr_:.4f} on "
+        f"{final.n_calibration_pixels_} calibration voxels)"
+    )
+
+
+def cmd_predict(args):
+    from ..io import load_model, load_nifti, save_nifti
+
+    model = load_model(args.model)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    planned = [
+        (path, output / f"{_stem(path)}_anomaly_map.nii.gz", output / f"{_stem(path)}_mask.nii.gz")
+        for path in args.scans
+    ]
+    if not args.overwrite:  # fail before any work rather than half-way
+        for _, *targets in planned:
+            for target in targets:
+                if target.exists():
+                    raise CommandError(
+                        f"'{target}' exists; pass --overwrite to replace it."
+                    )
+    for path, map_path, mask_path in _progress(planned, "predicting", args.progress):
+        image, reference = load_nifti(path)
+        anomaly_map = model.score_samples([image])[0]
+        mask = anomaly_map > _threshold(model)
+        save_nifti(anomaly_map, reference, map_path, overwrite=args.overwrite)
+        save_nifti(mask, reference, mask_path, overwrite=args.overwrite)
+        print(f"{path}: {int(mask.sum())} anomalous voxels -> {mask_path}")
+
+
+def _threshold(model):
+    return model.threshold_ if not hasattr(model, "steps") else model[-1].threshold_
+
+
+def cmd_evaluate(args):
+    from ..io import load_model
+    from ..metrics import evaluate
+
+    if len(args.scans) != len(args.truth):
+        raise CommandError(
+            f"got {len(args.scans)} scan(s) but {len(args.truth)} --truth "
+            "mask(s); give one mask per scan, in the same order."
+        )
+    model = load_model(args.model)
+    images, _ = _load_scans(args.scans, args.progress)
+    truths, _ = _load_scans(args.truth, args.progress, "loading masks")
+    for scan, truth, image, mask in zip(args.scans, args.truth, images, truths):
+        if image.shape != mask.shape:
+            raise CommandError(
+                f"mask '{truth}' has shape {mask.shape} but scan '{scan}' "
+                f"has {image.shape}."
+            )
+    maps = [model.score_samples([im])[0] for im in _progress(images, "scoring", args.progress)]
+    foreground = _foreground(model, images)
+    final = model[-1] if hasattr(model, "steps") else model
+    report = evaluate(
+        [t > 0 for t in truths], maps, foreground=foreground,
+        thresholds=final.calibration_thresholds_,
+    )
+    print(f"{len(images)} scan(s), foreground voxels only; model {args.model}")
+    print(report.to_table())
+
+
+def _foreground(model, images):
+    """Foreground the model used, in the scans' geometry: that of the
+    pipeline's non-geometric steps (such as a ForegroundMasker), or else the
+    non-zero voxels."""
+    from ..utils import check_images
+
+    for _, step in getattr(model, "steps", [])[:-1]:
+        if not getattr(step, "_maps_back", False):
+            images = step.transform(images)
+    return check_images(images).foreground
+
+
+def cmd_demo(args):
+    from ._demo import run_demo
+
+    run_demo(Path(args.output), overwrite=args.overwrite, progress=args.progress)
+
+
+# -- parser --------------------------------------------------------------------
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="anomseg",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"anomseg {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name, help_text, func):
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(func=func)
+        sub.add_argument(
+            "--no-progress", dest="progress", action="store_false",
+            help="Do not show progress bars.",
+        )
+        return sub
+
+    fit = add("fit", "Fit a model on healthy NIfTI scans and save it.", cmd_fit)
+    fit.add_argument("healthy", nargs="+", metavar="HEALTHY.nii.gz", help="Healthy scans.")
+    fit.add_argument("--method", choices=sorted(METHODS), required=True, help="The method.")
+    fit.add_argument("-o", "--output", required=True, metavar="MODEL", help="Model file to write (.joblib).")
+    fit.add_argument(
+        "--max-fpr", type=float, default=0.05,
+        help="Largest voxel false-positive rate on healthy data that the "
+        "mask threshold allows (default 0.05).",
+    )
+    fit.add_argument(
+        "--param", type=_parse_param, action="append", default=[], metavar="KEY=VALUE",
+        help="Set a parameter of the method, e.g. --param n_bins=128 (repeatable).",
+    )
+    _add_foreground_option(fit)
+    fit.add_argument("--overwrite", action="store_true", help="Replace MODEL if it exists.")
+
+    predict = add(
+        "predict",
+        "Write an anomaly map and a mask (NIfTI, on each scan's grid) per scan.",
+        cmd_predict,
+    )
+    predict.add_argument("model", metavar="MODEL", help="A model written by 'anomseg fit'.")
+    predict.add_argument("scans", nargs="+", metavar="SCAN.nii.gz")
+    predict.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="Output folder.")
+    predict.add_argument("--overwrite", action="store_true", help="Replace existing outputs.")
+
+    evaluate = add(
+        "evaluate",
+        "Print the metric table of a model against ground-truth masks.",
+        cmd_evaluate,
+    )
+    evaluate.add_argument("model", metavar="MODEL")
+    evaluate.add_argument("scans", nargs="+", metavar="SCAN.nii.gz")
+    evaluate.add_argument(
+        "--truth", nargs="+", required=True, metavar="MASK.nii.gz",
+        help="Ground-truth masks, one per scan, in the same order.",
+    )
+
+    demo = add(
+        "demo",
+        "Run the FLAIR baseline on the embedded MS data (3 patients, "
+        "CC-BY): print the metric table and write a figure and NIfTI maps.",
+        cmd_demo,
+    )
+    demo.add_argument(
+        "-o", "--output", default="anomseg_demo_output", metavar="OUTDIR",
+        help="Output folder (default: ./anomseg_demo_output).",
+    )
+    demo.add_argument("--overwrite", action="store_true", help="Replace existing outputs.")
+    return parser
+
+
+def main(argv=None):
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("anomseg: interrupted", file=sys.stderr)
+        return 130
+    except (CommandError, ValueError, TypeError, OSError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"anomseg {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    return 0
