@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
-__all__ = ["healthy_tissue", "run_demo"]
+__all__ = ["leave_one_out_maps", "run_demo"]
 
 #: The demo's mask threshold. MS lesions fill 0.1-4 % of these brains, so a
 #: 5 % false-positive rate would flood the mask; 1 % is the useful operating
@@ -13,24 +12,23 @@ __all__ = ["healthy_tissue", "run_demo"]
 DEMO_MAX_FPR = 0.01
 
 
-def healthy_tissue(image, lesion_mask, margin=2):
-    """``image`` as a masked array whose foreground is the brain minus the
-    lesions dilated by ``margin`` voxels: the lesion-free tissue of a patient.
-    """
-    lesion_zone = ndimage.binary_dilation(lesion_mask, iterations=margin)
-    background = np.ma.getmaskarray(image) | lesion_zone
-    return np.ma.MaskedArray(np.ma.getdata(image), mask=background)
-
-
-def leave_one_out_maps(images, masks, estimator):
+def leave_one_out_maps(images, masks, estimator, progress=False):
     """Anomaly maps and per-patient thresholds: each patient's threshold is
     calibrated on the lesion-free tissue of the *other* patients only."""
     from sklearn.base import clone
 
+    from ..datasets import exclude_lesions
+
+    from tqdm.auto import tqdm
+
     maps, thresholds = [], []
-    for i, image in enumerate(images):
-        others = [healthy_tissue(images[j], masks[j]) for j in range(len(images)) if j != i]
-        model = clone(estimator).fit(others)
+    bar = tqdm(images, desc="leave-one-out", unit="patient", disable=not progress, leave=False)
+    for i, image in enumerate(bar):
+        others = [j for j in range(len(images)) if j != i]
+        healthy = exclude_lesions(
+            [images[j] for j in others], [masks[j] for j in others], margin=2
+        )
+        model = clone(estimator).fit(healthy)
         maps.append(model.score_samples([image])[0])
         thresholds.append(model.calibration_thresholds_)
     return maps, thresholds
@@ -75,7 +73,9 @@ def run_demo(output_dir, *, overwrite=False, progress=True):
         f"the other two patients, mask threshold at healthy FPR {DEMO_MAX_FPR:g}.\n"
     )
     estimator = FlairThreshold(max_fpr=DEMO_MAX_FPR)
-    maps, thresholds = leave_one_out_maps(data.images, data.masks, estimator)
+    maps, thresholds = leave_one_out_maps(
+        data.images, data.masks, estimator, progress=progress
+    )
     foreground = check_images(list(data.images)).foreground
     report = evaluate(data.masks, maps, foreground=foreground, thresholds=thresholds)
     print(report.to_table())

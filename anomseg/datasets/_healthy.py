@@ -1,0 +1,75 @@
+"""Healthy calibration data from scans whose lesions are delineated."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["exclude_lesions"]
+
+
+def exclude_lesions(images, masks, *, margin=0, whole_slices=False, axis=-1):
+    """Remove lesions from the foreground, leaving only healthy tissue.
+
+    Thresholds are calibrated on healthy data. When no healthy scans of the
+    right modality exist (as for the embedded MSLUB data), the lesion-free
+    tissue of *other* patients is the next best thing; never calibrate on
+    the tissue of the patients you evaluate.
+
+    Parameters
+    ----------
+    images : list of ndarray or numpy.ma.MaskedArray
+        Volumes (or 2D images); a masked array's mask is kept as background.
+    masks : list of ndarray of bool
+        Lesion masks with the images' spatial shapes.
+    margin : int, default=0
+        Also exclude voxels within ``margin`` voxels of a lesion (lesion
+        borders are uncertain).
+    whole_slices : bool, default=False
+        Exclude every slice along ``axis`` that holds any lesion voxel, the
+        "tumour-free slices" protocol of slice-based methods, instead of the
+        lesion voxels only.
+    axis : int, default=-1
+        Slicing axis for ``whole_slices`` (axial for canonical NIfTI arrays).
+
+    Returns
+    -------
+    healthy : list of numpy.ma.MaskedArray
+        The images, sharing their data, with lesions masked as background.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anomseg.datasets import exclude_lesions
+    >>> image = np.ones((4, 4, 3)); lesion = np.zeros((4, 4, 3), bool)
+    >>> lesion[1, 1, 0] = True
+    >>> healthy = exclude_lesions([image], [lesion], whole_slices=True)[0]
+    >>> int(healthy.count()), int(exclude_lesions([image], [lesion])[0].count())
+    (32, 47)
+    """
+    if len(images) != len(masks):
+        raise ValueError(
+            f"'images' and 'masks' must have the same length; got {len(images)} "
+            f"and {len(masks)}."
+        )
+    healthy = []
+    for image, lesion in zip(images, masks):
+        lesion = np.asarray(lesion, dtype=bool)
+        spatial = np.ma.getdata(image).shape[: lesion.ndim]
+        if lesion.shape != spatial:
+            raise ValueError(
+                f"A lesion mask of shape {lesion.shape} does not match its "
+                f"image's spatial shape {spatial}."
+            )
+        if margin:
+            lesion = ndimage.binary_dilation(lesion, iterations=margin)
+        if whole_slices:
+            other = tuple(a for a in range(lesion.ndim) if a != axis % lesion.ndim)
+            hit = lesion.any(axis=other)
+            shape = [1] * lesion.ndim
+            shape[axis] = -1
+            lesion = np.broadcast_to(hit.reshape(shape), lesion.shape)
+        background = np.ma.getmaskarray(image)
+        extra = lesion if background.ndim == lesion.ndim else lesion[..., None]
+        healthy.append(np.ma.MaskedArray(np.ma.getdata(image), mask=background | extra))
+    return healthy
