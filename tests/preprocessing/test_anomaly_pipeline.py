@@ -1,0 +1,93 @@
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from anomseg.baselines import FlairThreshold
+from anomseg.preprocessing import (
+    AnomalyPipeline,
+    ForegroundCropper,
+    ForegroundMasker,
+    HistogramMatcher,
+    IntensityScaler,
+    Resizer,
+    make_anomaly_pipeline,
+)
+
+
+def make_scans(n=6, shape=(40, 36), seed=0):
+    """Heads of noise on faint background noise, one with a bright lesion."""
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(0, 2, size=(n, *shape))
+    X[:, 6:34, 5:29] = rng.normal(100, 10, size=(n, 28, 24))
+    X[0, 15:20, 12:18] = 250.0
+    return X
+
+
+@pytest.fixture
+def pipe():
+    return make_anomaly_pipeline(
+        ForegroundMasker(), ForegroundCropper(margin=2), Resizer((16, 16)),
+        FlairThreshold(max_fpr=0.05),
+    )
+
+
+def test_maps_come_back_in_the_input_geometry(pipe):
+    X = make_scans()
+    pipe.fit(X)
+    maps = pipe.score_samples(X)
+    assert maps.shape == X.shape
+    masks = pipe.predict(X)
+    assert masks.shape == X.shape and masks.dtype == bool
+    np.testing.assert_array_equal(masks, maps > pipe.threshold_)
+    np.testing.assert_allclose(pipe.decision_function(X), maps - np.float32(pipe.threshold_))
+    assert pipe.threshold_ == pipe[-1].threshold_
+    # The lesion is found where it is in the input; the background is 0.
+    assert masks[0, 16:19, 13:17].all()
+    assert (maps[:, :4] == 0).all()
+
+
+def test_lists_stay_lists(pipe):
+    X = make_scans()
+    pipe.fit(X)
+    maps = pipe.score_samples(list(X))
+    assert isinstance(maps, list) and maps[0].shape == X.shape[1:]
+    masks = pipe.predict(list(X))
+    assert isinstance(masks, list)
+    np.testing.assert_array_equal(masks[0], maps[0] > pipe.threshold_)
+
+
+def test_intensity_only_pipeline_equals_the_estimator():
+    X = make_scans()
+    pipe = make_anomaly_pipeline(IntensityScaler(), FlairThreshold()).fit(X)
+    # Equalisation ignores min-max scaling, up to float32 rounding.
+    np.testing.assert_allclose(
+        pipe.score_samples(X), FlairThreshold().fit(X).score_samples(X), atol=1e-6
+    )
+
+
+def test_clone_pickle_and_params(pipe):
+    X = make_scans()
+    assert isinstance(clone(pipe), AnomalyPipeline)
+    pipe.set_params(resizer__shape=(12, 12), flairthreshold__max_fpr=0.1)
+    pipe.fit(X)
+    assert pipe[-2].output_shape_ == (12, 12)
+    restored = pickle.loads(pickle.dumps(pipe))
+    np.testing.assert_array_equal(restored.predict(X), pipe.predict(X))
+    assert restored.threshold_ == pipe.threshold_
+
+
+def test_threshold_before_fit_is_missing():
+    pipe = AnomalyPipeline([("match", HistogramMatcher()), ("flair", FlairThreshold())])
+    assert not hasattr(pipe, "threshold_")
+
+
+def test_predict_applies_the_estimators_post_processing():
+    X = make_scans()
+    pipe = make_anomaly_pipeline(
+        ForegroundMasker(), ForegroundCropper(), FlairThreshold(min_component_size=10)
+    ).fit(X)
+    masks = pipe.predict(X)
+    raw = pipe.score_samples(X) > pipe.threshold_
+    assert masks.sum() < raw.sum() and not (masks & ~raw).any()
