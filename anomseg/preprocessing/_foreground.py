@@ -174,6 +174,15 @@ class ForegroundMasker(_BaseImageTransformer):
     n_channels_ : int
         Number of channels seen in ``fit`` (1 without a channel axis).
 
+    Notes
+    -----
+    Mask whole volumes, then cut them into slices. The automatic threshold
+    is computed per sample, and a slice above or below the head holds only
+    noise, whose own threshold lets the noise through: on the LGG volumes,
+    masking the 2898 slices one by one agreed with the volume masks
+    (intersection over union >= 0.9) for 90 % of slices only, and 159
+    slices became mostly "head".
+
     See Also
     --------
     foreground_mask : The mask of one image, as a function.
