@@ -1,0 +1,93 @@
+"""Sphinx configuration of the anomseg documentation.
+
+The build runs offline: no intersphinx inventories are fetched, the theme is
+Sphinx's built-in alabaster, and the gallery examples run on the data
+embedded in anomseg. Build with ``make docs``.
+"""
+
+import os
+from pathlib import Path
+
+import anomseg
+from anomseg.cli._main import build_parser
+
+HERE = Path(__file__).parent
+
+project = "anomseg"
+author = "The anomseg developers"
+copyright = "The anomseg developers"
+version = release = anomseg.__version__
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.mathjax",
+    "numpydoc",
+    "sphinx_gallery.gen_gallery",
+]
+
+exclude_patterns = ["_build", "gen_modules/*.txt", "auto_examples/*.ipynb",
+                    "auto_examples/*.py", "auto_examples/*.zip"]
+templates_path = ["_templates"]
+nitpicky = False
+
+# -- API reference -------------------------------------------------------------
+autosummary_generate = True
+autodoc_default_options = {"members": True, "inherited-members": False}
+autodoc_typehints = "none"  # numpydoc sections already give the types
+numpydoc_show_class_members = False
+numpydoc_class_members_toctree = False
+
+# -- Gallery -------------------------------------------------------------------
+sphinx_gallery_conf = {
+    "examples_dirs": "../examples",
+    "gallery_dirs": "auto_examples",
+    "filename_pattern": r"/plot_",
+    "image_scrapers": ("matplotlib",),
+    "within_subsection_order": "FileNameSortKey",
+    "abort_on_example_error": True,
+    "download_all_examples": False,
+    "remove_config_comments": True,
+    "doc_module": ("anomseg",),
+    "backreferences_dir": "gen_modules/backreferences",
+    "reference_url": {"anomseg": None},
+}
+
+# -- HTML ----------------------------------------------------------------------
+html_theme = "alabaster"
+html_theme_options = {
+    "description": "Unsupervised anomaly segmentation for brain MRI",
+    "fixed_sidebar": True,
+}
+html_static_path = []
+
+
+def _write_cli_help():
+    """Write the output of ``anomseg --help`` (and of each command) for
+    cli.rst, so the page never drifts from the parser."""
+    out = HERE / "gen_modules"
+    out.mkdir(exist_ok=True)
+    os.environ["COLUMNS"] = "80"  # argparse wraps to the terminal otherwise
+    parser = build_parser()
+    (out / "cli_help.txt").write_text(parser.format_help())
+    subparsers = next(
+        a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"
+    )
+    for name, sub in subparsers.choices.items():
+        (out / f"cli_help_{name}.txt").write_text(sub.format_help())
+
+
+_write_cli_help()
+
+
+def _skip_metadata_requests(app, what, name, obj, skip, options):
+    """Skip scikit-learn's generated ``set_*_request`` methods: they belong
+    to metadata routing, not to anomseg, and their docstrings link into the
+    scikit-learn documentation."""
+    if name.startswith("set_") and name.endswith("_request"):
+        return True
+    return None
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_metadata_requests)
