@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from ..preprocessing._base import _check_maps, _wrap
-from ..utils import check_in_range, check_one_of
+from ..utils import check_in_range, check_maps, check_one_of
 from ._components import binary_closing, binary_opening, remove_small_components
 
 __all__ = ["ConnectedComponentFilter", "MorphologicalFilter"]
+
+
+def _stack_like(samples, stacked):
+    return np.stack(samples) if stacked else list(samples)
 
 
 class _BaseMaskFilter(TransformerMixin, BaseEstimator):
@@ -34,7 +38,7 @@ class _BaseMaskFilter(TransformerMixin, BaseEstimator):
         self : object
         """
         self._check_params()
-        _check_maps(X, f"{type(self).__name__}.fit", name="X")
+        check_maps(X, f"{type(self).__name__}.fit", name="X")
         return self
 
     def transform(self, X):
@@ -54,8 +58,8 @@ class _BaseMaskFilter(TransformerMixin, BaseEstimator):
             modified.
         """
         self._check_params()
-        masks, stacked = _check_maps(X, f"{type(self).__name__}.transform", name="X")
-        return _wrap([self._filter(m.astype(bool, copy=False)) for m in masks], stacked)
+        masks, stacked = check_maps(X, f"{type(self).__name__}.transform", name="X")
+        return _stack_like([self._filter(m.astype(bool, copy=False)) for m in masks], stacked)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -98,43 +98,5 @@ def _with_images(batch, images, foreground=None):
     return ImageBatch(list(images), list(foreground), batch.stacked, batch.channel_axis)
 
 
-def _check_maps(maps, where, name="maps"):
-    """Validate anomaly maps or masks: spatial axes only, stack or list.
-
-    Returns the samples as plain arrays (masked pixels filled with 0 or
-    False) and whether the input was one stacked array.
-    """
-    if isinstance(maps, (list, tuple)):
-        stacked, samples = False, list(maps)
-        if not samples:
-            raise ValueError(f"{name} passed to {where} is empty.")
-    else:
-        array = maps if isinstance(maps, np.ma.MaskedArray) else np.asarray(maps)
-        if array.ndim not in (3, 4):
-            raise ValueError(
-                f"{name} passed to {where} must have 3 or 4 dimensions "
-                f"(n_images, H, W) or (n_volumes, X, Y, Z); got an array of "
-                f"shape {array.shape}."
-            )
-        stacked, samples = True, list(array)
-    out = []
-    for i, sample in enumerate(samples):
-        data = np.ma.filled(sample, 0) if np.ma.isMaskedArray(sample) else np.asarray(sample)
-        if data.dtype != bool and not (
-            np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)
-        ):
-            raise TypeError(
-                f"{name}[{i}] passed to {where} must be boolean or real-valued; "
-                f"got dtype {data.dtype}."
-            )
-        if data.ndim not in (2, 3):
-            raise ValueError(
-                f"{name}[{i}] passed to {where} has shape {data.shape}; maps "
-                "have spatial axes only (2D or 3D, no channel axis)."
-            )
-        out.append(data)
-    return out, stacked
-
-
 def _wrap(samples, stacked):
     return np.stack(samples) if stacked else list(samples)

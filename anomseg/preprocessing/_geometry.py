@@ -11,8 +11,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._docstrings import fill_doc
 from ..exceptions import ShapeMismatchError
-from ..utils import check_in_range, check_one_of
-from ._base import _BaseImageTransformer, _check_maps, _with_images, _wrap
+from ..utils import check_in_range, check_maps, check_one_of
+from ._base import _BaseImageTransformer, _with_images, _wrap
 
 __all__ = ["ForegroundCropper", "Resizer"]
 
@@ -88,7 +88,7 @@ class _BaseGeometry(_BaseImageTransformer):
             the input.
         """
         check_is_fitted(self, "input_shape_")
-        samples, stacked = _check_maps(maps, f"{type(self).__name__}.inverse_transform")
+        samples, stacked = check_maps(maps, f"{type(self).__name__}.inverse_transform")
         self._check_shapes(
             [m.shape for m in samples], self._output_shape(), "maps", "inverse_transform"
         )

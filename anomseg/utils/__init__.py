@@ -6,6 +6,7 @@ from ._validation import (
     check_generator,
     check_images,
     check_in_range,
+    check_maps,
     check_one_of,
 )
 
@@ -15,5 +16,6 @@ __all__ = [
     "check_generator",
     "check_images",
     "check_in_range",
+    "check_maps",
     "check_one_of",
 ]

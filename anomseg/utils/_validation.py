@@ -33,6 +33,7 @@ import numpy as np
 __all__ = [
     "ImageBatch",
     "check_generator",
+    "check_maps",
     "check_images",
     "check_in_range",
     "check_one_of",
@@ -331,3 +332,54 @@ def check_generator(random_state):
         "'random_state' must be None, an int, a numpy Generator or a "
         f"RandomState; got {random_state!r}."
     )
+
+
+def check_maps(maps, where, name="maps"):
+    """Validate anomaly maps or masks: spatial axes only, stack or list.
+
+    Parameters
+    ----------
+    maps : array-like of shape (n, H, W) or (n, X, Y, Z), or list
+        Float maps or boolean masks, without a channel axis.
+    where : str
+        The caller, such as ``"Resizer.inverse_transform"``, for messages.
+    name : str, default="maps"
+        The argument's name, for messages.
+
+    Returns
+    -------
+    samples : list of ndarray
+        Plain arrays (masked pixels filled with 0 or False).
+    stacked : bool
+        Whether the input was one stacked array.
+    """
+    if isinstance(maps, (list, tuple)):
+        stacked, samples = False, list(maps)
+        if not samples:
+            raise ValueError(f"{name} passed to {where} is empty.")
+    else:
+        array = maps if isinstance(maps, np.ma.MaskedArray) else np.asarray(maps)
+        if array.ndim not in (3, 4):
+            raise ValueError(
+                f"{name} passed to {where} must have 3 or 4 dimensions "
+                f"(n_images, H, W) or (n_volumes, X, Y, Z); got an array of "
+                f"shape {array.shape}."
+            )
+        stacked, samples = True, list(array)
+    out = []
+    for i, sample in enumerate(samples):
+        data = np.ma.filled(sample, 0) if np.ma.isMaskedArray(sample) else np.asarray(sample)
+        if data.dtype != bool and not (
+            np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)
+        ):
+            raise TypeError(
+                f"{name}[{i}] passed to {where} must be boolean or real-valued; "
+                f"got dtype {data.dtype}."
+            )
+        if data.ndim not in (2, 3):
+            raise ValueError(
+                f"{name}[{i}] passed to {where} has shape {data.shape}; maps "
+                "have spatial axes only (2D or 3D, no channel axis)."
+            )
+        out.append(data)
+    return out, stacked
