@@ -138,3 +138,23 @@ def test_demo(tmp_path, capsys):
     assert auroc > 0.9  # the published baseline reaches 0.938 on these patients
     # a second run refuses to overwrite
     assert run("demo", "-o", out) == 1
+
+
+def test_foreground_auto_for_scans_that_are_not_skull_stripped(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    volumes = _volumes(3, seed=2)  # tissue in [0.4, 0.9], background 0
+    paths = []
+    for i, volume in enumerate(volumes):
+        noisy = volume + (volume == 0) * rng.uniform(0.001, 0.03, volume.shape)  # scanner noise
+        path = tmp_path / f"head{i}.nii.gz"
+        nib.save(nib.Nifti1Image(noisy.astype(np.float32), AFFINE), path)
+        paths.append(path)
+    model = tmp_path / "model.joblib"
+    assert run("fit", "--method", "flair-threshold", *paths[:2], "-o", model, "--foreground", "auto") == 0
+    out = tmp_path / "out"
+    assert run("predict", model, paths[2], "-o", out) == 0
+    anomaly_map = nib.load(out / "head2_anomaly_map.nii.gz").get_fdata()
+    outside = volumes[2] == 0
+    # the derived head mask excludes the noise: no score outside the head
+    assert (anomaly_map[outside] == 0).mean() > 0.99
+    assert (anomaly_map[~outside] > 0).mean() > 0.95
