@@ -58,7 +58,8 @@ calibration_fpr_ : float
 n_calibration_pixels_ : int
     Number of foreground pixels the threshold was calibrated on.
 image_shape_ : tuple of int or None
-    Spatial shape of the images seen in ``fit``, or None if they differed.
+    Spatial shape of the images the model was trained on (of their 2D slices
+    for slice-wise methods), or None if they differed.
 n_channels_ : int
     Number of channels seen in ``fit`` (1 without a channel axis)."""
 

@@ -24,7 +24,7 @@ from ._docstrings import fill_doc
 from ._version import __version__
 from .exceptions import ShapeMismatchError, VersionMismatchWarning
 from .metrics._pixel import calibrate_thresholds
-from .utils import check_generator, check_images, check_in_range
+from .utils import ImageBatch, check_generator, check_images, check_in_range
 
 __all__ = ["BaseAnomalySegmenter", "STANDARD_FPRS"]
 
@@ -44,6 +44,11 @@ class BaseAnomalySegmenter(BaseEstimator):
       Learning-free methods calibrate on all of them.
     * ``_requires_fit_shape`` (default False): ``score_samples`` only accepts
       the spatial shape seen in ``fit``.
+    * ``_slice_wise`` (default False): the method is 2D. Volumes are then cut
+      into slices along their **last axis** (axial for arrays loaded from
+      NIfTI by :func:`anomseg.io.load_nifti`), ``_fit`` and ``_score`` see
+      2D slices only, and maps are stacked back into volumes. Calibration
+      images are still held out by whole volume.
 
     Methods
     -------
@@ -65,6 +70,7 @@ class BaseAnomalySegmenter(BaseEstimator):
 
     _learns_from_images = True
     _requires_fit_shape = False
+    _slice_wise = False
 
     # -- the public contract -------------------------------------------------
     def fit(self, X, y=None, groups=None):
@@ -91,10 +97,10 @@ class BaseAnomalySegmenter(BaseEstimator):
         batch = self._check_images(X, "fit", reset=True)
         if self._learns_from_images:
             train, calibration = self._calibration_split(batch, groups)
-            self._fit(batch.subset(train))
+            self._fit(self._model_input(batch.subset(train)))
             self._calibrate_batch(batch.subset(calibration))
         else:
-            self._fit(batch)
+            self._fit(self._model_input(batch))
             self._calibrate_batch(batch)
         return self
 
@@ -204,9 +210,8 @@ class BaseAnomalySegmenter(BaseEstimator):
         )
         n_channels = batch.images[0].shape[-1] if batch.channel_axis else 1
         if reset:
-            self.image_shape_ = batch.common_shape
+            self.image_shape_ = self._model_input(batch).common_shape
             self.n_channels_ = n_channels
-            self.spatial_ndim_ = batch.spatial_ndim
             return batch
         if n_channels != self.n_channels_:
             raise ShapeMismatchError(
@@ -215,10 +220,12 @@ class BaseAnomalySegmenter(BaseEstimator):
             )
         if self._requires_fit_shape:
             for i, shape in enumerate(batch.spatial_shapes):
-                if shape != self.image_shape_:
+                model_shape = shape[:2] if self._slice_wise else shape
+                if model_shape != self.image_shape_:
                     raise ShapeMismatchError(
                         f"X[{i}] passed to {where} has spatial shape {shape}, "
                         f"but {type(self).__name__} was fitted on "
+                        f"{'slices of shape ' if self._slice_wise else ''}"
                         f"{self.image_shape_}; resample or crop it first."
                     )
         return batch
@@ -249,9 +256,21 @@ class BaseAnomalySegmenter(BaseEstimator):
         is_calibration = np.isin(groups, held_out)
         return np.flatnonzero(~is_calibration), np.flatnonzero(is_calibration)
 
+    def _model_input(self, batch):
+        """The batch as ``_fit`` and ``_score`` see it: 2D slices of volumes
+        for slice-wise methods, else unchanged."""
+        if not (self._slice_wise and batch.spatial_ndim == 3):
+            return batch
+        images = [s for image in batch.images for s in np.moveaxis(image, 2, 0)]
+        foreground = [s for fg in batch.foreground for s in np.moveaxis(fg, 2, 0)]
+        return ImageBatch(images, foreground, False, batch.channel_axis)
+
     def _score_batch(self, batch):
         """Maps of ``_score`` as float32, 0 outside the foreground."""
-        maps = self._score(batch)
+        maps = self._score(self._model_input(batch))
+        if self._slice_wise and batch.spatial_ndim == 3:
+            bounds = np.cumsum([0] + [fg.shape[2] for fg in batch.foreground])
+            maps = [np.stack(maps[a:b], axis=-1) for a, b in zip(bounds[:-1], bounds[1:])]
         out = []
         for i, (m, fg) in enumerate(zip(maps, batch.foreground)):
             m = np.asarray(m, dtype=np.float32)

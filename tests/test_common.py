@@ -233,7 +233,7 @@ def test_calibration_is_held_out_by_group(name, cls, healthy):
     groups = np.repeat(np.arange(4), 3)
     est = make_estimator(cls, calibration_fraction=0.25, random_state=0)
     train, calibration = est._calibration_split(
-        type("B", (), {"__len__": lambda self: 12})(), groups
+        est._check_images(healthy, "fit", reset=True), groups
     )
     assert len(calibration) == 3
     assert len(set(groups[train]) & set(groups[calibration])) == 0

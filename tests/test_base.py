@@ -1,0 +1,67 @@
+"""Machinery of the base class that the public estimators do not all use:
+slice-wise 2D methods and the calibration split."""
+
+import numpy as np
+import pytest
+
+from anomseg.base import BaseAnomalySegmenter
+from anomseg.datasets import make_healthy_images
+from anomseg.exceptions import ShapeMismatchError
+
+
+class MeanImageDistance(BaseAnomalySegmenter):
+    """A toy 2D method: distance to the mean training slice."""
+
+    _slice_wise = True
+    _requires_fit_shape = True
+
+    def __init__(self, max_fpr=0.05, calibration_fraction=0.25, random_state=None):
+        self.max_fpr = max_fpr
+        self.calibration_fraction = calibration_fraction
+        self.random_state = random_state
+
+    def _fit(self, batch):
+        assert batch.spatial_ndim == 2
+        self.n_training_slices_ = len(batch)
+        self.mean_ = np.mean(batch.images, axis=0)
+
+    def _score(self, batch):
+        assert batch.spatial_ndim == 2
+        return [np.abs(image - self.mean_) for image in batch.images]
+
+
+@pytest.fixture
+def volumes():
+    slices = make_healthy_images(n_images=40, shape=(24, 24), random_state=0)
+    return np.moveaxis(slices.reshape(8, 5, 24, 24), 1, -1)  # 8 volumes, 5 slices
+
+
+def test_volumes_are_processed_slice_by_slice_along_the_last_axis(volumes):
+    model = MeanImageDistance(random_state=0).fit(volumes)
+    # 2 of 8 volumes are held out whole: 6 x 5 training slices
+    assert model.n_training_slices_ == 30
+    assert model.image_shape_ == (24, 24)
+    maps = model.score_samples(volumes)
+    assert maps.shape == volumes.shape
+    slices = np.moveaxis(volumes[3], -1, 0)
+    np.testing.assert_array_equal(np.moveaxis(model.score_samples(slices), 0, -1), maps[3])
+    # volumes of other depths are fine; other slice shapes are not
+    assert model.score_samples([volumes[0, ..., :2]])[0].shape == (24, 24, 2)
+    with pytest.raises(ShapeMismatchError, match="slices of shape"):
+        model.score_samples([volumes[0, :20]])
+
+
+def test_calibration_split_by_groups_is_seeded(volumes):
+    slices = np.concatenate([np.moveaxis(v, -1, 0) for v in volumes])
+    groups = np.repeat(np.arange(8), 5)
+    a = MeanImageDistance(random_state=1)
+    train, calibration = a._calibration_split(a._check_images(slices, "fit", reset=True), groups)
+    assert len(calibration) == 10 and len(set(groups[train]) & set(groups[calibration])) == 0
+    again = MeanImageDistance(random_state=1)._calibration_split(
+        a._check_images(slices, "fit"), groups
+    )
+    np.testing.assert_array_equal(again[1], calibration)
+    with pytest.raises(ValueError, match="one label per sample"):
+        a._calibration_split(a._check_images(slices, "fit"), groups[:-1])
+    with pytest.raises(ValueError, match="at least 2"):
+        MeanImageDistance().fit(slices[:5], groups=np.zeros(5))
