@@ -5,6 +5,7 @@ Sphinx's built-in alabaster, and the gallery examples run on the data
 embedded in anomseg. Build with ``make docs``.
 """
 
+import argparse
 import os
 from pathlib import Path
 
@@ -26,8 +27,7 @@ extensions = [
     "sphinx_gallery.gen_gallery",
 ]
 
-exclude_patterns = ["_build", "gen_modules/*.txt", "auto_examples/*.ipynb",
-                    "auto_examples/*.py", "auto_examples/*.zip"]
+exclude_patterns = ["_build", "gen_modules/cli_help.rst"]  # included by cli.rst
 templates_path = ["_templates"]
 nitpicky = False
 
@@ -61,19 +61,31 @@ html_theme_options = {
 html_static_path = []
 
 
+def _literal(text):
+    return ".. code-block:: none\n\n" + "".join(
+        f"   {line}".rstrip() + "\n" for line in text.splitlines()
+    )
+
+
 def _write_cli_help():
-    """Write the output of ``anomseg --help`` (and of each command) for
-    cli.rst, so the page never drifts from the parser."""
-    out = HERE / "gen_modules"
-    out.mkdir(exist_ok=True)
+    """Write ``anomseg --help`` and the help of every command as
+    ``gen_modules/cli_help.rst``, included by cli.rst, so that the page
+    follows the parser."""
     os.environ["COLUMNS"] = "80"  # argparse wraps to the terminal otherwise
     parser = build_parser()
-    (out / "cli_help.txt").write_text(parser.format_help())
-    subparsers = next(
-        a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"
+    sections = [("anomseg --help", parser)]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            sections += [(f"anomseg {name}", sub) for name, sub in action.choices.items()]
+    text = "".join(
+        f"``{title}``\n{'-' * (len(title) + 4)}\n\n{_literal(p.format_help())}\n"
+        for title, p in sections
     )
-    for name, sub in subparsers.choices.items():
-        (out / f"cli_help_{name}.txt").write_text(sub.format_help())
+    out = HERE / "gen_modules"
+    out.mkdir(exist_ok=True)
+    target = out / "cli_help.rst"
+    if not target.exists() or target.read_text() != text:  # keep builds incremental
+        target.write_text(text)
 
 
 _write_cli_help()
