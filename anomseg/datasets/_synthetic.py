@@ -227,7 +227,7 @@ def make_healthy_images(n_images=16, shape=(64, 64), random_state=None):
 
     Returns
     -------
-    images : ndarray of float32 of shape (n_images, *shape)
+    images : ndarray of float32 of shape ``(n_images, *shape)``
         Intensities in about [0.05, 1] inside the tissue, 0 outside.
 
     See Also
