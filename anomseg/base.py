@@ -58,6 +58,8 @@ class BaseAnomalySegmenter(BaseEstimator):
         Anomaly maps.
     predict(X)
         Boolean masks, ``score_samples(X) > threshold_``.
+    threshold_maps(maps)
+        The masks of maps computed elsewhere.
     decision_function(X)
         ``score_samples(X) - threshold_``.
     calibrate(X)
@@ -153,10 +155,26 @@ class BaseAnomalySegmenter(BaseEstimator):
         """
         check_is_fitted(self, "threshold_")
         batch = self._check_images(X, "predict")
-        maps = self._score_batch(batch)
-        return batch.wrap(
-            self._postprocess_mask(m > self.threshold_) for m in maps
-        )
+        return batch.wrap(self.threshold_maps(self._score_batch(batch)))
+
+    def threshold_maps(self, maps):
+        """Masks of anomaly maps computed elsewhere (for example mapped back
+        to an input's geometry): ``maps > threshold_``, post-processed as
+        ``predict`` does.
+
+        Parameters
+        ----------
+        maps : ndarray or list of ndarray
+            Anomaly maps of this estimator.
+
+        Returns
+        -------
+        masks : ndarray of bool or list of ndarray
+            In the layout of ``maps``.
+        """
+        check_is_fitted(self, "threshold_")
+        masks = [self._postprocess_mask(m > self.threshold_) for m in maps]
+        return masks if isinstance(maps, list) else np.stack(masks)
 
     def decision_function(self, X):
         """Signed distance to the threshold, ``score_samples(X) - threshold_``.

@@ -115,7 +115,7 @@ def cmd_fit(args):
     print(f"fitting {args.method} on {len(images)} healthy scan(s)...", file=sys.stderr)
     estimator.fit(images)
     save_model(estimator, args.output, overwrite=args.overwrite)
-    final = estimator[-1] if hasattr(estimator, "steps") else estimator
+    final = _final(estimator)
     print(
         f"saved {args.output}: threshold {final.threshold_:.4g} at healthy "
         f"FPR {final.max_fpr:g} (achieved {final.calibration_fpr_:.4f} on "
@@ -143,14 +143,15 @@ def cmd_predict(args):
     for path, map_path, mask_path in _progress(planned, "predicting", args.progress):
         image, reference = load_nifti(path)
         anomaly_map = model.score_samples([image])[0]
-        mask = anomaly_map > _threshold(model)
+        mask = _final(model).threshold_maps([anomaly_map])[0]
         save_nifti(anomaly_map, reference, map_path, overwrite=args.overwrite)
         save_nifti(mask, reference, mask_path, overwrite=args.overwrite)
         print(f"{path}: {int(mask.sum())} anomalous voxels -> {mask_path}")
 
 
-def _threshold(model):
-    return model.threshold_ if not hasattr(model, "steps") else model[-1].threshold_
+def _final(model):
+    """The anomaly estimator of a model or of a pipeline."""
+    return model[-1] if hasattr(model, "steps") else model
 
 
 def cmd_evaluate(args):
@@ -173,7 +174,7 @@ def cmd_evaluate(args):
             )
     maps = [model.score_samples([im])[0] for im in _progress(images, "scoring", args.progress)]
     foreground = _foreground(model, images)
-    final = model[-1] if hasattr(model, "steps") else model
+    final = _final(model)
     report = evaluate(
         [t > 0 for t in truths], maps, foreground=foreground,
         thresholds=final.calibration_thresholds_,

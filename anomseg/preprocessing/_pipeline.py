@@ -109,12 +109,7 @@ class AnomalyPipeline(Pipeline):
         -------
         masks : ndarray of bool or list of ndarray
         """
-        maps = self.score_samples(X)
-        postprocess = getattr(self._final_estimator, "_postprocess_mask", None)
-        masks = [m > self.threshold_ for m in maps]
-        if postprocess is not None:
-            masks = [postprocess(m) for m in masks]
-        return np.stack(masks) if isinstance(maps, np.ndarray) else masks
+        return self._final_estimator.threshold_maps(self.score_samples(X))
 
     def decision_function(self, X):
         """``score_samples(X) - threshold_``, in the geometry of ``X``.

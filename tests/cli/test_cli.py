@@ -158,3 +158,14 @@ def test_foreground_auto_for_scans_that_are_not_skull_stripped(tmp_path, capsys)
     # the derived head mask excludes the noise: no score outside the head
     assert (anomaly_map[outside] == 0).mean() > 0.99
     assert (anomaly_map[~outside] > 0).mean() > 0.95
+
+
+def test_predict_applies_the_methods_post_processing(scans, tmp_path):
+    model = tmp_path / "model.joblib"
+    # no component of a 32 x 32 x 6 volume can reach 10 000 voxels
+    assert run("fit", "--method", "flair-threshold", *scans["healthy"], "-o", model,
+               "--param", "min_component_size=10000") == 0
+    assert run("predict", model, scans["scans"][0], "-o", tmp_path / "out") == 0
+    anomaly_map = nib.load(tmp_path / "out" / "scans0_anomaly_map.nii.gz").get_fdata()
+    mask = nib.load(tmp_path / "out" / "scans0_mask.nii.gz").get_fdata()
+    assert anomaly_map.max() > 0.99 and mask.sum() == 0
