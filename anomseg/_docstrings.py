@@ -45,6 +45,10 @@ channel_axis : None or -1, default=None
     ``-1`` when samples carry a trailing channel axis (multi-modal input such
     as FLAIR + T2), None for single-channel images."""
 
+docdict["n_channels_attribute"] = """\
+n_channels_ : int
+    Number of channels seen in ``fit`` (1 without a channel axis)."""
+
 docdict["calibration_attributes"] = """\
 threshold_ : float
     Anomaly-map threshold calibrated on healthy data at ``max_fpr``;

@@ -171,8 +171,7 @@ class ForegroundMasker(_BaseImageTransformer):
 
     Attributes
     ----------
-    n_channels_ : int
-        Number of channels seen in ``fit`` (1 without a channel axis).
+    %(n_channels_attribute)s
 
     Notes
     -----

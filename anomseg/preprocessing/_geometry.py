@@ -163,8 +163,7 @@ class ForegroundCropper(_BaseGeometry):
         coordinates. With ``mode="fixed"`` it may extend beyond the image.
     output_shape_ : tuple of int
         The spatial shape of the transformed samples.
-    n_channels_ : int
-        Number of channels seen in ``fit`` (1 without a channel axis).
+    %(n_channels_attribute)s
 
     Examples
     --------
@@ -270,8 +269,7 @@ class Resizer(_BaseGeometry):
         only this shape.
     output_shape_ : tuple of int
         ``shape`` as a tuple with one entry per spatial axis.
-    n_channels_ : int
-        Number of channels seen in ``fit`` (1 without a channel axis).
+    %(n_channels_attribute)s
 
     Examples
     --------

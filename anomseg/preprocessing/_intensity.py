@@ -49,8 +49,7 @@ class IntensityScaler(_BaseImageTransformer):
 
     Attributes
     ----------
-    n_channels_ : int
-        Number of channels seen in ``fit`` (1 without a channel axis).
+    %(n_channels_attribute)s
 
     Notes
     -----
@@ -119,8 +118,7 @@ class HistogramMatcher(_BaseImageTransformer):
     reference_quantiles_ : ndarray of shape (n_quantiles,) or (n_quantiles, n_channels)
         The mean foreground quantile function of the training samples; one
         column per channel when ``channel_axis=-1``.
-    n_channels_ : int
-        Number of channels seen in ``fit`` (1 without a channel axis).
+    %(n_channels_attribute)s
 
     References
     ----------
@@ -200,8 +198,7 @@ class HistogramEqualizer(_BaseImageTransformer):
 
     Attributes
     ----------
-    n_channels_ : int
-        Number of channels seen in ``fit`` (1 without a channel axis).
+    %(n_channels_attribute)s
 
     See Also
     --------
