@@ -68,6 +68,91 @@ n_channels_ : int
     Number of channels seen in ``fit`` (1 without a channel axis)."""
 
 
+docdict["prior_network"] = """\
+width : int >= 1, default=16
+    Channels of every hidden convolution (64 in the published network).
+latent_channels : int >= 1, default=1
+    Channels of each latent map, whose resolution is a quarter of the
+    input's (1, as published)."""
+
+docdict["prior_training"] = """\
+n_epochs : int >= 1, default=40
+    Most passes over the training slices.
+batch_size : int >= 1, default=16
+    Slices per Adam step.
+learning_rate : float > 0, default=1e-3
+    Adam's step size (5e-5 in the published configuration).
+validation_fraction : float in [0, 1), default=0.1
+    Fraction of the training slices held out for early stopping; the
+    weights of the epoch with the lowest validation loss are kept. 0 trains
+    for ``n_epochs`` and keeps the last weights with the lowest training
+    loss.
+patience : int >= 1, default=5
+    Epochs without a lower validation loss before training stops."""
+
+docdict["torch_runtime"] = """\
+inference_batch_size : int >= 1, default=64
+    Slices processed together when scoring or restoring; bounds memory.
+device : {"auto", "cpu", "cuda"}, default="auto"
+    Where the network runs; "auto" picks CUDA when torch finds it. Maps are
+    always returned as NumPy arrays."""
+
+docdict["verbose"] = """\
+verbose : int >= 0, default=0
+    Print the loss of every epoch (and the TV-weight curve) when positive."""
+
+docdict["prior_attributes"] = """\
+module_ : torch.nn.Module
+    The trained network, in evaluation mode, on ``device_``.
+device_ : str
+    The device ``device`` resolved to in ``fit``.
+history_ : list of dict
+    One record per epoch: ``epoch``, ``train_loss`` and
+    ``validation_loss`` (negative ELBO per foreground pixel), their
+    ``train_*``/``validation_*`` terms, and ``seconds`` since training
+    started.
+best_epoch_ : int
+    The epoch whose weights were kept.
+n_epochs_ : int
+    Epochs run before early stopping.
+training_time_ : float
+    Seconds spent training."""
+
+
+docdict["restoration"] = """\
+tv_weight : "auto" or float >= 0, default="auto"
+    The weight lambda of TV(X - Y). "auto" chooses the value of
+    ``tv_weights`` with the smallest healthy change epsilon(lambda) on the
+    held-out calibration images (again on the images of ``calibrate``), as
+    You et al. do.
+tv_weights : sequence of float >= 0, default=DEFAULT_TV_WEIGHTS
+    The grid searched by ``tv_weight="auto"``: 0, 0.2, ..., 3.8, as in the
+    reference code.
+max_tv_images : int >= 1, default=64
+    At most this many evenly spaced calibration slices are restored at
+    every grid value to choose the TV weight.
+n_restoration_steps : int >= 1, default=500
+    Gradient steps of the restoration (500 in the reference code).
+step_sizes : pair of float > 0, default=(5e-3, 2e-3)
+    The step size before and after ``step_size_switch`` steps.
+step_size_switch : int >= 0, default=100
+    The step after which the second step size is used.
+gradient_clip : float > 0, default=100.0
+    Elementwise bound on the restoration gradient.
+residual : {"absolute", "positive"}, default="absolute"
+    The map is ``|Y - X|``, or with "positive" only ``max(Y - X, 0)``, for
+    lesions known to be hyper-intense (such as FLAIR lesions)."""
+
+docdict["restoration_attributes"] = """\
+tv_weight_ : float
+    The TV weight used by ``score_samples``.
+tv_weights_ : ndarray
+    With ``tv_weight="auto"``: the grid searched.
+healthy_change_ : ndarray
+    With ``tv_weight="auto"``: epsilon(lambda) at each value of
+    ``tv_weights_``, to plot the curve."""
+
+
 def fill_doc(obj):
     """Substitute ``%(key)s`` entries of :data:`docdict` in ``obj.__doc__``.
 

@@ -100,14 +100,18 @@ class BaseAnomalySegmenter(BaseEstimator):
         if self._learns_from_images:
             train, calibration = self._calibration_split(batch, groups)
             self._fit(self._model_input(batch.subset(train)))
-            self._calibrate_batch(batch.subset(calibration))
+            self._tune_and_calibrate(batch.subset(calibration))
         else:
             self._fit(self._model_input(batch))
-            self._calibrate_batch(batch)
+            self._tune_and_calibrate(batch)
         return self
 
     def calibrate(self, X):
         """Re-calibrate ``threshold_`` on other healthy images.
+
+        Whatever a method chooses on healthy calibration data is chosen again
+        on ``X``, such as the TV weight of the restorers with
+        ``tv_weight="auto"``; the trained model itself is unchanged.
 
         Parameters
         ----------
@@ -120,7 +124,7 @@ class BaseAnomalySegmenter(BaseEstimator):
         """
         check_is_fitted(self, "threshold_")
         self._validate_params()
-        self._calibrate_batch(self._check_images(X, "calibrate"))
+        self._tune_and_calibrate(self._check_images(X, "calibrate"))
         return self
 
     def score_samples(self, X):
@@ -203,6 +207,13 @@ class BaseAnomalySegmenter(BaseEstimator):
         per sample of ``batch``."""
         raise NotImplementedError
 
+    def _tune(self, batch):
+        """Choose what the method chooses on healthy calibration images
+        (model-input layout) before the threshold is calibrated on them.
+        May return their anomaly maps (as ``_score`` would) to save
+        recomputing them; returns None by default."""
+        return None
+
     def _check_params(self):
         """Validate the parameters that are the method's own."""
 
@@ -283,12 +294,21 @@ class BaseAnomalySegmenter(BaseEstimator):
         foreground = [s for fg in batch.foreground for s in np.moveaxis(fg, 2, 0)]
         return ImageBatch(images, foreground, False, batch.channel_axis)
 
-    def _score_batch(self, batch):
-        """Maps of ``_score`` as float32, 0 outside the foreground."""
-        maps = self._score(self._model_input(batch))
-        if self._slice_wise and batch.spatial_ndim == 3:
-            bounds = np.cumsum([0] + [fg.shape[2] for fg in batch.foreground])
-            maps = [np.stack(maps[a:b], axis=-1) for a, b in zip(bounds[:-1], bounds[1:])]
+    def _from_model_output(self, batch, outputs):
+        """Per-sample ``outputs`` of the model input of ``batch`` (2D slices
+        for slice-wise methods) stacked back into one output per sample of
+        ``batch``, slices along the last spatial axis."""
+        if not (self._slice_wise and batch.spatial_ndim == 3):
+            return list(outputs)
+        bounds = np.cumsum([0] + [fg.shape[2] for fg in batch.foreground])
+        return [np.stack(outputs[a:b], axis=2) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def _score_batch(self, batch, maps=None):
+        """Maps of ``_score`` (or the given model-input ``maps``) as float32,
+        0 outside the foreground."""
+        if maps is None:
+            maps = self._score(self._model_input(batch))
+        maps = self._from_model_output(batch, maps)
         out = []
         for i, (m, fg) in enumerate(zip(maps, batch.foreground)):
             m = np.asarray(m, dtype=np.float32)
@@ -300,8 +320,12 @@ class BaseAnomalySegmenter(BaseEstimator):
             out.append(np.where(fg, m, np.float32(0)))
         return out
 
-    def _calibrate_batch(self, batch):
-        maps = self._score_batch(batch)
+    def _tune_and_calibrate(self, batch):
+        maps = self._tune(self._model_input(batch))
+        self._calibrate_batch(batch, maps)
+
+    def _calibrate_batch(self, batch, maps=None):
+        maps = self._score_batch(batch, maps)
         values = np.concatenate([m[fg] for m, fg in zip(maps, batch.foreground)])
         if values.size == 0:
             raise ValueError(
@@ -316,7 +340,8 @@ class BaseAnomalySegmenter(BaseEstimator):
 
     # -- persistence ----------------------------------------------------------
     def __getstate__(self):
-        state = super().__getstate__()
+        # A copy: object.__getstate__ returns the instance's own __dict__.
+        state = dict(super().__getstate__())
         state["_anomseg_version"] = __version__
         return state
 

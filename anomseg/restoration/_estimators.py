@@ -1,0 +1,845 @@
+"""Estimators built on normative VAE/GMVAE priors: MAP restoration (You et
+al. 2019) and the plain-reconstruction baseline."""
+
+from __future__ import annotations
+
+import copy
+import io
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from .._docstrings import fill_doc
+from ..base import BaseAnomalySegmenter
+from ..exceptions import AnomsegWarning
+from ..utils import check_generator, check_in_range, check_one_of
+from ._networks import LOSS_TERMS, ConvGMVAE, ConvVAE
+from ._restore import map_restore, step_size_schedule
+
+__all__ = [
+    "GMVAERestorer",
+    "VAERestorer",
+    "VAEReconstructor",
+    "DEFAULT_TV_WEIGHTS",
+    "PUBLISHED_GMVAE",
+]
+
+#: The lambda grid of the reference code, ``np.arange(20) / 5``.
+DEFAULT_TV_WEIGHTS = tuple(float(v) for v in np.arange(20) / 5)
+
+
+def _resolve_device(device, owner):
+    check_one_of(device, "device", owner, ("auto", "cpu", "cuda"))
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"'device' of {owner} is 'cuda', but torch finds no CUDA device; "
+            "use device='auto' or 'cpu'."
+        )
+    return device
+
+
+def _residual(kind, observed, restored, foreground):
+    """The anomaly map of a 2D image: ``|Y - X|`` ("absolute") or
+    ``max(Y - X, 0)`` ("positive"), averaged over channels, 0 outside the
+    foreground."""
+    diff = observed - restored
+    if diff.ndim == 3:  # channels last
+        diff = diff.mean(axis=-1)
+    diff = np.abs(diff) if kind == "absolute" else np.maximum(diff, 0)
+    return diff * foreground
+
+
+def _chunks(indices, size):
+    for start in range(0, len(indices), size):
+        yield indices[start : start + size]
+
+
+class _NormativePriorEstimator(BaseAnomalySegmenter):
+    """Training, inference batching and persistence of a torch prior.
+
+    Subclasses set ``_module_class`` and list the constructor arguments of
+    the module in ``_module_params``.
+    """
+
+    _slice_wise = True
+    _module_class = ConvVAE
+    _module_params = ("width", "latent_channels")
+
+    # -- parameters -----------------------------------------------------------
+    def _check_params(self):
+        name = type(self).__name__
+        check_in_range(self.width, "width", name, 1, None, closed="left", integer=True)
+        check_in_range(
+            self.latent_channels, "latent_channels", name, 1, None,
+            closed="left", integer=True,
+        )  # fmt: skip
+        check_in_range(self.n_epochs, "n_epochs", name, 1, None, closed="left", integer=True)
+        check_in_range(
+            self.batch_size, "batch_size", name, 1, None, closed="left", integer=True
+        )
+        check_in_range(self.learning_rate, "learning_rate", name, 0, None)
+        check_in_range(
+            self.validation_fraction, "validation_fraction", name, 0, 1, closed="left"
+        )
+        check_in_range(self.patience, "patience", name, 1, None, closed="left", integer=True)
+        check_in_range(
+            self.inference_batch_size, "inference_batch_size", name, 1, None,
+            closed="left", integer=True,
+        )  # fmt: skip
+        check_one_of(self.device, "device", name, ("auto", "cpu", "cuda"))
+        check_in_range(self.verbose, "verbose", name, 0, None, closed="left", integer=True)
+
+    # -- tensors ----------------------------------------------------------------
+    def _tensors(self, batch, indices, device):
+        """Images (n, C, H, W) with a zero background and foreground masks
+        (n, 1, H, W) of ``indices`` of a 2D batch, zero-padded at the bottom
+        and right to their largest height and width."""
+        height = max(batch.foreground[i].shape[0] for i in indices)
+        width = max(batch.foreground[i].shape[1] for i in indices)
+        n_channels = self.n_channels_
+        x = np.zeros((len(indices), n_channels, height, width), np.float32)
+        m = np.zeros((len(indices), 1, height, width), np.float32)
+        for k, i in enumerate(indices):
+            fg = batch.foreground[i]
+            image = batch.images[i]
+            image = image[None] if batch.channel_axis is None else np.moveaxis(image, -1, 0)
+            h, w = fg.shape
+            x[k, :, :h, :w] = image * fg
+            m[k, 0, :h, :w] = fg
+        return torch.from_numpy(x).to(device), torch.from_numpy(m).to(device)
+
+    def _shape_groups(self, batch):
+        """Indices of the 2D samples of ``batch`` grouped by spatial shape and
+        cut into chunks of ``inference_batch_size``."""
+        groups = {}
+        for i, shape in enumerate(batch.spatial_shapes):
+            groups.setdefault(shape, []).append(i)
+        for indices in groups.values():
+            yield from _chunks(indices, self.inference_batch_size)
+
+    def _to_images(self, batch, indices, tensor):
+        """Per-sample numpy images (H, W[, C]) of a padded output tensor."""
+        array = tensor.detach().cpu().numpy()
+        out = []
+        for k, i in enumerate(indices):
+            h, w = batch.foreground[i].shape
+            image = array[k, :, :h, :w]
+            out.append(image[0] if batch.channel_axis is None else np.moveaxis(image, 0, -1))
+        return out
+
+    # -- training ---------------------------------------------------------------
+    def _build_module(self):
+        params = {p: getattr(self, p) for p in self._module_params}
+        return self._module_class(in_channels=self.n_channels_, **params)
+
+    def _log(self, message):
+        if self.verbose:
+            print(f"[{type(self).__name__}] {message}", flush=True)
+
+    def _fit(self, batch):
+        name = type(self).__name__
+        self.device_ = _resolve_device(self.device, name)
+        rng = check_generator(self.random_state)
+        init_seed, noise_seed = (int(s) for s in rng.integers(2**62, size=2))
+        with torch.random.fork_rng(devices=[]):  # never touch global state
+            torch.manual_seed(init_seed)
+            module = self._build_module()
+        module.to(self.device_)
+        generator = torch.Generator(device=self.device_).manual_seed(noise_seed)
+
+        n = len(batch)
+        n_validation = int(round(self.validation_fraction * n))
+        if self.validation_fraction > 0 and not 1 <= n_validation < n:
+            raise ValueError(
+                f"'validation_fraction'={self.validation_fraction} of {name} "
+                f"leaves no training or no validation image among the {n} "
+                "training slices; change it or pass more images."
+            )
+        order = rng.permutation(n)
+        validation, train = order[:n_validation], order[n_validation:]
+        optimizer = torch.optim.Adam(module.parameters(), lr=self.learning_rate)
+
+        self.history_ = []
+        best = (np.inf, 0, None)
+        started = time.perf_counter()
+        for epoch in range(1, self.n_epochs + 1):
+            module.train()
+            totals = {}
+            for indices in _chunks(rng.permutation(train), self.batch_size):
+                x, m = self._tensors(batch, indices, self.device_)
+                terms = module.negative_elbo(x, m, generator=generator)
+                loss = sum(terms.values()).sum() / m.sum().clamp(min=1)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                self._accumulate(totals, terms, m)
+            record = {"epoch": epoch, **self._per_pixel(totals, "train_")}
+            if n_validation:
+                record.update(self._evaluate_loss(module, batch, validation, generator))
+            record["seconds"] = time.perf_counter() - started
+            self.history_.append(record)
+            monitored = record.get("validation_loss", record["train_loss"])
+            self._log(
+                f"epoch {epoch}/{self.n_epochs}: train loss {record['train_loss']:.4f}"
+                + (f", validation loss {monitored:.4f}" if n_validation else "")
+            )
+            if not np.isfinite(monitored):
+                raise FloatingPointError(
+                    f"{name}.fit diverged at epoch {epoch} (loss {monitored}); "
+                    "lower 'learning_rate' or scale intensities to [0, 1]."
+                )
+            if monitored < best[0]:
+                best = (monitored, epoch, copy.deepcopy(module.state_dict()))
+            elif n_validation and epoch - best[1] >= self.patience:
+                self._log(f"early stop: no improvement for {self.patience} epochs")
+                break
+        module.load_state_dict(best[2])
+        module.eval()
+        for p in module.parameters():
+            p.requires_grad_(False)
+        self.module_ = module
+        self.best_epoch_ = best[1]
+        self.n_epochs_ = len(self.history_)
+        self.training_time_ = time.perf_counter() - started
+
+    @staticmethod
+    def _accumulate(totals, terms, mask):
+        for key, value in terms.items():
+            totals[key] = totals.get(key, 0.0) + float(value.detach().sum())
+        totals["_pixels"] = totals.get("_pixels", 0.0) + float(mask.sum())
+
+    @staticmethod
+    def _per_pixel(totals, prefix):
+        pixels = max(totals.pop("_pixels"), 1.0)
+        out = {f"{prefix}{k}": v / pixels for k, v in totals.items()}
+        out[f"{prefix}loss"] = sum(out.values())
+        return out
+
+    def _evaluate_loss(self, module, batch, indices, generator):
+        module.eval()
+        totals = {}
+        with torch.no_grad():
+            for chunk in _chunks(indices, self.inference_batch_size):
+                x, m = self._tensors(batch, chunk, self.device_)
+                self._accumulate(totals, module.negative_elbo(x, m, generator=generator), m)
+        return self._per_pixel(totals, "validation_")
+
+    # -- public helpers -----------------------------------------------------------
+    @fill_doc
+    def reconstruct(self, X):
+        """Decoder means of the posterior-mean latents of images,
+        ``decode(encode(X))``.
+
+        Parameters
+        ----------
+        %(images)s
+
+        Returns
+        -------
+        reconstructions : ndarray of float32 or list of ndarray
+            In the layout of ``X``; 0 outside the foreground.
+        """
+        self._check_fitted()
+        batch = self._check_images(X, "reconstruct")
+        slices = self._model_input(batch)
+        out = [None] * len(slices)
+        for indices in self._shape_groups(slices):
+            x, m = self._tensors(slices, indices, self.device_)
+            with torch.no_grad():
+                recon = self.module_.reconstruct(x) * m
+            for i, image in zip(indices, self._to_images(slices, indices, recon)):
+                out[i] = image
+        return batch.wrap(self._from_model_output(batch, out))
+
+    def _check_fitted(self):
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "module_")
+
+    # -- persistence ---------------------------------------------------------------
+    def __getstate__(self):
+        state = super().__getstate__()
+        module = state.get("module_")
+        if isinstance(module, torch.nn.Module):
+            buffer = io.BytesIO()
+            torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, buffer)
+            state["module_"] = buffer.getvalue()
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if isinstance(getattr(self, "module_", None), bytes):
+            weights = torch.load(
+                io.BytesIO(self.module_), map_location="cpu", weights_only=True
+            )
+            if self.device_ == "cuda" and not torch.cuda.is_available():
+                warnings.warn(
+                    f"[{type(self).__name__}.__setstate__] The model was "
+                    "trained on CUDA, which is not available here; it is "
+                    "loaded on the CPU.",
+                    AnomsegWarning,
+                    stacklevel=2,
+                )
+                self.device_ = "cpu"
+            module = self._build_module()
+            module.load_state_dict(weights)
+            module.eval()
+            for p in module.parameters():
+                p.requires_grad_(False)
+            self.module_ = module.to(self.device_)
+
+
+class _BaseRestorer(_NormativePriorEstimator):
+    """MAP restoration with the trained prior; the map is the residual."""
+
+    # -- parameters -----------------------------------------------------------
+    def _check_params(self):
+        super()._check_params()
+        name = type(self).__name__
+        if not (isinstance(self.tv_weight, str) and self.tv_weight == "auto"):
+            if isinstance(self.tv_weight, str):
+                check_one_of(self.tv_weight, "tv_weight", name, ("auto",))
+            check_in_range(self.tv_weight, "tv_weight", name, 0, None, closed="left")
+        grid = np.asarray(self.tv_weights, dtype=object).ravel()
+        if grid.size == 0:
+            raise ValueError(f"'tv_weights' of {name} must be a non-empty sequence of numbers >= 0; got {self.tv_weights!r}.")
+        for value in grid:
+            check_in_range(value, "tv_weights", name, 0, None, closed="left")
+        check_in_range(
+            self.n_restoration_steps, "n_restoration_steps", name, 1, None,
+            closed="left", integer=True,
+        )  # fmt: skip
+        if np.ndim(self.step_sizes) != 1 or len(self.step_sizes) != 2:
+            raise ValueError(
+                f"'step_sizes' of {name} must be a pair (before, after "
+                f"step_size_switch) of numbers > 0; got {self.step_sizes!r}."
+            )
+        for value in self.step_sizes:
+            check_in_range(value, "step_sizes", name, 0, None)
+        check_in_range(
+            self.step_size_switch, "step_size_switch", name, 0, None,
+            closed="left", integer=True,
+        )  # fmt: skip
+        check_in_range(self.gradient_clip, "gradient_clip", name, 0, None)
+        check_one_of(self.residual, "residual", name, ("absolute", "positive"))
+        check_in_range(
+            self.max_tv_images, "max_tv_images", name, 1, None, closed="left", integer=True
+        )
+
+    # -- restoration ------------------------------------------------------------
+    def _restore_slices(self, slices, tv_weights, record_steps=()):
+        """Restored images of a 2D batch, each at its own TV weight, after
+        ``n_restoration_steps`` and after each of ``record_steps``: a dict of
+        step count to a list of images (H, W[, C])."""
+        schedule = step_size_schedule(
+            self.n_restoration_steps, self.step_sizes, self.step_size_switch
+        )
+        steps = sorted(set(record_steps) | {len(schedule)})
+        out = {s: [None] * len(slices) for s in steps}
+        weights = torch.as_tensor(np.asarray(tv_weights, dtype=np.float32))
+        for indices in self._shape_groups(slices):
+            y, m = self._tensors(slices, indices, self.device_)
+            final, recorded = map_restore(
+                self.module_, y, m, weights[indices].to(self.device_),
+                schedule, float(self.gradient_clip), record_steps,
+            )  # fmt: skip
+            recorded[len(schedule)] = final
+            for s in steps:
+                for i, image in zip(indices, self._to_images(slices, indices, recorded[s])):
+                    out[s][i] = image
+        return out
+
+    def _score(self, batch):
+        restored = self._restore_slices(batch, np.full(len(batch), self.tv_weight_))
+        [images] = restored.values()
+        return [
+            _residual(self.residual, y, x, fg)
+            for y, x, fg in zip(batch.images, images, batch.foreground)
+        ]
+
+    # -- the TV weight ---------------------------------------------------------
+    def _healthy_change(self, slices, grid):
+        """Mean absolute change per foreground pixel that restoration causes
+        at each TV weight of ``grid``, and the restored images."""
+        n, k = len(slices), len(grid)
+        repeated = type(slices)(
+            slices.images * k, slices.foreground * k, False, slices.channel_axis
+        )
+        [restored] = self._restore_slices(repeated, np.repeat(grid, n)).values()
+        pixels = sum(int(fg.sum()) for fg in slices.foreground)
+        change = np.empty(k)
+        for j in range(k):
+            total = 0.0
+            for i in range(n):
+                total += float(np.abs(slices.images[i] - restored[j * n + i]).sum())
+            change[j] = total / max(pixels, 1)
+        return change, restored
+
+    def _tune(self, batch):
+        if not (isinstance(self.tv_weight, str) and self.tv_weight == "auto"):
+            self.tv_weight_ = float(self.tv_weight)
+            return None
+        # Evenly spaced images keep the choice deterministic and its cost
+        # bounded; the mean change converges long before all are used.
+        n = len(batch)
+        chosen = np.unique(np.linspace(0, n - 1, min(n, self.max_tv_images)).round().astype(int))
+        subset = batch.subset(chosen)
+        grid = np.asarray(self.tv_weights, dtype=float).ravel()
+        change, restored = self._healthy_change(subset, grid)
+        best = int(np.argmin(change))
+        self.tv_weights_ = grid
+        self.healthy_change_ = change
+        self.tv_weight_ = float(grid[best])
+        self._log(
+            "healthy change per TV weight: "
+            + ", ".join(f"{w:g}: {c:.4g}" for w, c in zip(grid, change))
+            + f"; chose {self.tv_weight_:g}"
+        )
+        if len(chosen) < n:
+            return None
+        images = restored[best * n : (best + 1) * n]
+        return [
+            _residual(self.residual, y, x, fg)
+            for y, x, fg in zip(batch.images, images, batch.foreground)
+        ]
+
+    # -- public ----------------------------------------------------------------
+    @fill_doc
+    def restore(self, X, tv_weight=None, record_steps=None):
+        """Restore images towards the healthy prior.
+
+        Parameters
+        ----------
+        %(images)s
+        tv_weight : float >= 0 or None, default=None
+            The TV weight; None uses ``tv_weight_``.
+        record_steps : sequence of int or None, default=None
+            If given, also return the images after these numbers of steps
+            (0 is the input), to study convergence.
+
+        Returns
+        -------
+        restored : ndarray of float32 or list of ndarray
+            The restored images in the layout of ``X``, after
+            ``n_restoration_steps`` steps; without ``record_steps`` only.
+        recorded : dict of int to ndarray or list
+            With ``record_steps``: the restored images after each of them
+            and after ``n_restoration_steps``, keyed by step count.
+        """
+        self._check_fitted()
+        self._validate_params()
+        name = type(self).__name__
+        weight = self.tv_weight_ if tv_weight is None else tv_weight
+        check_in_range(weight, "tv_weight", f"{name}.restore", 0, None, closed="left")
+        steps = () if record_steps is None else tuple(record_steps)
+        for s in steps:
+            check_in_range(
+                s, "record_steps", f"{name}.restore", 0, self.n_restoration_steps,
+                closed="both", integer=True,
+            )  # fmt: skip
+        batch = self._check_images(X, "restore")
+        slices = self._model_input(batch)
+        recorded = self._restore_slices(slices, np.full(len(slices), float(weight)), steps)
+        wrapped = {
+            s: batch.wrap(self._from_model_output(batch, images))
+            for s, images in recorded.items()
+        }
+        return wrapped if record_steps is not None else wrapped[self.n_restoration_steps]
+
+    @fill_doc
+    def healthy_change(self, X, tv_weights=None):
+        """Mean absolute change per foreground pixel that restoration causes
+        on healthy images, epsilon(lambda) of You et al.
+
+        The paper chooses the TV weight that minimises it: too small a weight
+        lets restoration drift towards the prior's mean image, too large a
+        one makes the TV subgradient oscillate.
+
+        Parameters
+        ----------
+        %(images)s
+            Healthy images.
+        tv_weights : sequence of float or None, default=None
+            The TV weights to evaluate; None uses ``tv_weight_``.
+
+        Returns
+        -------
+        change : ndarray of shape (n_weights,)
+            The mean absolute change at each weight.
+        """
+        self._check_fitted()
+        self._validate_params()
+        grid = np.atleast_1d(
+            np.asarray(self.tv_weight_ if tv_weights is None else tv_weights, dtype=float)
+        )
+        for value in grid:
+            check_in_range(value, "tv_weights", f"{type(self).__name__}.healthy_change", 0, None, closed="left")
+        batch = self._check_images(X, "healthy_change")
+        return self._healthy_change(self._model_input(batch), grid)[0]
+
+
+_RESTORATION_NOTES = """
+
+    Notes
+    -----
+    The restoration step sizes suit intensities scaled to about [0, 1] in
+    the foreground, such as the output of
+    :class:`~anomseg.preprocessing.IntensityScaler`; scale volumes as a
+    whole before cutting them into slices, so that a lesion's contrast is
+    kept. The method is 2D: volumes are cut into slices along their last
+    axis. Compared with the reference code, convolutions are zero-padded
+    (so any input size works) and the latent means, not samples, are used
+    during restoration (so results are deterministic).
+"""
+
+
+@fill_doc
+class VAERestorer(_BaseRestorer):
+    """Anomaly maps from MAP restoration under a VAE prior of healthy slices.
+
+    A fully convolutional Gaussian VAE with a 2D latent map learns the
+    distribution of healthy slices. Each new slice Y is restored by gradient
+    ascent on ELBO(X) - lambda * TV(X - Y) from X = Y, with the decoder's
+    standard deviation fixed to 1/sqrt(2); the anomaly map is the residual
+    ``|Y - X|``. This is the VAE row of You et al. (2019).
+
+    Parameters
+    ----------
+    %(prior_network)s
+    %(prior_training)s
+    %(restoration)s
+    %(torch_runtime)s
+    %(max_fpr)s
+    %(calibration_fraction)s
+    %(random_state)s
+    %(verbose)s
+    %(channel_axis)s
+
+    Attributes
+    ----------
+    %(restoration_attributes)s
+    %(prior_attributes)s
+    %(calibration_attributes)s
+
+    See Also
+    --------
+    GMVAERestorer : The same restoration under a Gaussian-mixture prior.
+    VAEReconstructor : The plain reconstruction residual of the same VAE.
+
+    References
+    ----------
+    .. [1] S. You, K. C. Tezcan, X. Chen, E. Konukoglu. "Unsupervised Lesion
+       Detection via Image Restoration with a Normative Prior". MIDL 2019.
+
+    Examples
+    --------
+    >>> from anomseg.datasets import make_healthy_images
+    >>> from anomseg.restoration import VAERestorer
+    >>> X = make_healthy_images(n_images=16, shape=(32, 32), random_state=0)
+    >>> est = VAERestorer(width=4, n_epochs=2, n_restoration_steps=5,
+    ...                   tv_weight=1.0, random_state=0).fit(X)
+    >>> est.score_samples(X[:2]).shape
+    (2, 32, 32)
+    """
+
+    _module_class = ConvVAE
+    _module_params = ("width", "latent_channels")
+
+    def __init__(
+        self,
+        *,
+        width=16,
+        latent_channels=1,
+        n_epochs=40,
+        batch_size=16,
+        learning_rate=1e-3,
+        validation_fraction=0.1,
+        patience=5,
+        tv_weight="auto",
+        tv_weights=DEFAULT_TV_WEIGHTS,
+        max_tv_images=64,
+        n_restoration_steps=500,
+        step_sizes=(5e-3, 2e-3),
+        step_size_switch=100,
+        gradient_clip=100.0,
+        residual="absolute",
+        inference_batch_size=64,
+        device="auto",
+        max_fpr=0.05,
+        calibration_fraction=0.2,
+        random_state=None,
+        verbose=0,
+        channel_axis=None,
+    ):
+        self.width = width
+        self.latent_channels = latent_channels
+        self.n_epochs = n_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.tv_weight = tv_weight
+        self.tv_weights = tv_weights
+        self.max_tv_images = max_tv_images
+        self.n_restoration_steps = n_restoration_steps
+        self.step_sizes = step_sizes
+        self.step_size_switch = step_size_switch
+        self.gradient_clip = gradient_clip
+        self.residual = residual
+        self.inference_batch_size = inference_batch_size
+        self.device = device
+        self.max_fpr = max_fpr
+        self.calibration_fraction = calibration_fraction
+        self.random_state = random_state
+        self.verbose = verbose
+        self.channel_axis = channel_axis
+
+
+@fill_doc
+class GMVAERestorer(_BaseRestorer):
+    """Anomaly maps from MAP restoration under a Gaussian-mixture VAE prior.
+
+    The prior is a fully convolutional GMVAE (Dilokthanakul et al.) with 2D
+    latent maps z and w and ``n_clusters`` clusters; its ELBO has four
+    terms: reconstruction, the KL of q(z|X) to the conditional prior
+    p(z|w, c) averaged over p(c|z, w), KL(q(w|X) || N(0, I)) and the KL of
+    the cluster posterior to a uniform prior. Restoration and the anomaly
+    map are those of :class:`VAERestorer`. This is the GMVAE method of You
+    et al. (2019), the best of their paper.
+
+    Parameters
+    ----------
+    %(prior_network)s
+    n_clusters : int >= 1, default=9
+        Mixture components of the conditional prior p(z|w, c).
+    %(prior_training)s
+    %(restoration)s
+    %(torch_runtime)s
+    %(max_fpr)s
+    %(calibration_fraction)s
+    %(random_state)s
+    %(verbose)s
+    %(channel_axis)s
+
+    Attributes
+    ----------
+    %(restoration_attributes)s
+    %(prior_attributes)s
+    %(calibration_attributes)s
+
+    See Also
+    --------
+    VAERestorer : The same restoration under a plain VAE prior.
+    GMVAERestorer.published : The configuration of the paper.
+
+    References
+    ----------
+    .. [1] S. You, K. C. Tezcan, X. Chen, E. Konukoglu. "Unsupervised Lesion
+       Detection via Image Restoration with a Normative Prior". MIDL 2019.
+    .. [2] N. Dilokthanakul et al. "Deep Unsupervised Clustering with
+       Gaussian Mixture Variational Autoencoders". arXiv:1611.02648, 2016.
+
+    Examples
+    --------
+    >>> from anomseg.datasets import make_healthy_images
+    >>> from anomseg.restoration import GMVAERestorer
+    >>> X = make_healthy_images(n_images=16, shape=(32, 32), random_state=0)
+    >>> est = GMVAERestorer(width=4, n_clusters=3, n_epochs=2,
+    ...                     n_restoration_steps=5, tv_weight=1.0,
+    ...                     random_state=0).fit(X)
+    >>> est.predict(X[:2]).dtype
+    dtype('bool')
+    """
+
+    _module_class = ConvGMVAE
+    _module_params = ("width", "latent_channels", "n_clusters")
+
+    def __init__(
+        self,
+        *,
+        width=16,
+        latent_channels=1,
+        n_clusters=9,
+        n_epochs=40,
+        batch_size=16,
+        learning_rate=1e-3,
+        validation_fraction=0.1,
+        patience=5,
+        tv_weight="auto",
+        tv_weights=DEFAULT_TV_WEIGHTS,
+        max_tv_images=64,
+        n_restoration_steps=500,
+        step_sizes=(5e-3, 2e-3),
+        step_size_switch=100,
+        gradient_clip=100.0,
+        residual="absolute",
+        inference_batch_size=64,
+        device="auto",
+        max_fpr=0.05,
+        calibration_fraction=0.2,
+        random_state=None,
+        verbose=0,
+        channel_axis=None,
+    ):
+        self.width = width
+        self.latent_channels = latent_channels
+        self.n_clusters = n_clusters
+        self.n_epochs = n_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.tv_weight = tv_weight
+        self.tv_weights = tv_weights
+        self.max_tv_images = max_tv_images
+        self.n_restoration_steps = n_restoration_steps
+        self.step_sizes = step_sizes
+        self.step_size_switch = step_size_switch
+        self.gradient_clip = gradient_clip
+        self.residual = residual
+        self.inference_batch_size = inference_batch_size
+        self.device = device
+        self.max_fpr = max_fpr
+        self.calibration_fraction = calibration_fraction
+        self.random_state = random_state
+        self.verbose = verbose
+        self.channel_axis = channel_axis
+
+    def _check_params(self):
+        super()._check_params()
+        check_in_range(
+            self.n_clusters, "n_clusters", type(self).__name__, 1, None,
+            closed="left", integer=True,
+        )  # fmt: skip
+
+    @classmethod
+    def published(cls, **params):
+        """The configuration of You et al.: 64 channels, 9 clusters, Adam at
+        5e-5 and the reference restoration schedule.
+
+        The paper trained on 158 x 198 crops; crop or resample to that shape
+        first (for example with :class:`~anomseg.preprocessing.Resizer`).
+        Training at this learning rate needs many epochs and, in practice, a
+        GPU.
+
+        Parameters
+        ----------
+        **params
+            Parameters overriding the published ones.
+
+        Returns
+        -------
+        estimator : GMVAERestorer
+        """
+        return cls(**{**PUBLISHED_GMVAE, **params})
+
+
+#: The published GMVAE configuration (You et al. 2019).
+PUBLISHED_GMVAE = {
+    "width": 64,
+    "latent_channels": 1,
+    "n_clusters": 9,
+    "learning_rate": 5e-5,
+    "n_restoration_steps": 500,
+    "step_sizes": (5e-3, 2e-3),
+    "step_size_switch": 100,
+    "gradient_clip": 100.0,
+}
+
+
+@fill_doc
+class VAEReconstructor(_NormativePriorEstimator):
+    """Anomaly maps from the plain reconstruction residual of a VAE.
+
+    The map is ``|Y - decode(encode(Y))|`` with the posterior-mean latent:
+    the VAE-128 baseline row of You et al. (2019), which shows what MAP
+    restoration (:class:`VAERestorer`) adds over reconstruction.
+
+    Parameters
+    ----------
+    %(prior_network)s
+    %(prior_training)s
+    residual : {"absolute", "positive"}, default="absolute"
+        The map is ``|Y - decode(encode(Y))|``, or with "positive" only its
+        positive part, for hyper-intense lesions.
+    %(torch_runtime)s
+    %(max_fpr)s
+    %(calibration_fraction)s
+    %(random_state)s
+    %(verbose)s
+    %(channel_axis)s
+
+    Attributes
+    ----------
+    %(prior_attributes)s
+    %(calibration_attributes)s
+
+    See Also
+    --------
+    VAERestorer : MAP restoration with the same network.
+
+    Examples
+    --------
+    >>> from anomseg.datasets import make_healthy_images
+    >>> from anomseg.restoration import VAEReconstructor
+    >>> X = make_healthy_images(n_images=16, shape=(32, 32), random_state=0)
+    >>> est = VAEReconstructor(width=4, n_epochs=2, random_state=0).fit(X)
+    >>> est.score_samples(X[:2]).shape
+    (2, 32, 32)
+    """
+
+    _module_class = ConvVAE
+    _module_params = ("width", "latent_channels")
+
+    def __init__(
+        self,
+        *,
+        width=16,
+        latent_channels=1,
+        n_epochs=40,
+        batch_size=16,
+        learning_rate=1e-3,
+        validation_fraction=0.1,
+        patience=5,
+        residual="absolute",
+        inference_batch_size=64,
+        device="auto",
+        max_fpr=0.05,
+        calibration_fraction=0.2,
+        random_state=None,
+        verbose=0,
+        channel_axis=None,
+    ):
+        self.width = width
+        self.latent_channels = latent_channels
+        self.n_epochs = n_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.residual = residual
+        self.inference_batch_size = inference_batch_size
+        self.device = device
+        self.max_fpr = max_fpr
+        self.calibration_fraction = calibration_fraction
+        self.random_state = random_state
+        self.verbose = verbose
+        self.channel_axis = channel_axis
+
+    def _check_params(self):
+        super()._check_params()
+        check_one_of(self.residual, "residual", type(self).__name__, ("absolute", "positive"))
+
+    def _score(self, batch):
+        maps = [None] * len(batch)
+        for indices in self._shape_groups(batch):
+            x, m = self._tensors(batch, indices, self.device_)
+            with torch.no_grad():
+                recon = self.module_.reconstruct(x)
+            for i, image in zip(indices, self._to_images(batch, indices, recon)):
+                maps[i] = _residual(self.residual, batch.images[i], image, batch.foreground[i])
+        return maps
