@@ -15,6 +15,9 @@ __all__ = ["main"]
 #: Imported lazily, so that ``--help`` never imports torch.
 METHODS = {
     "flair-threshold": "anomseg.baselines:FlairThreshold",
+    "gmvae": "anomseg.restoration:GMVAERestorer",
+    "vae": "anomseg.restoration:VAERestorer",
+    "vae-reconstruction": "anomseg.restoration:VAEReconstructor",
 }
 
 DESCRIPTION = """\
@@ -107,6 +110,7 @@ def cmd_fit(args):
         estimator = cls(**params)
     except TypeError as exc:
         raise CommandError(f"bad --param for {args.method}: {exc}") from None
+    estimator._validate_params()  # a bad --param fails before the scans load
     if args.foreground == "auto":
         from ..preprocessing import ForegroundMasker, make_anomaly_pipeline
 
@@ -222,7 +226,14 @@ def build_parser():
 
     fit = add("fit", "Fit a model on healthy NIfTI scans and save it.", cmd_fit)
     fit.add_argument("healthy", nargs="+", metavar="HEALTHY.nii.gz", help="Healthy scans.")
-    fit.add_argument("--method", choices=sorted(METHODS), required=True, help="The method.")
+    fit.add_argument(
+        "--method", choices=sorted(METHODS), required=True,
+        help="The method: flair-threshold, the learning-free FLAIR baseline; "
+        "gmvae or vae, MAP restoration under a Gaussian-mixture or plain VAE "
+        "prior of healthy slices (You et al. 2019); vae-reconstruction, the "
+        "VAE's reconstruction residual. The deep methods are 2D: volumes are "
+        "cut into slices along the last (axial) axis.",
+    )
     fit.add_argument("-o", "--output", required=True, metavar="MODEL", help="Model file to write (.joblib).")
     fit.add_argument(
         "--max-fpr", type=float, default=0.05,
@@ -231,7 +242,9 @@ def build_parser():
     )
     fit.add_argument(
         "--param", type=_parse_param, action="append", default=[], metavar="KEY=VALUE",
-        help="Set a parameter of the method, e.g. --param n_bins=128 (repeatable).",
+        help="Set a parameter of the method, e.g. --param n_bins=128 "
+        "(repeatable). VALUE is read as a Python literal, such as "
+        "'step_sizes=(0.01, 0.005)', or else as a string, such as device=cpu.",
     )
     _add_foreground_option(fit)
     fit.add_argument("--overwrite", action="store_true", help="Replace MODEL if it exists.")
@@ -281,7 +294,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("anomseg: interrupted", file=sys.stderr)
         return 130
-    except (CommandError, ValueError, TypeError, OSError) as exc:
+    except (CommandError, ValueError, TypeError, OSError, FloatingPointError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"anomseg {args.command}: error: {message}", file=sys.stderr)
         return 1

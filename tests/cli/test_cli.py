@@ -7,8 +7,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from anomseg.base import BaseAnomalySegmenter
 from anomseg.cli import main
+from anomseg.cli._main import METHODS, _method_class
 from anomseg.datasets import add_synthetic_lesions, make_healthy_images
+from anomseg.io import load_model
 
 # A non-canonical affine (LPS, anisotropic), to check outputs keep the grid.
 AFFINE = np.array(
@@ -89,6 +92,12 @@ def test_never_overwrites_without_flag(scans, tmp_path, capsys):
         (["fit", "--method", "flair-threshold", "HEALTHY", "-o", "m.joblib", "--max-fpr", "2"], "max_fpr"),
         (["fit", "--method", "flair-threshold", "HEALTHY", "-o", "m.joblib", "--param", "n_bins=1"], "n_bins"),
         (["fit", "--method", "flair-threshold", "HEALTHY", "-o", "m.joblib", "--param", "bogus=1"], "bogus"),
+        (["fit", "--method", "gmvae", "HEALTHY", "-o", "m.joblib", "--param", "step_sizes=(0.01,)"], "step_sizes"),
+        # a bad --param fails before the scans are read
+        (["fit", "--method", "vae", "missing.nii.gz", "-o", "m.joblib", "--param", "width=0"], "'width'"),
+        (["fit", "--method", "vae-reconstruction", "HEALTHY", "HEALTHY", "-o", "m.joblib",
+          "--param", "learning_rate=1e9", "--param", "width=4", "--param", "n_epochs=1",
+          "--param", "device=cpu", "--param", "random_state=0"], "diverged"),
         (["predict", "missing.joblib", "HEALTHY", "-o", "out"], "missing.joblib"),
         (["evaluate", "MODEL", "HEALTHY", "--truth", "HEALTHY", "HEALTHY"], "one mask per scan"),
     ],
@@ -125,6 +134,22 @@ def test_help_and_usage_errors():
     )
     assert process.returncode == 2
     assert "invalid choice" in process.stderr
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys\n"
+        "from anomseg.cli import main\n"
+        "for argv in (['--help'], ['fit', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('torch' in sys.modules, file=sys.stderr)\n"
+    )
+    process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "gmvae" in process.stdout
+    assert process.stderr.strip() == "False"
 
 
 def test_demo(tmp_path, capsys):
@@ -169,3 +194,32 @@ def test_predict_applies_the_methods_post_processing(scans, tmp_path):
     anomaly_map = nib.load(tmp_path / "out" / "scans0_anomaly_map.nii.gz").get_fdata()
     mask = nib.load(tmp_path / "out" / "scans0_mask.nii.gz").get_fdata()
     assert anomaly_map.max() > 0.99 and mask.sum() == 0
+
+
+def test_every_method_names_an_estimator():
+    for name in METHODS:
+        assert issubclass(_method_class(name), BaseAnomalySegmenter), name
+
+
+def test_restoration_fit_predict(scans, tmp_path):
+    model = tmp_path / "gmvae.joblib"
+    tiny = ["width=4", "n_clusters=3", "n_epochs=2", "n_restoration_steps=5",
+            "tv_weights=[0.0, 1.0]", "step_sizes=(0.01,0.005)", "device=cpu", "random_state=0"]
+    assert run("fit", "--method", "gmvae", *scans["healthy"], "-o", model,
+               *[arg for param in tiny for arg in ("--param", param)]) == 0  # fmt: skip
+    fitted = load_model(model)
+    assert fitted.step_sizes == (0.01, 0.005) and fitted.tv_weight_ in (0.0, 1.0)
+    out = tmp_path / "out"
+    assert run("predict", model, *scans["scans"], "-o", out) == 0
+    for i, scan in enumerate(scans["scans"]):
+        original = nib.load(scan)
+        written = {s: nib.load(out / f"scans{i}_{s}.nii.gz") for s in ("anomaly_map", "mask")}
+        for image in written.values():
+            assert image.shape == original.shape
+            np.testing.assert_allclose(image.affine, original.affine)
+        values = written["anomaly_map"].get_fdata()
+        brain = original.get_fdata() != 0
+        assert np.isfinite(values).all() and values.min() >= 0
+        assert (values[~brain] == 0).all() and values[brain].max() > 0
+        mask = written["mask"].get_fdata()
+        assert set(np.unique(mask)) <= {0, 1} and 0 < mask.sum() < brain.sum()
