@@ -20,6 +20,16 @@ METHODS = {
     "vae-reconstruction": "anomseg.restoration:VAEReconstructor",
 }
 
+#: Methods whose step sizes and losses assume intensities of about [0, 1]:
+#: ``fit`` scales each scan, as a whole volume, before they see it.
+SCALED_METHODS = ("gmvae", "vae", "vae-reconstruction")
+#: The foreground percentile that scaling maps to 1. Not the maximum: one
+#: bright lesion would then shrink the whole scan, and with it the residuals
+#: (on synthetic volumes with about 2 % lesion, the GMVAE's true-positive
+#: rate fell from 0.77 to 0.14 and its FPR in healthy tissue from 0.05 to
+#: 0). The 90th percentile moves little below a lesion load of 10 %.
+SCALING_PERCENTILE = 90.0
+
 DESCRIPTION = """\
 Unsupervised anomaly segmentation of brain MRI.
 
@@ -111,10 +121,11 @@ def cmd_fit(args):
     except TypeError as exc:
         raise CommandError(f"bad --param for {args.method}: {exc}") from None
     estimator._validate_params()  # a bad --param fails before the scans load
-    if args.foreground == "auto":
-        from ..preprocessing import ForegroundMasker, make_anomaly_pipeline
+    steps = _preprocessing_steps(args)
+    if steps:
+        from ..preprocessing import make_anomaly_pipeline
 
-        estimator = make_anomaly_pipeline(ForegroundMasker(), estimator)
+        estimator = make_anomaly_pipeline(*steps, estimator)
     images, _ = _load_scans(args.healthy, args.progress)
     print(f"fitting {args.method} on {len(images)} healthy scan(s)...", file=sys.stderr)
     estimator.fit(images)
@@ -125,6 +136,19 @@ def cmd_fit(args):
         f"FPR {final.max_fpr:g} (achieved {final.calibration_fpr_:.4f} on "
         f"{final.n_calibration_pixels_} calibration voxels)"
     )
+
+
+def _preprocessing_steps(args):
+    """The steps ``fit`` puts before the method: a head mask derived from
+    intensity with ``--foreground auto``, then, for the methods that assume
+    it, each scan's foreground scaled from [minimum, SCALING_PERCENTILE] to
+    [0, 1], unclipped so that lesions keep their contrast."""
+    from ..preprocessing import ForegroundMasker, IntensityScaler
+
+    steps = [ForegroundMasker()] if args.foreground == "auto" else []
+    if args.method in SCALED_METHODS:
+        steps.append(IntensityScaler(upper_percentile=SCALING_PERCENTILE, clip=False))
+    return steps
 
 
 def cmd_predict(args):
@@ -231,8 +255,11 @@ def build_parser():
         help="The method: flair-threshold, the learning-free FLAIR baseline; "
         "gmvae or vae, MAP restoration under a Gaussian-mixture or plain VAE "
         "prior of healthy slices (You et al. 2019); vae-reconstruction, the "
-        "VAE's reconstruction residual. The deep methods are 2D: volumes are "
-        "cut into slices along the last (axial) axis.",
+        "VAE's reconstruction residual. The deep methods are 2D: each scan's "
+        "foreground is scaled linearly so that its minimum is 0 and its "
+        f"{SCALING_PERCENTILE:g}th percentile 1 (brighter voxels, such as "
+        "lesions, stay above 1), then the volume is cut into slices along "
+        "its last (axial) axis.",
     )
     fit.add_argument("-o", "--output", required=True, metavar="MODEL", help="Model file to write (.joblib).")
     fit.add_argument(

@@ -208,7 +208,8 @@ def test_restoration_fit_predict(scans, tmp_path):
     assert run("fit", "--method", "gmvae", *scans["healthy"], "-o", model,
                *[arg for param in tiny for arg in ("--param", param)]) == 0  # fmt: skip
     fitted = load_model(model)
-    assert fitted.step_sizes == (0.01, 0.005) and fitted.tv_weight_ in (0.0, 1.0)
+    assert [type(step).__name__ for step in fitted[:-1]] == ["IntensityScaler"]
+    assert fitted[-1].step_sizes == (0.01, 0.005) and fitted[-1].tv_weight_ in (0.0, 1.0)
     out = tmp_path / "out"
     assert run("predict", model, *scans["scans"], "-o", out) == 0
     for i, scan in enumerate(scans["scans"]):
@@ -223,3 +224,28 @@ def test_restoration_fit_predict(scans, tmp_path):
         assert (values[~brain] == 0).all() and values[brain].max() > 0
         mask = written["mask"].get_fdata()
         assert set(np.unique(mask)) <= {0, 1} and 0 < mask.sum() < brain.sum()
+
+
+def test_restoration_methods_see_scans_scaled_to_0_1(scans, tmp_path):
+    """Scans in scanner units give the model of the same scans in [0, 1]:
+    unscaled, the restoration's steps saturate and every map is constant."""
+    raw = {}
+    for kind in ("healthy", "scans"):
+        raw[kind] = []
+        for path in scans[kind]:
+            image = nib.load(path)
+            target = tmp_path / f"raw_{kind}_{len(raw[kind])}.nii.gz"
+            nib.save(nib.Nifti1Image(1500 * image.get_fdata(dtype=np.float32), image.affine), target)
+            raw[kind].append(target)
+    params = ["width=4", "n_epochs=2", "device=cpu", "random_state=0"]
+    maps = []
+    for kind, source in (("raw", raw), ("scaled", scans)):
+        model = tmp_path / f"{kind}.joblib"
+        assert run("fit", "--method", "vae-reconstruction", *source["healthy"], "-o", model,
+                   *[arg for param in params for arg in ("--param", param)]) == 0  # fmt: skip
+        assert run("predict", model, source["scans"][0], "-o", tmp_path / kind) == 0
+        [written] = (tmp_path / kind).glob("*_anomaly_map.nii.gz")
+        maps.append(nib.load(written).get_fdata())
+    brain = nib.load(scans["scans"][0]).get_fdata() != 0
+    assert np.ptp(maps[0][brain]) > 0.1
+    np.testing.assert_allclose(maps[0], maps[1], atol=1e-3)
