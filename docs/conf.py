@@ -92,14 +92,15 @@ _write_cli_help()
 
 
 def _skip_foreign_members(app, what, name, obj, skip, options):
-    """Skip members that anomseg classes inherit from scikit-learn or Python
-    (``get_params``, ``set_output``, metadata routing, exception attributes):
-    they are documented upstream, and their docstrings link into the
-    scikit-learn documentation, which this offline build cannot reach."""
+    """Skip members that anomseg classes inherit from scikit-learn, torch or
+    Python (``get_params``, ``set_output``, metadata routing, the
+    ``torch.nn.Module`` methods of the networks, exception attributes): they
+    are documented upstream, and their docstrings link into documentation
+    that this offline build cannot reach (torch's are not numpydoc)."""
     obj = getattr(obj, "fget", obj)  # a property: where its getter lives
     owner = getattr(obj, "__objclass__", None)  # a C-level descriptor
     module = getattr(owner or obj, "__module__", None) or ""
-    if module == "builtins" or module.split(".")[0] == "sklearn":
+    if module == "builtins" or module.split(".")[0] in ("sklearn", "torch"):
         return True
     return None
 
