@@ -153,6 +153,19 @@ healthy_change_ : ndarray
     ``tv_weights_``, to plot the curve."""
 
 
+docdict["prior_notes"] = """\
+The network's losses and the restoration step sizes assume foreground
+intensities of about [0, 1]; ``fit`` warns when they are far above. Scale
+each volume as a whole before cutting it into slices, with a robust upper
+percentile and no clipping, such as
+``IntensityScaler(upper_percentile=90, clip=False)``: min-max scaling lets
+one bright lesion shrink the whole scan, and its residuals with it. The
+method is 2D: volumes are cut into slices along their last axis. Compared
+with the reference code, convolutions are zero-padded (so any input size
+works) and the latent means, not samples, are used during restoration and
+reconstruction (so results are deterministic)."""
+
+
 def fill_doc(obj):
     """Substitute ``%(key)s`` entries of :data:`docdict` in ``obj.__doc__``.
 

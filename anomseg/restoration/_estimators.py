@@ -30,6 +30,11 @@ __all__ = [
 DEFAULT_TV_WEIGHTS = tuple(float(v) for v in np.arange(20) / 5)
 
 
+#: Above this 99th foreground percentile, ``fit`` warns that the images
+#: look unscaled (raw scanner units make every restoration gradient clip).
+_MAX_SCALED_INTENSITY = 10.0
+
+
 def _resolve_device(device, owner):
     check_one_of(device, "device", owner, ("auto", "cpu", "cuda"))
     if device == "auto":
@@ -44,12 +49,12 @@ def _resolve_device(device, owner):
 
 def _residual(kind, observed, restored, foreground):
     """The anomaly map of a 2D image: ``|Y - X|`` ("absolute") or
-    ``max(Y - X, 0)`` ("positive"), averaged over channels, 0 outside the
-    foreground."""
+    ``max(Y - X, 0)`` ("positive"), each averaged over channels (so opposite
+    changes in two channels do not cancel), 0 outside the foreground."""
     diff = observed - restored
+    diff = np.abs(diff) if kind == "absolute" else np.maximum(diff, 0)
     if diff.ndim == 3:  # channels last
         diff = diff.mean(axis=-1)
-    diff = np.abs(diff) if kind == "absolute" else np.maximum(diff, 0)
     return diff * foreground
 
 
@@ -142,6 +147,7 @@ class _NormativePriorEstimator(BaseAnomalySegmenter):
 
     def _fit(self, batch):
         name = type(self).__name__
+        self._warn_if_unscaled(batch)
         self.device_ = _resolve_device(self.device, name)
         rng = check_generator(self.random_state)
         init_seed, noise_seed = (int(s) for s in rng.integers(2**62, size=2))
@@ -205,6 +211,22 @@ class _NormativePriorEstimator(BaseAnomalySegmenter):
         self.best_epoch_ = best[1]
         self.n_epochs_ = len(self.history_)
         self.training_time_ = time.perf_counter() - started
+
+    def _warn_if_unscaled(self, batch):
+        values = np.concatenate(
+            [np.abs(image[fg]).ravel() for image, fg in zip(batch.images, batch.foreground)]
+        )
+        level = float(np.percentile(values, 99)) if values.size else 0.0
+        if level > _MAX_SCALED_INTENSITY:
+            warnings.warn(
+                f"[{type(self).__name__}.fit] The 99th percentile of the "
+                f"foreground intensities is {level:.4g}, but the losses and "
+                "restoration step sizes assume intensities of about [0, 1]; "
+                "scale each volume first, for example with "
+                "IntensityScaler(upper_percentile=90, clip=False).",
+                AnomsegWarning,
+                stacklevel=3,
+            )
 
     @staticmethod
     def _accumulate(totals, terms, mask):
@@ -375,7 +397,8 @@ class _BaseRestorer(_NormativePriorEstimator):
         for j in range(k):
             total = 0.0
             for i in range(n):
-                total += float(np.abs(slices.images[i] - restored[j * n + i]).sum())
+                diff = slices.images[i] - restored[j * n + i]
+                total += float(np.abs(diff[slices.foreground[i]]).sum())
             change[j] = total / max(pixels, 1)
         return change, restored
 
@@ -482,21 +505,6 @@ class _BaseRestorer(_NormativePriorEstimator):
         return self._healthy_change(self._model_input(batch), grid)[0]
 
 
-_RESTORATION_NOTES = """
-
-    Notes
-    -----
-    The restoration step sizes suit intensities scaled to about [0, 1] in
-    the foreground, such as the output of
-    :class:`~anomseg.preprocessing.IntensityScaler`; scale volumes as a
-    whole before cutting them into slices, so that a lesion's contrast is
-    kept. The method is 2D: volumes are cut into slices along their last
-    axis. Compared with the reference code, convolutions are zero-padded
-    (so any input size works) and the latent means, not samples, are used
-    during restoration (so results are deterministic).
-"""
-
-
 @fill_doc
 class VAERestorer(_BaseRestorer):
     """Anomaly maps from MAP restoration under a VAE prior of healthy slices.
@@ -529,6 +537,10 @@ class VAERestorer(_BaseRestorer):
     --------
     GMVAERestorer : The same restoration under a Gaussian-mixture prior.
     VAEReconstructor : The plain reconstruction residual of the same VAE.
+
+    Notes
+    -----
+    %(prior_notes)s
 
     References
     ----------
@@ -635,6 +647,10 @@ class GMVAERestorer(_BaseRestorer):
     --------
     VAERestorer : The same restoration under a plain VAE prior.
     GMVAERestorer.published : The configuration of the paper.
+
+    Notes
+    -----
+    %(prior_notes)s
 
     References
     ----------
@@ -781,6 +797,10 @@ class VAEReconstructor(_NormativePriorEstimator):
     See Also
     --------
     VAERestorer : MAP restoration with the same network.
+
+    Notes
+    -----
+    %(prior_notes)s
 
     Examples
     --------

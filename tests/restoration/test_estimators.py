@@ -186,11 +186,6 @@ def test_masked_background_values_do_not_leak(tiny, unseen):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_healthy_change sums |Y - X| over the whole image, background included, "
-    "but divides by the foreground pixels (anomseg/restoration/_estimators.py)",
-)
 def test_healthy_change_ignores_masked_background(tiny, unseen):
     weights = [0.0, 0.5]
     np.testing.assert_allclose(

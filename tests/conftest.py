@@ -2,9 +2,9 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True, scope="module")
+@pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
-    """Run the tiny networks of these tests on one thread.
+    """Run the tiny networks of the tests on one thread.
 
     Their convolutions are far too small to gain from parallelism, and on a
     busy machine several OpenMP threads per process slow them down by
