@@ -293,17 +293,14 @@ def load_torch_model(path, *, device=None):
             if not _is_fitted_attribute(key):
                 raise ValueError(f"'{key}' is not a fitted attribute")
             setattr(estimator, key, value)
-        module = estimator._build_module()  # sized by n_channels_
-        module.load_state_dict(payload["state_dict"])
-    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as exc:
-        raise ValueError(
-            f"'{path}' does not hold a valid {cls.__name__}: {exc}"
-        ) from None
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
+        module = estimator._build_module()  # sized by n_channels_, set above
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise ValueError(f"'{path}' does not hold a valid {cls.__name__}: {exc}") from None
     estimator.device_ = _target_device(device, getattr(estimator, "device_", "cpu"))
-    estimator.module_ = module.to(estimator.device_)
+    try:
+        estimator._install_module(module, payload["state_dict"])
+    except (KeyError, RuntimeError) as exc:
+        raise ValueError(f"'{path}' does not hold a valid {cls.__name__}: {exc}") from None
     return estimator
 
 

@@ -141,6 +141,13 @@ class _NormativePriorEstimator(BaseAnomalySegmenter):
         params = {p: getattr(self, p) for p in self._module_params}
         return self._module_class(in_channels=self.n_channels_, **params)
 
+    def _install_module(self, module, state_dict):
+        """Load ``state_dict`` into ``module``, freeze it for inference and
+        store it on ``device_`` as ``module_``."""
+        module.load_state_dict(state_dict)
+        module.eval().requires_grad_(False)
+        self.module_ = module.to(self.device_)
+
     def _log(self, message):
         if self.verbose:
             print(f"[{type(self).__name__}] {message}", flush=True)
@@ -203,11 +210,7 @@ class _NormativePriorEstimator(BaseAnomalySegmenter):
             elif n_validation and epoch - best[1] >= self.patience:
                 self._log(f"early stop: no improvement for {self.patience} epochs")
                 break
-        module.load_state_dict(best[2])
-        module.eval()
-        for p in module.parameters():
-            p.requires_grad_(False)
-        self.module_ = module
+        self._install_module(module, best[2])
         self.best_epoch_ = best[1]
         self.n_epochs_ = len(self.history_)
         self.training_time_ = time.perf_counter() - started
@@ -307,12 +310,7 @@ class _NormativePriorEstimator(BaseAnomalySegmenter):
                     stacklevel=2,
                 )
                 self.device_ = "cpu"
-            module = self._build_module()
-            module.load_state_dict(weights)
-            module.eval()
-            for p in module.parameters():
-                p.requires_grad_(False)
-            self.module_ = module.to(self.device_)
+            self._install_module(self._build_module(), weights)
 
 
 class _BaseRestorer(_NormativePriorEstimator):
