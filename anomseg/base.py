@@ -5,7 +5,10 @@ is its own:
 
 * ``_fit(batch)`` learns from healthy images (an :class:`ImageBatch`);
 * ``_score(batch)`` returns one anomaly map per sample, higher meaning more
-  anomalous.
+  anomalous;
+* optionally ``_tune(batch)`` chooses what the method chooses on healthy
+  calibration images (such as a TV weight) before the threshold is
+  calibrated on them, in ``fit`` and in ``calibrate``.
 
 The base class validates inputs and parameters, holds out calibration images,
 calibrates ``threshold_`` on healthy data, and derives ``predict``,
