@@ -31,7 +31,7 @@ healthy subjects, 500 restoration steps) is for the scripts in
 # :func:`~anomseg.datasets.load_demo_mslub` returns the FLAIR volumes of three
 # patients, their brains as the unmasked part. The restoration's step sizes
 # suit intensities of about [0, 1], so each *volume* is scaled with
-# :class:`~anomseg.preprocessing.IntensityScaler` (its brain's 99th percentile
+# :class:`~anomseg.preprocessing.IntensityScaler` (its brain's 90th percentile
 # maps to 1, brighter lesions stay above it), before it is cut into slices:
 # scaling slice by slice would stretch the contrast of each slice differently.
 #
@@ -49,7 +49,7 @@ from anomseg.datasets import extract_slices, load_demo_mslub
 from anomseg.preprocessing import IntensityScaler
 
 data = load_demo_mslub()
-volumes = IntensityScaler(upper_percentile=99, clip=False).fit_transform(data.images)
+volumes = IntensityScaler(upper_percentile=90, clip=False).fit_transform(data.images)
 
 test = data.subjects.index("patient19")
 train = [i for i in range(len(volumes)) if i != test]
@@ -232,8 +232,8 @@ for metric, threshold in rows:
 # shows one reason. The brightest residuals need not be lesions: the prior has
 # seen the healthy slices of a single patient, and restores towards *that*
 # anatomy whatever it has not seen, such as the larger ventricles of the test
-# patient (intensities below 0.2, mostly CSF, fill 11 % of its brain against
-# 3 to 4 % in the other two), which the absolute residual ``|Y - X|`` counts
+# patient (dark CSF fills about three times as much of its brain as in the
+# other two), which the absolute residual ``|Y - X|`` counts
 # as anomalous as much as a lesion. (For lesions known to be hyper-intense, as
 # MS lesions are in FLAIR, ``residual="positive"`` keeps only
 # ``max(Y - X, 0)``.) The threshold calibrated at a 1 % false-positive rate
