@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import torch
+from sklearn.utils.validation import check_is_fitted
 
 from .._docstrings import fill_doc
 from ..base import BaseAnomalySegmenter
@@ -281,8 +282,6 @@ class _NormativePriorEstimator(BaseAnomalySegmenter):
         return batch.wrap(self._from_model_output(batch, out))
 
     def _check_fitted(self):
-        from sklearn.utils.validation import check_is_fitted
-
         check_is_fitted(self, "module_")
 
     # -- persistence ---------------------------------------------------------------
