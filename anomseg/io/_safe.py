@@ -341,7 +341,7 @@ def _check_payload(payload, path):
 def _target_device(device, saved):
     import torch
 
-    from ..restoration._estimators import _resolve_device
+    from .._torch import resolve_device
 
     if device is None and saved == "cuda" and not torch.cuda.is_available():
         warnings.warn(
@@ -351,4 +351,4 @@ def _target_device(device, saved):
             stacklevel=3,
         )
         return "cpu"
-    return _resolve_device(saved if device is None else device, "load_torch_model")
+    return resolve_device(saved if device is None else device, "load_torch_model")

@@ -4,19 +4,15 @@ al. 2019) and the plain-reconstruction baseline."""
 from __future__ import annotations
 
 import copy
-import io
 import time
-import warnings
 
 import numpy as np
 import torch
-from sklearn.utils.validation import check_is_fitted
 
 from .._docstrings import fill_doc
-from ..base import BaseAnomalySegmenter
-from ..exceptions import AnomsegWarning
-from ..utils import check_generator, check_in_range, check_one_of
-from ._networks import LOSS_TERMS, ConvGMVAE, ConvVAE
+from .._torch import TorchSegmenter, chunks
+from ..utils import check_in_range, check_one_of
+from ._networks import ConvGMVAE, ConvVAE
 from ._restore import map_restore, step_size_schedule
 
 __all__ = [
@@ -31,23 +27,6 @@ __all__ = [
 DEFAULT_TV_WEIGHTS = tuple(float(v) for v in np.arange(20) / 5)
 
 
-#: Above this 99th foreground percentile, ``fit`` warns that the images
-#: look unscaled (raw scanner units make every restoration gradient clip).
-_MAX_SCALED_INTENSITY = 10.0
-
-
-def _resolve_device(device, owner):
-    check_one_of(device, "device", owner, ("auto", "cpu", "cuda"))
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"'device' of {owner} is 'cuda', but torch finds no CUDA device; "
-            "use device='auto' or 'cpu'."
-        )
-    return device
-
-
 def _residual(kind, observed, restored, foreground):
     """The anomaly map of a 2D image: ``|Y - X|`` ("absolute") or
     ``max(Y - X, 0)`` ("positive"), each averaged over channels (so opposite
@@ -59,19 +38,9 @@ def _residual(kind, observed, restored, foreground):
     return diff * foreground
 
 
-def _chunks(indices, size):
-    for start in range(0, len(indices), size):
-        yield indices[start : start + size]
+class _NormativePriorEstimator(TorchSegmenter):
+    """Training of a torch prior by its negative ELBO, with early stopping."""
 
-
-class _NormativePriorEstimator(BaseAnomalySegmenter):
-    """Training, inference batching and persistence of a torch prior.
-
-    Subclasses set ``_module_class`` and list the constructor arguments of
-    the module in ``_module_params``.
-    """
-
-    _slice_wise = True
     _module_class = ConvVAE
     _module_params = ("width", "latent_channels")
 
@@ -92,78 +61,14 @@ class _NormativePriorEstimator(BaseAnomalySegmenter):
             self.validation_fraction, "validation_fraction", name, 0, 1, closed="left"
         )
         check_in_range(self.patience, "patience", name, 1, None, closed="left", integer=True)
-        check_in_range(
-            self.inference_batch_size, "inference_batch_size", name, 1, None,
-            closed="left", integer=True,
-        )  # fmt: skip
-        check_one_of(self.device, "device", name, ("auto", "cpu", "cuda"))
-        check_in_range(self.verbose, "verbose", name, 0, None, closed="left", integer=True)
-
-    # -- tensors ----------------------------------------------------------------
-    def _tensors(self, batch, indices, device):
-        """Images (n, C, H, W) with a zero background and foreground masks
-        (n, 1, H, W) of ``indices`` of a 2D batch, zero-padded at the bottom
-        and right to their largest height and width."""
-        height = max(batch.foreground[i].shape[0] for i in indices)
-        width = max(batch.foreground[i].shape[1] for i in indices)
-        n_channels = self.n_channels_
-        x = np.zeros((len(indices), n_channels, height, width), np.float32)
-        m = np.zeros((len(indices), 1, height, width), np.float32)
-        for k, i in enumerate(indices):
-            fg = batch.foreground[i]
-            image = batch.images[i]
-            image = image[None] if batch.channel_axis is None else np.moveaxis(image, -1, 0)
-            h, w = fg.shape
-            x[k, :, :h, :w] = image * fg
-            m[k, 0, :h, :w] = fg
-        return torch.from_numpy(x).to(device), torch.from_numpy(m).to(device)
-
-    def _shape_groups(self, batch):
-        """Indices of the 2D samples of ``batch`` grouped by spatial shape and
-        cut into chunks of ``inference_batch_size``."""
-        groups = {}
-        for i, shape in enumerate(batch.spatial_shapes):
-            groups.setdefault(shape, []).append(i)
-        for indices in groups.values():
-            yield from _chunks(indices, self.inference_batch_size)
-
-    def _to_images(self, batch, indices, tensor):
-        """Per-sample numpy images (H, W[, C]) of a padded output tensor."""
-        array = tensor.detach().cpu().numpy()
-        out = []
-        for k, i in enumerate(indices):
-            h, w = batch.foreground[i].shape
-            image = array[k, :, :h, :w]
-            out.append(image[0] if batch.channel_axis is None else np.moveaxis(image, 0, -1))
-        return out
+        self._check_torch_params()
 
     # -- training ---------------------------------------------------------------
-    def _build_module(self):
-        params = {p: getattr(self, p) for p in self._module_params}
-        return self._module_class(in_channels=self.n_channels_, **params)
-
-    def _install_module(self, module, state_dict):
-        """Load ``state_dict`` into ``module``, freeze it for inference and
-        store it on ``device_`` as ``module_``."""
-        module.load_state_dict(state_dict)
-        module.eval().requires_grad_(False)
-        self.module_ = module.to(self.device_)
-
-    def _log(self, message):
-        if self.verbose:
-            print(f"[{type(self).__name__}] {message}", flush=True)
-
     def _fit(self, batch):
         name = type(self).__name__
         self._warn_if_unscaled(batch)
-        self.device_ = _resolve_device(self.device, name)
-        rng = check_generator(self.random_state)
-        init_seed, noise_seed = (int(s) for s in rng.integers(2**62, size=2))
-        with torch.random.fork_rng(devices=[]):  # never touch global state
-            torch.manual_seed(init_seed)
-            module = self._build_module()
-        module.to(self.device_)
-        generator = torch.Generator(device=self.device_).manual_seed(noise_seed)
+        rng, generator, init_seed = self._start_training()
+        module = self._seeded(self._build_module, init_seed).to(self.device_)
 
         n = len(batch)
         n_validation = int(round(self.validation_fraction * n))
@@ -183,7 +88,7 @@ class _NormativePriorEstimator(BaseAnomalySegmenter):
         for epoch in range(1, self.n_epochs + 1):
             module.train()
             totals = {}
-            for indices in _chunks(rng.permutation(train), self.batch_size):
+            for indices in chunks(rng.permutation(train), self.batch_size):
                 x, m = self._tensors(batch, indices, self.device_)
                 terms = module.negative_elbo(x, m, generator=generator)
                 loss = sum(terms.values()).sum() / m.sum().clamp(min=1)
@@ -216,22 +121,6 @@ class _NormativePriorEstimator(BaseAnomalySegmenter):
         self.n_epochs_ = len(self.history_)
         self.training_time_ = time.perf_counter() - started
 
-    def _warn_if_unscaled(self, batch):
-        values = np.concatenate(
-            [np.abs(image[fg]).ravel() for image, fg in zip(batch.images, batch.foreground)]
-        )
-        level = float(np.percentile(values, 99)) if values.size else 0.0
-        if level > _MAX_SCALED_INTENSITY:
-            warnings.warn(
-                f"[{type(self).__name__}.fit] The 99th percentile of the "
-                f"foreground intensities is {level:.4g}, but the losses and "
-                "restoration step sizes assume intensities of about [0, 1]; "
-                "scale each volume first, for example with "
-                "IntensityScaler(upper_percentile=90, clip=False).",
-                AnomsegWarning,
-                stacklevel=3,
-            )
-
     @staticmethod
     def _accumulate(totals, terms, mask):
         for key, value in terms.items():
@@ -249,7 +138,7 @@ class _NormativePriorEstimator(BaseAnomalySegmenter):
         module.eval()
         totals = {}
         with torch.no_grad():
-            for chunk in _chunks(indices, self.inference_batch_size):
+            for chunk in chunks(indices, self.inference_batch_size):
                 x, m = self._tensors(batch, chunk, self.device_)
                 self._accumulate(totals, module.negative_elbo(x, m, generator=generator), m)
         return self._per_pixel(totals, "validation_")
@@ -280,36 +169,6 @@ class _NormativePriorEstimator(BaseAnomalySegmenter):
             for i, image in zip(indices, self._to_images(slices, indices, recon)):
                 out[i] = image
         return batch.wrap(self._from_model_output(batch, out))
-
-    def _check_fitted(self):
-        check_is_fitted(self, "module_")
-
-    # -- persistence ---------------------------------------------------------------
-    def __getstate__(self):
-        state = super().__getstate__()
-        module = state.get("module_")
-        if isinstance(module, torch.nn.Module):
-            buffer = io.BytesIO()
-            torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, buffer)
-            state["module_"] = buffer.getvalue()
-        return state
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        if isinstance(getattr(self, "module_", None), bytes):
-            weights = torch.load(
-                io.BytesIO(self.module_), map_location="cpu", weights_only=True
-            )
-            if self.device_ == "cuda" and not torch.cuda.is_available():
-                warnings.warn(
-                    f"[{type(self).__name__}.__setstate__] The model was "
-                    "trained on CUDA, which is not available here; it is "
-                    "loaded on the CPU.",
-                    AnomsegWarning,
-                    stacklevel=2,
-                )
-                self.device_ = "cpu"
-            self._install_module(self._build_module(), weights)
 
 
 class _BaseRestorer(_NormativePriorEstimator):
