@@ -99,14 +99,7 @@ class BaseAnomalySegmenter(BaseEstimator):
             The fitted estimator.
         """
         self._validate_params()
-        batch = self._check_images(X, "fit", reset=True)
-        if self._learns_from_images:
-            train, calibration = self._calibration_split(batch, groups)
-            self._fit(self._model_input(batch.subset(train)))
-            self._tune_and_calibrate(batch.subset(calibration))
-        else:
-            self._fit(self._model_input(batch))
-            self._tune_and_calibrate(batch)
+        self._fit_and_calibrate(self._check_images(X, "fit", reset=True), groups)
         return self
 
     def calibrate(self, X):
@@ -220,6 +213,11 @@ class BaseAnomalySegmenter(BaseEstimator):
     def _check_params(self):
         """Validate the parameters that are the method's own."""
 
+    def _select_threshold(self):
+        """The threshold to use once ``calibration_thresholds_`` is set: by
+        default the one at ``max_fpr``."""
+        return self.calibration_thresholds_[float(self.max_fpr)]
+
     def _postprocess_mask(self, mask):
         """Post-process one predicted mask; identity by default."""
         return mask
@@ -261,6 +259,18 @@ class BaseAnomalySegmenter(BaseEstimator):
                         f"{self.image_shape_}; resample or crop it first."
                     )
         return batch
+
+    def _fit_and_calibrate(self, batch, groups, **fit_data):
+        """Train on the healthy ``batch`` (less the held-out calibration
+        groups, for methods that learn) and calibrate; ``fit_data`` goes to
+        ``_fit``."""
+        if self._learns_from_images:
+            train, calibration = self._calibration_split(batch, groups)
+            self._fit(self._model_input(batch.subset(train)), **fit_data)
+            self._tune_and_calibrate(batch.subset(calibration))
+        else:
+            self._fit(self._model_input(batch), **fit_data)
+            self._tune_and_calibrate(batch)
 
     def _calibration_split(self, batch, groups):
         """Indices of training and calibration samples, split by group."""
@@ -337,7 +347,7 @@ class BaseAnomalySegmenter(BaseEstimator):
             )
         rates = sorted(set(STANDARD_FPRS) | {float(self.max_fpr)})
         self.calibration_thresholds_ = calibrate_thresholds(values, rates)
-        self.threshold_ = self.calibration_thresholds_[float(self.max_fpr)]
+        self.threshold_ = self._select_threshold()
         self.calibration_fpr_ = float(np.mean(values > self.threshold_))
         self.n_calibration_pixels_ = int(values.size)
 

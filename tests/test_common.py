@@ -34,6 +34,16 @@ TINY_PARAMS = {
     "VAEReconstructor": _TINY_PRIOR,
     "VAERestorer": {**_TINY_PRIOR, **_TINY_RESTORATION},
     "GMVAERestorer": {**_TINY_PRIOR, **_TINY_RESTORATION, "n_clusters": 3},
+    "ASCNetSegmenter": {
+        "width": 4,
+        "n_stage1_cycles": 2,
+        "n_stage2_cycles": 1,
+        "discriminator_steps": 2,
+        "generator_steps": 3,
+        "batch_size": 4,
+        "calibration_fraction": 0.5,
+        "device": "cpu",
+    },
 }
 
 #: (estimator name, check name) -> reason, for checks an estimator is known
