@@ -14,6 +14,7 @@ __all__ = ["main"]
 #: Method names of ``anomseg fit --method``, mapped to "module:Class".
 #: Imported lazily, so that ``--help`` never imports torch.
 METHODS = {
+    "ascnet": "anomseg.adversarial:ASCNetSegmenter",
     "flair-threshold": "anomseg.baselines:FlairThreshold",
     "gmvae": "anomseg.restoration:GMVAERestorer",
     "vae": "anomseg.restoration:VAERestorer",
@@ -22,7 +23,9 @@ METHODS = {
 
 #: Methods whose step sizes and losses assume intensities of about [0, 1]:
 #: ``fit`` scales each scan, as a whole volume, before they see it.
-SCALED_METHODS = ("gmvae", "vae", "vae-reconstruction")
+SCALED_METHODS = ("ascnet", "gmvae", "vae", "vae-reconstruction")
+#: Methods that also learn from unlabelled scans (``--unlabelled``).
+UNLABELLED_METHODS = ("ascnet",)
 #: The foreground percentile that scaling maps to 1. Not the maximum: one
 #: bright lesion would then shrink the whole scan, and with it the residuals
 #: (on synthetic volumes with about 2 % lesion, the GMVAE's true-positive
@@ -39,6 +42,7 @@ data at a chosen false-positive rate.
 
   anomseg demo                                 # try it on the embedded data
   anomseg fit --method flair-threshold healthy/*.nii.gz -o model.joblib
+  anomseg fit --method ascnet healthy/*.nii.gz --unlabelled scans/*.nii.gz -o m.joblib
   anomseg predict model.joblib scans/*.nii.gz -o results/
   anomseg evaluate model.joblib scans/*.nii.gz --truth masks/*.nii.gz
 
@@ -126,9 +130,21 @@ def cmd_fit(args):
         from ..preprocessing import make_anomaly_pipeline
 
         estimator = make_anomaly_pipeline(*steps, estimator)
+    if args.unlabelled and args.method not in UNLABELLED_METHODS:
+        raise CommandError(
+            f"--unlabelled is for {', '.join(UNLABELLED_METHODS)}; {args.method} "
+            "learns from healthy scans only."
+        )
     images, _ = _load_scans(args.healthy, args.progress)
     print(f"fitting {args.method} on {len(images)} healthy scan(s)...", file=sys.stderr)
-    estimator.fit(images)
+    if args.method in UNLABELLED_METHODS:
+        # Marked by y rather than passed apart, so that the preprocessing
+        # steps of the pipeline transform them too.
+        unlabelled, _ = _load_scans(args.unlabelled, args.progress, "loading unlabelled")
+        print(f"  and {len(unlabelled)} unlabelled scan(s)", file=sys.stderr)
+        estimator.fit(images + unlabelled, [0] * len(images) + [-1] * len(unlabelled))
+    else:
+        estimator.fit(images)
     save_model(estimator, args.output, overwrite=args.overwrite)
     final = _final(estimator)
     print(
@@ -255,11 +271,20 @@ def build_parser():
         help="The method: flair-threshold, the learning-free FLAIR baseline; "
         "gmvae or vae, MAP restoration under a Gaussian-mixture or plain VAE "
         "prior of healthy slices (You et al. 2019); vae-reconstruction, the "
-        "VAE's reconstruction residual. The deep methods are 2D: each scan's "
+        "VAE's reconstruction residual; ascnet, adversarial selective "
+        "cutting (Dey and Hong 2021), which also learns from --unlabelled "
+        "scans that may hold lesions. The deep methods are 2D: each scan's "
         "foreground is scaled linearly so that its minimum is 0 and its "
         f"{SCALING_PERCENTILE:g}th percentile 1 (brighter voxels, such as "
         "lesions, stay above 1), then the volume is cut into slices along "
         "its last (axial) axis.",
+    )
+    fit.add_argument(
+        "--unlabelled", nargs="+", default=[], metavar="SCAN.nii.gz",
+        help="ascnet only: scans that may hold lesions, from which the "
+        "network learns what the healthy scans do not explain (typically "
+        "the scans to segment). Without them it trains on the healthy scans "
+        "alone, which works less well.",
     )
     fit.add_argument("-o", "--output", required=True, metavar="MODEL", help="Model file to write (.joblib).")
     fit.add_argument(

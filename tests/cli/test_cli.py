@@ -249,3 +249,26 @@ def test_restoration_methods_see_scans_scaled_to_0_1(scans, tmp_path):
     brain = nib.load(scans["scans"][0]).get_fdata() != 0
     assert np.ptp(maps[0][brain]) > 0.1
     np.testing.assert_allclose(maps[0], maps[1], atol=1e-3)
+
+
+def test_ascnet_fit_with_unlabelled_scans(scans, tmp_path):
+    model = tmp_path / "ascnet.joblib"
+    tiny = ["width=4", "n_stage1_cycles=1", "n_stage2_cycles=1", "discriminator_steps=1",
+            "generator_steps=2", "batch_size=4", "device=cpu", "random_state=0"]
+    assert run("fit", "--method", "ascnet", *scans["healthy"], "--unlabelled", *scans["scans"],
+               "-o", model, *[arg for param in tiny for arg in ("--param", param)]) == 0  # fmt: skip
+    fitted = load_model(model)
+    assert [type(step).__name__ for step in fitted[:-1]] == ["IntensityScaler"]
+    # the 2 unlabelled volumes of 6 slices each
+    assert fitted[-1].n_unlabelled_ == 12
+    out = tmp_path / "out"
+    assert run("predict", model, *scans["scans"], "-o", out) == 0
+    written = nib.load(out / "scans0_anomaly_map.nii.gz")
+    assert written.shape == nib.load(scans["scans"][0]).shape
+
+
+def test_unlabelled_scans_are_for_ascnet_only(scans, tmp_path, capsys):
+    assert run("fit", "--method", "flair-threshold", *scans["healthy"], "--unlabelled",
+               scans["scans"][0], "-o", tmp_path / "m.joblib") == 1  # fmt: skip
+    assert "--unlabelled is for ascnet" in capsys.readouterr().err
+    assert not (tmp_path / "m.joblib").exists()
