@@ -1,0 +1,189 @@
+"""Benchmark of ASC-Net (Dey and Hong 2021) against the FLAIR baseline.
+
+Run from the repository root::
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_ascnet.py [--data ../shared/data]
+
+The protocol and table are those of ``bench_restoration.py``, on the LGG
+FLAIR set at 128 x 128 (``../shared/data/lgg_flair``):
+
+* every volume gets a head mask and is scaled to [0, 1] by its 90th
+  foreground percentile (unclipped) as a whole, then cut into axial slices;
+* the **reference** set is the tumour-free slices of the ``train`` patients,
+  the **unlabelled input** set the other slices of the ``train`` patients
+  (``--reference-only`` trains without it);
+* the FPR threshold is calibrated on the tumour-free slices of the
+  ``validation`` patients (``calibrate``), the histogram-peak threshold on
+  the maps of the unlabelled training slices (in ``fit``);
+* metrics cover all slices of the ``validation`` patients, pooled over their
+  head pixels, and Dice also per patient.
+
+One trained network gives every ASC-Net row: the reconstruction ``I_ro``
+thresholded at the healthy FPR or by the histogram-peak rule, each without
+and with the 2D post-processing (opening then closing, radius
+``--radius``), and the wild cut ``I_wc`` at the healthy FPR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import time
+from pathlib import Path
+
+import numpy as np
+from bench_restoration import (
+    DEFAULT_DATA,
+    MAX_FPR,
+    flair_row,
+    peak_memory_mib,
+    prepare,
+    reset_peak_memory,
+    slices,
+)
+
+from anomseg.metrics import evaluate
+
+
+def dice_rows(y, masks, groups):
+    """Pooled Dice and the mean and sd of per-patient Dice of masks."""
+    def dice(t, p):
+        total = t.sum() + p.sum()
+        return 2 * np.logical_and(t, p).sum() / total if total else 1.0
+
+    # Patients whose evaluated slices hold no tumour (with --every) have no
+    # Dice to speak of, rather than a perfect one.
+    per_patient = [
+        dice(y[groups == g], masks[groups == g]) for g in np.unique(groups) if y[groups == g].any()
+    ]
+    return dice(y, masks), (float(np.mean(per_patient)), float(np.std(per_patient)))
+
+
+def ascnet_rows(params, reference, unlabelled, healthy_val, test, radius):
+    from anomseg.adversarial import ASCNetSegmenter
+
+    X_ref, _, groups_ref = reference
+    X_test, y_test, groups_test = test
+    foreground = ~np.ma.getmaskarray(X_test)
+    # The FPR threshold is calibrated on the validation patients' healthy
+    # slices by calibrate(); fit only holds out a token calibration set.
+    model = ASCNetSegmenter(**{**params, "calibration_fraction": 0.05})
+    model.fit(X_ref, groups=groups_ref, X_unlabelled=unlabelled)
+    model.calibrate(healthy_val)
+    rows = []
+    for anomaly_map in ("reconstruction", "wild-cut"):
+        model.set_params(anomaly_map=anomaly_map)
+        if anomaly_map == "wild-cut":
+            model.calibrate(healthy_val)
+        reset_peak_memory()
+        start = time.perf_counter()
+        maps = model.score_samples(X_test)
+        seconds = (time.perf_counter() - start) / len(X_test)
+        peak = peak_memory_mib()
+        table = evaluate(y_test, maps, foreground=foreground)
+        rules = [("FPR 5%", model.fpr_threshold_)]
+        if anomaly_map == "reconstruction":
+            rules.append(("histogram peak", model.histogram_threshold_))
+        for rule, threshold in rules:
+            for r in (0, radius) if anomaly_map == "reconstruction" else (0,):
+                model.set_params(opening_radius=r, closing_radius=r)
+                masks = np.stack([model._postprocess_mask(m > threshold) for m in maps])
+                pooled, per_patient = dice_rows(y_test, masks & foreground, groups_test)
+                rows.append({
+                    "method": f"ASC-Net {anomaly_map}, {rule}"
+                    + (f", open/close r={r}" if r else ""),
+                    "AUROC": table["AUROC", "pooled"], "AUPRC": table["AUPRC", "pooled"],
+                    "best Dice": table["Best Dice", "pooled"], "threshold": threshold,
+                    "Dice pooled": pooled, "Dice per patient": per_patient,
+                    "s/slice": seconds, "train s": model.training_time_, "peak MiB": peak,
+                })  # fmt: skip
+        model.set_params(opening_radius=0, closing_radius=0)
+    return rows, model
+
+
+def print_table(rows):
+    cols = ["method", "AUROC", "AUPRC", "best Dice", "threshold", "Dice pooled",
+            "Dice per patient", "s/slice", "train s", "peak MiB"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            if isinstance(v, tuple):
+                cells.append(f"{v[0]:.3f} ± {v[1]:.3f}")
+            elif isinstance(v, float):
+                cells.append(f"{v:.0f}" if c in ("train s", "peak MiB") else f"{v:.3f}")
+            else:
+                cells.append("" if v is None else str(v))
+        print("| " + " | ".join(cells) + " |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="The shared data folder.")
+    parser.add_argument("--every", type=int, default=1,
+                        help="Evaluate every k-th validation slice only (1: all).")
+    parser.add_argument("--reference-only", action="store_true",
+                        help="Train without the unlabelled input set.")
+    parser.add_argument("--radius", type=int, default=1,
+                        help="Radius of the opening and closing of the post-processed rows.")
+    parser.add_argument("--no-flair", action="store_true", help="Leave out the FLAIR row.")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="Override an ASCNetSegmenter parameter (Python literal).")
+    parser.add_argument("--save", type=Path, help="Write the trained model here (joblib).")
+    args = parser.parse_args()
+    path = args.data / "lgg_flair"
+    if not path.is_dir():
+        print(f"skipped: {path} is absent")
+        return
+    params = {"random_state": 0, "device": "auto"}
+    for item in args.param:
+        key, _, value = item.partition("=")
+        params[key] = ast.literal_eval(value)
+
+    train_volumes, train_masks, train_subjects = prepare(path, "train")
+    val = prepare(path, "validation")
+    reference = slices(train_volumes, train_masks, train_subjects, lesion_free=True)
+    every_train = slices(train_volumes, train_masks, train_subjects, lesion_free=None)
+    has_tumour = every_train[1].reshape(len(every_train[1]), -1).any(axis=1)
+    unlabelled = None if args.reference_only else every_train[0][has_tumour]
+    healthy_val = slices(*val, lesion_free=True)[0]
+    test = tuple(a[:: args.every] for a in slices(*val, lesion_free=None))
+    print(
+        f"# ASC-Net on LGG FLAIR (128 x 128): {len(reference[0])} reference slices and "
+        f"{0 if unlabelled is None else len(unlabelled)} unlabelled slices of "
+        f"{len(set(reference[2]))} train patients, {len(healthy_val)} tumour-free validation "
+        f"slices for the FPR threshold, {len(test[0])} evaluation slices of "
+        f"{len(set(test[2]))} patients ({int(test[1].sum())} tumour pixels)\n", flush=True,
+    )
+    rows = []
+    if not args.no_flair:
+        _, flair = flair_row(val, test, args.every)
+        flair["threshold"] = None
+        flair["Dice pooled"] = flair.pop("Dice@5% pooled")
+        flair["Dice per patient"] = flair.pop("Dice@5% per patient")
+        rows.append(flair)
+    ascnet, model = ascnet_rows(params, reference, unlabelled, healthy_val, test, args.radius)
+    rows += ascnet
+    if args.save:
+        import joblib
+
+        joblib.dump(model, args.save)
+    print(f"trained {model.n_unlabelled_} unlabelled + {model.n_reference_} reference "
+          f"slices, {len(model.history_)} cycles, {model.training_time_:.0f} s, "
+          f"device {model.device_}; histogram peaks at "
+          + ", ".join(f"{p:.3f}" for p in model.histogram_["peaks"]))
+    print(f"\n## Quality and cost (FLAIR: Dice at healthy FPR {MAX_FPR:.0%})\n")
+    print_table(rows)
+    print("\n## Losses per cycle\n")
+    keys = ["discriminator_loss", "discriminator_accuracy", "fence_loss", "disjoint_loss",
+            "reconstruction_loss"]
+    print("| stage | cycle | " + " | ".join(keys) + " |")
+    print("|" + "---|" * (len(keys) + 2))
+    for h in model.history_:
+        print(f"| {h['stage']} | {h['cycle']} | " + " | ".join(f"{h[k]:.4f}" for k in keys) + " |")
+
+
+if __name__ == "__main__":
+    main()
