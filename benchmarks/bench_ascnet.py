@@ -18,6 +18,10 @@ FLAIR set at 128 x 128 (``../shared/data/lgg_flair``):
 * metrics cover all slices of the ``validation`` patients, pooled over their
   head pixels, and Dice also per patient.
 
+The figures quoted in the README and the issue came from the default
+parameters (``--param verbose=1 --save ascnet.joblib`` printed the losses
+and kept the model), all 662 evaluation slices, on one CPU thread.
+
 One trained network gives every ASC-Net row: the reconstruction ``I_ro``
 thresholded at the healthy FPR or by the histogram-peak rule, each without
 and with the 2D post-processing (opening then closing, radius
