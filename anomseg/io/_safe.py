@@ -119,8 +119,9 @@ def save_torch_model(estimator, path, *, overwrite=False):
 
     Parameters
     ----------
-    estimator : GMVAERestorer, VAERestorer or VAEReconstructor
-        A fitted torch estimator of :mod:`anomseg.restoration`. Pipelines
+    estimator : GMVAERestorer, VAERestorer, VAEReconstructor or ASCNetSegmenter
+        A fitted torch estimator of :mod:`anomseg.restoration` or
+        :mod:`anomseg.adversarial`. Pipelines
         are not supported: save their final estimator.
     path : str or path-like
         Target file, conventionally ``*.pt``. Its directory must exist.

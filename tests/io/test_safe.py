@@ -192,3 +192,18 @@ def test_version_mismatch_warns(gmvae_file):
     changed = _rewrite(gmvae_file, anomseg_version="0.0.1")
     with pytest.warns(VersionMismatchWarning, match=r"^\[load_torch_model\] .*0\.0\.1"):
         load_torch_model(changed)
+
+
+def test_round_trip_ascnet(images, tmp_path):
+    from anomseg.adversarial import ASCNetSegmenter
+
+    est = ASCNetSegmenter(
+        width=4, n_stage1_cycles=1, n_stage2_cycles=1, discriminator_steps=1,
+        generator_steps=1, batch_size=4, device="cpu", random_state=0,
+    ).fit(images[:8], X_unlabelled=images[8:])  # fmt: skip
+    loaded = load_torch_model(save_torch_model(est, tmp_path / "ascnet.pt"))
+    assert type(loaded) is ASCNetSegmenter
+    np.testing.assert_array_equal(loaded.score_samples(images), est.score_samples(images))
+    assert loaded.history_ == est.history_
+    np.testing.assert_array_equal(loaded.histogram_["counts"], est.histogram_["counts"])
+    assert loaded.histogram_threshold_ == est.histogram_threshold_
