@@ -1,0 +1,663 @@
+"""Sliding-window inpainting heatmaps (Nguyen et al. 2020) and their fast
+approximation by a reconstruction-loss predictor (Mavropoulos 2021)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from sklearn.base import clone
+from sklearn.frozen import FrozenEstimator
+from torch.nn import functional as F
+
+from .._docstrings import fill_doc
+from .._torch import TorchSegmenter, chunks
+from ..utils import check_generator, check_in_range
+from ._networks import InpaintingGenerator, LossPredictorNet, WindowDiscriminator
+from ._windows import (
+    default_stride,
+    default_window_size,
+    gather_patches,
+    heatmap,
+    perturb_windows,
+    sample_windows,
+    window_candidates,
+    window_grid,
+    window_mask,
+)
+
+__all__ = ["InpaintingLocalizer", "InpaintingLossPredictor"]
+
+#: Records kept in ``history_`` over a training run.
+_N_RECORDS = 20
+#: Slices whose windows are gathered together when scoring; the windows are
+#: then processed in chunks of ``inference_batch_size``.
+_SLICES_PER_GROUP = 32
+#: The predictor's sigmoid spans [0, LOSS_SCALE_FACTOR * q99] of the window
+#: losses of healthy training windows: anomalies may exceed healthy losses
+#: several times before the output saturates.
+LOSS_SCALE_FACTOR = 4.0
+
+
+def window_l1(prediction, patches, weight):
+    """Per-patch mean absolute error (n,) over the pixels where ``weight``
+    (n or 1, 1, S, S) is 1, averaged over channels."""
+    error = (prediction - patches).abs() * weight
+    return error.sum(dim=(1, 2, 3)) / (weight.sum(dim=(1, 2, 3)) * patches.shape[1])
+
+
+def _shape_chunks(batch, size):
+    """Indices of the 2D samples of ``batch`` grouped by spatial shape and
+    cut into chunks of ``size``."""
+    groups = {}
+    for i, shape in enumerate(batch.spatial_shapes):
+        groups.setdefault(shape, []).append(i)
+    for indices in groups.values():
+        yield from chunks(indices, size)
+
+
+def _check_auto_int(value, name, owner, low):
+    if isinstance(value, str) and value == "auto":
+        return
+    if isinstance(value, str):
+        raise ValueError(f"'{name}' of {owner} must be 'auto' or an integer >= {low}; got {value!r}.")
+    check_in_range(value, name, owner, low, None, closed="left", integer=True)
+
+
+class _WindowLocalizer(TorchSegmenter):
+    """What both localisers share: the window geometry, padded slices, and
+    the heatmap of per-window losses. Subclasses implement
+    ``_window_losses(padded, slices, tops, lefts)``, the loss of each
+    window of the slices held by a padded tensor."""
+
+    def _margin(self):
+        """Zero padding on every side of a slice so that every patch fits."""
+        return self.context_size_
+
+    def _slices_per_chunk(self):
+        """Slices whose windows are scored together."""
+        return _SLICES_PER_GROUP
+
+    def _padded(self, batch, indices):
+        x, fg = self._tensors(batch, indices, self.device_)
+        margin = self._margin()
+        pad = (margin,) * 4
+        return F.pad(x, pad), F.pad(fg, pad)
+
+    def _score(self, batch):
+        maps = [None] * len(batch)
+        window, stride = self.window_size_, self.stride_
+        for indices in _shape_chunks(batch, self._slices_per_chunk()):
+            grids = [
+                window_grid(batch.foreground[i], window, stride, self.min_foreground_)
+                for i in indices
+            ]
+            where = [np.nonzero(valid) for valid, _ in grids]
+            slices = np.concatenate([np.full(r.size, k) for k, (r, _) in enumerate(where)])
+            tops = np.concatenate([r for r, _ in where]) * stride
+            lefts = np.concatenate([c for _, c in where]) * stride
+            losses = np.zeros(slices.size)
+            if slices.size:
+                padded = self._padded(batch, indices)
+                with torch.no_grad():
+                    losses = self._window_losses(padded, slices, tops, lefts)
+            bounds = np.cumsum([0] + [r.size for r, _ in where])
+            for k, i in enumerate(indices):
+                valid = grids[k][0]
+                grid = np.zeros(valid.shape)
+                grid[valid] = losses[bounds[k] : bounds[k + 1]]
+                maps[i] = heatmap(grid, valid, window, stride, batch.foreground[i].shape)
+        return maps
+
+    def _record(self, history, totals, step, started):
+        """Append the means of ``totals`` since the last record to
+        ``history`` (at most ``_N_RECORDS`` records over ``n_steps``, the
+        last at the last step), then reset them."""
+        if step * _N_RECORDS // self.n_steps == (step - 1) * _N_RECORDS // self.n_steps:
+            return
+        n = step - (history[-1]["step"] if history else 0)
+        record = {"step": step, **{k: v / n for k, v in totals.items()}}
+        record["seconds"] = time.perf_counter() - started
+        history.append(record)
+        self._log(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step"))
+        for key, value in record.items():
+            if not np.isfinite(value):
+                raise FloatingPointError(
+                    f"{type(self).__name__}.fit diverged at step {step} ({key} "
+                    f"{value}); lower 'learning_rate' or scale intensities to [0, 1]."
+                )
+        totals.update(dict.fromkeys(totals, 0.0))
+
+
+@fill_doc
+class InpaintingLocalizer(_WindowLocalizer):
+    """Anomaly heatmaps from how badly a generator inpaints each window
+    (Nguyen et al. 2020).
+
+    A U-Net generator learns, on healthy slices, to fill a masked square
+    window from the patch around it, with an L1 loss plus an adversarial
+    term from a patch discriminator. To score a slice, the window slides
+    over it with a stride; the generator fills each position, and the L1
+    error on the window's foreground pixels is that position's loss. Each
+    pixel's anomaly score is the mean loss of the windows that cover it:
+    the generator reproduces healthy anatomy from its context, not a
+    lesion.
+
+    Window positions of many slices are inpainted together in batches of
+    ``inference_batch_size``; positions with too little foreground are
+    skipped.
+
+    Parameters
+    ----------
+    window_size : "auto" or int >= 2, default="auto"
+        Side in pixels of the square window that is masked and inpainted.
+        "auto": 16 px for 256 x 256 slices (the papers' value), scaled with
+        the side ``sqrt(H * W)`` of the largest training slice; 8 px at 128
+        x 128.
+    stride : "auto" or int >= 1, default="auto"
+        Step between window positions when scoring, at most
+        ``window_size``. "auto": a quarter of the window (4 px at 256 x
+        256).
+    context_size : "auto" or int, default="auto"
+        Side of the patch around the window that the generator sees, at
+        least ``window_size + 2``. "auto": 4 x ``window_size``.
+    min_foreground : float in (0, 1], default=0.5
+        Windows are trained on, and evaluated, only where at least this
+        fraction of their pixels is foreground: never in the empty
+        background, which teaches the generator to erase. 1 keeps them
+        wholly inside the foreground, but then the rim of the foreground is
+        covered by no window and scored 0.
+    width : int >= 1, default=16
+        Channels of the generator's first block (doubling at each of its
+        three poolings) and of the discriminator's first convolution.
+    adversarial_weight : float >= 0, default=0.01
+        Weight of the adversarial term against the L1 term; 0 trains
+        without the discriminator.
+    n_steps : int >= 1, default=2000
+        Mini-batch updates of the generator (and discriminator).
+    batch_size : int >= 2, default=64
+        Windows per update.
+    learning_rate : float > 0, default=1e-3
+        Adam's step size for both networks (betas 0.5 and 0.999).
+    inference_batch_size : int >= 1, default=512
+        Window positions inpainted together when scoring; bounds memory.
+    device : {"auto", "cpu", "cuda"}, default="auto"
+        Where the networks run; "auto" picks CUDA when torch finds it. Maps
+        are always returned as NumPy arrays.
+    %(max_fpr)s
+    %(calibration_fraction)s
+    %(random_state)s
+    verbose : int >= 0, default=0
+        Print the losses 20 times during training when positive.
+    %(channel_axis)s
+
+    Attributes
+    ----------
+    module_ : InpaintingGenerator
+        The trained generator, in evaluation mode, on ``device_``. The
+        discriminator is used in training only and is not kept.
+    device_ : str
+        The device ``device`` resolved to in ``fit``.
+    window_size_, stride_, context_size_ : int
+        The window geometry in pixels, "auto" resolved.
+    min_foreground_ : float
+        ``min_foreground``, as the predictor reads it.
+    history_ : list of dict
+        20 records over training: ``step``, the mean ``l1_loss`` (on the
+        window), ``adversarial_loss`` and ``discriminator_loss`` (binary
+        cross-entropies) of the updates since the last record, and
+        ``seconds`` since training started.
+    n_training_windows_ : int
+        Windows of the training slices that training drew from.
+    training_time_ : float
+        Seconds spent training.
+    %(calibration_attributes)s
+
+    See Also
+    --------
+    InpaintingLossPredictor : The same heatmap, predicted without the
+        generator, many times faster.
+    anomseg.baselines.FlairThreshold : The learning-free baseline.
+
+    Notes
+    -----
+    Deliberate differences from the paper: the generator inpaints a patch of
+    ``context_size`` around the window, not the whole slice, because only
+    the window's loss is used and the cost of the sliding window grows with
+    the patch area (16 times less work than whole 128 x 128 slices at the
+    default geometry); batch norm rather than the paper's exact layers.
+
+    References
+    ----------
+    .. [1] B. Nguyen, A. Feldman, S. Bethapudi, A. Jennings, C. G. Willcocks.
+       "Unsupervised Region-based Anomaly Detection in Brain MRI with
+       Adversarial Image Inpainting". ISBI 2021 (arXiv:2010.01942, 2020).
+
+    Examples
+    --------
+    >>> from anomseg.datasets import make_healthy_images
+    >>> from anomseg.inpainting import InpaintingLocalizer
+    >>> X = make_healthy_images(n_images=12, shape=(32, 32), random_state=0)
+    >>> est = InpaintingLocalizer(width=4, n_steps=5, random_state=0).fit(X)
+    >>> est.window_size_, est.stride_, est.context_size_
+    (2, 1, 8)
+    >>> est.score_samples(X[:2]).shape
+    (2, 32, 32)
+    """
+
+    _module_class = InpaintingGenerator
+    _module_params = ("width",)
+
+    def __init__(
+        self,
+        *,
+        window_size="auto",
+        stride="auto",
+        context_size="auto",
+        min_foreground=0.5,
+        width=16,
+        adversarial_weight=0.01,
+        n_steps=2000,
+        batch_size=64,
+        learning_rate=1e-3,
+        inference_batch_size=512,
+        device="auto",
+        max_fpr=0.05,
+        calibration_fraction=0.2,
+        random_state=None,
+        verbose=0,
+        channel_axis=None,
+    ):
+        self.window_size = window_size
+        self.stride = stride
+        self.context_size = context_size
+        self.min_foreground = min_foreground
+        self.width = width
+        self.adversarial_weight = adversarial_weight
+        self.n_steps = n_steps
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.inference_batch_size = inference_batch_size
+        self.device = device
+        self.max_fpr = max_fpr
+        self.calibration_fraction = calibration_fraction
+        self.random_state = random_state
+        self.verbose = verbose
+        self.channel_axis = channel_axis
+
+    # -- parameters -------------------------------------------------------------
+    def _check_params(self):
+        name = type(self).__name__
+        _check_auto_int(self.window_size, "window_size", name, 2)
+        _check_auto_int(self.stride, "stride", name, 1)
+        _check_auto_int(self.context_size, "context_size", name, 4)
+        check_in_range(self.min_foreground, "min_foreground", name, 0, 1, closed="right")
+        check_in_range(self.width, "width", name, 1, None, closed="left", integer=True)
+        check_in_range(self.adversarial_weight, "adversarial_weight", name, 0, None, closed="left")
+        check_in_range(self.n_steps, "n_steps", name, 1, None, closed="left", integer=True)
+        check_in_range(self.batch_size, "batch_size", name, 2, None, closed="left", integer=True)
+        check_in_range(self.learning_rate, "learning_rate", name, 0, None)
+        self._check_torch_params()
+
+    def _set_geometry(self, batch):
+        name = type(self).__name__
+        shape = tuple(max(s[k] for s in batch.spatial_shapes) for k in (0, 1))
+        window = default_window_size(shape) if self.window_size == "auto" else self.window_size
+        stride = default_stride(window) if self.stride == "auto" else self.stride
+        context = 4 * window if self.context_size == "auto" else self.context_size
+        if stride > window:
+            raise ValueError(
+                f"'stride' of {name} must be at most the window size, {window}, "
+                f"so that windows cover every pixel; got {stride}."
+            )
+        if context < window + 2:
+            raise ValueError(
+                f"'context_size' of {name} must be at least the window size "
+                f"plus 2, {window + 2}, to leave context around the window; "
+                f"got {context}."
+            )
+        self.window_size_, self.stride_, self.context_size_ = window, stride, context
+        self.min_foreground_ = float(self.min_foreground)
+
+    # -- fit ----------------------------------------------------------------------
+    def _fit(self, batch):
+        self._warn_if_unscaled(batch)
+        self._set_geometry(batch)
+        rng, _, seed = self._start_training()
+        candidates = window_candidates(batch.foreground, self.window_size_, self.min_foreground_)
+        padded = self._padded(batch, range(len(batch)))
+        devices = [torch.device(self.device_).index or 0] if self.device_ == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            generator = self._build_module().to(self.device_)
+            discriminator = WindowDiscriminator(self.n_channels_, self.width).to(self.device_)
+            self._train(generator, discriminator, padded, candidates, rng)
+        self._install_module(generator, generator.state_dict())
+        self.n_training_windows_ = int(candidates[0].size)
+
+    def _patches(self, padded, slices, tops, lefts):
+        """Patches of the images and of their foreground around windows."""
+        args = (slices, tops, lefts, self.context_size_, self.window_size_, self._margin())
+        return tuple(gather_patches(t, *args) for t in padded)
+
+    def _train(self, generator, discriminator, padded, candidates, rng):
+        optimizers = [
+            torch.optim.Adam(net.parameters(), lr=self.learning_rate, betas=(0.5, 0.999))
+            for net in (generator, discriminator)
+        ]
+        bce = F.binary_cross_entropy_with_logits
+        mask = window_mask(self.context_size_, self.window_size_, self.device_)
+        adversarial = self.adversarial_weight > 0
+        keys = ("l1_loss", "adversarial_loss", "discriminator_loss")
+        totals, self.history_ = dict.fromkeys(keys, 0.0), []
+        generator.train()
+        discriminator.train()
+        started = time.perf_counter()
+        for step in range(1, self.n_steps + 1):
+            x, fg = self._patches(padded, *sample_windows(candidates, self.batch_size, rng))
+            weight = mask * fg
+            prediction = generator(x, mask)
+            inpainted = x * (1 - mask) + prediction * weight
+            l1 = window_l1(prediction, x, weight).mean()
+            loss, d_loss, g_adv = l1, torch.zeros(()), torch.zeros(())
+            if adversarial:
+                real, fake = discriminator(x), discriminator(inpainted.detach())
+                d_loss = bce(real, torch.ones_like(real)) + bce(fake, torch.zeros_like(fake))
+                optimizers[1].zero_grad(set_to_none=True)
+                d_loss.backward()
+                optimizers[1].step()
+                fooled = discriminator(inpainted)
+                g_adv = bce(fooled, torch.ones_like(fooled))
+                loss = l1 + self.adversarial_weight * g_adv
+            optimizers[0].zero_grad(set_to_none=True)
+            loss.backward()
+            optimizers[0].step()
+            for key, value in zip(keys, (l1, g_adv, d_loss)):
+                totals[key] += float(value.detach())
+            self._record(self.history_, totals, step, started)
+        self.training_time_ = time.perf_counter() - started
+
+    # -- maps ---------------------------------------------------------------------
+    def _window_losses(self, padded, slices, tops, lefts):
+        mask = window_mask(self.context_size_, self.window_size_, self.device_)
+        out = np.empty(len(slices))
+        for part in chunks(np.arange(len(slices)), self.inference_batch_size):
+            x, fg = self._patches(
+                tuple(t.to(self.device_) for t in padded), slices[part], tops[part], lefts[part]
+            )
+            out[part] = window_l1(self.module_(x, mask), x, mask * fg).cpu().numpy()
+        return out
+
+
+@fill_doc
+class InpaintingLossPredictor(_WindowLocalizer):
+    """Inpainting heatmaps predicted by a small CNN, without the generator
+    (Mavropoulos 2021).
+
+    First an :class:`InpaintingLocalizer` is trained on the healthy slices
+    (or a fitted one is reused). Then a small CNN learns, on windows of the
+    same healthy slices, to predict from the image patch around a window
+    the loss the generator makes when it inpaints that window. The
+    generator is dropped after training: the heatmap needs only the
+    predictor, and is assembled from the predicted window losses exactly as
+    :class:`InpaintingLocalizer` assembles the real ones.
+
+    The predictor has no padding, so it is evaluated on every window
+    position of a slice in one convolutional pass (see
+    :class:`LossPredictorNet`) instead of once per cut-out patch.
+
+    Parameters
+    ----------
+    inpainter : InpaintingLocalizer or FrozenEstimator, default=None
+        The inpainting model whose losses are learnt. An unfitted
+        :class:`InpaintingLocalizer` is cloned and trained on the training
+        slices (its own calibration is skipped); None trains
+        ``InpaintingLocalizer()`` with this estimator's ``device``,
+        ``verbose`` and a seed drawn from ``random_state``. A fitted one
+        wrapped in :class:`sklearn.frozen.FrozenEstimator` is used as it is,
+        to compare both localisers on one generator; the frozen estimator,
+        generator included, then stays referenced by this parameter.
+    width : int >= 1, default=8
+        Channels of the first convolution, doubling at each of the three
+        blocks.
+    perturbed_fraction : float in [0, 1], default=0.5
+        Fraction of each training batch whose window gets a random
+        Gaussian blob (brighter or darker, of random size and position)
+        before both the generator's loss and the predictor's input are
+        computed. Healthy windows alone only teach which healthy patterns
+        the generator finds hard; perturbed ones teach that content at odds
+        with its context makes the loss high, which is what a lesion does.
+        0 trains on unaltered healthy windows, as the paper does.
+    n_steps : int >= 1, default=1000
+        Mini-batch updates of the predictor.
+    batch_size : int >= 1, default=64
+        Windows per update.
+    learning_rate : float > 0, default=1e-3
+        Adam's step size.
+    inference_batch_size : int >= 1, default=16
+        Slices evaluated together when scoring; bounds memory.
+    device : {"auto", "cpu", "cuda"}, default="auto"
+        Where the predictor runs; "auto" picks CUDA when torch finds it.
+        Maps are always returned as NumPy arrays.
+    %(max_fpr)s
+    %(calibration_fraction)s
+    %(random_state)s
+    verbose : int >= 0, default=0
+        Print the losses 20 times during training when positive.
+    %(channel_axis)s
+
+    Attributes
+    ----------
+    module_ : LossPredictorNet
+        The trained predictor, in evaluation mode, on ``device_``.
+    device_ : str
+        The device ``device`` resolved to in ``fit``.
+    window_size_, stride_, context_size_ : int
+        The inpainter's window geometry.
+    min_foreground_ : float
+        The inpainter's ``min_foreground``.
+    final_kernel_ : int
+        Kernel of the predictor's last convolution, chosen so that its
+        receptive field is close to ``context_size_``.
+    receptive_field_ : int
+        Side of the patch the predictor sees around each window.
+    loss_scale_ : float
+        Predicted losses are ``loss_scale_`` times the sigmoid output:
+        4 times the 99th percentile of the generator's losses on unperturbed
+        healthy training windows.
+    history_ : list of dict
+        20 records over training: ``step``, ``loss`` (mean squared error in
+        units of ``loss_scale_``) and ``seconds`` since training started.
+    generator_history_ : list of dict or None
+        The inpainter's ``history_`` when it was trained here.
+    training_time_ : float
+        Seconds spent training the predictor (without the generator).
+    %(calibration_attributes)s
+
+    See Also
+    --------
+    InpaintingLocalizer : The exact heatmap.
+
+    Notes
+    -----
+    The paper's predictor takes the image around a window, with the window
+    where the generator would inpaint it. Here its input is the original
+    patch, not an inpainted one, so that scoring needs no generator at all;
+    its target is the generator's L1 loss on the window's foreground.
+    Trained on unaltered healthy windows only (``perturbed_fraction=0``),
+    it can only learn which healthy patterns the generator finds hard, and
+    on toy data it then predicts *low* losses over inserted lesions; the
+    perturbed windows are an addition of anomseg's to teach it otherwise.
+    ``benchmarks/bench_inpainting.py`` measures both on LGG FLAIR.
+
+    References
+    ----------
+    .. [1] A. Mavropoulos. "Fast anomaly localization in brain MRI by
+       predicting the inpainting loss". Master's thesis, 2021.
+
+    Examples
+    --------
+    >>> from anomseg.datasets import make_healthy_images
+    >>> from anomseg.inpainting import InpaintingLocalizer, InpaintingLossPredictor
+    >>> X = make_healthy_images(n_images=12, shape=(32, 32), random_state=0)
+    >>> inpainter = InpaintingLocalizer(width=4, n_steps=5)
+    >>> est = InpaintingLossPredictor(inpainter, width=4, n_steps=5,
+    ...                               random_state=0).fit(X)
+    >>> est.score_samples(X[:2]).shape
+    (2, 32, 32)
+    """
+
+    _module_class = LossPredictorNet
+    _module_params = ("width",)
+
+    def __init__(
+        self,
+        inpainter=None,
+        *,
+        width=8,
+        perturbed_fraction=0.5,
+        n_steps=1000,
+        batch_size=64,
+        learning_rate=1e-3,
+        inference_batch_size=16,
+        device="auto",
+        max_fpr=0.05,
+        calibration_fraction=0.2,
+        random_state=None,
+        verbose=0,
+        channel_axis=None,
+    ):
+        self.inpainter = inpainter
+        self.width = width
+        self.perturbed_fraction = perturbed_fraction
+        self.n_steps = n_steps
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.inference_batch_size = inference_batch_size
+        self.device = device
+        self.max_fpr = max_fpr
+        self.calibration_fraction = calibration_fraction
+        self.random_state = random_state
+        self.verbose = verbose
+        self.channel_axis = channel_axis
+
+    def _check_params(self):
+        name = type(self).__name__
+        inner = self.inpainter.estimator if isinstance(self.inpainter, FrozenEstimator) else self.inpainter
+        if inner is not None and not isinstance(inner, InpaintingLocalizer):
+            raise TypeError(
+                f"'inpainter' of {name} must be None, an InpaintingLocalizer or "
+                f"a FrozenEstimator of a fitted one; got {type(inner).__name__}."
+            )
+        check_in_range(self.width, "width", name, 1, None, closed="left", integer=True)
+        check_in_range(self.perturbed_fraction, "perturbed_fraction", name, 0, 1, closed="both")
+        check_in_range(self.n_steps, "n_steps", name, 1, None, closed="left", integer=True)
+        check_in_range(self.batch_size, "batch_size", name, 1, None, closed="left", integer=True)
+        check_in_range(self.learning_rate, "learning_rate", name, 0, None)
+        self._check_torch_params()
+
+    def _build_module(self):
+        return LossPredictorNet(self.n_channels_, self.width, final_kernel=self.final_kernel_)
+
+    def _margin(self):
+        return max(self.context_size_, self.receptive_field_)
+
+    def _slices_per_chunk(self):
+        return self.inference_batch_size
+
+    # -- fit ----------------------------------------------------------------------
+    def _trained_inpainter(self, batch):
+        name = type(self).__name__
+        if isinstance(self.inpainter, FrozenEstimator):
+            inpainter = self.inpainter.estimator
+            inpainter._check_fitted()
+            if inpainter.n_channels_ != self.n_channels_:
+                raise ValueError(
+                    f"The frozen 'inpainter' of {name} was fitted on "
+                    f"{inpainter.n_channels_} channel(s), X has {self.n_channels_}."
+                )
+            self.generator_history_ = None
+            return inpainter
+        if self.inpainter is None:
+            seed = None
+            if self.random_state is not None:
+                seed = int(check_generator(self.random_state).integers(2**31 - 1))
+            inpainter = InpaintingLocalizer(device=self.device, random_state=seed, verbose=self.verbose)
+        else:
+            inpainter = clone(self.inpainter)
+        inpainter._validate_params()
+        inpainter.n_channels_, inpainter.image_shape_ = self.n_channels_, self.image_shape_
+        inpainter._fit(batch)
+        self.generator_history_ = inpainter.history_
+        return inpainter
+
+    def _fit(self, batch):
+        inpainter = self._trained_inpainter(batch)
+        for attribute in ("window_size_", "stride_", "context_size_", "min_foreground_"):
+            setattr(self, attribute, getattr(inpainter, attribute))
+        rng, _, seed = self._start_training()
+        self.final_kernel_ = LossPredictorNet.kernel_for(self.context_size_)
+        predictor = self._seeded(self._build_module, seed).to(self.device_)
+        self.receptive_field_ = predictor.receptive_field
+        candidates = window_candidates(batch.foreground, self.window_size_, self.min_foreground_)
+        padded = self._padded(batch, range(len(batch)))
+
+        n_perturbed = int(round(self.perturbed_fraction * self.batch_size))
+        local = np.arange(self.batch_size)
+
+        def draw():
+            slices, tops, lefts = sample_windows(candidates, self.batch_size, rng)
+            x, fg = padded[0][slices], padded[1][slices]
+            if n_perturbed:
+                x = x.clone()
+                perturb_windows(
+                    x[:n_perturbed], fg[:n_perturbed], tops[:n_perturbed],
+                    lefts[:n_perturbed], self.window_size_, self._margin(), rng,
+                )  # fmt: skip
+            with torch.no_grad():
+                target = inpainter._window_losses(
+                    self._for_inpainter((x, fg), inpainter), local, tops, lefts
+                )
+            patches = gather_patches(
+                x, local, tops, lefts, self.receptive_field_, self.window_size_, self._margin()
+            )
+            return patches, torch.as_tensor(target, dtype=torch.float32, device=self.device_)
+
+        first = [draw() for _ in range(max(1, 2048 // self.batch_size))]
+        healthy = torch.cat([t[n_perturbed:] for _, t in first]).cpu().numpy()
+        if healthy.size == 0:  # every window perturbed
+            healthy = torch.cat([t for _, t in first]).cpu().numpy()
+        self.loss_scale_ = LOSS_SCALE_FACTOR * max(float(np.percentile(healthy, 99)), 1e-6)
+        self._train(predictor, first, draw)
+        self._install_module(predictor, predictor.state_dict())
+
+    def _for_inpainter(self, padded, inpainter):
+        """The padded tensors re-padded for the inpainter's margin."""
+        extra = self._margin() - inpainter._margin()
+        if extra == 0:
+            return padded
+        return tuple(t[..., extra:-extra, extra:-extra] for t in padded)
+
+    def _train(self, predictor, first, draw):
+        optimizer = torch.optim.Adam(predictor.parameters(), lr=self.learning_rate)
+        totals, self.history_ = {"loss": 0.0}, []
+        predictor.train()
+        started = time.perf_counter()
+        for step in range(1, self.n_steps + 1):
+            patches, target = first[step - 1] if step <= len(first) else draw()
+            scaled = (target / self.loss_scale_).clamp(max=1.0)
+            loss = (predictor(patches) - scaled).pow(2).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            totals["loss"] += float(loss.detach())
+            self._record(self.history_, totals, step, started)
+        self.training_time_ = time.perf_counter() - started
+
+    # -- maps ---------------------------------------------------------------------
+    def _window_losses(self, padded, slices, tops, lefts):
+        dense = self.module_.dense(padded[0].to(self.device_))
+        offset = self._margin() - (self.receptive_field_ - self.window_size_) // 2
+        index = [torch.as_tensor(a, device=dense.device) for a in (slices, tops + offset, lefts + offset)]
+        return (dense[index[0], index[1], index[2]] * self.loss_scale_).cpu().numpy()
