@@ -7,6 +7,11 @@ network's weights as CPU tensors. Parameters and fitted attributes are JSON
 strings; the JSON has no native tuple, non-string key or array, so these
 are written as one-key objects tagged ``__tuple__``, ``__dict__`` (a list of
 key-value pairs), ``__ndarray__`` and ``__scalar__`` (dtype, shape, values).
+A parameter that is itself an (unfitted) anomseg torch estimator, such as
+the ``inpainter`` of :class:`~anomseg.inpainting.InpaintingLossPredictor`,
+is written as ``__estimator__`` (class name, parameters); only the classes
+of the allow-list are rebuilt. A fitted one wrapped in a
+:class:`~sklearn.frozen.FrozenEstimator` cannot be saved this way.
 JSON floats are written with Python's shortest round-tripping ``repr``, so
 every number comes back bit for bit.
 """
@@ -54,10 +59,14 @@ def _encode(value, what):
         if all(isinstance(k, str) for k in value) and not _is_tagged(value):
             return {k: _encode(v, what) for k, v in value.items()}
         return {"__dict__": [[_encode(k, what), _encode(v, what)] for k, v in value.items()]}
+    name = type(value).__name__
+    if _torch_estimators().get(name) is type(value):  # a parameter such as 'inpainter'
+        params = value.get_params(deep=False)
+        return {"__estimator__": [name, {k: _encode(v, what) for k, v in params.items()}]}
     raise TypeError(
         f"Cannot save {what} of type {type(value).__name__}; the safe format "
-        "holds None, booleans, numbers, strings, lists, tuples, dicts and "
-        "numeric NumPy arrays."
+        "holds None, booleans, numbers, strings, lists, tuples, dicts, "
+        "numeric NumPy arrays and the parameters of anomseg's torch estimators."
     )
 
 
@@ -83,7 +92,16 @@ def _decode_array(data):
     return np.array(data["values"], dtype=dtype).reshape(data["shape"])
 
 
+def _decode_estimator(data):
+    name, params = data
+    cls = _torch_estimators().get(name)
+    if cls is None:
+        raise ValueError(f"{name!r} is not a torch estimator of anomseg")
+    return cls(**{k: _decode(v) for k, v in params.items()})
+
+
 _DECODERS = {
+    "__estimator__": _decode_estimator,
     "__tuple__": lambda items: tuple(_decode(v) for v in items),
     "__dict__": lambda pairs: {_decode(k): _decode(v) for k, v in pairs},
     "__ndarray__": _decode_array,

@@ -207,3 +207,32 @@ def test_round_trip_ascnet(images, tmp_path):
     assert loaded.history_ == est.history_
     np.testing.assert_array_equal(loaded.histogram_["counts"], est.histogram_["counts"])
     assert loaded.histogram_threshold_ == est.histogram_threshold_
+
+
+def test_round_trip_inpainting_predictor(images, tmp_path):
+    from anomseg.inpainting import InpaintingLocalizer, InpaintingLossPredictor
+
+    inpainter = InpaintingLocalizer(window_size=4, width=4, n_steps=2, batch_size=4, device="cpu")
+    est = InpaintingLossPredictor(
+        inpainter, width=4, n_steps=2, batch_size=4, device="cpu", random_state=0
+    ).fit(images)
+    loaded = load_torch_model(save_torch_model(est, tmp_path / "predictor.pt"))
+    assert type(loaded) is InpaintingLossPredictor
+    assert isinstance(loaded.inpainter, InpaintingLocalizer)
+    assert loaded.inpainter.get_params() == inpainter.get_params()
+    np.testing.assert_array_equal(loaded.score_samples(images), est.score_samples(images))
+    assert loaded.loss_scale_ == est.loss_scale_
+
+
+def test_frozen_inpainter_is_refused(images, tmp_path):
+    from sklearn.frozen import FrozenEstimator
+
+    from anomseg.inpainting import InpaintingLocalizer, InpaintingLossPredictor
+
+    inpainter = InpaintingLocalizer(window_size=4, width=4, n_steps=2, batch_size=4, device="cpu")
+    est = InpaintingLossPredictor(
+        FrozenEstimator(inpainter.fit(images)), width=4, n_steps=2, device="cpu"
+    ).fit(images)
+    with pytest.raises(TypeError, match="parameter 'inpainter'.*FrozenEstimator"):
+        save_torch_model(est, tmp_path / "predictor.pt")
+    assert not (tmp_path / "predictor.pt").exists()
