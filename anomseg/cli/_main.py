@@ -17,13 +17,20 @@ METHODS = {
     "ascnet": "anomseg.adversarial:ASCNetSegmenter",
     "flair-threshold": "anomseg.baselines:FlairThreshold",
     "gmvae": "anomseg.restoration:GMVAERestorer",
+    "inpainting": "anomseg.inpainting:InpaintingLocalizer",
+    "inpainting-predictor": "anomseg.inpainting:InpaintingLossPredictor",
     "vae": "anomseg.restoration:VAERestorer",
     "vae-reconstruction": "anomseg.restoration:VAEReconstructor",
 }
 
 #: Methods whose step sizes and losses assume intensities of about [0, 1]:
 #: ``fit`` scales each scan, as a whole volume, before they see it.
-SCALED_METHODS = ("ascnet", "gmvae", "vae", "vae-reconstruction")
+SCALED_METHODS = (
+    "ascnet", "gmvae", "inpainting", "inpainting-predictor", "vae", "vae-reconstruction",
+)  # fmt: skip
+#: Parameters that hold an estimator, built from the method's own
+#: ``--param NAME__KEY=VALUE`` options (the predictor's generator).
+NESTED_ESTIMATORS = {"inpainting-predictor": ("inpainter", "inpainting")}
 #: Methods that also learn from unlabelled scans (``--unlabelled``).
 UNLABELLED_METHODS = ("ascnet",)
 #: The foreground percentile that scaling maps to 1. Not the maximum: one
@@ -43,6 +50,7 @@ data at a chosen false-positive rate.
   anomseg demo                                 # try it on the embedded data
   anomseg fit --method flair-threshold healthy/*.nii.gz -o model.joblib
   anomseg fit --method ascnet healthy/*.nii.gz --unlabelled scans/*.nii.gz -o m.joblib
+  anomseg fit --method inpainting-predictor healthy/*.nii.gz -o fast.joblib
   anomseg predict model.joblib scans/*.nii.gz -o results/
   anomseg evaluate model.joblib scans/*.nii.gz --truth masks/*.nii.gz
 
@@ -120,10 +128,20 @@ def cmd_fit(args):
     cls = _method_class(args.method)
     params = dict(args.param)
     params["max_fpr"] = args.max_fpr
+    if args.method in NESTED_ESTIMATORS:
+        name, method = NESTED_ESTIMATORS[args.method]
+        prefix = f"{name}__"
+        nested = {k[len(prefix) :]: params.pop(k) for k in list(params) if k.startswith(prefix)}
+        try:
+            params[name] = _method_class(method)(**nested)
+        except TypeError as exc:
+            raise CommandError(f"bad --param {prefix}... for {args.method}: {exc}") from None
     try:
         estimator = cls(**params)
     except TypeError as exc:
         raise CommandError(f"bad --param for {args.method}: {exc}") from None
+    if args.method in NESTED_ESTIMATORS:
+        getattr(estimator, NESTED_ESTIMATORS[args.method][0])._validate_params()
     estimator._validate_params()  # a bad --param fails before the scans load
     steps = _preprocessing_steps(args)
     if steps:
@@ -296,7 +314,9 @@ def build_parser():
         "--param", type=_parse_param, action="append", default=[], metavar="KEY=VALUE",
         help="Set a parameter of the method, e.g. --param n_bins=128 "
         "(repeatable). VALUE is read as a Python literal, such as "
-        "'step_sizes=(0.01, 0.005)', or else as a string, such as device=cpu.",
+        "'step_sizes=(0.01, 0.005)', or else as a string, such as device=cpu. "
+        "For inpainting-predictor, inpainter__KEY=VALUE sets a parameter of "
+        "the inpainting model it learns from, e.g. inpainter__n_steps=500.",
     )
     _add_foreground_option(fit)
     fit.add_argument("--overwrite", action="store_true", help="Replace MODEL if it exists.")

@@ -272,3 +272,32 @@ def test_unlabelled_scans_are_for_ascnet_only(scans, tmp_path, capsys):
                scans["scans"][0], "-o", tmp_path / "m.joblib") == 1  # fmt: skip
     assert "--unlabelled is for ascnet" in capsys.readouterr().err
     assert not (tmp_path / "m.joblib").exists()
+
+
+@pytest.mark.parametrize("method", ["inpainting", "inpainting-predictor"])
+def test_inpainting_methods(scans, tmp_path, method):
+    model = tmp_path / f"{method}.joblib"
+    tiny = ["width=4", "n_steps=3", "batch_size=4", "device=cpu"]
+    if method == "inpainting-predictor":
+        tiny = tiny + [f"inpainter__{p}" for p in tiny + ["window_size=4"]]
+    else:
+        tiny.append("window_size=4")
+    tiny.append("random_state=0")
+    assert run("fit", "--method", method, *scans["healthy"], "-o", model,
+               *[arg for param in tiny for arg in ("--param", param)]) == 0  # fmt: skip
+    fitted = load_model(model)
+    assert [type(step).__name__ for step in fitted[:-1]] == ["IntensityScaler"]
+    if method == "inpainting-predictor":
+        assert fitted[-1].inpainter.n_steps == 3 and len(fitted[-1].generator_history_) == 3
+    out = tmp_path / "out"
+    assert run("predict", model, scans["scans"][0], "-o", out) == 0
+    written = nib.load(out / "scans0_anomaly_map.nii.gz")
+    assert written.shape == nib.load(scans["scans"][0]).shape
+    assert np.isfinite(written.get_fdata()).all()
+
+
+def test_bad_nested_inpainter_param(scans, tmp_path, capsys):
+    assert run("fit", "--method", "inpainting-predictor", *scans["healthy"], "-o",
+               tmp_path / "m.joblib", "--param", "inpainter__colour=red") == 1  # fmt: skip
+    assert "bad --param inpainter__" in capsys.readouterr().err
+    assert not (tmp_path / "m.joblib").exists()
