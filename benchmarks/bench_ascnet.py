@@ -42,6 +42,7 @@ from bench_restoration import (
     flair_row,
     peak_memory_mib,
     prepare,
+    print_table,
     reset_peak_memory,
     slices,
 )
@@ -105,22 +106,9 @@ def ascnet_rows(params, reference, unlabelled, healthy_val, test, radius):
     return rows, model
 
 
-def print_table(rows):
-    cols = ["method", "AUROC", "AUPRC", "best Dice", "threshold", "Dice pooled",
-            "Dice per patient", "s/slice", "train s", "peak MiB"]
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
-    for r in rows:
-        cells = []
-        for c in cols:
-            v = r.get(c)
-            if isinstance(v, tuple):
-                cells.append(f"{v[0]:.3f} ± {v[1]:.3f}")
-            elif isinstance(v, float):
-                cells.append(f"{v:.0f}" if c in ("train s", "peak MiB") else f"{v:.3f}")
-            else:
-                cells.append("" if v is None else str(v))
-        print("| " + " | ".join(cells) + " |")
+#: Columns of the ASC-Net table.
+COLUMNS = ["method", "AUROC", "AUPRC", "best Dice", "threshold", "Dice pooled",
+           "Dice per patient", "s/slice", "train s", "peak MiB"]
 
 
 def main():
@@ -179,7 +167,7 @@ def main():
           f"device {model.device_}; histogram peaks at "
           + ", ".join(f"{p:.3f}" for p in model.histogram_["peaks"]))
     print(f"\n## Quality and cost (FLAIR: Dice at healthy FPR {MAX_FPR:.0%})\n")
-    print_table(rows)
+    print_table(rows, COLUMNS)
     print("\n## Losses per cycle\n")
     keys = ["discriminator_loss", "discriminator_accuracy", "fence_loss", "disjoint_loss",
             "reconstruction_loss"]

@@ -196,19 +196,28 @@ def restorer_rows(cls, params, train, healthy_val, test, record_steps, with_reco
 
 
 # -- printing ----------------------------------------------------------------------
-def print_table(rows):
-    cols = ["method", "AUROC", "AUPRC", "best Dice", "Dice@5% pooled",
-            "Dice@5% per patient", "tv_weight", "steps", "s/slice", "train s", "peak MiB"]
+#: Columns of the restoration table.
+COLUMNS = ["method", "AUROC", "AUPRC", "best Dice", "Dice@5% pooled", "Dice@5% per patient",
+           "tv_weight", "steps", "s/slice", "train s", "peak MiB"]
+#: Number formats of columns other than the default ".3f".
+FORMATS = {"train s": ".0f", "peak MiB": ".0f"}
+
+
+def print_table(rows, cols=COLUMNS, formats=None):
+    """Print ``rows`` (dicts) as a Markdown table of ``cols``: (mean, sd)
+    tuples as "mean ± sd", floats with ``formats[col]`` (default ".3f"),
+    missing values and None as empty cells. The benchmarks share it."""
+    formats = {**FORMATS, **(formats or {})}
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
         cells = []
         for c in cols:
-            v = r[c]
-            if isinstance(v, tuple):  # (mean, sd, n)
+            v = r.get(c)
+            if isinstance(v, tuple):  # (mean, sd)
                 cells.append(f"{v[0]:.3f} ± {v[1]:.3f}")
             elif isinstance(v, float):
-                cells.append(f"{v:.3f}" if c not in ("train s", "peak MiB") else f"{v:.0f}")
+                cells.append(format(v, formats.get(c, ".3f")))
             else:
                 cells.append("" if v is None else str(v))
         print("| " + " | ".join(cells) + " |")
