@@ -87,14 +87,14 @@ class TorchSegmenter(BaseAnomalySegmenter):
             m[k, 0, :h, :w] = fg
         return torch.from_numpy(x).to(device), torch.from_numpy(m).to(device)
 
-    def _shape_groups(self, batch):
+    def _shape_groups(self, batch, size=None):
         """Indices of the 2D samples of ``batch`` grouped by spatial shape and
-        cut into chunks of ``inference_batch_size``."""
+        cut into chunks of ``size`` (default ``inference_batch_size``)."""
         groups = {}
         for i, shape in enumerate(batch.spatial_shapes):
             groups.setdefault(shape, []).append(i)
         for indices in groups.values():
-            yield from chunks(indices, self.inference_batch_size)
+            yield from chunks(indices, size or self.inference_batch_size)
 
     def _to_images(self, batch, indices, tensor, maps=False):
         """Per-sample numpy images (H, W[, C]) of a padded output tensor in

@@ -47,16 +47,6 @@ def window_l1(prediction, patches, weight):
     return error.sum(dim=(1, 2, 3)) / (weight.sum(dim=(1, 2, 3)) * patches.shape[1])
 
 
-def _shape_chunks(batch, size):
-    """Indices of the 2D samples of ``batch`` grouped by spatial shape and
-    cut into chunks of ``size``."""
-    groups = {}
-    for i, shape in enumerate(batch.spatial_shapes):
-        groups.setdefault(shape, []).append(i)
-    for indices in groups.values():
-        yield from chunks(indices, size)
-
-
 def _check_auto_int(value, name, owner, low):
     if isinstance(value, str) and value == "auto":
         return
@@ -88,7 +78,7 @@ class _WindowLocalizer(TorchSegmenter):
     def _score(self, batch):
         maps = [None] * len(batch)
         window, stride = self.window_size_, self.stride_
-        for indices in _shape_chunks(batch, self._slices_per_chunk()):
+        for indices in self._shape_groups(batch, self._slices_per_chunk()):
             grids = [
                 window_grid(batch.foreground[i], window, stride, self.min_foreground_)
                 for i in indices
@@ -382,10 +372,9 @@ class InpaintingLocalizer(_WindowLocalizer):
     def _window_losses(self, padded, slices, tops, lefts):
         mask = window_mask(self.context_size_, self.window_size_, self.device_)
         out = np.empty(len(slices))
+        padded = tuple(t.to(self.device_) for t in padded)  # the predictor's may be elsewhere
         for part in chunks(np.arange(len(slices)), self.inference_batch_size):
-            x, fg = self._patches(
-                tuple(t.to(self.device_) for t in padded), slices[part], tops[part], lefts[part]
-            )
+            x, fg = self._patches(padded, slices[part], tops[part], lefts[part])
             out[part] = window_l1(self.module_(x, mask), x, mask * fg).cpu().numpy()
         return out
 
