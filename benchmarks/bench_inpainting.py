@@ -1,0 +1,203 @@
+"""Benchmark of the inpainting localisers (Nguyen et al. 2020; Mavropoulos
+2021) against the FLAIR baseline, with the exact and predicted heatmaps
+side by side.
+
+Run from the repository root::
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_inpainting.py [--every 4] [--healthy-every 3]
+
+The protocol and table are those of ``bench_restoration.py``, on the LGG
+FLAIR set at 128 x 128 (``../shared/data/lgg_flair``):
+
+* every volume gets a head mask and is scaled by its 90th foreground
+  percentile (unclipped) as a whole, then cut into axial slices;
+* training uses the tumour-free slices of the ``train`` patients;
+* thresholds are calibrated on the tumour-free slices of the ``validation``
+  patients (``calibrate``), every ``--healthy-every``-th;
+* metrics cover every ``--every``-th slice of the ``validation`` patients,
+  pooled over their head pixels, and Dice also per patient.
+
+One generator is trained (``InpaintingLocalizer``); each predictor reuses it
+through :class:`sklearn.frozen.FrozenEstimator`, so the exact and predicted
+heatmaps come from the same generator and are timed in the same process, one
+after the other, on the same slices. The predictor is trained twice: with
+the default perturbed windows and without (``perturbed_fraction=0``, the
+paper's plain healthy training). A naive exact localiser, one window
+position per forward pass (``inference_batch_size=1``), is timed against
+the batched one on the ``--naive-slices`` evaluation slices with the most
+head pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import time
+from pathlib import Path
+
+import numpy as np
+from bench_restoration import (
+    DEFAULT_DATA,
+    MAX_FPR,
+    flair_row,
+    peak_memory_mib,
+    prepare,
+    print_table,
+    reset_peak_memory,
+    row,
+    slices,
+)
+from scipy.stats import pearsonr, spearmanr
+from sklearn.frozen import FrozenEstimator
+
+from anomseg.metrics import evaluate
+
+
+def module_mib(model):
+    """Parameters and buffers of a fitted estimator's network, in MiB."""
+    tensors = list(model.module_.parameters()) + list(model.module_.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+
+def scored_row(name, model, test, extra):
+    X, y, groups = test
+    reset_peak_memory()
+    start = time.perf_counter()
+    maps = model.score_samples(X)
+    seconds = (time.perf_counter() - start) / len(X)
+    peak = peak_memory_mib()
+    table = evaluate(
+        y, maps, foreground=~np.ma.getmaskarray(X),
+        thresholds=model.calibration_thresholds_, groups=groups,
+    )  # fmt: skip
+    info = {"peak MiB": peak, "model MiB": module_mib(model), **extra}
+    return row(name, table, seconds, info), maps
+
+
+#: Columns of the inpainting table, and their number formats.
+COLUMNS = ["method", "AUROC", "AUPRC", "best Dice", "Dice@5% pooled", "Dice@5% per patient",
+           "corr. with exact", "s/slice", "train s", "model MiB", "peak MiB"]
+FORMATS = {"model MiB": ".3f", "s/slice": ".4f"}
+
+
+def parse_params(items):
+    return {k: ast.literal_eval(v) for k, _, v in (item.partition("=") for item in items)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="The shared data folder.")
+    parser.add_argument("--every", type=int, default=1,
+                        help="Evaluate every k-th validation slice only (1: all).")
+    parser.add_argument("--healthy-every", type=int, default=1,
+                        help="Calibrate on every k-th tumour-free validation slice only.")
+    parser.add_argument("--naive-slices", type=int, default=2,
+                        help="Slices scored one window position at a time (0: skip).")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="Override an InpaintingLocalizer parameter (Python literal).")
+    parser.add_argument("--predictor-param", action="append", default=[], metavar="KEY=VALUE",
+                        help="Override an InpaintingLossPredictor parameter.")
+    args = parser.parse_args()
+    path = args.data / "lgg_flair"
+    if not path.is_dir():
+        print(f"skipped: {path} is absent")
+        return
+    from anomseg.inpainting import InpaintingLocalizer, InpaintingLossPredictor
+
+    params = {"random_state": 0, "device": "auto", **parse_params(args.param)}
+    predictor_params = {"random_state": 0, "device": "auto", **parse_params(args.predictor_param)}
+
+    train_volumes, train_masks, train_subjects = prepare(path, "train")
+    val = prepare(path, "validation")
+    X_train, _, groups_train = slices(train_volumes, train_masks, train_subjects, lesion_free=True)
+    healthy_val = slices(*val, lesion_free=True)[0][:: args.healthy_every]
+    test = tuple(a[:: args.every] for a in slices(*val, lesion_free=None))
+    print(
+        f"# Inpainting localisers on LGG FLAIR (128 x 128): {len(X_train)} tumour-free "
+        f"slices of {len(set(groups_train))} train patients, {len(healthy_val)} tumour-free "
+        f"validation slices for the thresholds, {len(test[0])} evaluation slices of "
+        f"{len(set(test[2]))} patients ({int(test[1].sum())} tumour pixels)\n", flush=True,
+    )
+    _, flair = flair_row(val, test, args.every)
+    flair["model MiB"] = 0.0
+    rows = [flair]
+
+    # fit only holds out a token calibration set: thresholds come from calibrate().
+    exact = InpaintingLocalizer(**{**params, "calibration_fraction": 0.05})
+    exact.fit(X_train, groups=groups_train)
+    exact.calibrate(healthy_val)
+    print(f"generator: window {exact.window_size_} px, stride {exact.stride_} px, context "
+          f"{exact.context_size_} px, {exact.n_training_windows_} training windows, "
+          f"{exact.training_time_:.0f} s, device {exact.device_}", flush=True)
+    exact_row, exact_maps = scored_row(
+        "InpaintingLocalizer (exact, batched)", exact, test, {"train s": exact.training_time_}
+    )
+    rows.append(exact_row)
+    foreground = ~np.ma.getmaskarray(test[0])
+    exact_values = exact_maps[foreground]
+
+    predictors = []
+    for fraction in (predictor_params.pop("perturbed_fraction", 0.5), 0.0):
+        predictor = InpaintingLossPredictor(
+            FrozenEstimator(exact),
+            **{**predictor_params, "perturbed_fraction": fraction, "calibration_fraction": 0.05},
+        )
+        predictor.fit(X_train, groups=groups_train)
+        predictor.calibrate(healthy_val)
+        name = f"InpaintingLossPredictor (perturbed {fraction:g})"
+        predicted_row, maps = scored_row(name, predictor, test, {"train s": predictor.training_time_})
+        values = maps[foreground]
+        predicted_row["corr. with exact"] = float(pearsonr(exact_values, values)[0])
+        predicted_row["spearman"] = float(spearmanr(exact_values, values)[0])
+        rows.append(predicted_row)
+        predictors.append(predictor)
+
+    naive = None
+    if args.naive_slices:
+        # The slices with the most head pixels, scored both ways.
+        largest = np.argsort(foreground.reshape(len(foreground), -1).sum(1))[-args.naive_slices:]
+        naive = {}
+        for size in (1, exact.inference_batch_size):
+            exact.set_params(inference_batch_size=size)
+            start = time.perf_counter()
+            exact.score_samples(test[0][largest])
+            naive[size] = (time.perf_counter() - start) / len(largest)
+        start = time.perf_counter()
+        predictors[0].score_samples(test[0][largest])
+        naive["predictor"] = (time.perf_counter() - start) / len(largest)
+
+    print(f"\n## Quality and cost (Dice at healthy FPR {MAX_FPR:.0%}; corr.: Pearson over "
+          "head pixels of the evaluation slices)\n")
+    print_table(rows, COLUMNS, FORMATS)
+    print("\n## Speed, side by side in this run\n")
+    base = rows[1]["s/slice"]
+    print("| heatmap | s/slice | speed-up over the batched exact | model MiB |")
+    print("|---|---|---|---|")
+    for r in rows[1:]:
+        print(f"| {r['method']}, {len(test[0])} evaluation slices | {r['s/slice']:.4f} | "
+              f"{base / r['s/slice']:.1f}x | {r['model MiB']:.3f} |")
+    if naive is not None:
+        (one, one_s), (many, many_s), (_, fast_s) = naive.items()
+        print(f"\nOn the {args.naive_slices} evaluation slices with the most head pixels, the "
+              f"exact heatmap took {one_s:.3f} s/slice with {one} window per forward pass and "
+              f"{many_s:.3f} s/slice with {many}: batching is {one_s / many_s:.2f}x faster. "
+              f"The predictor took {fast_s:.4f} s/slice there, {many_s / fast_s:.0f}x faster "
+              "than the batched exact heatmap.")
+    for r in rows[2:]:
+        print(f"\n{r['method']}: Pearson {r['corr. with exact']:.3f}, Spearman {r['spearman']:.3f}")
+    print("\n## Generator losses (every 20th of training)\n")
+    print("| step | l1_loss | adversarial_loss | discriminator_loss | seconds |")
+    print("|---|---|---|---|---|")
+    for h in exact.history_:
+        print(f"| {h['step']} | {h['l1_loss']:.4f} | {h['adversarial_loss']:.4f} | "
+              f"{h['discriminator_loss']:.4f} | {h['seconds']:.0f} |")
+    for predictor in predictors:
+        first, last = predictor.history_[0], predictor.history_[-1]
+        print(f"\npredictor (perturbed {predictor.perturbed_fraction:g}): loss "
+              f"{first['loss']:.4f} (step {first['step']}) -> {last['loss']:.4f} "
+              f"(step {last['step']}), loss_scale_ {predictor.loss_scale_:.4f}, receptive "
+              f"field {predictor.receptive_field_} px")
+
+
+if __name__ == "__main__":
+    main()
