@@ -52,6 +52,7 @@ from bench_restoration import (
     row,
     slices,
 )
+from scipy.ndimage import binary_dilation, binary_erosion
 from scipy.stats import pearsonr, spearmanr
 from sklearn.frozen import FrozenEstimator
 
@@ -83,6 +84,23 @@ def scored_row(name, model, test, extra):
 COLUMNS = ["method", "AUROC", "AUPRC", "best Dice", "Dice@5% pooled", "Dice@5% per patient",
            "corr. with exact", "s/slice", "train s", "model MiB", "peak MiB"]
 FORMATS = {"model MiB": ".3f", "s/slice": ".4f"}
+
+
+def region_masks(X, y):
+    """Head-pixel regions of the evaluation slices: tumour interior (eroded
+    4 px), tumour boundary, the 5 px rim of the head mask, and the rest of
+    the head (4 px or more from any tumour)."""
+    head = ~np.ma.getmaskarray(X)
+    out = {k: np.zeros_like(head) for k in
+           ("tumour interior", "tumour boundary", "head rim (5 px)", "other head")}  # fmt: skip
+    for k, (h, t) in enumerate(zip(head, y)):
+        inner = binary_erosion(t, iterations=4)
+        rim = h & ~binary_erosion(h, iterations=5)
+        out["tumour interior"][k] = inner
+        out["tumour boundary"][k] = t & ~inner
+        out["head rim (5 px)"][k] = rim
+        out["other head"][k] = h & ~rim & ~binary_dilation(t, iterations=4)
+    return out
 
 
 def parse_params(items):
@@ -140,6 +158,7 @@ def main():
     rows.append(exact_row)
     foreground = ~np.ma.getmaskarray(test[0])
     exact_values = exact_maps[foreground]
+    heatmaps = {"exact": exact_maps}
 
     predictors = []
     for fraction in (predictor_params.pop("perturbed_fraction", 0.5), 0.0):
@@ -156,6 +175,7 @@ def main():
         predicted_row["spearman"] = float(spearmanr(exact_values, values)[0])
         rows.append(predicted_row)
         predictors.append(predictor)
+        heatmaps[name] = maps
 
     naive = None
     if args.naive_slices:
@@ -190,6 +210,13 @@ def main():
               "than the batched exact heatmap.")
     for r in rows[2:]:
         print(f"\n{r['method']}: Pearson {r['corr. with exact']:.3f}, Spearman {r['spearman']:.3f}")
+    print("\n## Mean heatmap value by region of the evaluation slices\n")
+    regions = region_masks(*test[:2])
+    print("| region | pixels | " + " | ".join(heatmaps) + " |")
+    print("|---|---|" + "---|" * len(heatmaps))
+    for region, mask in regions.items():
+        print(f"| {region} | {int(mask.sum())} | "
+              + " | ".join(f"{m[mask].mean():.4f}" for m in heatmaps.values()) + " |")
     print("\n## Generator losses (every 20th of training)\n")
     print("| step | l1_loss | adversarial_loss | discriminator_loss | seconds |")
     print("|---|---|---|---|---|")
