@@ -173,3 +173,20 @@ def test_bad_inpainter(healthy, exact):
         InpaintingLossPredictor(FrozenEstimator(exact), n_steps=2, channel_axis=-1).fit(two)
     with pytest.raises(ValueError, match="'perturbed_fraction' of InpaintingLossPredictor"):
         InpaintingLossPredictor(perturbed_fraction=1.5).fit(healthy[:8])
+
+
+def test_perturbed_windows_teach_the_predictor_about_lesions(exact, predictor, healthy, lesioned):
+    # Trained on unaltered healthy windows only, the predictor learns which
+    # healthy patterns are hard to inpaint, and misses the lesions.
+    plain = InpaintingLossPredictor(
+        FrozenEstimator(exact), perturbed_fraction=0.0, width=8, n_steps=400, batch_size=32,
+        calibration_fraction=0.25, device="cpu", random_state=0,
+    ).fit(healthy)  # fmt: skip
+    images, masks = lesioned
+    fg = images > 0
+    auroc = {
+        name: roc_auc_score(masks[fg], est.score_samples(images)[fg])
+        for name, est in (("perturbed", predictor), ("plain", plain))
+    }
+    assert auroc["perturbed"] > auroc["plain"] + 0.1, auroc
+    assert auroc["perturbed"] > 0.7, auroc
