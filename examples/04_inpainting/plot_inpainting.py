@@ -175,9 +175,10 @@ for name, m, threshold in [
 # %%
 # Reading the numbers
 # -------------------
-# On CPU at this budget (300 generator steps, 81 training slices) this run
-# printed a 21x speed-up of the predictor over the batched exact heatmap,
-# with a 20x smaller network, and a heatmap correlation of 0.76. But
+# On CPU at this budget (300 generator steps, 81 training slices), runs of
+# this example printed a 21x to 25x speed-up of the predictor over the
+# batched exact heatmap (timings vary from run to run), with a 20x smaller
+# network, and a heatmap correlation of 0.76. But
 # neither heatmap finds this patient's lesions well: AUROC 0.620 (exact)
 # and 0.319 (predicted) against 0.949 for the FLAIR baseline. The
 # correlation is carried by the healthy structure both maps share (edges,
