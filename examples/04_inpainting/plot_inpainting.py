@@ -176,7 +176,7 @@ for name, m, threshold in [
 # Reading the numbers
 # -------------------
 # On CPU at this budget (300 generator steps, 81 training slices), runs of
-# this example printed a 21x to 25x speed-up of the predictor over the
+# this example printed a 21x to 26x speed-up of the predictor over the
 # batched exact heatmap (timings vary from run to run), with a 20x smaller
 # network, and a heatmap correlation of 0.76. But
 # neither heatmap finds this patient's lesions well: AUROC 0.620 (exact)
