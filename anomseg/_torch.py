@@ -60,9 +60,14 @@ class TorchSegmenter(BaseAnomalySegmenter):
     def _check_torch_params(self):
         name = type(self).__name__
         check_in_range(
-            self.inference_batch_size, "inference_batch_size", name, 1, None,
-            closed="left", integer=True,
-        )  # fmt: skip
+            self.inference_batch_size,
+            "inference_batch_size",
+            name,
+            1,
+            None,
+            closed="left",
+            integer=True,
+        )
         check_one_of(self.device, "device", name, ("auto", "cpu", "cuda"))
         check_in_range(self.verbose, "verbose", name, 0, None, closed="left", integer=True)
 
@@ -177,9 +182,7 @@ class TorchSegmenter(BaseAnomalySegmenter):
     def __setstate__(self, state):
         super().__setstate__(state)
         if isinstance(getattr(self, "module_", None), bytes):
-            weights = torch.load(
-                io.BytesIO(self.module_), map_location="cpu", weights_only=True
-            )
+            weights = torch.load(io.BytesIO(self.module_), map_location="cpu", weights_only=True)
             if self.device_ == "cuda" and not torch.cuda.is_available():
                 warnings.warn(
                     f"[{type(self).__name__}.__setstate__] The model was "

@@ -17,6 +17,7 @@ calibrates ``threshold_`` on healthy data, and derives ``predict``,
 
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import numpy as np
@@ -29,7 +30,7 @@ from .exceptions import ShapeMismatchError, VersionMismatchWarning
 from .metrics._pixel import calibrate_thresholds
 from .utils import ImageBatch, check_generator, check_images, check_in_range
 
-__all__ = ["BaseAnomalySegmenter", "STANDARD_FPRS"]
+__all__ = ["STANDARD_FPRS", "BaseAnomalySegmenter"]
 
 #: False-positive rates at which every estimator also stores a threshold.
 STANDARD_FPRS = (0.01, 0.05, 0.1)
@@ -227,17 +228,13 @@ class BaseAnomalySegmenter(BaseEstimator):
         name = type(self).__name__
         check_in_range(self.max_fpr, "max_fpr", name, 0, 1)
         if self._learns_from_images:
-            check_in_range(
-                self.calibration_fraction, "calibration_fraction", name, 0, 1
-            )
+            check_in_range(self.calibration_fraction, "calibration_fraction", name, 0, 1)
             check_generator(self.random_state)  # fails early on a bad value
         self._check_params()
 
     def _check_images(self, X, method, reset=False):
         where = f"{type(self).__name__}.{method}"
-        batch = check_images(
-            X, where=where, channel_axis=getattr(self, "channel_axis", None)
-        )
+        batch = check_images(X, where=where, channel_axis=getattr(self, "channel_axis", None))
         n_channels = batch.images[0].shape[-1] if batch.channel_axis else 1
         if reset:
             self.image_shape_ = self._model_input(batch).common_shape
@@ -291,7 +288,7 @@ class BaseAnomalySegmenter(BaseEstimator):
                 f"{name}.fit needs at least 2 healthy samples (or groups) to "
                 f"hold out calibration data; got {units.size}."
             )
-        n_calibration = int(round(self.calibration_fraction * units.size))
+        n_calibration = round(self.calibration_fraction * units.size)
         n_calibration = min(max(n_calibration, 1), units.size - 1)
         rng = check_generator(self.random_state)
         held_out = rng.permutation(units)[:n_calibration]
@@ -314,7 +311,7 @@ class BaseAnomalySegmenter(BaseEstimator):
         if not (self._slice_wise and batch.spatial_ndim == 3):
             return list(outputs)
         bounds = np.cumsum([0] + [fg.shape[2] for fg in batch.foreground])
-        return [np.stack(outputs[a:b], axis=2) for a, b in zip(bounds[:-1], bounds[1:])]
+        return [np.stack(outputs[a:b], axis=2) for a, b in itertools.pairwise(bounds)]
 
     def _score_batch(self, batch, maps=None):
         """Maps of ``_score`` (or the given model-input ``maps``) as float32,

@@ -52,6 +52,7 @@ from anomseg.metrics import evaluate
 
 def dice_rows(y, masks, groups):
     """Pooled Dice and the mean and sd of per-patient Dice of masks."""
+
     def dice(t, p):
         total = t.sum() + p.sum()
         return 2 * np.logical_and(t, p).sum() / total if total else 1.0
@@ -94,35 +95,63 @@ def ascnet_rows(params, reference, unlabelled, healthy_val, test, radius):
                 model.set_params(opening_radius=r, closing_radius=r)
                 masks = np.stack([model._postprocess_mask(m > threshold) for m in maps])
                 pooled, per_patient = dice_rows(y_test, masks & foreground, groups_test)
-                rows.append({
-                    "method": f"ASC-Net {anomaly_map}, {rule}"
-                    + (f", open/close r={r}" if r else ""),
-                    "AUROC": table["AUROC", "pooled"], "AUPRC": table["AUPRC", "pooled"],
-                    "best Dice": table["Best Dice", "pooled"], "threshold": threshold,
-                    "Dice pooled": pooled, "Dice per patient": per_patient,
-                    "s/slice": seconds, "train s": model.training_time_, "peak MiB": peak,
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "method": f"ASC-Net {anomaly_map}, {rule}"
+                        + (f", open/close r={r}" if r else ""),
+                        "AUROC": table["AUROC", "pooled"],
+                        "AUPRC": table["AUPRC", "pooled"],
+                        "best Dice": table["Best Dice", "pooled"],
+                        "threshold": threshold,
+                        "Dice pooled": pooled,
+                        "Dice per patient": per_patient,
+                        "s/slice": seconds,
+                        "train s": model.training_time_,
+                        "peak MiB": peak,
+                    }
+                )
         model.set_params(opening_radius=0, closing_radius=0)
     return rows, model
 
 
 #: Columns of the ASC-Net table.
-COLUMNS = ["method", "AUROC", "AUPRC", "best Dice", "threshold", "Dice pooled",
-           "Dice per patient", "s/slice", "train s", "peak MiB"]
+COLUMNS = [
+    "method",
+    "AUROC",
+    "AUPRC",
+    "best Dice",
+    "threshold",
+    "Dice pooled",
+    "Dice per patient",
+    "s/slice",
+    "train s",
+    "peak MiB",
+]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="The shared data folder.")
-    parser.add_argument("--every", type=int, default=1,
-                        help="Evaluate every k-th validation slice only (1: all).")
-    parser.add_argument("--reference-only", action="store_true",
-                        help="Train without the unlabelled input set.")
-    parser.add_argument("--radius", type=int, default=1,
-                        help="Radius of the opening and closing of the post-processed rows.")
+    parser.add_argument(
+        "--every", type=int, default=1, help="Evaluate every k-th validation slice only (1: all)."
+    )
+    parser.add_argument(
+        "--reference-only", action="store_true", help="Train without the unlabelled input set."
+    )
+    parser.add_argument(
+        "--radius",
+        type=int,
+        default=1,
+        help="Radius of the opening and closing of the post-processed rows.",
+    )
     parser.add_argument("--no-flair", action="store_true", help="Leave out the FLAIR row.")
-    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="Override an ASCNetSegmenter parameter (Python literal).")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Override an ASCNetSegmenter parameter (Python literal).",
+    )
     parser.add_argument("--save", type=Path, help="Write the trained model here (joblib).")
     args = parser.parse_args()
     path = args.data / "lgg_flair"
@@ -147,7 +176,8 @@ def main():
         f"{0 if unlabelled is None else len(unlabelled)} unlabelled slices of "
         f"{len(set(reference[2]))} train patients, {len(healthy_val)} tumour-free validation "
         f"slices for the FPR threshold, {len(test[0])} evaluation slices of "
-        f"{len(set(test[2]))} patients ({int(test[1].sum())} tumour pixels)\n", flush=True,
+        f"{len(set(test[2]))} patients ({int(test[1].sum())} tumour pixels)\n",
+        flush=True,
     )
     rows = []
     if not args.no_flair:
@@ -162,15 +192,22 @@ def main():
         import joblib
 
         joblib.dump(model, args.save)
-    print(f"trained {model.n_unlabelled_} unlabelled + {model.n_reference_} reference "
-          f"slices, {len(model.history_)} cycles, {model.training_time_:.0f} s, "
-          f"device {model.device_}; histogram peaks at "
-          + ", ".join(f"{p:.3f}" for p in model.histogram_["peaks"]))
+    print(
+        f"trained {model.n_unlabelled_} unlabelled + {model.n_reference_} reference "
+        f"slices, {len(model.history_)} cycles, {model.training_time_:.0f} s, "
+        f"device {model.device_}; histogram peaks at "
+        + ", ".join(f"{p:.3f}" for p in model.histogram_["peaks"])
+    )
     print(f"\n## Quality and cost (FLAIR: Dice at healthy FPR {MAX_FPR:.0%})\n")
     print_table(rows, COLUMNS)
     print("\n## Losses per cycle\n")
-    keys = ["discriminator_loss", "discriminator_accuracy", "fence_loss", "disjoint_loss",
-            "reconstruction_loss"]
+    keys = [
+        "discriminator_loss",
+        "discriminator_accuracy",
+        "fence_loss",
+        "disjoint_loss",
+        "reconstruction_loss",
+    ]
     print("| stage | cycle | " + " | ".join(keys) + " |")
     print("|" + "---|" * (len(keys) + 2))
     for h in model.history_:

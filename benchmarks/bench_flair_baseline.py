@@ -58,7 +58,9 @@ def leave_one_out(volumes, masks, max_fpr):
     maps, thresholds, costs = [], [], []
     for i, volume in enumerate(volumes):
         others = [j for j in range(len(volumes)) if j != i]
-        healthy = exclude_lesions([volumes[j] for j in others], [masks[j] for j in others], margin=2)
+        healthy = exclude_lesions(
+            [volumes[j] for j in others], [masks[j] for j in others], margin=2
+        )
         model = FlairThreshold(max_fpr=max_fpr).fit(healthy)
         (m,), seconds, peak = timed_scores(model, [volume])
         maps.append(m)
@@ -83,8 +85,14 @@ def bench_mslub(path, label):
     maps, thresholds, seconds, peak = leave_one_out(data.images, data.masks, 0.01)
     foreground = check_images(list(data.images)).foreground
     table = report(
-        label, data.masks, maps, foreground, thresholds, seconds,
-        data.images[0].shape[-1], peak,
+        label,
+        data.masks,
+        maps,
+        foreground,
+        thresholds,
+        seconds,
+        data.images[0].shape[-1],
+        peak,
     )
     print(
         "published method on the original files: AUROC 0.938, AUPRC 0.288, "
@@ -105,7 +113,13 @@ def bench_lgg(path):
     n_slices = np.mean([v.shape[-1] for v in data.images])
     report(
         f"LGG FLAIR, validation split ({len(data.images)} patients, full head)",
-        data.masks, maps, foreground, model.calibration_thresholds_, seconds, n_slices, peak,
+        data.masks,
+        maps,
+        foreground,
+        model.calibration_thresholds_,
+        seconds,
+        n_slices,
+        peak,
     )
 
 

@@ -73,16 +73,30 @@ def scored_row(name, model, test, extra):
     seconds = (time.perf_counter() - start) / len(X)
     peak = peak_memory_mib()
     table = evaluate(
-        y, maps, foreground=~np.ma.getmaskarray(X),
-        thresholds=model.calibration_thresholds_, groups=groups,
-    )  # fmt: skip
+        y,
+        maps,
+        foreground=~np.ma.getmaskarray(X),
+        thresholds=model.calibration_thresholds_,
+        groups=groups,
+    )
     info = {"peak MiB": peak, "model MiB": module_mib(model), **extra}
     return row(name, table, seconds, info), maps
 
 
 #: Columns of the inpainting table, and their number formats.
-COLUMNS = ["method", "AUROC", "AUPRC", "best Dice", "Dice@5% pooled", "Dice@5% per patient",
-           "corr. with exact", "s/slice", "train s", "model MiB", "peak MiB"]
+COLUMNS = [
+    "method",
+    "AUROC",
+    "AUPRC",
+    "best Dice",
+    "Dice@5% pooled",
+    "Dice@5% per patient",
+    "corr. with exact",
+    "s/slice",
+    "train s",
+    "model MiB",
+    "peak MiB",
+]
 FORMATS = {"model MiB": ".3f", "s/slice": ".4f"}
 
 
@@ -91,8 +105,10 @@ def region_masks(X, y):
     4 px), tumour boundary, the 5 px rim of the head mask, and the rest of
     the head (4 px or more from any tumour)."""
     head = ~np.ma.getmaskarray(X)
-    out = {k: np.zeros_like(head) for k in
-           ("tumour interior", "tumour boundary", "head rim (5 px)", "other head")}  # fmt: skip
+    out = {
+        k: np.zeros_like(head)
+        for k in ("tumour interior", "tumour boundary", "head rim (5 px)", "other head")
+    }
     for k, (h, t) in enumerate(zip(head, y)):
         inner = binary_erosion(t, iterations=4)
         rim = h & ~binary_erosion(h, iterations=5)
@@ -110,16 +126,35 @@ def parse_params(items):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="The shared data folder.")
-    parser.add_argument("--every", type=int, default=1,
-                        help="Evaluate every k-th validation slice only (1: all).")
-    parser.add_argument("--healthy-every", type=int, default=1,
-                        help="Calibrate on every k-th tumour-free validation slice only.")
-    parser.add_argument("--naive-slices", type=int, default=2,
-                        help="Slices scored one window position at a time (0: skip).")
-    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="Override an InpaintingLocalizer parameter (Python literal).")
-    parser.add_argument("--predictor-param", action="append", default=[], metavar="KEY=VALUE",
-                        help="Override an InpaintingLossPredictor parameter.")
+    parser.add_argument(
+        "--every", type=int, default=1, help="Evaluate every k-th validation slice only (1: all)."
+    )
+    parser.add_argument(
+        "--healthy-every",
+        type=int,
+        default=1,
+        help="Calibrate on every k-th tumour-free validation slice only.",
+    )
+    parser.add_argument(
+        "--naive-slices",
+        type=int,
+        default=2,
+        help="Slices scored one window position at a time (0: skip).",
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Override an InpaintingLocalizer parameter (Python literal).",
+    )
+    parser.add_argument(
+        "--predictor-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Override an InpaintingLossPredictor parameter.",
+    )
     args = parser.parse_args()
     path = args.data / "lgg_flair"
     if not path.is_dir():
@@ -139,7 +174,8 @@ def main():
         f"# Inpainting localisers on LGG FLAIR (128 x 128): {len(X_train)} tumour-free "
         f"slices of {len(set(groups_train))} train patients, {len(healthy_val)} tumour-free "
         f"validation slices for the thresholds, {len(test[0])} evaluation slices of "
-        f"{len(set(test[2]))} patients ({int(test[1].sum())} tumour pixels)\n", flush=True,
+        f"{len(set(test[2]))} patients ({int(test[1].sum())} tumour pixels)\n",
+        flush=True,
     )
     _, flair = flair_row(val, test, args.every)
     flair["model MiB"] = 0.0
@@ -149,9 +185,12 @@ def main():
     exact = InpaintingLocalizer(**{**params, "calibration_fraction": 0.05})
     exact.fit(X_train, groups=groups_train)
     exact.calibrate(healthy_val)
-    print(f"generator: window {exact.window_size_} px, stride {exact.stride_} px, context "
-          f"{exact.context_size_} px, {exact.n_training_windows_} training windows, "
-          f"{exact.training_time_:.0f} s, device {exact.device_}", flush=True)
+    print(
+        f"generator: window {exact.window_size_} px, stride {exact.stride_} px, context "
+        f"{exact.context_size_} px, {exact.n_training_windows_} training windows, "
+        f"{exact.training_time_:.0f} s, device {exact.device_}",
+        flush=True,
+    )
     exact_row, exact_maps = scored_row(
         "InpaintingLocalizer (exact, batched)", exact, test, {"train s": exact.training_time_}
     )
@@ -169,7 +208,9 @@ def main():
         predictor.fit(X_train, groups=groups_train)
         predictor.calibrate(healthy_val)
         name = f"InpaintingLossPredictor (perturbed {fraction:g})"
-        predicted_row, maps = scored_row(name, predictor, test, {"train s": predictor.training_time_})
+        predicted_row, maps = scored_row(
+            name, predictor, test, {"train s": predictor.training_time_}
+        )
         values = maps[foreground]
         predicted_row["corr. with exact"] = float(pearsonr(exact_values, values)[0])
         predicted_row["spearman"] = float(spearmanr(exact_values, values)[0])
@@ -180,7 +221,7 @@ def main():
     naive = None
     if args.naive_slices:
         # The slices with the most head pixels, scored both ways.
-        largest = np.argsort(foreground.reshape(len(foreground), -1).sum(1))[-args.naive_slices:]
+        largest = np.argsort(foreground.reshape(len(foreground), -1).sum(1))[-args.naive_slices :]
         naive = {}
         for size in (1, exact.inference_batch_size):
             exact.set_params(inference_batch_size=size)
@@ -191,44 +232,59 @@ def main():
         predictors[0].score_samples(test[0][largest])
         naive["predictor"] = (time.perf_counter() - start) / len(largest)
 
-    print(f"\n## Quality and cost (Dice at healthy FPR {MAX_FPR:.0%}; corr.: Pearson over "
-          "head pixels of the evaluation slices)\n")
+    print(
+        f"\n## Quality and cost (Dice at healthy FPR {MAX_FPR:.0%}; corr.: Pearson over "
+        "head pixels of the evaluation slices)\n"
+    )
     print_table(rows, COLUMNS, FORMATS)
     print("\n## Speed, side by side in this run\n")
     base = rows[1]["s/slice"]
     print("| heatmap | s/slice | speed-up over the batched exact | model MiB |")
     print("|---|---|---|---|")
     for r in rows[1:]:
-        print(f"| {r['method']}, {len(test[0])} evaluation slices | {r['s/slice']:.4f} | "
-              f"{base / r['s/slice']:.1f}x | {r['model MiB']:.3f} |")
+        print(
+            f"| {r['method']}, {len(test[0])} evaluation slices | {r['s/slice']:.4f} | "
+            f"{base / r['s/slice']:.1f}x | {r['model MiB']:.3f} |"
+        )
     if naive is not None:
         (one, one_s), (many, many_s), (_, fast_s) = naive.items()
-        print(f"\nOn the {args.naive_slices} evaluation slices with the most head pixels, the "
-              f"exact heatmap took {one_s:.3f} s/slice with {one} window per forward pass and "
-              f"{many_s:.3f} s/slice with {many}: batching is {one_s / many_s:.2f}x faster. "
-              f"The predictor took {fast_s:.4f} s/slice there, {many_s / fast_s:.0f}x faster "
-              "than the batched exact heatmap.")
+        print(
+            f"\nOn the {args.naive_slices} evaluation slices with the most head pixels, the "
+            f"exact heatmap took {one_s:.3f} s/slice with {one} window per forward pass and "
+            f"{many_s:.3f} s/slice with {many}: batching is {one_s / many_s:.2f}x faster. "
+            f"The predictor took {fast_s:.4f} s/slice there, {many_s / fast_s:.0f}x faster "
+            "than the batched exact heatmap."
+        )
     for r in rows[2:]:
-        print(f"\n{r['method']}: Pearson {r['corr. with exact']:.3f}, Spearman {r['spearman']:.3f}")
+        print(
+            f"\n{r['method']}: Pearson {r['corr. with exact']:.3f}, Spearman {r['spearman']:.3f}"
+        )
     print("\n## Mean heatmap value by region of the evaluation slices\n")
     regions = region_masks(*test[:2])
     print("| region | pixels | " + " | ".join(heatmaps) + " |")
     print("|---|---|" + "---|" * len(heatmaps))
     for region, mask in regions.items():
-        print(f"| {region} | {int(mask.sum())} | "
-              + " | ".join(f"{m[mask].mean():.4f}" for m in heatmaps.values()) + " |")
+        print(
+            f"| {region} | {int(mask.sum())} | "
+            + " | ".join(f"{m[mask].mean():.4f}" for m in heatmaps.values())
+            + " |"
+        )
     print("\n## Generator losses (every 20th of training)\n")
     print("| step | l1_loss | adversarial_loss | discriminator_loss | seconds |")
     print("|---|---|---|---|---|")
     for h in exact.history_:
-        print(f"| {h['step']} | {h['l1_loss']:.4f} | {h['adversarial_loss']:.4f} | "
-              f"{h['discriminator_loss']:.4f} | {h['seconds']:.0f} |")
+        print(
+            f"| {h['step']} | {h['l1_loss']:.4f} | {h['adversarial_loss']:.4f} | "
+            f"{h['discriminator_loss']:.4f} | {h['seconds']:.0f} |"
+        )
     for predictor in predictors:
         first, last = predictor.history_[0], predictor.history_[-1]
-        print(f"\npredictor (perturbed {predictor.perturbed_fraction:g}): loss "
-              f"{first['loss']:.4f} (step {first['step']}) -> {last['loss']:.4f} "
-              f"(step {last['step']}), loss_scale_ {predictor.loss_scale_:.4f}, receptive "
-              f"field {predictor.receptive_field_} px")
+        print(
+            f"\npredictor (perturbed {predictor.perturbed_fraction:g}): loss "
+            f"{first['loss']:.4f} (step {first['step']}) -> {last['loss']:.4f} "
+            f"(step {last['step']}), loss_scale_ {predictor.loss_scale_:.4f}, receptive "
+            f"field {predictor.receptive_field_} px"
+        )
 
 
 if __name__ == "__main__":

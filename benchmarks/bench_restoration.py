@@ -52,6 +52,7 @@ the same run, and the AUROC reached after each number of restoration steps.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -72,10 +73,8 @@ RATES = (0.01, 0.05, 0.1)
 # -- process memory -------------------------------------------------------------
 def reset_peak_memory():
     """Reset the peak resident set size of this process (Linux only)."""
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def peak_memory_mib():
@@ -108,9 +107,10 @@ def slices(volumes, masks, subjects, lesion_free):
 def row(name, table, seconds, extra):
     calibrated = f"calibrated on healthy data at FPR {MAX_FPR:.0%}"
     per_patient = next(
-        r for r in table.results
+        r
+        for r in table.results
         if (r.metric, r.aggregation, r.threshold) == ("Dice", "per-volume", calibrated)
-    )  # fmt: skip
+    )
     return {
         "method": name,
         "AUROC": table["AUROC", "pooled"],
@@ -127,7 +127,7 @@ def flair_row(val, test, every):
     """The FLAIR baseline equalises whole volumes, as published; its
     threshold is calibrated on the same volumes with their tumour slices
     masked out, as in ``bench_flair_baseline.py``."""
-    volumes, masks, subjects = val
+    volumes, masks, _subjects = val
     healthy = exclude_lesions(volumes, masks, whole_slices=True)
     model = FlairThreshold(max_fpr=MAX_FPR).fit(healthy)
     reset_peak_memory()
@@ -138,11 +138,18 @@ def flair_row(val, test, every):
     maps = np.concatenate([np.moveaxis(m, -1, 0) for m in maps])[::every]
     X, y, groups = test
     table = evaluate(
-        y, maps, foreground=~np.ma.getmaskarray(X),
-        thresholds=model.calibration_thresholds_, groups=groups,
-    )  # fmt: skip
-    return table, row("FLAIR baseline (Meissen et al.)", table, seconds,
-                      {"steps": 0, "train s": 0.0, "peak MiB": peak, "tv_weight": None})
+        y,
+        maps,
+        foreground=~np.ma.getmaskarray(X),
+        thresholds=model.calibration_thresholds_,
+        groups=groups,
+    )
+    return table, row(
+        "FLAIR baseline (Meissen et al.)",
+        table,
+        seconds,
+        {"steps": 0, "train s": 0.0, "peak MiB": peak, "tv_weight": None},
+    )
 
 
 def restorer_rows(cls, params, train, healthy_val, test, record_steps, with_reconstruction):
@@ -166,11 +173,22 @@ def restorer_rows(cls, params, train, healthy_val, test, record_steps, with_reco
         start = time.perf_counter()
         recon = np.abs(np.ma.getdata(X_test) - model.reconstruct(X_test)) * foreground
         seconds = (time.perf_counter() - start) / len(X_test)
-        table = evaluate(y_test, recon, foreground=foreground, thresholds=thresholds,
-                         groups=groups_test)
-        out.append(row("VAE reconstruction (same network)", table, seconds,
-                       {"steps": 0, "train s": train_seconds, "peak MiB": peak_memory_mib(),
-                        "tv_weight": None}))
+        table = evaluate(
+            y_test, recon, foreground=foreground, thresholds=thresholds, groups=groups_test
+        )
+        out.append(
+            row(
+                "VAE reconstruction (same network)",
+                table,
+                seconds,
+                {
+                    "steps": 0,
+                    "train s": train_seconds,
+                    "peak MiB": peak_memory_mib(),
+                    "tv_weight": None,
+                },
+            )
+        )
     # One restoration of the evaluation slices gives the maps (exactly those
     # of score_samples, which the tests check) and the convergence curve.
     steps = sorted(set(record_steps) | {model.n_restoration_steps})
@@ -180,13 +198,27 @@ def restorer_rows(cls, params, train, healthy_val, test, record_steps, with_reco
     seconds = (time.perf_counter() - start) / len(X_test)
     peak = peak_memory_mib()
     residual = {s: np.abs(np.ma.getdata(X_test) - r) * foreground for s, r in recorded.items()}
-    table = evaluate(y_test, residual[model.n_restoration_steps], foreground=foreground,
-                     thresholds=model.calibration_thresholds_, groups=groups_test)
+    table = evaluate(
+        y_test,
+        residual[model.n_restoration_steps],
+        foreground=foreground,
+        thresholds=model.calibration_thresholds_,
+        groups=groups_test,
+    )
     name = f"{cls.__name__} (width {params.get('width', 16)})"
-    out.append(row(name, table, seconds, {
-        "steps": model.n_restoration_steps, "train s": train_seconds, "peak MiB": peak,
-        "tv_weight": model.tv_weight_,
-    }))
+    out.append(
+        row(
+            name,
+            table,
+            seconds,
+            {
+                "steps": model.n_restoration_steps,
+                "train s": train_seconds,
+                "peak MiB": peak,
+                "tv_weight": model.tv_weight_,
+            },
+        )
+    )
     curve = dict(zip(model.tv_weights_.tolist(), model.healthy_change_.tolist()))
     convergence = {}
     for s, m in residual.items():
@@ -197,8 +229,19 @@ def restorer_rows(cls, params, train, healthy_val, test, record_steps, with_reco
 
 # -- printing ----------------------------------------------------------------------
 #: Columns of the restoration table.
-COLUMNS = ["method", "AUROC", "AUPRC", "best Dice", "Dice@5% pooled", "Dice@5% per patient",
-           "tv_weight", "steps", "s/slice", "train s", "peak MiB"]
+COLUMNS = [
+    "method",
+    "AUROC",
+    "AUPRC",
+    "best Dice",
+    "Dice@5% pooled",
+    "Dice@5% per patient",
+    "tv_weight",
+    "steps",
+    "s/slice",
+    "train s",
+    "peak MiB",
+]
 #: Number formats of columns other than the default ".3f".
 FORMATS = {"train s": ".0f", "peak MiB": ".0f"}
 
@@ -233,8 +276,8 @@ def step_timing(default_params, n_slices=8, n_steps=3):
     out = {}
     configs = {
         "published (64 ch, 158x198, 9 clusters)": (PUBLISHED_GMVAE, (158, 198)),
-        "default (%d ch, 128x128, %d clusters)"
-        % (default_params["width"], default_params["n_clusters"]): (default_params, (128, 128)),
+        f"default ({default_params['width']} ch, 128x128, "
+        f"{default_params['n_clusters']} clusters)": (default_params, (128, 128)),
     }
     for name, (params, shape) in configs.items():
         with torch.random.fork_rng(devices=[]):
@@ -264,35 +307,55 @@ def convergence_only(model_path, path, every, record_steps):
     start = time.perf_counter()
     recorded = model.restore(X, record_steps=record_steps)
     seconds = time.perf_counter() - start
-    print(f"# Convergence of {type(model).__name__} (TV weight {model.tv_weight_:g}) on "
-          f"{len(X)} validation slices (every {every}th): {seconds / len(X):.2f} s per "
-          f"slice for {n_steps} steps\n")
+    print(
+        f"# Convergence of {type(model).__name__} (TV weight {model.tv_weight_:g}) on "
+        f"{len(X)} validation slices (every {every}th): {seconds / len(X):.2f} s per "
+        f"slice for {n_steps} steps\n"
+    )
     foreground = ~np.ma.getmaskarray(X)
     print("| steps | AUROC | AUPRC | best Dice |\n|---|---|---|---|")
     for steps, restored in sorted(recorded.items()):
         t = evaluate(y, np.abs(np.ma.getdata(X) - restored) * foreground, foreground=foreground)
-        print(f"| {steps} | {t['AUROC', 'pooled']:.3f} | {t['AUPRC', 'pooled']:.3f} | "
-              f"{t['Best Dice', 'pooled']:.3f} |")
+        print(
+            f"| {steps} | {t['AUROC', 'pooled']:.3f} | {t['AUPRC', 'pooled']:.3f} | "
+            f"{t['Best Dice', 'pooled']:.3f} |"
+        )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="The shared data folder.")
-    parser.add_argument("--methods", default="flair,vae,gmvae",
-                        help="Comma-separated subset of flair, vae, gmvae.")
-    parser.add_argument("--every", type=int, default=1,
-                        help="Evaluate every k-th validation slice only (1: all).")
-    parser.add_argument("--healthy-every", type=int, default=1,
-                        help="Calibrate on every k-th tumour-free validation slice only (1: all).")
-    parser.add_argument("--record-steps", default="",
-                        help="Comma-separated step counts for the convergence table.")
-    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="Override a restorer parameter (Python literal).")
-    parser.add_argument("--json", type=Path,
-                        help="Also write the results here, and each model beside it.")
-    parser.add_argument("--convergence", type=Path, metavar="MODEL",
-                        help="Only measure convergence against --record-steps for a "
-                        "model saved by --json.")
+    parser.add_argument(
+        "--methods", default="flair,vae,gmvae", help="Comma-separated subset of flair, vae, gmvae."
+    )
+    parser.add_argument(
+        "--every", type=int, default=1, help="Evaluate every k-th validation slice only (1: all)."
+    )
+    parser.add_argument(
+        "--healthy-every",
+        type=int,
+        default=1,
+        help="Calibrate on every k-th tumour-free validation slice only (1: all).",
+    )
+    parser.add_argument(
+        "--record-steps", default="", help="Comma-separated step counts for the convergence table."
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Override a restorer parameter (Python literal).",
+    )
+    parser.add_argument(
+        "--json", type=Path, help="Also write the results here, and each model beside it."
+    )
+    parser.add_argument(
+        "--convergence",
+        type=Path,
+        metavar="MODEL",
+        help="Only measure convergence against --record-steps for a model saved by --json.",
+    )
     args = parser.parse_args()
     import ast
 
@@ -341,20 +404,27 @@ def main():
             import joblib
 
             joblib.dump(model, args.json.with_suffix(f".{key}.joblib"))
-        print(f"{cls.__name__}: {model.n_epochs_} epochs (best {model.best_epoch_}), "
-              f"{model.training_time_:.0f} s, device {model.device_}", flush=True)
+        print(
+            f"{cls.__name__}: {model.n_epochs_} epochs (best {model.best_epoch_}), "
+            f"{model.training_time_:.0f} s, device {model.device_}",
+            flush=True,
+        )
     print(f"\n## Quality and cost (Dice at a threshold calibrated at healthy FPR {MAX_FPR:.0%})\n")
     print_table(rows)
     for key, curve in curves.items():
-        print(f"\n{key}: healthy change per TV weight: "
-              + ", ".join(f"{w:g}: {c:.4f}" for w, c in curve.items()))
+        print(
+            f"\n{key}: healthy change per TV weight: "
+            + ", ".join(f"{w:g}: {c:.4f}" for w, c in curve.items())
+        )
     if any(convergence.values()):
         print("\n## Convergence: pooled AUROC / AUPRC / best Dice after n restoration steps\n")
         for key, conv in convergence.items():
             for steps, (a, p_, d) in conv.items():
                 print(f"{key:6s} {steps:4d} steps: {a:.3f} / {p_:.3f} / {d:.3f}")
     if "gmvae" in methods:
-        gm = GMVAERestorer(**{k: v for k, v in params.items() if k in GMVAERestorer().get_params()})
+        gm = GMVAERestorer(
+            **{k: v for k, v in params.items() if k in GMVAERestorer().get_params()}
+        )
         timing = step_timing(gm.get_params())
         (pub_name, pub), (def_name, dflt) = timing.items()
         print("\n## One restoration step (forward, backward, update), same run\n")
@@ -362,8 +432,11 @@ def main():
         print(f"{def_name}: {1000 * dflt:.2f} ms per slice")
         print(f"ratio published / default: {pub / dflt:.1f}x")
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "curves": curves,
-                                         "convergence": convergence}, default=str, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {"rows": rows, "curves": curves, "convergence": convergence}, default=str, indent=1
+            )
+        )
 
 
 if __name__ == "__main__":

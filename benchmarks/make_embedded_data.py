@@ -69,9 +69,10 @@ def write(data, affine, path):
     image.header.set_xyzt_units("mm")
     image.set_qform(affine, code="mni")
     image.set_sform(affine, code="mni")
-    with open(path, "wb") as raw, gzip.GzipFile(
-        filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0
-    ) as zipped:
+    with (
+        open(path, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as zipped,
+    ):
         zipped.write(image.to_bytes())
 
 
@@ -87,11 +88,13 @@ def main(source=SOURCE, target=TARGET):
         brain = flair > 0
         for modality in MODALITIES:
             volume, _ = load_canonical(source / f"{subject}_{modality}.nii.gz")
-            write(quantise(volume, brain)[box], cropped_affine,
-                  target / f"{subject}_{modality}.nii.gz")
+            write(
+                quantise(volume, brain)[box],
+                cropped_affine,
+                target / f"{subject}_{modality}.nii.gz",
+            )
         mask, _ = load_canonical(source / f"{subject}_mask.nii.gz")
-        write((mask[box] > 0).astype(np.uint8), cropped_affine,
-              target / f"{subject}_mask.nii.gz")
+        write((mask[box] > 0).astype(np.uint8), cropped_affine, target / f"{subject}_mask.nii.gz")
     shutil.copyfile(source / "LICENSE.txt", target / "LICENSE.txt")
     total = sum(p.stat().st_size for p in target.iterdir())
     print(f"wrote {target} ({total / 2**20:.2f} MiB in all)")

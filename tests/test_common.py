@@ -101,10 +101,7 @@ def healthy_unseen():
 @pytest.fixture(scope="module")
 def fitted(healthy):
     """One fitted instance per estimator, shared by the read-only checks."""
-    return {
-        name: make_estimator(cls, **_seeded(cls)).fit(healthy)
-        for name, cls in ESTIMATORS
-    }
+    return {name: make_estimator(cls, **_seeded(cls)).fit(healthy) for name, cls in ESTIMATORS}
 
 
 def check(name, check_name):
@@ -165,9 +162,7 @@ class TestContract:
         images = list(healthy_unseen[:3])
         maps = est.score_samples(images)
         assert isinstance(maps, list) and len(maps) == 3
-        np.testing.assert_array_equal(
-            np.stack(maps), est.score_samples(healthy_unseen[:3])
-        )
+        np.testing.assert_array_equal(np.stack(maps), est.score_samples(healthy_unseen[:3]))
         masks = est.predict(images)
         assert isinstance(masks, list) and masks[0].dtype == bool
 
@@ -227,9 +222,7 @@ class TestContract:
         ).fit(healthy)
         maps = pipe.score_samples(healthy_unseen)
         assert maps.shape == healthy_unseen.shape
-        np.testing.assert_array_equal(
-            pipe.predict(healthy_unseen), maps > pipe[-1].threshold_
-        )
+        np.testing.assert_array_equal(pipe.predict(healthy_unseen), maps > pipe[-1].threshold_)
 
     @pytest.mark.parametrize(
         "bad, error, match",
@@ -245,7 +238,18 @@ class TestContract:
             (lambda x: "scan.nii.gz", TypeError, "str"),
             (lambda x: [x[0], x[:2]], ValueError, "mixes"),
         ],
-        ids=["nan", "inf", "ndim", "empty", "empty-list", "str", "bool", "complex", "path", "mixed"],
+        ids=[
+            "nan",
+            "inf",
+            "ndim",
+            "empty",
+            "empty-list",
+            "str",
+            "bool",
+            "complex",
+            "path",
+            "mixed",
+        ],
     )
     def test_bad_input(self, name, cls, fitted, healthy, bad, error, match):
         with pytest.raises(error, match=match):
@@ -253,7 +257,9 @@ class TestContract:
         with pytest.raises(error, match=match):
             fitted[name].score_samples(bad(healthy))
 
-    @pytest.mark.parametrize("param, value", [("max_fpr", 1.5), ("max_fpr", 0), ("max_fpr", "0.05")])
+    @pytest.mark.parametrize(
+        "param, value", [("max_fpr", 1.5), ("max_fpr", 0), ("max_fpr", "0.05")]
+    )
     def test_bad_params(self, name, cls, healthy, param, value):
         est = make_estimator(cls, **{param: value})
         with pytest.raises(ValueError, match=f"'{param}' of {name} must be"):

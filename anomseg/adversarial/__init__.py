@@ -14,8 +14,8 @@ from ._histogram import histogram_peak_threshold
 from ._networks import ASCNetModule, CutDiscriminator, soft_dice
 
 __all__ = [
-    "ASCNetSegmenter",
     "ASCNetModule",
+    "ASCNetSegmenter",
     "CutDiscriminator",
     "histogram_peak_threshold",
     "soft_dice",

@@ -29,9 +29,11 @@ LOSS_KEYS = ("discriminator_loss", "fence_loss", "disjoint_loss", "reconstructio
 
 def _concatenate(first, second):
     return ImageBatch(
-        first.images + second.images, first.foreground + second.foreground,
-        False, first.channel_axis,
-    )  # fmt: skip
+        first.images + second.images,
+        first.foreground + second.foreground,
+        False,
+        first.channel_axis,
+    )
 
 
 @fill_doc
@@ -227,7 +229,9 @@ class ASCNetSegmenter(TorchSegmenter):
         name = type(self).__name__
 
         def positive_int(param, low=1):
-            check_in_range(getattr(self, param), param, name, low, None, closed="left", integer=True)
+            check_in_range(
+                getattr(self, param), param, name, low, None, closed="left", integer=True
+            )
 
         positive_int("width")
         positive_int("n_stage1_cycles", 0)
@@ -383,7 +387,9 @@ class ASCNetSegmenter(TorchSegmenter):
         with torch.no_grad():
             return module(x)[0]
 
-    def _train_discriminator(self, module, discriminator, optimizer, reference, inputs, shape, stage, rng):
+    def _train_discriminator(
+        self, module, discriminator, optimizer, reference, inputs, shape, stage, rng
+    ):
         half = self.batch_size // 2
         discriminator.train().requires_grad_(True)
         losses, correct, seen = [], 0, 0
@@ -405,7 +411,10 @@ class ASCNetSegmenter(TorchSegmenter):
             losses.append(float(loss.detach()))
             correct += int((torch.sign(output.detach()) == target).sum())
             seen += x.shape[0]
-        return {"discriminator_loss": float(np.mean(losses)), "discriminator_accuracy": correct / seen}
+        return {
+            "discriminator_loss": float(np.mean(losses)),
+            "discriminator_accuracy": correct / seen,
+        }
 
     def _train_main(self, module, discriminator, optimizer, inputs, shape, rng):
         # As in the reference (Keras 2.2), the frozen discriminator keeps

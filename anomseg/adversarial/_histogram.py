@@ -15,9 +15,14 @@ __all__ = ["histogram_peak_threshold"]
 
 
 def histogram_peak_threshold(
-    values, *, side="right", n_bins=256, smoothing=2.0, min_prominence=1.0,
+    values,
+    *,
+    side="right",
+    n_bins=256,
+    smoothing=2.0,
+    min_prominence=1.0,
     return_histogram=False,
-):  # fmt: skip
+):
     """Threshold that isolates the rightmost (or leftmost) histogram peak.
 
     ASC-Net's reconstruction has a histogram of well-separated peaks, and

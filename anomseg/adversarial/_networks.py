@@ -59,7 +59,7 @@ class _Encoder(nn.Module):
         super().__init__()
         channels = [width * 2**k for k in range(DEPTH)]
         self.blocks = nn.ModuleList(
-            _block(c_in, c_out) for c_in, c_out in zip([in_channels] + channels, channels)
+            _block(c_in, c_out) for c_in, c_out in zip([in_channels, *channels], channels)
         )
         self.dropout = nn.Dropout(DROPOUT)
         self.transition = _block(channels[-1], 2 * channels[-1])
@@ -79,7 +79,7 @@ class _Decoder(nn.Module):
     def __init__(self, width, out_channels):
         super().__init__()
         channels = [width * 2**k for k in reversed(range(DEPTH))]
-        inputs = [2 * channels[0]] + channels[:-1]
+        inputs = [2 * channels[0], *channels[:-1]]
         self.ups = nn.ModuleList(
             nn.ConvTranspose2d(c_in, c_out, 2, stride=2) for c_in, c_out in zip(inputs, channels)
         )

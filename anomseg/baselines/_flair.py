@@ -88,11 +88,21 @@ class FlairThreshold(BaseAnomalySegmenter):
         name = type(self).__name__
         check_in_range(self.n_bins, "n_bins", name, 2, None, closed="left", integer=True)
         check_in_range(
-            self.min_component_size, "min_component_size", name, 0, None,
-            closed="left", integer=True,
+            self.min_component_size,
+            "min_component_size",
+            name,
+            0,
+            None,
+            closed="left",
+            integer=True,
         )
         check_in_range(
-            self.flair_channel, "flair_channel", name, 0, None, closed="left",
+            self.flair_channel,
+            "flair_channel",
+            name,
+            0,
+            None,
+            closed="left",
             integer=True,
         )
 

@@ -16,10 +16,9 @@ def leave_one_out_maps(images, masks, estimator, progress=False):
     """Anomaly maps and per-patient thresholds: each patient's threshold is
     calibrated on the lesion-free tissue of the *other* patients only."""
     from sklearn.base import clone
+    from tqdm.auto import tqdm
 
     from ..datasets import exclude_lesions
-
-    from tqdm.auto import tqdm
 
     maps, thresholds = [], []
     bar = tqdm(images, desc="leave-one-out", unit="patient", disable=not progress, leave=False)
@@ -73,21 +72,28 @@ def run_demo(output_dir, *, overwrite=False, progress=True):
         f"the other two patients, mask threshold at healthy FPR {DEMO_MAX_FPR:g}.\n"
     )
     estimator = FlairThreshold(max_fpr=DEMO_MAX_FPR)
-    maps, thresholds = leave_one_out_maps(
-        data.images, data.masks, estimator, progress=progress
-    )
+    maps, thresholds = leave_one_out_maps(data.images, data.masks, estimator, progress=progress)
     foreground = check_images(list(data.images)).foreground
     report = evaluate(data.masks, maps, foreground=foreground, thresholds=thresholds)
     print(report.to_table())
 
     predicted = [m > t[DEMO_MAX_FPR] for m, t in zip(maps, thresholds)]
     for subject, anomaly_map, mask, reference in zip(subjects, maps, predicted, data.references):
-        save_nifti(anomaly_map, reference, output_dir / f"{subject}_anomaly_map.nii.gz", overwrite=overwrite)
+        save_nifti(
+            anomaly_map,
+            reference,
+            output_dir / f"{subject}_anomaly_map.nii.gz",
+            overwrite=overwrite,
+        )
         save_nifti(mask, reference, output_dir / f"{subject}_mask.nii.gz", overwrite=overwrite)
 
     figure = plot_anomaly_overview(
-        [np.ma.getdata(im) for im in data.images], maps, predicted, data.masks,
-        titles=subjects, threshold=None,
+        [np.ma.getdata(im) for im in data.images],
+        maps,
+        predicted,
+        data.masks,
+        titles=subjects,
+        threshold=None,
     )
     save_figure(figure, output_dir / "demo.png", overwrite=overwrite)
     print(f"\nwrote {output_dir / 'demo.png'} and NIfTI maps and masks to {output_dir}/")

@@ -26,8 +26,13 @@ METHODS = {
 #: Methods whose step sizes and losses assume intensities of about [0, 1]:
 #: ``fit`` scales each scan, as a whole volume, before they see it.
 SCALED_METHODS = (
-    "ascnet", "gmvae", "inpainting", "inpainting-predictor", "vae", "vae-reconstruction",
-)  # fmt: skip
+    "ascnet",
+    "gmvae",
+    "inpainting",
+    "inpainting-predictor",
+    "vae",
+    "vae-reconstruction",
+)
 #: Parameters that hold an estimator, built from the method's own
 #: ``--param NAME__KEY=VALUE`` options (the predictor's generator).
 NESTED_ESTIMATORS = {"inpainting-predictor": ("inpainter", "inpainting")}
@@ -71,22 +76,24 @@ def _method_class(name):
 def _parse_param(text):
     key, sep, value = text.partition("=")
     if not sep or not key.isidentifier():
-        raise argparse.ArgumentTypeError(
-            f"expected KEY=VALUE, such as n_bins=128; got {text!r}"
-        )
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, such as n_bins=128; got {text!r}")
     try:
-        value = ast.literal_eval(value)
+        return key, ast.literal_eval(value)
     except (ValueError, SyntaxError):
-        pass  # a plain string such as device=cuda
-    return key, value
+        return key, value  # a plain string such as device=cuda
 
 
 def _progress(iterable, description, enabled, total=None):
     from tqdm.auto import tqdm
 
     return tqdm(
-        iterable, desc=description, total=total, disable=not enabled,
-        unit="scan", leave=False, file=sys.stderr,
+        iterable,
+        desc=description,
+        total=total,
+        disable=not enabled,
+        unit="scan",
+        leave=False,
+        file=sys.stderr,
     )
 
 
@@ -199,9 +206,7 @@ def cmd_predict(args):
         for _, *targets in planned:
             for target in targets:
                 if target.exists():
-                    raise CommandError(
-                        f"'{target}' exists; pass --overwrite to replace it."
-                    )
+                    raise CommandError(f"'{target}' exists; pass --overwrite to replace it.")
     for path, map_path, mask_path in _progress(planned, "predicting", args.progress):
         image, reference = load_nifti(path)
         anomaly_map = model.score_samples([image])[0]
@@ -231,14 +236,15 @@ def cmd_evaluate(args):
     for scan, truth, image, mask in zip(args.scans, args.truth, images, truths):
         if image.shape != mask.shape:
             raise CommandError(
-                f"mask '{truth}' has shape {mask.shape} but scan '{scan}' "
-                f"has {image.shape}."
+                f"mask '{truth}' has shape {mask.shape} but scan '{scan}' has {image.shape}."
             )
     maps = [model.score_samples([im])[0] for im in _progress(images, "scoring", args.progress)]
     foreground = _foreground(model, images)
     final = _final(model)
     report = evaluate(
-        [t > 0 for t in truths], maps, foreground=foreground,
+        [t > 0 for t in truths],
+        maps,
+        foreground=foreground,
         thresholds=final.calibration_thresholds_,
     )
     print(f"{len(images)} scan(s), foreground voxels only; model {args.model}")
@@ -277,7 +283,9 @@ def build_parser():
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(func=func)
         sub.add_argument(
-            "--no-progress", dest="progress", action="store_false",
+            "--no-progress",
+            dest="progress",
+            action="store_false",
             help="Do not show progress bars.",
         )
         return sub
@@ -285,7 +293,9 @@ def build_parser():
     fit = add("fit", "Fit a model on healthy NIfTI scans and save it.", cmd_fit)
     fit.add_argument("healthy", nargs="+", metavar="HEALTHY.nii.gz", help="Healthy scans.")
     fit.add_argument(
-        "--method", choices=sorted(METHODS), required=True,
+        "--method",
+        choices=sorted(METHODS),
+        required=True,
         help="The method: flair-threshold, the learning-free FLAIR baseline; "
         "gmvae or vae, MAP restoration under a Gaussian-mixture or plain VAE "
         "prior of healthy slices (You et al. 2019); vae-reconstruction, the "
@@ -298,20 +308,31 @@ def build_parser():
         "its last (axial) axis.",
     )
     fit.add_argument(
-        "--unlabelled", nargs="+", default=[], metavar="SCAN.nii.gz",
+        "--unlabelled",
+        nargs="+",
+        default=[],
+        metavar="SCAN.nii.gz",
         help="ascnet only: scans that may hold lesions, from which the "
         "network learns what the healthy scans do not explain (typically "
         "the scans to segment). Without them it trains on the healthy scans "
         "alone, which works less well.",
     )
-    fit.add_argument("-o", "--output", required=True, metavar="MODEL", help="Model file to write (.joblib).")
     fit.add_argument(
-        "--max-fpr", type=float, default=0.05,
+        "-o", "--output", required=True, metavar="MODEL", help="Model file to write (.joblib)."
+    )
+    fit.add_argument(
+        "--max-fpr",
+        type=float,
+        default=0.05,
         help="Largest voxel false-positive rate on healthy data that the "
         "mask threshold allows (default 0.05).",
     )
     fit.add_argument(
-        "--param", type=_parse_param, action="append", default=[], metavar="KEY=VALUE",
+        "--param",
+        type=_parse_param,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="Set a parameter of the method, e.g. --param n_bins=128 "
         "(repeatable). VALUE is read as a Python literal, such as "
         "'step_sizes=(0.01, 0.005)', or else as a string, such as device=cpu. "
@@ -339,7 +360,10 @@ def build_parser():
     evaluate.add_argument("model", metavar="MODEL")
     evaluate.add_argument("scans", nargs="+", metavar="SCAN.nii.gz")
     evaluate.add_argument(
-        "--truth", nargs="+", required=True, metavar="MASK.nii.gz",
+        "--truth",
+        nargs="+",
+        required=True,
+        metavar="MASK.nii.gz",
         help="Ground-truth masks, one per scan, in the same order.",
     )
 
@@ -350,7 +374,10 @@ def build_parser():
         cmd_demo,
     )
     demo.add_argument(
-        "-o", "--output", default="anomseg_demo_output", metavar="OUTDIR",
+        "-o",
+        "--output",
+        default="anomseg_demo_output",
+        metavar="OUTDIR",
         help="Output folder (default: ./anomseg_demo_output).",
     )
     demo.add_argument("--overwrite", action="store_true", help="Replace existing outputs.")

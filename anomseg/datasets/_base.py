@@ -52,9 +52,7 @@ def get_demo_path(filename=None):
 def check_directory(path, loader):
     """Return ``path`` as a Path, or raise if it is not a directory."""
     if path is None:
-        raise TypeError(
-            f"{loader} needs the path of the data folder; got None."
-        )
+        raise TypeError(f"{loader} needs the path of the data folder; got None.")
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{loader}: no data folder at '{path}'.")
@@ -66,20 +64,15 @@ def check_files(paths, loader):
     missing = [str(p) for p in paths if not Path(p).is_file()]
     if missing:
         raise FileNotFoundError(
-            f"{loader}: missing file{'s' if len(missing) > 1 else ''}: "
-            f"{', '.join(missing)}."
+            f"{loader}: missing file{'s' if len(missing) > 1 else ''}: {', '.join(missing)}."
         )
 
 
 def find_subjects(directory, suffix, loader):
     """Sorted subject ids of the files ``<subject><suffix>`` in ``directory``."""
-    subjects = sorted(
-        p.name[: -len(suffix)] for p in directory.glob(f"*{suffix}")
-    )
+    subjects = sorted(p.name[: -len(suffix)] for p in directory.glob(f"*{suffix}"))
     if not subjects:
-        raise FileNotFoundError(
-            f"{loader}: no '*{suffix}' file in '{directory}'."
-        )
+        raise FileNotFoundError(f"{loader}: no '*{suffix}' file in '{directory}'.")
     return subjects
 
 

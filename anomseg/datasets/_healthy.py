@@ -49,8 +49,7 @@ def exclude_lesions(images, masks, *, margin=0, whole_slices=False, axis=-1):
     """
     if len(images) != len(masks):
         raise ValueError(
-            f"'images' and 'masks' must have the same length; got {len(images)} "
-            f"and {len(masks)}."
+            f"'images' and 'masks' must have the same length; got {len(images)} and {len(masks)}."
         )
     healthy = []
     for image, lesion in zip(images, masks):

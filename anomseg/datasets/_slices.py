@@ -117,16 +117,13 @@ def extract_slices(
     check_one_of(lesion_free, "lesion_free", _WHERE, (None, True, False))
     check_one_of(channel_axis, "channel_axis", _WHERE, (None, -1))
     check_one_of(axis, "axis", _WHERE, (0, 1, 2, -1, -2, -3))
-    check_in_range(min_foreground, "min_foreground", _WHERE, 0, closed="left",
-                   integer=True)
+    check_in_range(min_foreground, "min_foreground", _WHERE, 0, closed="left", integer=True)
     volumes = _as_list(volumes, "volumes")
     n_volumes = len(volumes)
     if n_volumes == 0:
         raise ValueError(f"'volumes' of {_WHERE} is empty.")
     if masks is None and lesion_free is not None:
-        raise ValueError(
-            f"'masks' of {_WHERE} is required with lesion_free={lesion_free}."
-        )
+        raise ValueError(f"'masks' of {_WHERE} is required with lesion_free={lesion_free}.")
     masks = None if masks is None else _as_list(masks, "masks")
     groups = np.arange(n_volumes) if groups is None else np.asarray(groups)
     for name, values in (("masks", masks), ("groups", groups)):
@@ -169,8 +166,7 @@ def extract_slices(
 
     if sum(len(s) for s in kept["slice_index"]) == 0:
         raise ValueError(
-            f"{_WHERE} kept no slice (lesion_free={lesion_free}, "
-            f"min_foreground={min_foreground})."
+            f"{_WHERE} kept no slice (lesion_free={lesion_free}, min_foreground={min_foreground})."
         )
     slice_shapes = {im.shape[1:] for im in kept["images"] if len(im)}
     if len(slice_shapes) > 1:
@@ -183,9 +179,7 @@ def extract_slices(
     return Bunch(
         images=concatenate([im for im in kept["images"] if len(im)]),
         masks=(
-            np.concatenate([m for m in kept["masks"] if len(m)])
-            if masks is not None
-            else None
+            np.concatenate([m for m in kept["masks"] if len(m)]) if masks is not None else None
         ),
         groups=np.concatenate(kept["groups"]),
         slice_index=np.concatenate(kept["slice_index"]),

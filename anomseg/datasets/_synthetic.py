@@ -24,16 +24,15 @@ def _check_range(value, name, low, integer):
     pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(pair) != 2:
         raise ValueError(
-            f"'{name}' of {_WHERE} must be a number or a (low, high) pair; "
-            f"got {value!r}."
+            f"'{name}' of {_WHERE} must be a number or a (low, high) pair; got {value!r}."
         )
     for v in pair:
-        check_in_range(v, name, _WHERE, low, closed="left" if integer else
-                       "neither", integer=integer)
+        check_in_range(
+            v, name, _WHERE, low, closed="left" if integer else "neither", integer=integer
+        )
     if pair[0] > pair[1]:
         raise ValueError(
-            f"'{name}' of {_WHERE} must be a (low, high) pair with "
-            f"low <= high; got {value!r}."
+            f"'{name}' of {_WHERE} must be a (low, high) pair with low <= high; got {value!r}."
         )
     return pair
 
@@ -43,9 +42,7 @@ def _check_foreground(foreground, batch):
         return batch.foreground
     masks = list(foreground)
     shapes = batch.spatial_shapes
-    if len(masks) != len(shapes) or any(
-        np.shape(m) != s for m, s in zip(masks, shapes)
-    ):
+    if len(masks) != len(shapes) or any(np.shape(m) != s for m, s in zip(masks, shapes)):
         raise ValueError(
             f"'foreground' of {_WHERE} must hold one mask per image with the "
             f"image's shape {shapes[:3]}{'...' if len(shapes) > 3 else ''}; "
@@ -63,8 +60,7 @@ def _lesion(fg, rng, radius, shape, smoothness):
     reach = np.ceil(semi_axes * (_BLOB_REACH if shape == "blob" else 1.0))
     reach = reach.astype(int)
     box = tuple(
-        slice(max(c - r, 0), min(c + r + 1, n))
-        for c, r, n in zip(center, reach, fg.shape)
+        slice(max(c - r, 0), min(c + r + 1, n)) for c, r, n in zip(center, reach, fg.shape)
     )
     grid = np.ogrid[box]
     d2 = sum(((g - c) / a) ** 2 for g, c, a in zip(grid, center, semi_axes))
@@ -180,9 +176,7 @@ def add_synthetic_lesions(
     n_lesions = _check_range(n_lesions, "n_lesions", 0, integer=True)
     radius = _check_range(radius, "radius", 0, integer=False)
     if not isinstance(contrast, numbers.Real) or contrast == 0 or contrast != contrast:
-        raise ValueError(
-            f"'contrast' of {_WHERE} must be a non-zero number; got {contrast!r}."
-        )
+        raise ValueError(f"'contrast' of {_WHERE} must be a non-zero number; got {contrast!r}.")
     check_one_of(shape, "shape", _WHERE, ("ellipsoid", "blob"))
     check_in_range(smoothness, "smoothness", _WHERE, 0)
     foregrounds = _check_foreground(foreground, batch)
@@ -192,8 +186,7 @@ def add_synthetic_lesions(
     for i, (image, fg) in enumerate(zip(batch.images, foregrounds)):
         if not fg.any():
             raise ValueError(
-                f"images[{i}] passed to {_WHERE} has no foreground pixel to "
-                "place lesions in."
+                f"images[{i}] passed to {_WHERE} has no foreground pixel to place lesions in."
             )
         values = image[fg]
         spread = float(values.max() - values.min()) or 1.0
@@ -249,9 +242,7 @@ def make_healthy_images(n_images=16, shape=(64, 64), random_state=None):
     if len(shape) not in (2, 3) or not all(
         isinstance(n, numbers.Integral) and n >= 8 for n in shape
     ):
-        raise ValueError(
-            f"'shape' of {where} must be 2 or 3 integers >= 8; got {shape!r}."
-        )
+        raise ValueError(f"'shape' of {where} must be 2 or 3 integers >= 8; got {shape!r}.")
     rng = check_generator(random_state)
     sizes = np.array(shape, dtype=float)
     grid = np.indices(shape, dtype=float)
@@ -261,9 +252,7 @@ def make_healthy_images(n_images=16, shape=(64, 64), random_state=None):
         semi_axes = rng.uniform(0.34, 0.42, len(shape)) * sizes
         d2 = sum(((g - c) / a) ** 2 for g, c, a in zip(grid, center, semi_axes))
         tissue = d2 <= 1
-        texture = ndimage.gaussian_filter(
-            rng.standard_normal(shape), min(shape) / 12
-        )
+        texture = ndimage.gaussian_filter(rng.standard_normal(shape), min(shape) / 12)
         texture /= texture.std() or 1.0
         values = (
             0.6

@@ -13,9 +13,9 @@ from ._estimators import InpaintingLocalizer, InpaintingLossPredictor
 from ._networks import InpaintingGenerator, LossPredictorNet, WindowDiscriminator
 
 __all__ = [
+    "InpaintingGenerator",
     "InpaintingLocalizer",
     "InpaintingLossPredictor",
-    "InpaintingGenerator",
     "LossPredictorNet",
     "WindowDiscriminator",
 ]

@@ -51,7 +51,9 @@ def _check_auto_int(value, name, owner, low):
     if isinstance(value, str) and value == "auto":
         return
     if isinstance(value, str):
-        raise ValueError(f"'{name}' of {owner} must be 'auto' or an integer >= {low}; got {value!r}.")
+        raise ValueError(
+            f"'{name}' of {owner} must be 'auto' or an integer >= {low}; got {value!r}."
+        )
     check_in_range(value, name, owner, low, None, closed="left", integer=True)
 
 
@@ -110,7 +112,9 @@ class _WindowLocalizer(TorchSegmenter):
         record = {"step": step, **{k: v / n for k, v in totals.items()}}
         record["seconds"] = time.perf_counter() - started
         history.append(record)
-        self._log(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step"))
+        self._log(
+            f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step")
+        )
         for key, value in record.items():
             if not np.isfinite(value):
                 raise FloatingPointError(
@@ -533,7 +537,11 @@ class InpaintingLossPredictor(_WindowLocalizer):
 
     def _check_params(self):
         name = type(self).__name__
-        inner = self.inpainter.estimator if isinstance(self.inpainter, FrozenEstimator) else self.inpainter
+        inner = (
+            self.inpainter.estimator
+            if isinstance(self.inpainter, FrozenEstimator)
+            else self.inpainter
+        )
         if inner is not None and not isinstance(inner, InpaintingLocalizer):
             raise TypeError(
                 f"'inpainter' of {name} must be None, an InpaintingLocalizer or "
@@ -572,7 +580,9 @@ class InpaintingLossPredictor(_WindowLocalizer):
             seed = None
             if self.random_state is not None:
                 seed = int(check_generator(self.random_state).integers(2**31 - 1))
-            inpainter = InpaintingLocalizer(device=self.device, random_state=seed, verbose=self.verbose)
+            inpainter = InpaintingLocalizer(
+                device=self.device, random_state=seed, verbose=self.verbose
+            )
         else:
             inpainter = clone(self.inpainter)
         inpainter._validate_params()
@@ -592,7 +602,7 @@ class InpaintingLossPredictor(_WindowLocalizer):
         candidates = window_candidates(batch.foreground, self.window_size_, self.min_foreground_)
         padded = self._padded(batch, range(len(batch)))
 
-        n_perturbed = int(round(self.perturbed_fraction * self.batch_size))
+        n_perturbed = round(self.perturbed_fraction * self.batch_size)
         local = np.arange(self.batch_size)
 
         def draw():
@@ -601,9 +611,14 @@ class InpaintingLossPredictor(_WindowLocalizer):
             if n_perturbed:
                 x = x.clone()
                 perturb_windows(
-                    x[:n_perturbed], fg[:n_perturbed], tops[:n_perturbed],
-                    lefts[:n_perturbed], self.window_size_, self._margin(), rng,
-                )  # fmt: skip
+                    x[:n_perturbed],
+                    fg[:n_perturbed],
+                    tops[:n_perturbed],
+                    lefts[:n_perturbed],
+                    self.window_size_,
+                    self._margin(),
+                    rng,
+                )
             with torch.no_grad():
                 target = inpainter._window_losses(
                     self._for_inpainter((x, fg), inpainter), local, tops, lefts
@@ -648,5 +663,8 @@ class InpaintingLossPredictor(_WindowLocalizer):
     def _window_losses(self, padded, slices, tops, lefts):
         dense = self.module_.dense(padded[0].to(self.device_))
         offset = self._margin() - (self.receptive_field_ - self.window_size_) // 2
-        index = [torch.as_tensor(a, device=dense.device) for a in (slices, tops + offset, lefts + offset)]
+        index = [
+            torch.as_tensor(a, device=dense.device)
+            for a in (slices, tops + offset, lefts + offset)
+        ]
         return (dense[index[0], index[1], index[2]] * self.loss_scale_).cpu().numpy()

@@ -55,7 +55,7 @@ class InpaintingGenerator(nn.Module):
         channels = [width * 2**k for k in range(depth + 1)]
         self.down = nn.ModuleList(
             _block(c_in, c_out)
-            for c_in, c_out in zip([in_channels + 1] + channels[:-2], channels[:-1])
+            for c_in, c_out in zip([in_channels + 1, *channels[:-2]], channels[:-1])
         )
         self.bottleneck = _block(channels[-2], channels[-1])
         self.up = nn.ModuleList(
@@ -98,8 +98,10 @@ class WindowDiscriminator(nn.Module):
         super().__init__()
         layers, c_in = [], in_channels
         for k in range(3):
-            layers += [nn.Conv2d(c_in, width * 2**k, 4, stride=2, padding=1),
-                       nn.LeakyReLU(LEAKY_SLOPE, inplace=True)]  # fmt: skip
+            layers += [
+                nn.Conv2d(c_in, width * 2**k, 4, stride=2, padding=1),
+                nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
+            ]
             c_in = width * 2**k
         self.features = nn.Sequential(*layers)
         self.dense = nn.Linear(c_in, 1)
@@ -138,8 +140,11 @@ class LossPredictorNet(nn.Module):
         super().__init__()
         layers, c_in = [], in_channels
         for k in range(n_blocks):
-            layers += [nn.Conv2d(c_in, width * 2**k, 3), nn.LeakyReLU(LEAKY_SLOPE),
-                       nn.MaxPool2d(2)]  # fmt: skip
+            layers += [
+                nn.Conv2d(c_in, width * 2**k, 3),
+                nn.LeakyReLU(LEAKY_SLOPE),
+                nn.MaxPool2d(2),
+            ]
             c_in = width * 2**k
         self.features = nn.Sequential(*layers)
         self.head = nn.Conv2d(c_in, 1, final_kernel)

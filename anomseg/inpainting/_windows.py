@@ -30,12 +30,12 @@ REFERENCE_SIDE, REFERENCE_WINDOW, REFERENCE_STRIDE = 256, 16, 4
 def default_window_size(shape):
     """16 px at 256 x 256, scaled with the side ``sqrt(H * W)``, at least 2."""
     side = float(np.sqrt(shape[0] * shape[1]))
-    return max(2, int(round(REFERENCE_WINDOW * side / REFERENCE_SIDE)))
+    return max(2, round(REFERENCE_WINDOW * side / REFERENCE_SIDE))
 
 
 def default_stride(window):
     """4 px for a 16 px window, scaled alike, at least 1."""
-    return max(1, int(round(window * REFERENCE_STRIDE / REFERENCE_WINDOW)))
+    return max(1, round(window * REFERENCE_STRIDE / REFERENCE_WINDOW))
 
 
 def foreground_fractions(foreground, window):
@@ -49,9 +49,11 @@ def foreground_fractions(foreground, window):
     summed = np.zeros((h + 1, w + 1))
     summed[1:, 1:] = fg.cumsum(0).cumsum(1)
     area = (
-        summed[window:, window:] - summed[:-window, window:]
-        - summed[window:, :-window] + summed[:-window, :-window]
-    )  # fmt: skip
+        summed[window:, window:]
+        - summed[:-window, window:]
+        - summed[window:, :-window]
+        + summed[:-window, :-window]
+    )
     return area / window**2
 
 
@@ -95,7 +97,9 @@ def window_candidates(foregrounds, window, min_foreground):
     parts = []
     for i, fg in enumerate(foregrounds):
         tops, lefts = np.nonzero(foreground_fractions(fg, window) >= min_foreground - 1e-9)
-        parts.append((np.full(tops.size, i, np.int32), tops.astype(np.int32), lefts.astype(np.int32)))
+        parts.append(
+            (np.full(tops.size, i, np.int32), tops.astype(np.int32), lefts.astype(np.int32))
+        )
     slices, tops, lefts = (np.concatenate(p) for p in zip(*parts))
     if slices.size == 0:
         raise ValueError(
@@ -182,9 +186,22 @@ def perturb_windows(x, foreground, tops, lefts, window, margin, rng, max_amplitu
     dx = (span[None, :] - centre_x[:, None]) ** 2
     blob = torch.exp(-(dy[:, :, None] + dx[:, None, :]) / (2 * sigma[:, None, None] ** 2))
     blob = amplitude[:, None, None] * blob  # (n, w, w)
-    rows = torch.as_tensor(tops, device=device)[:, None] + margin + torch.arange(window, device=device)
-    cols = torch.as_tensor(lefts, device=device)[:, None] + margin + torch.arange(window, device=device)
-    index = (torch.arange(n, device=device)[:, None, None], slice(None), rows[:, :, None], cols[:, None, :])
+    rows = (
+        torch.as_tensor(tops, device=device)[:, None]
+        + margin
+        + torch.arange(window, device=device)
+    )
+    cols = (
+        torch.as_tensor(lefts, device=device)[:, None]
+        + margin
+        + torch.arange(window, device=device)
+    )
+    index = (
+        torch.arange(n, device=device)[:, None, None],
+        slice(None),
+        rows[:, :, None],
+        cols[:, None, :],
+    )
     region = x[index]  # (n, w, w, C)
     inside = foreground[index]
     x[index] = (region + blob[..., None] * inside).clamp(min=0)

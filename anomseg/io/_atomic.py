@@ -54,9 +54,7 @@ def atomic_write(path, write, *, overwrite=False, suffix=""):
     """
     path = Path(path)
     if not path.parent.is_dir():
-        raise FileNotFoundError(
-            f"Cannot save '{path}': directory '{path.parent}' does not exist."
-        )
+        raise FileNotFoundError(f"Cannot save '{path}': directory '{path.parent}' does not exist.")
     exists = FileExistsError(f"'{path}' exists; pass overwrite=True to replace it.")
     if not overwrite and os.path.lexists(path):
         raise exists

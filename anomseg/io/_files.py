@@ -29,9 +29,7 @@ def save_model(estimator, path, *, overwrite=False):
     -------
     path : pathlib.Path
     """
-    return atomic_write(
-        path, lambda tmp: joblib.dump(estimator, tmp), overwrite=overwrite
-    )
+    return atomic_write(path, lambda tmp: joblib.dump(estimator, tmp), overwrite=overwrite)
 
 
 def load_model(path):
@@ -51,14 +49,10 @@ def load_model(path):
     try:
         model = joblib.load(path)
     except Exception as exc:  # pickle raises many types on foreign files
-        raise ValueError(
-            f"'{path}' is not a model file written by anomseg: {exc}"
-        ) from None
+        raise ValueError(f"'{path}' is not a model file written by anomseg: {exc}") from None
     final = model[-1] if hasattr(model, "steps") else model
     if not (hasattr(final, "score_samples") and hasattr(final, "threshold_")):
-        raise ValueError(
-            f"'{path}' holds a {type(model).__name__}, not a fitted anomseg model."
-        )
+        raise ValueError(f"'{path}' holds a {type(model).__name__}, not a fitted anomseg model.")
     return model
 
 

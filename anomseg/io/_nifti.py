@@ -90,9 +90,7 @@ def _load_image(path):
     except (ImageFileError, OSError, EOFError, ValueError) as exc:
         raise ValueError(f"Could not read '{path}' as a NIfTI image: {exc}") from None
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise ValueError(
-            f"'{path}' is a {type(image).__name__}, not a NIfTI image."
-        )
+        raise ValueError(f"'{path}' is a {type(image).__name__}, not a NIfTI image.")
     if image.ndim == 4 and image.shape[3] == 1:
         image = image.slicer[..., 0]
     if image.ndim != 3:
@@ -209,8 +207,7 @@ def _storage_dtype(data):
             )
         return np.int32
     raise TypeError(
-        f"Cannot save data of dtype {data.dtype} as NIfTI; pass booleans, "
-        "integers or floats."
+        f"Cannot save data of dtype {data.dtype} as NIfTI; pass booleans, integers or floats."
     )
 
 
@@ -291,11 +288,7 @@ def save_nifti(data, reference, path, *, overwrite=False):
     """
     path = Path(path)
     if not path.name.endswith(_NIFTI_SUFFIXES):
-        raise ValueError(
-            f"'{path}' must end in .nii or .nii.gz to be saved as NIfTI."
-        )
+        raise ValueError(f"'{path}' must end in .nii or .nii.gz to be saved as NIfTI.")
     image = _to_original_image(data, reference)
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
-    return atomic_write(
-        path, lambda tmp: nib.save(image, tmp), overwrite=overwrite, suffix=suffix
-    )
+    return atomic_write(path, lambda tmp: nib.save(image, tmp), overwrite=overwrite, suffix=suffix)

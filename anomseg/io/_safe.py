@@ -351,8 +351,7 @@ def _check_payload(payload, path):
     name = payload["estimator"]
     if not isinstance(name, str) or name not in allowed:
         raise ValueError(
-            f"'{path}' holds a {name!r}; load_torch_model only builds "
-            f"{', '.join(allowed)}."
+            f"'{path}' holds a {name!r}; load_torch_model only builds {', '.join(allowed)}."
         )
     return allowed[name]
 

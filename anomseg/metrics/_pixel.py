@@ -239,9 +239,7 @@ def threshold_at_fpr(healthy_scores, max_fpr, foreground=None):
     if foreground is None:
         values = np.concatenate([m.ravel() for m in maps])
     else:
-        values = np.concatenate(
-            [m[f.astype(bool)] for m, f in zip(maps, _as_list(foreground))]
-        )
+        values = np.concatenate([m[f.astype(bool)] for m, f in zip(maps, _as_list(foreground))])
     if values.size == 0:
         raise ValueError("No foreground pixel to calibrate the threshold on.")
     n = values.size

@@ -75,7 +75,11 @@ class EvaluationReport:
         self.results = list(results)
 
     def __getitem__(self, key):
-        matches = [r for r in self.results if (r.metric, r.aggregation, r.threshold)[: len(key)] == tuple(key)]
+        matches = [
+            r
+            for r in self.results
+            if (r.metric, r.aggregation, r.threshold)[: len(key)] == tuple(key)
+        ]
         if len(matches) != 1:
             raise KeyError(
                 f"{key!r} matches {len(matches)} rows; index with (metric, "
@@ -250,7 +254,5 @@ def evaluate(
         n = values.size
         mean = float(values.mean()) if n else float("nan")
         sd = float(values.std(ddof=1)) if n > 1 else float("nan")
-        results.append(
-            MetricResult(pooled.metric, "per-volume", pooled.threshold, mean, sd, n)
-        )
+        results.append(MetricResult(pooled.metric, "per-volume", pooled.threshold, mean, sd, n))
     return EvaluationReport(results)

@@ -11,13 +11,10 @@ __all__ = ["SCORERS", "get_scorer"]
 
 def _maps_and_pixels(estimator, X, y):
     """Foreground pixels of ``y`` and of the estimator's maps of ``X``."""
-    batch = check_images(
-        X, where="scorer", channel_axis=getattr(estimator, "channel_axis", None)
-    )
+    batch = check_images(X, where="scorer", channel_axis=getattr(estimator, "channel_axis", None))
     if y is None:
         raise ValueError(
-            "This scorer needs ground-truth masks: pass them as y to "
-            "GridSearchCV.fit(X, y)."
+            "This scorer needs ground-truth masks: pass them as y to GridSearchCV.fit(X, y)."
         )
     truth = list(y) if not isinstance(y, (list, tuple)) else y
     maps = estimator.score_samples(X)
@@ -32,16 +29,16 @@ def _curve_scorer(field):
         return getattr(CurveMetrics.from_pixels(labels, scores), field)
 
     scorer.__name__ = f"{field}_scorer"
-    scorer.__doc__ = f"Pooled foreground {field} of ``estimator.score_samples(X)`` against masks ``y``."
+    scorer.__doc__ = (
+        f"Pooled foreground {field} of ``estimator.score_samples(X)`` against masks ``y``."
+    )
     return scorer
 
 
 def calibrated_dice_scorer(estimator, X, y=None):
     """Pooled foreground Dice of ``estimator.predict(X)`` against masks ``y``:
     the Dice at the estimator's healthy-calibrated threshold."""
-    batch = check_images(
-        X, where="scorer", channel_axis=getattr(estimator, "channel_axis", None)
-    )
+    batch = check_images(X, where="scorer", channel_axis=getattr(estimator, "channel_axis", None))
     if y is None:
         raise ValueError("This scorer needs ground-truth masks as y.")
     masks = estimator.predict(X)
@@ -73,7 +70,5 @@ def get_scorer(name):
         ``scoring`` argument of :class:`sklearn.model_selection.GridSearchCV`.
     """
     if name not in SCORERS:
-        raise ValueError(
-            f"'name' must be one of {', '.join(map(repr, SCORERS))}; got {name!r}."
-        )
+        raise ValueError(f"'name' must be one of {', '.join(map(repr, SCORERS))}; got {name!r}.")
     return SCORERS[name]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["plot_anomaly_overview", "most_anomalous_slice"]
+__all__ = ["most_anomalous_slice", "plot_anomaly_overview"]
 
 
 def most_anomalous_slice(volume_mask, axis=-1):
@@ -59,9 +59,7 @@ def plot_anomaly_overview(
     columns = ["input", "anomaly map", "predicted mask"]
     if truths is not None:
         columns.append("ground truth")
-    figure, axes = plt.subplots(
-        n, len(columns), figsize=(3 * len(columns), 3 * n), squeeze=False
-    )
+    figure, axes = plt.subplots(n, len(columns), figsize=(3 * len(columns), 3 * n), squeeze=False)
     for row in range(n):
         reference = truths[row] if truths is not None else masks[row]
         if slice_indices is not None:

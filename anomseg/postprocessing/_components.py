@@ -13,8 +13,7 @@ def _structure(ndim, connectivity):
         connectivity = ndim
     if not 1 <= connectivity <= ndim:
         raise ValueError(
-            f"'connectivity' must be in [1, {ndim}] for {ndim}D masks; "
-            f"got {connectivity!r}."
+            f"'connectivity' must be in [1, {ndim}] for {ndim}D masks; got {connectivity!r}."
         )
     return ndimage.generate_binary_structure(ndim, connectivity)
 

@@ -147,9 +147,7 @@ class MorphologicalFilter(_BaseMaskFilter):
 
     def _check_params(self):
         name = type(self).__name__
-        check_one_of(
-            self.operation, "operation", name, ("opening", "closing", "opening-closing")
-        )
+        check_one_of(self.operation, "operation", name, ("opening", "closing", "opening-closing"))
         check_in_range(self.radius, "radius", name, 0, None, closed="left", integer=True)
 
     def _filter(self, mask):

@@ -36,8 +36,7 @@ def _check_masker_params(threshold, fill_holes, largest_component, owner):
         or not np.isfinite(threshold)
     ):
         raise ValueError(
-            f"'threshold' of {owner} must be 'auto' or a finite number; "
-            f"got {threshold!r}."
+            f"'threshold' of {owner} must be 'auto' or a finite number; got {threshold!r}."
         )
     check_one_of(fill_holes, "fill_holes", owner, (True, False))
     check_one_of(largest_component, "largest_component", owner, (True, False))
@@ -132,9 +131,7 @@ def foreground_mask(
     (25, True, False)
     """
     _check_masker_params(threshold, fill_holes, largest_component, "foreground_mask")
-    batch = check_images(
-        [image], name="image", where="foreground_mask", channel_axis=channel_axis
-    )
+    batch = check_images([image], name="image", where="foreground_mask", channel_axis=channel_axis)
     return _derive_foreground(
         batch.images[0], batch.foreground[0], threshold, fill_holes, largest_component
     )
@@ -210,15 +207,15 @@ class ForegroundMasker(_BaseImageTransformer):
 
     def _check_params(self):
         _check_masker_params(
-            self.threshold, self.fill_holes, self.largest_component,
+            self.threshold,
+            self.fill_holes,
+            self.largest_component,
             type(self).__name__,
         )
 
     def _transform(self, batch):
         foreground = [
-            _derive_foreground(
-                image, fg, self.threshold, self.fill_holes, self.largest_component
-            )
+            _derive_foreground(image, fg, self.threshold, self.fill_holes, self.largest_component)
             for image, fg in zip(batch.images, batch.foreground)
         ]
         return _with_images(batch, [image.copy() for image in batch.images], foreground)

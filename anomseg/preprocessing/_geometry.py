@@ -28,8 +28,9 @@ def _spatial_size(value, name, owner, ndim):
     if (
         values is None
         or len(values) != ndim
-        or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
-                   for v in values)
+        or not all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in values
+        )
     ):
         raise ValueError(
             f"'{name}' of {owner} must be a positive int or a tuple of {ndim} "
@@ -99,8 +100,9 @@ def _take_window(array, window, fill):
     """``array[window]`` where the window may extend beyond the array on
     the leading axes; the outside is ``fill``."""
     out = np.full(
-        tuple(stop - start for start, stop in window) + array.shape[len(window):],
-        fill, dtype=array.dtype,
+        tuple(stop - start for start, stop in window) + array.shape[len(window) :],
+        fill,
+        dtype=array.dtype,
     )
     source, target = _overlap(window, array.shape)
     out[target] = array[source]
@@ -110,7 +112,7 @@ def _take_window(array, window, fill):
 def _put_window(array, window, shape, fill):
     """The inverse of :func:`_take_window`: ``array`` placed at ``window``
     in an array of ``shape`` filled with ``fill``."""
-    out = np.full(shape + array.shape[len(window):], fill, dtype=array.dtype)
+    out = np.full(shape + array.shape[len(window) :], fill, dtype=array.dtype)
     source, target = _overlap(window, shape)
     out[source] = array[target]
     return out
@@ -190,9 +192,7 @@ class ForegroundCropper(_BaseGeometry):
         check_one_of(self.mode, "mode", name, ("bbox", "fixed"))
         check_in_range(self.margin, "margin", name, 0, None, closed="left", integer=True)
         if self.mode == "fixed" and self.size is None:
-            raise ValueError(
-                f"'size' of {name} must be given with mode='fixed'; got None."
-            )
+            raise ValueError(f"'size' of {name} must be given with mode='fixed'; got None.")
 
     def _fit_geometry(self, batch):
         union = np.logical_or.reduce(batch.foreground)
@@ -208,9 +208,7 @@ class ForegroundCropper(_BaseGeometry):
             low = np.maximum(low - self.margin, 0)
             high = np.minimum(high + self.margin, self.input_shape_)
         else:
-            size = np.array(
-                _spatial_size(self.size, "size", type(self).__name__, union.ndim)
-            )
+            size = np.array(_spatial_size(self.size, "size", type(self).__name__, union.ndim))
             low = (low + high - size) // 2
             high = low + size
         self.window_ = tuple((int(a), int(b)) for a, b in zip(low, high))
@@ -233,15 +231,18 @@ class ForegroundCropper(_BaseGeometry):
 def _resize(array, shape, interpolate):
     """Resize the leading axes of ``array`` to ``shape``: linearly, with
     anti-aliasing when shrinking, or by nearest neighbour."""
-    full = tuple(shape) + array.shape[len(shape):]
+    full = tuple(shape) + array.shape[len(shape) :]
     if not interpolate:
-        return resize(
-            array, full, order=0, anti_aliasing=False, preserve_range=True
-        ).astype(array.dtype)
+        return resize(array, full, order=0, anti_aliasing=False, preserve_range=True).astype(
+            array.dtype
+        )
     shrinking = any(new < old for new, old in zip(shape, array.shape))
     out = resize(
-        array.astype(np.float32, copy=False), full, order=1,
-        anti_aliasing=shrinking, preserve_range=True,
+        array.astype(np.float32, copy=False),
+        full,
+        order=1,
+        anti_aliasing=shrinking,
+        preserve_range=True,
     )
     return out.astype(np.float32)
 

@@ -66,9 +66,7 @@ class IntensityScaler(_BaseImageTransformer):
     [[None, 0.0], [0.5, 1.0]]
     """
 
-    def __init__(
-        self, lower_percentile=0.0, upper_percentile=100.0, clip=True, channel_axis=None
-    ):
+    def __init__(self, lower_percentile=0.0, upper_percentile=100.0, clip=True, channel_axis=None):
         self.lower_percentile = lower_percentile
         self.upper_percentile = upper_percentile
         self.clip = clip
@@ -78,7 +76,11 @@ class IntensityScaler(_BaseImageTransformer):
         name = type(self).__name__
         check_in_range(self.lower_percentile, "lower_percentile", name, 0, 100, closed="left")
         check_in_range(
-            self.upper_percentile, "upper_percentile", name, self.lower_percentile, 100,
+            self.upper_percentile,
+            "upper_percentile",
+            name,
+            self.lower_percentile,
+            100,
             closed="right",
         )
         check_one_of(self.clip, "clip", name, (True, False))
@@ -143,8 +145,13 @@ class HistogramMatcher(_BaseImageTransformer):
 
     def _check_params(self):
         check_in_range(
-            self.n_quantiles, "n_quantiles", type(self).__name__, 2, None,
-            closed="left", integer=True,
+            self.n_quantiles,
+            "n_quantiles",
+            type(self).__name__,
+            2,
+            None,
+            closed="left",
+            integer=True,
         )
 
     def _levels(self):

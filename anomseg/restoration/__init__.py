@@ -20,13 +20,13 @@ from ._networks import ConvGMVAE, ConvVAE, total_variation
 from ._restore import map_restore
 
 __all__ = [
-    "GMVAERestorer",
-    "VAERestorer",
-    "VAEReconstructor",
-    "ConvVAE",
-    "ConvGMVAE",
-    "map_restore",
-    "total_variation",
     "DEFAULT_TV_WEIGHTS",
     "PUBLISHED_GMVAE",
+    "ConvGMVAE",
+    "ConvVAE",
+    "GMVAERestorer",
+    "VAEReconstructor",
+    "VAERestorer",
+    "map_restore",
+    "total_variation",
 ]

@@ -16,11 +16,11 @@ from ._networks import ConvGMVAE, ConvVAE
 from ._restore import map_restore, step_size_schedule
 
 __all__ = [
-    "GMVAERestorer",
-    "VAERestorer",
-    "VAEReconstructor",
     "DEFAULT_TV_WEIGHTS",
     "PUBLISHED_GMVAE",
+    "GMVAERestorer",
+    "VAEReconstructor",
+    "VAERestorer",
 ]
 
 #: The lambda grid of the reference code, ``np.arange(20) / 5``.
@@ -49,17 +49,18 @@ class _NormativePriorEstimator(TorchSegmenter):
         name = type(self).__name__
         check_in_range(self.width, "width", name, 1, None, closed="left", integer=True)
         check_in_range(
-            self.latent_channels, "latent_channels", name, 1, None,
-            closed="left", integer=True,
-        )  # fmt: skip
+            self.latent_channels,
+            "latent_channels",
+            name,
+            1,
+            None,
+            closed="left",
+            integer=True,
+        )
         check_in_range(self.n_epochs, "n_epochs", name, 1, None, closed="left", integer=True)
-        check_in_range(
-            self.batch_size, "batch_size", name, 1, None, closed="left", integer=True
-        )
+        check_in_range(self.batch_size, "batch_size", name, 1, None, closed="left", integer=True)
         check_in_range(self.learning_rate, "learning_rate", name, 0, None)
-        check_in_range(
-            self.validation_fraction, "validation_fraction", name, 0, 1, closed="left"
-        )
+        check_in_range(self.validation_fraction, "validation_fraction", name, 0, 1, closed="left")
         check_in_range(self.patience, "patience", name, 1, None, closed="left", integer=True)
         self._check_torch_params()
 
@@ -71,7 +72,7 @@ class _NormativePriorEstimator(TorchSegmenter):
         module = self._seeded(self._build_module, init_seed).to(self.device_)
 
         n = len(batch)
-        n_validation = int(round(self.validation_fraction * n))
+        n_validation = round(self.validation_fraction * n)
         if self.validation_fraction > 0 and not 1 <= n_validation < n:
             raise ValueError(
                 f"'validation_fraction'={self.validation_fraction} of {name} "
@@ -184,13 +185,21 @@ class _BaseRestorer(_NormativePriorEstimator):
             check_in_range(self.tv_weight, "tv_weight", name, 0, None, closed="left")
         grid = np.asarray(self.tv_weights, dtype=object).ravel()
         if grid.size == 0:
-            raise ValueError(f"'tv_weights' of {name} must be a non-empty sequence of numbers >= 0; got {self.tv_weights!r}.")
+            raise ValueError(
+                f"'tv_weights' of {name} must be a non-empty sequence of numbers "
+                f">= 0; got {self.tv_weights!r}."
+            )
         for value in grid:
             check_in_range(value, "tv_weights", name, 0, None, closed="left")
         check_in_range(
-            self.n_restoration_steps, "n_restoration_steps", name, 1, None,
-            closed="left", integer=True,
-        )  # fmt: skip
+            self.n_restoration_steps,
+            "n_restoration_steps",
+            name,
+            1,
+            None,
+            closed="left",
+            integer=True,
+        )
         if np.ndim(self.step_sizes) != 1 or len(self.step_sizes) != 2:
             raise ValueError(
                 f"'step_sizes' of {name} must be a pair (before, after "
@@ -199,9 +208,14 @@ class _BaseRestorer(_NormativePriorEstimator):
         for value in self.step_sizes:
             check_in_range(value, "step_sizes", name, 0, None)
         check_in_range(
-            self.step_size_switch, "step_size_switch", name, 0, None,
-            closed="left", integer=True,
-        )  # fmt: skip
+            self.step_size_switch,
+            "step_size_switch",
+            name,
+            0,
+            None,
+            closed="left",
+            integer=True,
+        )
         check_in_range(self.gradient_clip, "gradient_clip", name, 0, None)
         check_one_of(self.residual, "residual", name, ("absolute", "positive"))
         check_in_range(
@@ -222,9 +236,14 @@ class _BaseRestorer(_NormativePriorEstimator):
         for indices in self._shape_groups(slices):
             y, m = self._tensors(slices, indices, self.device_)
             final, recorded = map_restore(
-                self.module_, y, m, weights[indices].to(self.device_),
-                schedule, float(self.gradient_clip), record_steps,
-            )  # fmt: skip
+                self.module_,
+                y,
+                m,
+                weights[indices].to(self.device_),
+                schedule,
+                float(self.gradient_clip),
+                record_steps,
+            )
             recorded[len(schedule)] = final
             for s in steps:
                 for i, image in zip(indices, self._to_images(slices, indices, recorded[s])):
@@ -317,15 +336,19 @@ class _BaseRestorer(_NormativePriorEstimator):
         steps = () if record_steps is None else tuple(record_steps)
         for s in steps:
             check_in_range(
-                s, "record_steps", f"{name}.restore", 0, self.n_restoration_steps,
-                closed="both", integer=True,
-            )  # fmt: skip
+                s,
+                "record_steps",
+                f"{name}.restore",
+                0,
+                self.n_restoration_steps,
+                closed="both",
+                integer=True,
+            )
         batch = self._check_images(X, "restore")
         slices = self._model_input(batch)
         recorded = self._restore_slices(slices, np.full(len(slices), float(weight)), steps)
         wrapped = {
-            s: batch.wrap(self._from_model_output(batch, images))
-            for s, images in recorded.items()
+            s: batch.wrap(self._from_model_output(batch, images)) for s, images in recorded.items()
         }
         return wrapped if record_steps is not None else wrapped[self.n_restoration_steps]
 
@@ -356,7 +379,14 @@ class _BaseRestorer(_NormativePriorEstimator):
             np.asarray(self.tv_weight_ if tv_weights is None else tv_weights, dtype=float)
         )
         for value in grid:
-            check_in_range(value, "tv_weights", f"{type(self).__name__}.healthy_change", 0, None, closed="left")
+            check_in_range(
+                value,
+                "tv_weights",
+                f"{type(self).__name__}.healthy_change",
+                0,
+                None,
+                closed="left",
+            )
         batch = self._check_images(X, "healthy_change")
         return self._healthy_change(self._model_input(batch), grid)[0]
 
@@ -584,9 +614,14 @@ class GMVAERestorer(_BaseRestorer):
     def _check_params(self):
         super()._check_params()
         check_in_range(
-            self.n_clusters, "n_clusters", type(self).__name__, 1, None,
-            closed="left", integer=True,
-        )  # fmt: skip
+            self.n_clusters,
+            "n_clusters",
+            type(self).__name__,
+            1,
+            None,
+            closed="left",
+            integer=True,
+        )
 
     @classmethod
     def published(cls, **params):
@@ -713,7 +748,7 @@ class VAEReconstructor(_NormativePriorEstimator):
     def _score(self, batch):
         maps = [None] * len(batch)
         for indices in self._shape_groups(batch):
-            x, m = self._tensors(batch, indices, self.device_)
+            x, _m = self._tensors(batch, indices, self.device_)
             with torch.no_grad():
                 recon = self.module_.reconstruct(x)
             for i, image in zip(indices, self._to_images(batch, indices, recon)):

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["ConvVAE", "ConvGMVAE", "total_variation", "LOSS_TERMS"]
+__all__ = ["LOSS_TERMS", "ConvGMVAE", "ConvVAE", "total_variation"]
 
 #: Decoder standard deviation during restoration (You et al.): the learned
 #: one is large exactly in lesions, which would scale their gradients down.
@@ -42,9 +42,7 @@ LOSS_TERMS = {
 
 
 def _conv(in_channels, out_channels, kernel_size=3, stride=1):
-    return nn.Conv2d(
-        in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2
-    )
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2)
 
 
 class _Encoder(nn.Module):
@@ -60,9 +58,7 @@ class _Encoder(nn.Module):
                 nn.ReLU(),
             ]
         self.body = nn.Sequential(*layers)
-        self.heads = nn.ModuleList(
-            _conv(width, 2 * c, kernel_size=1) for c in latent_channels
-        )
+        self.heads = nn.ModuleList(_conv(width, 2 * c, kernel_size=1) for c in latent_channels)
 
     def forward(self, x):
         h = self.body(x)
@@ -78,15 +74,21 @@ class _Decoder(nn.Module):
         super().__init__()
         relu = nn.ReLU
         self.body = nn.Sequential(
-            _conv(latent_channels, width, kernel_size=1), relu(),
-            _conv(width, width), relu(),
-            _conv(width, width), relu(),
+            _conv(latent_channels, width, kernel_size=1),
+            relu(),
+            _conv(width, width),
+            relu(),
+            _conv(width, width),
+            relu(),
             nn.Upsample(scale_factor=2, mode="nearest"),
-            _conv(width, width), relu(),
-            _conv(width, width), relu(),
-            _conv(width, width), relu(),
+            _conv(width, width),
+            relu(),
+            _conv(width, width),
+            relu(),
+            _conv(width, width),
+            relu(),
             nn.Upsample(scale_factor=2, mode="nearest"),
-        )  # fmt: skip
+        )
         self.mean = _conv(width, out_channels)
         self.log_precision = _conv(width, out_channels)
         # Start at sigma = exp(-1/2), inside the bounds: a clamped value has
@@ -108,9 +110,7 @@ def _kl_standard_normal(mean, logvar):
 def _sample(mean, logvar, generator):
     if generator is None:  # restoration and plain reconstruction: the mean
         return mean
-    noise = torch.randn(
-        mean.shape, generator=generator, device=mean.device, dtype=mean.dtype
-    )
+    noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
     return mean + (0.5 * logvar).exp() * noise
 
 
@@ -150,9 +150,7 @@ class _Prior(nn.Module):
         else:
             log_precision = log_precision[..., :h, :w]
             nll = 0.5 * (
-                (x - mean).square() * log_precision.exp()
-                - log_precision
-                + math.log(2 * math.pi)
+                (x - mean).square() * log_precision.exp() - log_precision + math.log(2 * math.pi)
             )
         return (nll * mask).sum(dim=(1, 2, 3))
 

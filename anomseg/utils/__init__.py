@@ -11,8 +11,8 @@ from ._validation import (
 )
 
 __all__ = [
-    "all_estimators",
     "ImageBatch",
+    "all_estimators",
     "check_generator",
     "check_images",
     "check_in_range",

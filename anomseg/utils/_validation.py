@@ -33,9 +33,9 @@ import numpy as np
 __all__ = [
     "ImageBatch",
     "check_generator",
-    "check_maps",
     "check_images",
     "check_in_range",
+    "check_maps",
     "check_one_of",
 ]
 
@@ -122,7 +122,7 @@ def _describe(where):
 def _check_dtype(array, name, where):
     dtype = array.dtype
     if (
-        dtype == bool
+        dtype.kind == "b"
         or not np.issubdtype(dtype, np.number)
         or np.issubdtype(dtype, np.complexfloating)
     ):
@@ -142,8 +142,7 @@ def _split_sample(sample, name, where, index):
             data = np.asarray(sample)
         except Exception as exc:  # ragged nested lists and the like
             raise TypeError(
-                f"{name}[{index}]{_describe(where)} could not be read as an "
-                f"array: {exc}"
+                f"{name}[{index}]{_describe(where)} could not be read as an array: {exc}"
             ) from None
         mask = None
     _check_dtype(data, f"{name}[{index}]", where)
@@ -180,17 +179,14 @@ def check_images(X, *, name="X", where=None, channel_axis=None):
     """
     if channel_axis not in (None, -1):
         raise ValueError(
-            f"'channel_axis'{_describe(where)} must be None or -1; "
-            f"got {channel_axis!r}."
+            f"'channel_axis'{_describe(where)} must be None or -1; got {channel_axis!r}."
         )
     n_channel_dims = 0 if channel_axis is None else 1
     if isinstance(X, (list, tuple)):
         stacked = False
         samples = list(X)
         if not samples:
-            raise ValueError(
-                f"{name}{_describe(where)} is empty; expected at least one image."
-            )
+            raise ValueError(f"{name}{_describe(where)} is empty; expected at least one image.")
         allowed = {2 + n_channel_dims, 3 + n_channel_dims}
         layout = "each list element must be a 2D image or a 3D volume"
     else:
@@ -215,9 +211,7 @@ def check_images(X, *, name="X", where=None, channel_axis=None):
                 f"; got an array of shape {array.shape}."
             )
         if array.shape[0] == 0:
-            raise ValueError(
-                f"{name}{_describe(where)} is empty; expected at least one image."
-            )
+            raise ValueError(f"{name}{_describe(where)} is empty; expected at least one image.")
         samples = list(array)
         allowed = {array.ndim - 1}
         layout = "stack"
@@ -232,9 +226,7 @@ def check_images(X, *, name="X", where=None, channel_axis=None):
                 f"{', the last being channels' if n_channel_dims else ''})."
             )
         if min(data.shape, default=0) == 0:
-            raise ValueError(
-                f"{name}[{i}]{_describe(where)} is empty (shape {data.shape})."
-            )
+            raise ValueError(f"{name}[{i}]{_describe(where)} is empty (shape {data.shape}).")
         data = np.asarray(data, dtype=np.float32)
         if background is None:
             fg = data != 0
@@ -273,9 +265,7 @@ def check_images(X, *, name="X", where=None, channel_axis=None):
     return ImageBatch(images, foreground, stacked, channel_axis)
 
 
-def check_in_range(
-    value, name, owner, low=None, high=None, *, closed="neither", integer=False
-):
+def check_in_range(value, name, owner, low=None, high=None, *, closed="neither", integer=False):
     """Check that the parameter ``name`` of ``owner`` is a number in a range.
 
     ``closed`` is one of ``"neither"``, ``"left"``, ``"right"``, ``"both"``
@@ -284,24 +274,17 @@ def check_in_range(
     kind = numbers.Integral if integer else numbers.Real
     left = "[" if closed in ("left", "both") else "("
     right = "]" if closed in ("right", "both") else ")"
-    interval = (
-        f"{left}{'-inf' if low is None else low}, "
-        f"{'inf' if high is None else high}{right}"
-    )
+    interval = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
     what = "an integer" if integer else "a number"
     bad = not isinstance(value, kind) or isinstance(value, bool)
     if not bad:
-        too_low = low is not None and (
-            value < low if closed in ("left", "both") else value <= low
-        )
+        too_low = low is not None and (value < low if closed in ("left", "both") else value <= low)
         too_high = high is not None and (
             value > high if closed in ("right", "both") else value >= high
         )
         bad = too_low or too_high or value != value  # NaN
     if bad:
-        raise ValueError(
-            f"'{name}' of {owner} must be {what} in {interval}; got {value!r}."
-        )
+        raise ValueError(f"'{name}' of {owner} must be {what} in {interval}; got {value!r}.")
     return value
 
 

@@ -109,9 +109,7 @@ print(report)
 # patients) follows the first.
 from anomseg.metrics import dice_score
 
-for subject, m, t, truth, brain in zip(
-    data.subjects, maps, thresholds, data.masks, brains
-):
+for subject, m, t, truth, brain in zip(data.subjects, maps, thresholds, data.masks, brains):
     dices = [
         f"Dice at FPR {100 * rate:g} % = {dice_score(truth, m > t[rate], brain):.3f}"
         for rate in (0.01, 0.05, 0.1)
@@ -152,9 +150,7 @@ figure = plot_anomaly_overview(
 # and Dice, which do not. Both panels show densities over all voxels of each
 # class, on a logarithmic axis.
 lesion_scores = np.concatenate([m[t] for m, t in zip(maps, data.masks)])
-healthy_scores = np.concatenate(
-    [m[b & ~t] for m, b, t in zip(maps, brains, data.masks)]
-)
+healthy_scores = np.concatenate([m[b & ~t] for m, b, t in zip(maps, brains, data.masks)])
 mean_threshold = np.mean([t[0.01] for t in thresholds])
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -170,8 +166,12 @@ for ax, bins, title in [
         # Density over all scores of the class, also on the zoomed panel.
         weights = np.full(scores.size, 1 / (scores.size * (bins[1] - bins[0])))
         ax.hist(scores, bins=bins, weights=weights, alpha=0.6, label=label)
-    ax.axvline(mean_threshold, color="k", linestyle="--",
-               label="threshold at healthy FPR 1 %\n(mean over patients)")
+    ax.axvline(
+        mean_threshold,
+        color="k",
+        linestyle="--",
+        label="threshold at healthy FPR 1 %\n(mean over patients)",
+    )
     ax.set_yscale("log")
     ax.set_xlabel("anomaly score (equalised FLAIR)")
     ax.set_title(title)
@@ -189,8 +189,9 @@ fig.tight_layout()
 published = {"AUROC": 0.938, "AUPRC": 0.288, "Best Dice": 0.382}
 for metric, value in published.items():
     ours = report[metric, "pooled"]
-    print(f"{metric:>9}: anomseg {ours:.3f}, published {value:.3f}, "
-          f"difference {ours - value:+.3f}")
+    print(
+        f"{metric:>9}: anomseg {ours:.3f}, published {value:.3f}, difference {ours - value:+.3f}"
+    )
 
 # %%
 # Note that the published best Dice is an oracle figure. At a threshold fixed

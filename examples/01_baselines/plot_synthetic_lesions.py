@@ -51,9 +51,9 @@ from anomseg.baselines import FlairThreshold
 from anomseg.preprocessing import ForegroundCropper, make_anomaly_pipeline
 
 max_fpr = 0.02
-pipeline = make_anomaly_pipeline(
-    ForegroundCropper(margin=2), FlairThreshold(max_fpr=max_fpr)
-).fit(healthy_train)
+pipeline = make_anomaly_pipeline(ForegroundCropper(margin=2), FlairThreshold(max_fpr=max_fpr)).fit(
+    healthy_train
+)
 cropper = pipeline.named_steps["foregroundcropper"]
 print(f"images cropped from {cropper.input_shape_} to {cropper.output_shape_}")
 print(f"threshold_ = {pipeline.threshold_:.4f}")
@@ -85,8 +85,10 @@ foreground_unseen = healthy_unseen != 0
 flagged = pipeline.predict(healthy_unseen)
 per_image = flagged.sum(axis=(1, 2)) / foreground_unseen.sum(axis=(1, 2))
 print(f"max_fpr = {max_fpr}")
-print(f"false-positive rate on unseen healthy images: {flagged[foreground_unseen].mean():.4f}"
-      f" (per image {per_image.min():.4f} to {per_image.max():.4f})")
+print(
+    f"false-positive rate on unseen healthy images: {flagged[foreground_unseen].mean():.4f}"
+    f" (per image {per_image.min():.4f} to {per_image.max():.4f})"
+)
 
 fig, ax = plt.subplots(figsize=(6, 3))
 ax.bar(np.arange(len(per_image)), per_image, color="tab:blue")
@@ -126,10 +128,14 @@ filtered = make_anomaly_pipeline(
     ForegroundCropper(margin=2), FlairThreshold(max_fpr=max_fpr, min_component_size=10)
 ).fit(healthy_train)
 flagged = filtered.predict(healthy_unseen)
-print(f"with min_component_size=10: false-positive rate on unseen healthy images "
-      f"{flagged[foreground_unseen].mean():.4f}")
+print(
+    f"with min_component_size=10: false-positive rate on unseen healthy images "
+    f"{flagged[foreground_unseen].mean():.4f}"
+)
 from anomseg.metrics import dice_score
 
 foreground_test = X_test != 0
-print(f"Dice at healthy FPR {100 * max_fpr:g} %: {dice_score(truth, masks, foreground_test):.3f} "
-      f"unfiltered, {dice_score(truth, filtered.predict(X_test), foreground_test):.3f} filtered")
+print(
+    f"Dice at healthy FPR {100 * max_fpr:g} %: {dice_score(truth, masks, foreground_test):.3f} "
+    f"unfiltered, {dice_score(truth, filtered.predict(X_test), foreground_test):.3f} filtered"
+)

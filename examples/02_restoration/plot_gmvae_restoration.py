@@ -137,8 +137,9 @@ fig.tight_layout()
 # hold the curve, measured on the held-out patient's slices.
 fig, ax = plt.subplots(figsize=(5, 3.5))
 ax.plot(gmvae.tv_weights_, gmvae.healthy_change_, "o-")
-ax.axvline(gmvae.tv_weight_, color="k", linestyle=":",
-           label=f"chosen tv_weight_ = {gmvae.tv_weight_:g}")
+ax.axvline(
+    gmvae.tv_weight_, color="k", linestyle=":", label=f"chosen tv_weight_ = {gmvae.tv_weight_:g}"
+)
 ax.set_xlabel("TV weight lambda")
 ax.set_ylabel("mean absolute change per brain pixel")
 ax.set_title("epsilon(lambda) on healthy calibration slices")
@@ -202,9 +203,7 @@ from anomseg.datasets import exclude_lesions
 from anomseg.metrics import evaluate
 
 baseline = FlairThreshold(max_fpr=0.01).fit(
-    exclude_lesions(
-        [volumes[i] for i in train], [data.masks[i] for i in train], margin=2
-    )
+    exclude_lesions([volumes[i] for i in train], [data.masks[i] for i in train], margin=2)
 )
 flair_map = baseline.score_samples([volume])[0]
 

@@ -65,9 +65,14 @@ half = tuple(n // 2 for n in slices.shape[1:])
 exact_model = make_anomaly_pipeline(
     Resizer(half),
     InpaintingLocalizer(
-        stride=2, width=8, n_steps=300, max_fpr=0.01, calibration_fraction=0.5,
-        device="cpu", random_state=0,
-    ),  # fmt: skip
+        stride=2,
+        width=8,
+        n_steps=300,
+        max_fpr=0.01,
+        calibration_fraction=0.5,
+        device="cpu",
+        random_state=0,
+    ),
 )
 exact_model.fit(healthy.images, inpaintinglocalizer__groups=healthy.groups)
 exact = exact_model[-1]
@@ -89,9 +94,14 @@ from sklearn.frozen import FrozenEstimator
 fast_model = make_anomaly_pipeline(
     Resizer(half),
     InpaintingLossPredictor(
-        FrozenEstimator(exact), width=8, n_steps=400, max_fpr=0.01,
-        calibration_fraction=0.5, device="cpu", random_state=0,
-    ),  # fmt: skip
+        FrozenEstimator(exact),
+        width=8,
+        n_steps=400,
+        max_fpr=0.01,
+        calibration_fraction=0.5,
+        device="cpu",
+        random_state=0,
+    ),
 )
 fast_model.fit(healthy.images, inpaintinglosspredictor__groups=healthy.groups)
 fast = fast_model[-1]

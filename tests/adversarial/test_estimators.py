@@ -39,9 +39,7 @@ TINY = {
 @pytest.fixture(scope="module")
 def data():
     X = make_healthy_images(n_images=120, shape=(32, 32), random_state=0)
-    lesioned, truth = add_synthetic_lesions(
-        X[60:], radius=(3, 6), contrast=1.0, random_state=1
-    )
+    lesioned, truth = add_synthetic_lesions(X[60:], radius=(3, 6), contrast=1.0, random_state=1)
     return X[:60], lesioned, truth
 
 
@@ -89,7 +87,8 @@ def test_maps_are_the_reconstruction_or_the_wild_cut(trained, data):
     est.__dict__.update(trained.__dict__)
     est.set_params(anomaly_peak="left")
     np.testing.assert_allclose(
-        est.score_samples(unlabelled[:4]), np.where(foreground, 1 - cuts["reconstruction"], 0),
+        est.score_samples(unlabelled[:4]),
+        np.where(foreground, 1 - cuts["reconstruction"], 0),
         rtol=1e-6,
     )
     est.set_params(anomaly_map="wild-cut")
@@ -108,7 +107,9 @@ def test_histogram_threshold_is_stored_and_selectable(trained, data):
     maps = est.score_samples(reference[:10])
     fg = reference[:10] != 0
     assert est.calibration_fpr_ == pytest.approx((maps[fg] > est.threshold_).mean())
-    np.testing.assert_array_equal(est.predict(unlabelled), est.score_samples(unlabelled) > est.threshold_)
+    np.testing.assert_array_equal(
+        est.predict(unlabelled), est.score_samples(unlabelled) > est.threshold_
+    )
 
 
 def test_marking_with_y_equals_passing_unlabelled(data):
@@ -118,13 +119,17 @@ def test_marking_with_y_equals_passing_unlabelled(data):
     marked = ASCNetSegmenter(**TINY).fit(
         np.concatenate([reference, unlabelled]), y=[0] * 12 + [-1] * 8
     )
-    np.testing.assert_array_equal(marked.score_samples(unlabelled), apart.score_samples(unlabelled))
+    np.testing.assert_array_equal(
+        marked.score_samples(unlabelled), apart.score_samples(unlabelled)
+    )
     assert (marked.n_reference_, marked.n_unlabelled_) == (apart.n_reference_, 8)
     # 1 (known abnormal) counts as unlabelled too
     labelled = ASCNetSegmenter(**TINY).fit(
         np.concatenate([reference, unlabelled]), y=[0] * 12 + [1] * 8
     )
-    np.testing.assert_array_equal(labelled.score_samples(unlabelled), apart.score_samples(unlabelled))
+    np.testing.assert_array_equal(
+        labelled.score_samples(unlabelled), apart.score_samples(unlabelled)
+    )
 
 
 def test_reference_only_training(data):
@@ -235,7 +240,7 @@ def test_networks_keep_shapes_and_ranges():
 
 
 def test_multichannel_images(data):
-    reference, unlabelled, _ = data
+    reference, _unlabelled, _ = data
     two = np.stack([reference[:12], reference[:12] ** 2], axis=-1)
     est = ASCNetSegmenter(**{**TINY, "channel_axis": -1}).fit(two)
     assert est.score_samples(two[:2]).shape == (2, 32, 32)

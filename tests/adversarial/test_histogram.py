@@ -12,9 +12,9 @@ def three_peaks():
     """Peaks at 0.1 (dark, 5 000 values), 0.5 (tissue, 20 000) and 0.9 (a
     small bright lesion, 300), with empty gaps between them."""
     rng = np.random.default_rng(0)
-    return np.concatenate([
-        rng.normal(0.1, 0.02, 5000), rng.normal(0.5, 0.04, 20000), rng.normal(0.9, 0.01, 300)
-    ])  # fmt: skip
+    return np.concatenate(
+        [rng.normal(0.1, 0.02, 5000), rng.normal(0.5, 0.04, 20000), rng.normal(0.9, 0.01, 300)]
+    )
 
 
 def test_right_threshold_isolates_the_rightmost_peak(three_peaks):

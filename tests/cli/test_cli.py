@@ -14,9 +14,7 @@ from anomseg.datasets import add_synthetic_lesions, make_healthy_images
 from anomseg.io import load_model
 
 # A non-canonical affine (LPS, anisotropic), to check outputs keep the grid.
-AFFINE = np.array(
-    [[-1.2, 0, 0, 90.0], [0, -1.0, 0, 120.0], [0, 0, 2.0, -60.0], [0, 0, 0, 1]]
-)
+AFFINE = np.array([[-1.2, 0, 0, 90.0], [0, -1.0, 0, 120.0], [0, 0, 2.0, -60.0], [0, 0, 0, 1]])
 
 
 def _volumes(n, seed):
@@ -47,7 +45,19 @@ def run(*args):
 
 def test_fit_predict_evaluate(scans, tmp_path, capsys):
     model = tmp_path / "model.joblib"
-    assert run("fit", "--method", "flair-threshold", *scans["healthy"], "-o", model, "--max-fpr", "0.05") == 0
+    assert (
+        run(
+            "fit",
+            "--method",
+            "flair-threshold",
+            *scans["healthy"],
+            "-o",
+            model,
+            "--max-fpr",
+            "0.05",
+        )
+        == 0
+    )
     assert model.exists()
     out = tmp_path / "out"
     assert run("predict", model, *scans["scans"], "-o", out) == 0
@@ -65,7 +75,7 @@ def test_fit_predict_evaluate(scans, tmp_path, capsys):
     assert run("evaluate", model, *scans["scans"], "--truth", *scans["truth"]) == 0
     table = capsys.readouterr().out
     assert "AUROC" in table and "calibrated on healthy data at FPR 5%" in table
-    auroc = float([line for line in table.splitlines() if line.startswith("AUROC")][0].split()[2])
+    auroc = float(next(line for line in table.splitlines() if line.startswith("AUROC")).split()[2])
     assert auroc > 0.9
 
 
@@ -75,7 +85,10 @@ def test_never_overwrites_without_flag(scans, tmp_path, capsys):
     assert run("fit", "--method", "flair-threshold", *scans["healthy"], "-o", model) == 1
     assert model.read_bytes() == b"precious"
     assert "exists" in capsys.readouterr().err
-    assert run("fit", "--method", "flair-threshold", *scans["healthy"], "-o", model, "--overwrite") == 0
+    assert (
+        run("fit", "--method", "flair-threshold", *scans["healthy"], "-o", model, "--overwrite")
+        == 0
+    )
     out = tmp_path / "out"
     out.mkdir()
     (out / "scans0_mask.nii.gz").write_bytes(b"keep")
@@ -88,16 +101,80 @@ def test_never_overwrites_without_flag(scans, tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["fit", "--method", "flair-threshold", "missing.nii.gz", "-o", "m.joblib"], "missing.nii.gz"),
-        (["fit", "--method", "flair-threshold", "HEALTHY", "-o", "m.joblib", "--max-fpr", "2"], "max_fpr"),
-        (["fit", "--method", "flair-threshold", "HEALTHY", "-o", "m.joblib", "--param", "n_bins=1"], "n_bins"),
-        (["fit", "--method", "flair-threshold", "HEALTHY", "-o", "m.joblib", "--param", "bogus=1"], "bogus"),
-        (["fit", "--method", "gmvae", "HEALTHY", "-o", "m.joblib", "--param", "step_sizes=(0.01,)"], "step_sizes"),
+        (
+            ["fit", "--method", "flair-threshold", "missing.nii.gz", "-o", "m.joblib"],
+            "missing.nii.gz",
+        ),
+        (
+            ["fit", "--method", "flair-threshold", "HEALTHY", "-o", "m.joblib", "--max-fpr", "2"],
+            "max_fpr",
+        ),
+        (
+            [
+                "fit",
+                "--method",
+                "flair-threshold",
+                "HEALTHY",
+                "-o",
+                "m.joblib",
+                "--param",
+                "n_bins=1",
+            ],
+            "n_bins",
+        ),
+        (
+            [
+                "fit",
+                "--method",
+                "flair-threshold",
+                "HEALTHY",
+                "-o",
+                "m.joblib",
+                "--param",
+                "bogus=1",
+            ],
+            "bogus",
+        ),
+        (
+            [
+                "fit",
+                "--method",
+                "gmvae",
+                "HEALTHY",
+                "-o",
+                "m.joblib",
+                "--param",
+                "step_sizes=(0.01,)",
+            ],
+            "step_sizes",
+        ),
         # a bad --param fails before the scans are read
-        (["fit", "--method", "vae", "missing.nii.gz", "-o", "m.joblib", "--param", "width=0"], "'width'"),
-        (["fit", "--method", "vae-reconstruction", "HEALTHY", "HEALTHY", "-o", "m.joblib",
-          "--param", "learning_rate=1e9", "--param", "width=4", "--param", "n_epochs=1",
-          "--param", "device=cpu", "--param", "random_state=0"], "diverged"),
+        (
+            ["fit", "--method", "vae", "missing.nii.gz", "-o", "m.joblib", "--param", "width=0"],
+            "'width'",
+        ),
+        (
+            [
+                "fit",
+                "--method",
+                "vae-reconstruction",
+                "HEALTHY",
+                "HEALTHY",
+                "-o",
+                "m.joblib",
+                "--param",
+                "learning_rate=1e9",
+                "--param",
+                "width=4",
+                "--param",
+                "n_epochs=1",
+                "--param",
+                "device=cpu",
+                "--param",
+                "random_state=0",
+            ],
+            "diverged",
+        ),
         (["predict", "missing.joblib", "HEALTHY", "-o", "out"], "missing.joblib"),
         (["evaluate", "MODEL", "HEALTHY", "--truth", "HEALTHY", "HEALTHY"], "one mask per scan"),
     ],
@@ -130,7 +207,8 @@ def test_help_and_usage_errors():
     assert "anomseg demo" in process.stdout and "fit" in process.stdout
     process = subprocess.run(
         [sys.executable, "-m", "anomseg", "fit", "--method", "nope", "x", "-o", "y"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert process.returncode == 2
     assert "invalid choice" in process.stderr
@@ -159,7 +237,9 @@ def test_demo(tmp_path, capsys):
     assert "Best Dice" in printed and "oracle" in printed
     assert (out / "demo.png").stat().st_size > 10_000
     assert len(list(out.glob("*_anomaly_map.nii.gz"))) == 3
-    auroc = float([line for line in printed.splitlines() if line.startswith("AUROC")][0].split()[2])
+    auroc = float(
+        next(line for line in printed.splitlines() if line.startswith("AUROC")).split()[2]
+    )
     assert auroc > 0.9  # the published baseline reaches 0.938 on these patients
     # a second run refuses to overwrite
     assert run("demo", "-o", out) == 1
@@ -175,7 +255,10 @@ def test_foreground_auto_for_scans_that_are_not_skull_stripped(tmp_path, capsys)
         nib.save(nib.Nifti1Image(noisy.astype(np.float32), AFFINE), path)
         paths.append(path)
     model = tmp_path / "model.joblib"
-    assert run("fit", "--method", "flair-threshold", *paths[:2], "-o", model, "--foreground", "auto") == 0
+    assert (
+        run("fit", "--method", "flair-threshold", *paths[:2], "-o", model, "--foreground", "auto")
+        == 0
+    )
     out = tmp_path / "out"
     assert run("predict", model, paths[2], "-o", out) == 0
     anomaly_map = nib.load(out / "head2_anomaly_map.nii.gz").get_fdata()
@@ -188,8 +271,19 @@ def test_foreground_auto_for_scans_that_are_not_skull_stripped(tmp_path, capsys)
 def test_predict_applies_the_methods_post_processing(scans, tmp_path):
     model = tmp_path / "model.joblib"
     # no component of a 32 x 32 x 6 volume can reach 10 000 voxels
-    assert run("fit", "--method", "flair-threshold", *scans["healthy"], "-o", model,
-               "--param", "min_component_size=10000") == 0
+    assert (
+        run(
+            "fit",
+            "--method",
+            "flair-threshold",
+            *scans["healthy"],
+            "-o",
+            model,
+            "--param",
+            "min_component_size=10000",
+        )
+        == 0
+    )
     assert run("predict", model, scans["scans"][0], "-o", tmp_path / "out") == 0
     anomaly_map = nib.load(tmp_path / "out" / "scans0_anomaly_map.nii.gz").get_fdata()
     mask = nib.load(tmp_path / "out" / "scans0_mask.nii.gz").get_fdata()
@@ -203,10 +297,28 @@ def test_every_method_names_an_estimator():
 
 def test_restoration_fit_predict(scans, tmp_path):
     model = tmp_path / "gmvae.joblib"
-    tiny = ["width=4", "n_clusters=3", "n_epochs=2", "n_restoration_steps=5",
-            "tv_weights=[0.0, 1.0]", "step_sizes=(0.01,0.005)", "device=cpu", "random_state=0"]
-    assert run("fit", "--method", "gmvae", *scans["healthy"], "-o", model,
-               *[arg for param in tiny for arg in ("--param", param)]) == 0  # fmt: skip
+    tiny = [
+        "width=4",
+        "n_clusters=3",
+        "n_epochs=2",
+        "n_restoration_steps=5",
+        "tv_weights=[0.0, 1.0]",
+        "step_sizes=(0.01,0.005)",
+        "device=cpu",
+        "random_state=0",
+    ]
+    assert (
+        run(
+            "fit",
+            "--method",
+            "gmvae",
+            *scans["healthy"],
+            "-o",
+            model,
+            *[arg for param in tiny for arg in ("--param", param)],
+        )
+        == 0
+    )
     fitted = load_model(model)
     assert [type(step).__name__ for step in fitted[:-1]] == ["IntensityScaler"]
     assert fitted[-1].step_sizes == (0.01, 0.005) and fitted[-1].tv_weight_ in (0.0, 1.0)
@@ -235,14 +347,26 @@ def test_restoration_methods_see_scans_scaled_to_0_1(scans, tmp_path):
         for path in scans[kind]:
             image = nib.load(path)
             target = tmp_path / f"raw_{kind}_{len(raw[kind])}.nii.gz"
-            nib.save(nib.Nifti1Image(1500 * image.get_fdata(dtype=np.float32), image.affine), target)
+            nib.save(
+                nib.Nifti1Image(1500 * image.get_fdata(dtype=np.float32), image.affine), target
+            )
             raw[kind].append(target)
     params = ["width=4", "n_epochs=2", "device=cpu", "random_state=0"]
     maps = []
     for kind, source in (("raw", raw), ("scaled", scans)):
         model = tmp_path / f"{kind}.joblib"
-        assert run("fit", "--method", "vae-reconstruction", *source["healthy"], "-o", model,
-                   *[arg for param in params for arg in ("--param", param)]) == 0  # fmt: skip
+        assert (
+            run(
+                "fit",
+                "--method",
+                "vae-reconstruction",
+                *source["healthy"],
+                "-o",
+                model,
+                *[arg for param in params for arg in ("--param", param)],
+            )
+            == 0
+        )
         assert run("predict", model, source["scans"][0], "-o", tmp_path / kind) == 0
         [written] = (tmp_path / kind).glob("*_anomaly_map.nii.gz")
         maps.append(nib.load(written).get_fdata())
@@ -253,10 +377,30 @@ def test_restoration_methods_see_scans_scaled_to_0_1(scans, tmp_path):
 
 def test_ascnet_fit_with_unlabelled_scans(scans, tmp_path):
     model = tmp_path / "ascnet.joblib"
-    tiny = ["width=4", "n_stage1_cycles=1", "n_stage2_cycles=1", "discriminator_steps=1",
-            "generator_steps=2", "batch_size=4", "device=cpu", "random_state=0"]
-    assert run("fit", "--method", "ascnet", *scans["healthy"], "--unlabelled", *scans["scans"],
-               "-o", model, *[arg for param in tiny for arg in ("--param", param)]) == 0  # fmt: skip
+    tiny = [
+        "width=4",
+        "n_stage1_cycles=1",
+        "n_stage2_cycles=1",
+        "discriminator_steps=1",
+        "generator_steps=2",
+        "batch_size=4",
+        "device=cpu",
+        "random_state=0",
+    ]
+    assert (
+        run(
+            "fit",
+            "--method",
+            "ascnet",
+            *scans["healthy"],
+            "--unlabelled",
+            *scans["scans"],
+            "-o",
+            model,
+            *[arg for param in tiny for arg in ("--param", param)],
+        )
+        == 0
+    )
     fitted = load_model(model)
     assert [type(step).__name__ for step in fitted[:-1]] == ["IntensityScaler"]
     # the 2 unlabelled volumes of 6 slices each
@@ -268,8 +412,19 @@ def test_ascnet_fit_with_unlabelled_scans(scans, tmp_path):
 
 
 def test_unlabelled_scans_are_for_ascnet_only(scans, tmp_path, capsys):
-    assert run("fit", "--method", "flair-threshold", *scans["healthy"], "--unlabelled",
-               scans["scans"][0], "-o", tmp_path / "m.joblib") == 1  # fmt: skip
+    assert (
+        run(
+            "fit",
+            "--method",
+            "flair-threshold",
+            *scans["healthy"],
+            "--unlabelled",
+            scans["scans"][0],
+            "-o",
+            tmp_path / "m.joblib",
+        )
+        == 1
+    )
     assert "--unlabelled is for ascnet" in capsys.readouterr().err
     assert not (tmp_path / "m.joblib").exists()
 
@@ -279,12 +434,22 @@ def test_inpainting_methods(scans, tmp_path, method):
     model = tmp_path / f"{method}.joblib"
     tiny = ["width=4", "n_steps=3", "batch_size=4", "device=cpu"]
     if method == "inpainting-predictor":
-        tiny = tiny + [f"inpainter__{p}" for p in tiny + ["window_size=4"]]
+        tiny = tiny + [f"inpainter__{p}" for p in [*tiny, "window_size=4"]]
     else:
         tiny.append("window_size=4")
     tiny.append("random_state=0")
-    assert run("fit", "--method", method, *scans["healthy"], "-o", model,
-               *[arg for param in tiny for arg in ("--param", param)]) == 0  # fmt: skip
+    assert (
+        run(
+            "fit",
+            "--method",
+            method,
+            *scans["healthy"],
+            "-o",
+            model,
+            *[arg for param in tiny for arg in ("--param", param)],
+        )
+        == 0
+    )
     fitted = load_model(model)
     assert [type(step).__name__ for step in fitted[:-1]] == ["IntensityScaler"]
     if method == "inpainting-predictor":
@@ -297,7 +462,18 @@ def test_inpainting_methods(scans, tmp_path, method):
 
 
 def test_bad_nested_inpainter_param(scans, tmp_path, capsys):
-    assert run("fit", "--method", "inpainting-predictor", *scans["healthy"], "-o",
-               tmp_path / "m.joblib", "--param", "inpainter__colour=red") == 1  # fmt: skip
+    assert (
+        run(
+            "fit",
+            "--method",
+            "inpainting-predictor",
+            *scans["healthy"],
+            "-o",
+            tmp_path / "m.joblib",
+            "--param",
+            "inpainter__colour=red",
+        )
+        == 1
+    )
     assert "bad --param inpainter__" in capsys.readouterr().err
     assert not (tmp_path / "m.joblib").exists()

@@ -55,5 +55,5 @@ def test_single_modality_and_errors():
 
 
 def test_files_load_through_io():
-    flair, ref = load_nifti(get_demo_path("patient19_mask.nii.gz"), dtype=bool)
+    flair, _ref = load_nifti(get_demo_path("patient19_mask.nii.gz"), dtype=bool)
     assert flair.sum() == 49769

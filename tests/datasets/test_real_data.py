@@ -61,8 +61,7 @@ def test_lgg_subjects_and_errors(tmp_path):
 
 def test_lgg_healthy_slices(lgg_validation):
     data = lgg_validation
-    healthy = extract_slices(data.images, data.masks, lesion_free=True,
-                             groups=data.subjects)
+    healthy = extract_slices(data.images, data.masks, lesion_free=True, groups=data.subjects)
     lesion = extract_slices(data.images, data.masks, lesion_free=False)
     n_slices = sum(im.shape[-1] for im in data.images)
     assert len(healthy.images) + len(lesion.images) == n_slices

@@ -28,8 +28,7 @@ def test_all_slices(volumes):
 
 def test_lesion_free_and_groups(volumes):
     images, masks = volumes
-    healthy = extract_slices(images, masks, lesion_free=True,
-                             groups=["a", "b"], min_foreground=1)
+    healthy = extract_slices(images, masks, lesion_free=True, groups=["a", "b"], min_foreground=1)
     np.testing.assert_array_equal(healthy.groups, ["a", "a", "a", "b", "b"])
     np.testing.assert_array_equal(healthy.slice_index, [0, 2, 3, 1, 2])
     assert not healthy.masks.any()

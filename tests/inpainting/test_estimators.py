@@ -49,9 +49,14 @@ def exact(healthy):
 @pytest.fixture(scope="module")
 def predictor(exact, healthy):
     return InpaintingLossPredictor(
-        FrozenEstimator(exact), width=8, n_steps=400, batch_size=32,
-        calibration_fraction=0.25, device="cpu", random_state=0,
-    ).fit(healthy)  # fmt: skip
+        FrozenEstimator(exact),
+        width=8,
+        n_steps=400,
+        batch_size=32,
+        calibration_fraction=0.25,
+        device="cpu",
+        random_state=0,
+    ).fit(healthy)
 
 
 def test_generator_loss_decreases(exact):
@@ -72,7 +77,9 @@ def test_exact_heatmap_is_higher_over_a_lesion(exact, lesioned):
 
 def test_predictor_heatmap_correlates_with_the_exact_one(exact, predictor, lesioned, healthy):
     images, _ = lesioned
-    held_out = np.concatenate([images, make_healthy_images(n_images=6, shape=(32, 32), random_state=9)])
+    held_out = np.concatenate(
+        [images, make_healthy_images(n_images=6, shape=(32, 32), random_state=9)]
+    )
     fg = held_out > 0
     r, _ = pearsonr(exact.score_samples(held_out)[fg], predictor.score_samples(held_out)[fg])
     assert r > 0.5, r
@@ -88,8 +95,9 @@ def test_predictor_keeps_no_generator(exact, predictor):
     own = InpaintingLossPredictor(
         InpaintingLocalizer(**TINY), width=4, n_steps=3, device="cpu", random_state=0
     ).fit(make_healthy_images(n_images=8, shape=(32, 32), random_state=0))
-    assert not any(isinstance(v, InpaintingLocalizer) and hasattr(v, "module_")
-                   for v in vars(own).values())  # fmt: skip
+    assert not any(
+        isinstance(v, InpaintingLocalizer) and hasattr(v, "module_") for v in vars(own).values()
+    )
     assert len(own.generator_history_) == 3
     size = sum(p.numel() for p in predictor.module_.parameters())
     assert size < sum(p.numel() for p in exact.module_.parameters()) / 4
@@ -135,9 +143,13 @@ def test_volumes_and_multichannel_input(healthy):
     assert est.score_samples(volumes).shape == volumes.shape
     two = np.stack([healthy[:8], 0.5 * healthy[:8]], axis=-1)
     pred = InpaintingLossPredictor(
-        InpaintingLocalizer(**TINY), width=4, n_steps=3, device="cpu", channel_axis=-1,
+        InpaintingLocalizer(**TINY),
+        width=4,
+        n_steps=3,
+        device="cpu",
+        channel_axis=-1,
         random_state=0,
-    ).fit(two)  # fmt: skip
+    ).fit(two)
     assert pred.score_samples(two).shape == two.shape[:-1]
 
 
@@ -153,7 +165,10 @@ def test_geometry_follows_the_image_size(healthy):
         ({"context_size": 5}, "'context_size' of InpaintingLocalizer must be at least"),
         ({"window_size": 1}, r"'window_size' of InpaintingLocalizer must be an integer in \[2"),
         ({"window_size": "big"}, "'window_size' of InpaintingLocalizer must be 'auto'"),
-        ({"min_foreground": 0.0}, r"'min_foreground' of InpaintingLocalizer must be a number in \(0, 1\]"),
+        (
+            {"min_foreground": 0.0},
+            r"'min_foreground' of InpaintingLocalizer must be a number in \(0, 1\]",
+        ),
         ({"batch_size": 1}, "'batch_size'"),
         ({"adversarial_weight": -1}, "'adversarial_weight'"),
     ],
@@ -167,7 +182,9 @@ def test_bad_inpainter(healthy, exact):
     with pytest.raises(TypeError, match="'inpainter' of InpaintingLossPredictor must be None"):
         InpaintingLossPredictor("generator").fit(healthy[:8])
     with pytest.raises(NotFittedError):
-        InpaintingLossPredictor(FrozenEstimator(InpaintingLocalizer(**TINY)), n_steps=2).fit(healthy[:8])
+        InpaintingLossPredictor(FrozenEstimator(InpaintingLocalizer(**TINY)), n_steps=2).fit(
+            healthy[:8]
+        )
     two = np.stack([healthy[:8], healthy[:8]], axis=-1)
     with pytest.raises(ValueError, match="fitted on 1 channel"):
         InpaintingLossPredictor(FrozenEstimator(exact), n_steps=2, channel_axis=-1).fit(two)
@@ -179,9 +196,15 @@ def test_perturbed_windows_teach_the_predictor_about_lesions(exact, predictor, h
     # Trained on unaltered healthy windows only, the predictor learns which
     # healthy patterns are hard to inpaint, and misses the lesions.
     plain = InpaintingLossPredictor(
-        FrozenEstimator(exact), perturbed_fraction=0.0, width=8, n_steps=400, batch_size=32,
-        calibration_fraction=0.25, device="cpu", random_state=0,
-    ).fit(healthy)  # fmt: skip
+        FrozenEstimator(exact),
+        perturbed_fraction=0.0,
+        width=8,
+        n_steps=400,
+        batch_size=32,
+        calibration_fraction=0.25,
+        device="cpu",
+        random_state=0,
+    ).fit(healthy)
     images, masks = lesioned
     fg = images > 0
     auroc = {

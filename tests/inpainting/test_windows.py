@@ -25,7 +25,13 @@ def disk_mask(shape, centre, radius):
 
 @pytest.mark.parametrize(
     "shape, window, stride",
-    [((256, 256), 16, 4), ((128, 128), 8, 2), ((512, 512), 32, 8), ((32, 32), 2, 1), ((8, 8), 2, 1)],
+    [
+        ((256, 256), 16, 4),
+        ((128, 128), 8, 2),
+        ((512, 512), 32, 8),
+        ((32, 32), 2, 1),
+        ((8, 8), 2, 1),
+    ],
 )
 def test_default_window_scales_with_image_size(shape, window, stride):
     assert default_window_size(shape) == window
@@ -46,21 +52,28 @@ def test_foreground_fractions_match_brute_force():
 
 @pytest.mark.parametrize("min_foreground", [1.0, 0.5])
 def test_sampled_windows_stay_in_the_foreground(min_foreground):
-    foregrounds = [disk_mask((40, 40), (20, 20), 12), disk_mask((30, 36), (10, 25), 7),
-                   np.zeros((30, 30), bool)]  # fmt: skip
+    foregrounds = [
+        disk_mask((40, 40), (20, 20), 12),
+        disk_mask((30, 36), (10, 25), 7),
+        np.zeros((30, 30), bool),
+    ]
     window = 6
     candidates = window_candidates(foregrounds, window, min_foreground)
     slices, tops, lefts = sample_windows(candidates, 2000, np.random.default_rng(0))
     assert set(np.unique(slices)) == {0, 1}  # never the empty slice
-    fractions = np.array([
-        foregrounds[s][t : t + window, c : c + window].mean()
-        for s, t, c in zip(slices, tops, lefts)
-    ])  # fmt: skip
+    fractions = np.array(
+        [
+            foregrounds[s][t : t + window, c : c + window].mean()
+            for s, t, c in zip(slices, tops, lefts)
+        ]
+    )
     assert (fractions >= min_foreground).all()
     if min_foreground < 1:  # windows on the rim are drawn too
         assert (fractions < 1).any()
     # every candidate window is a qualifying one, and all of them are listed
-    expected = sum((foreground_fractions(fg, window) >= min_foreground).sum() for fg in foregrounds)
+    expected = sum(
+        (foreground_fractions(fg, window) >= min_foreground).sum() for fg in foregrounds
+    )
     assert candidates[0].size == expected
 
 
@@ -88,15 +101,18 @@ def test_patches_are_centred_on_their_window():
     images = rng.random((2, 1, 12, 15)).astype(np.float32)
     margin, size, window = 6, 8, 4
     padded = torch.nn.functional.pad(torch.from_numpy(images), (margin,) * 4)
-    patches = gather_patches(padded, np.array([1, 0]), np.array([0, 5]), np.array([11, 3]),
-                             size, window, margin)  # fmt: skip
+    patches = gather_patches(
+        padded, np.array([1, 0]), np.array([0, 5]), np.array([11, 3]), size, window, margin
+    )
     reference = np.pad(images, ((0, 0), (0, 0), (margin, margin), (margin, margin)))
     offset = margin - (size - window) // 2  # 2 pixels of context on each side
     np.testing.assert_array_equal(
-        patches[0].numpy(), reference[1, :, offset : offset + size, 11 + offset : 11 + offset + size]
+        patches[0].numpy(),
+        reference[1, :, offset : offset + size, 11 + offset : 11 + offset + size],
     )
     np.testing.assert_array_equal(
-        patches[1].numpy(), reference[0, :, 5 + offset : 5 + offset + size, 3 + offset : 3 + offset + size]
+        patches[1].numpy(),
+        reference[0, :, 5 + offset : 5 + offset + size, 3 + offset : 3 + offset + size],
     )
     # the window sits in the middle of its patch
     np.testing.assert_array_equal(patches[1, :, 2:6, 2:6].numpy(), images[0, :, 5:9, 3:7])
@@ -112,10 +128,13 @@ def test_heatmap_is_the_mean_loss_of_covering_windows():
     for y in range(shape[0]):
         for x in range(shape[1]):
             covering = [
-                losses[r, c] for r in range(3) for c in range(4)
-                if valid[r, c] and stride * r <= y < stride * r + window
+                losses[r, c]
+                for r in range(3)
+                for c in range(4)
+                if valid[r, c]
+                and stride * r <= y < stride * r + window
                 and stride * c <= x < stride * c + window
-            ]  # fmt: skip
+            ]
             expected[y, x] = np.mean(covering) if covering else 0.0
     np.testing.assert_allclose(out, expected, rtol=1e-6)
     assert out.dtype == np.float32

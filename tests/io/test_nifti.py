@@ -43,9 +43,11 @@ def test_load_gives_canonical_orientation(scan):
     np.testing.assert_array_equal(loaded, expected.get_fdata(dtype=np.float32))
     # The world coordinate of every voxel is unchanged by the reorientation.
     i, j, k = 1, 2, 3
-    original_index = np.linalg.solve(
-        NON_CANONICAL_AFFINE, ref.canonical_affine @ [i, j, k, 1]
-    )[:3].round().astype(int)
+    original_index = (
+        np.linalg.solve(NON_CANONICAL_AFFINE, ref.canonical_affine @ [i, j, k, 1])[:3]
+        .round()
+        .astype(int)
+    )
     assert loaded[i, j, k] == data[tuple(original_index)]
 
 
@@ -65,8 +67,7 @@ def test_round_trip_keeps_grid_and_values(scan, tmp_path):
 
 def test_bool_saved_as_uint8_and_scaling_dropped(tmp_path):
     # A scaled int16 source: maps must not inherit its slope.
-    image = nib.Nifti1Image(np.arange(60, dtype=np.int16).reshape(3, 4, 5),
-                            NON_CANONICAL_AFFINE)
+    image = nib.Nifti1Image(np.arange(60, dtype=np.int16).reshape(3, 4, 5), NON_CANONICAL_AFFINE)
     image.header.set_slope_inter(2.0, 1.0)
     nib.save(image, tmp_path / "scaled.nii")
     loaded, ref = load_nifti(tmp_path / "scaled.nii")
@@ -90,8 +91,7 @@ def test_load_dtype_bool(scan):
 
 
 def test_squeezes_singleton_fourth_axis(tmp_path):
-    nib.save(nib.Nifti1Image(np.ones((3, 4, 5, 1), np.float32), np.eye(4)),
-             tmp_path / "a.nii")
+    nib.save(nib.Nifti1Image(np.ones((3, 4, 5, 1), np.float32), np.eye(4)), tmp_path / "a.nii")
     data, ref = load_nifti(tmp_path / "a.nii")
     assert data.shape == (3, 4, 5) and ref.shape == (3, 4, 5)
 
@@ -147,8 +147,7 @@ def test_overwrite_replaces(scan, tmp_path):
 
 @pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt])
 @pytest.mark.parametrize("overwrite", [False, True])
-def test_failed_write_leaves_nothing(scan, tmp_path, monkeypatch, error,
-                                     overwrite):
+def test_failed_write_leaves_nothing(scan, tmp_path, monkeypatch, error, overwrite):
     path, _ = scan
     loaded, ref = load_nifti(path)
 

@@ -24,9 +24,15 @@ def images():
 @pytest.fixture(scope="module")
 def gmvae(images):
     return GMVAERestorer(
-        width=4, n_clusters=3, n_epochs=2, n_restoration_steps=5, tv_weight="auto",
-        tv_weights=(0.0, 1.0), device="cpu", random_state=0,
-    ).fit(images)  # fmt: skip
+        width=4,
+        n_clusters=3,
+        n_epochs=2,
+        n_restoration_steps=5,
+        tv_weight="auto",
+        tv_weights=(0.0, 1.0),
+        device="cpu",
+        random_state=0,
+    ).fit(images)
 
 
 @pytest.fixture(scope="module")
@@ -198,9 +204,15 @@ def test_round_trip_ascnet(images, tmp_path):
     from anomseg.adversarial import ASCNetSegmenter
 
     est = ASCNetSegmenter(
-        width=4, n_stage1_cycles=1, n_stage2_cycles=1, discriminator_steps=1,
-        generator_steps=1, batch_size=4, device="cpu", random_state=0,
-    ).fit(images[:8], X_unlabelled=images[8:])  # fmt: skip
+        width=4,
+        n_stage1_cycles=1,
+        n_stage2_cycles=1,
+        discriminator_steps=1,
+        generator_steps=1,
+        batch_size=4,
+        device="cpu",
+        random_state=0,
+    ).fit(images[:8], X_unlabelled=images[8:])
     loaded = load_torch_model(save_torch_model(est, tmp_path / "ascnet.pt"))
     assert type(loaded) is ASCNetSegmenter
     np.testing.assert_array_equal(loaded.score_samples(images), est.score_samples(images))

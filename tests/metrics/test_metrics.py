@@ -74,7 +74,7 @@ def test_threshold_at_fpr_is_exact_and_smallest(max_fpr):
     below = scores[scores < t].max()
     # any smaller threshold (the next score down) breaks the limit
     assert np.mean(scores > below) > max_fpr
-    assert np.sum(scores > t) == int(round(max_fpr * 1000))
+    assert np.sum(scores > t) == round(max_fpr * 1000)
 
 
 def test_threshold_at_fpr_with_ties_and_foreground():
@@ -102,7 +102,7 @@ def test_report_labels_and_values(scored):
     assert report["AUROC", "pooled"] == pytest.approx(roc_auc(truth, scores, fg))
     assert report["Dice", "pooled"] == pytest.approx(dice_score(truth, scores > 0.95, fg))
     per_volume = [roc_auc(truth[i], scores[i], fg[i]) for i in range(3)]
-    row = [r for r in report.results if r.metric == "AUROC" and r.aggregation == "per-volume"][0]
+    row = next(r for r in report.results if r.metric == "AUROC" and r.aggregation == "per-volume")
     assert row.value == pytest.approx(np.mean(per_volume))
     assert row.sd == pytest.approx(np.std(per_volume, ddof=1))
     assert row.n_volumes == 3

@@ -48,9 +48,12 @@ def test_scorer_is_minus_the_healthy_change_at_the_fitted_weight(estimator, heal
 def test_pipeline_steps_transform_before_scoring(healthy):
     raw = 1000 * healthy  # scanner units; the pipeline scales them to [0, 1]
     pipe = Pipeline(
-        [("skip", "passthrough"), ("scale", IntensityScaler()),
-         ("restore", VAERestorer(**TINY, tv_weight=1.0))]
-    ).fit(raw[TRAIN])  # fmt: skip
+        [
+            ("skip", "passthrough"),
+            ("scale", IntensityScaler()),
+            ("restore", VAERestorer(**TINY, tv_weight=1.0)),
+        ]
+    ).fit(raw[TRAIN])
     scaled = IntensityScaler().fit_transform(raw[TEST])
     expected = -pipe[-1].healthy_change(scaled)[0]
     assert healthy_change_scorer(pipe, raw[TEST]) == pytest.approx(expected, rel=1e-6)
@@ -63,10 +66,13 @@ def test_pipeline_steps_transform_before_scoring(healthy):
 def test_grid_search_chooses_the_weight_of_least_healthy_change(healthy):
     grid = [0.0, 1.0, 4.0]
     search = GridSearchCV(
-        VAERestorer(**TINY, tv_weight=0.0), {"tv_weight": grid},
-        scoring=healthy_change_scorer, cv=[(TRAIN, TEST)], refit=False,
+        VAERestorer(**TINY, tv_weight=0.0),
+        {"tv_weight": grid},
+        scoring=healthy_change_scorer,
+        cv=[(TRAIN, TEST)],
+        refit=False,
         error_score="raise",
-    ).fit(healthy)  # fmt: skip
+    ).fit(healthy)
     # Training is deterministic on the CPU and does not depend on the TV
     # weight, so one network fitted on the same split gives every score.
     reference = VAERestorer(**TINY, tv_weight=0.0).fit(healthy[TRAIN])
@@ -81,10 +87,12 @@ def test_grid_search_chooses_the_weight_of_least_healthy_change(healthy):
     [
         (FlairThreshold(), "got FlairThreshold"),
         (VAEReconstructor(), "got VAEReconstructor"),
-        (make_anomaly_pipeline(IntensityScaler(), FlairThreshold()),
-         "got FlairThreshold, the last step of the AnomalyPipeline"),
+        (
+            make_anomaly_pipeline(IntensityScaler(), FlairThreshold()),
+            "got FlairThreshold, the last step of the AnomalyPipeline",
+        ),
     ],
-)  # fmt: skip
+)
 def test_rejects_estimators_without_healthy_change(estimator, named, healthy):
     with pytest.raises(TypeError, match=named):
         healthy_change_scorer(estimator, healthy[TEST])

@@ -24,7 +24,7 @@ def blobs(ndim):
 def test_cc_filter_removes_small_keeps_large(ndim):
     mask = blobs(ndim)
     out = ConnectedComponentFilter(min_size=10).fit_transform(mask[None])
-    assert out.dtype == bool and out.shape == (1,) + mask.shape
+    assert out.dtype == bool and out.shape == (1, *mask.shape)
     assert out.sum() == 20
     assert not out[0][tuple(np.argwhere(mask)[-1])]  # a pixel of the small one
 

@@ -28,7 +28,9 @@ def make_scans(n=6, shape=(40, 36), seed=0):
 @pytest.fixture
 def pipe():
     return make_anomaly_pipeline(
-        ForegroundMasker(), ForegroundCropper(margin=2), Resizer((16, 16)),
+        ForegroundMasker(),
+        ForegroundCropper(margin=2),
+        Resizer((16, 16)),
         FlairThreshold(max_fpr=0.05),
     )
 

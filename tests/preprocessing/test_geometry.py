@@ -30,7 +30,7 @@ def test_crop_inverse_is_exact():
     cropped = cropper.transform(maps)  # any image of the input shape
     back = cropper.inverse_transform(cropped.data)
     inside = tuple(slice(a, b) for a, b in cropper.window_)
-    np.testing.assert_array_equal(back[(slice(None),) + inside], maps[(slice(None),) + inside])
+    np.testing.assert_array_equal(back[(slice(None), *inside)], maps[(slice(None), *inside)])
     outside = np.ones(X.shape[1:], bool)
     outside[inside] = False
     assert (back[:, outside] == 0).all()

@@ -14,7 +14,9 @@ def test_scaler_maps_min_max_to_zero_one_and_keeps_background_masked():
 
 
 def test_scaler_is_per_sample_and_per_channel():
-    images = np.stack([np.arange(1.0, 17.0).reshape(4, 4), 10 * np.arange(1.0, 17.0).reshape(4, 4)])
+    images = np.stack(
+        [np.arange(1.0, 17.0).reshape(4, 4), 10 * np.arange(1.0, 17.0).reshape(4, 4)]
+    )
     out = IntensityScaler().fit_transform(images)
     np.testing.assert_allclose(out[0], out[1], atol=1e-6)
     two = np.stack([images[0], images[1] + 5], axis=-1)[None]
@@ -54,8 +56,11 @@ def test_matcher_makes_scaled_images_agree():
         (np.quantile(a[a > 0], np.linspace(0, 1, 64)) * 4 + 50) / 2,
         rtol=1e-5,
     )
-    np.testing.assert_allclose(np.quantile(ta.compressed(), levels),
-                               np.quantile(matcher.reference_quantiles_, levels), rtol=0.05)
+    np.testing.assert_allclose(
+        np.quantile(ta.compressed(), levels),
+        np.quantile(matcher.reference_quantiles_, levels),
+        rtol=0.05,
+    )
 
 
 def test_matcher_maps_training_image_onto_itself():

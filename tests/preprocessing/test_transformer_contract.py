@@ -35,7 +35,7 @@ def make_images(n=3, shape=(16, 16), seed=0, channels=None):
     rng = np.random.default_rng(seed)
     full = (n, *shape) + ((channels,) if channels else ())
     images = np.zeros(full)
-    images[:, 3:13, 4:12] = rng.uniform(10, 100, size=(n, 10, 8) + full[3:])
+    images[:, 3:13, 4:12] = rng.uniform(10, 100, size=(n, 10, 8, *full[3:]))
     return images
 
 

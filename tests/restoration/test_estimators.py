@@ -46,9 +46,7 @@ TINY = {
     "device": "cpu",
     "random_state": 0,
 }
-TINY_RECONSTRUCTOR = {
-    k: v for k, v in TINY.items() if k in VAEReconstructor().get_params()
-}
+TINY_RECONSTRUCTOR = {k: v for k, v in TINY.items() if k in VAEReconstructor().get_params()}
 RESTORERS = [(VAERestorer, {}), (GMVAERestorer, {"n_clusters": 3})]
 
 
@@ -65,9 +63,7 @@ def unseen():
 @pytest.fixture(scope="module")
 def trained():
     X = make_healthy_images(n_images=128, shape=(32, 32), random_state=0)
-    return {
-        cls.__name__: cls(**TRAINED, **params).fit(X) for cls, params in RESTORERS
-    }
+    return {cls.__name__: cls(**TRAINED, **params).fit(X) for cls, params in RESTORERS}
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +97,9 @@ def test_training_improves_the_elbo(trained, name):
 
 
 def test_early_stopping(healthy):
-    est = VAERestorer(**{**TINY, "n_epochs": 30, "patience": 1, "learning_rate": 0.05}).fit(healthy)
+    est = VAERestorer(**{**TINY, "n_epochs": 30, "patience": 1, "learning_rate": 0.05}).fit(
+        healthy
+    )
     # stopped once the validation loss failed to improve for one epoch
     assert est.n_epochs_ < 30
     assert est.best_epoch_ == est.n_epochs_ - 1
@@ -181,9 +179,7 @@ def masked_with_background(images, value=5.0):
 def test_masked_background_values_do_not_leak(tiny, unseen):
     masked = masked_with_background(unseen)
     np.testing.assert_array_equal(tiny.score_samples(masked), tiny.score_samples(unseen))
-    np.testing.assert_array_equal(
-        np.ma.getdata(tiny.restore(masked)), tiny.restore(unseen)
-    )
+    np.testing.assert_array_equal(np.ma.getdata(tiny.restore(masked)), tiny.restore(unseen))
 
 
 def test_healthy_change_ignores_masked_background(tiny, unseen):
@@ -219,9 +215,9 @@ def test_auto_tv_weight_minimises_the_healthy_change(healthy):
 
 def test_auto_tv_weight_on_a_subset_of_calibration_images(healthy):
     grid = (0.0, 0.3)
-    est = VAERestorer(
-        **{**TINY, "tv_weight": "auto", "tv_weights": grid, "max_tv_images": 2}
-    ).fit(healthy)
+    est = VAERestorer(**{**TINY, "tv_weight": "auto", "tv_weights": grid, "max_tv_images": 2}).fit(
+        healthy
+    )
     _, calibration = est._calibration_split(est._check_images(healthy, "fit"), None)
     # evenly spaced: the first and the last of the 4 calibration images
     X_sub = healthy[calibration][[0, 3]]

@@ -36,8 +36,7 @@ def test_total_variation_equals_hand_computation():
     rng = np.random.default_rng(0)
     images = rng.normal(size=(4, 2, 5, 7))
     expected = [
-        np.abs(np.diff(im, axis=1)).sum() + np.abs(np.diff(im, axis=2)).sum()
-        for im in images
+        np.abs(np.diff(im, axis=1)).sum() + np.abs(np.diff(im, axis=2)).sum() for im in images
     ]
     got = total_variation(torch.from_numpy(images))
     assert got.shape == (4,)
@@ -53,9 +52,7 @@ def test_total_variation_gradient_matches_finite_differences():
     y = torch.rand(2, 1, 5, 6, generator=generator, dtype=torch.float64)
     x = torch.rand(2, 1, 5, 6, generator=generator, dtype=torch.float64)
     x.requires_grad_(True)
-    assert torch.autograd.gradcheck(
-        lambda x: total_variation(x - y), (x,), eps=1e-7, atol=1e-6
-    )
+    assert torch.autograd.gradcheck(lambda x: total_variation(x - y), (x,), eps=1e-7, atol=1e-6)
     # and explicitly: the gradient is the sum of the signs of the differences
     (grad,) = torch.autograd.grad(total_variation(x - y).sum(), x)
     d = (x - y).detach().numpy()[:, 0]

@@ -34,27 +34,48 @@ def main():
     X = make_healthy_images(n_images=16, shape=(24, 24), random_state=0)
     Y, _ = add_synthetic_lesions(
         make_healthy_images(n_images=3, shape=(24, 24), random_state=5),
-        radius=(2, 4), contrast=0.8, random_state=1,
+        radius=(2, 4),
+        contrast=0.8,
+        random_state=1,
     )
-    prior = dict(width=2, n_epochs=2, batch_size=4, device="cpu", random_state=0)
-    restoration = dict(n_restoration_steps=5, tv_weights=(0.0, 1.0))
-    inpainting = dict(window_size=4, width=2, n_steps=5, batch_size=8, device="cpu", random_state=0)
+    prior = {"width": 2, "n_epochs": 2, "batch_size": 4, "device": "cpu", "random_state": 0}
+    restoration = {"n_restoration_steps": 5, "tv_weights": (0.0, 1.0)}
+    inpainting = {
+        "window_size": 4,
+        "width": 2,
+        "n_steps": 5,
+        "batch_size": 8,
+        "device": "cpu",
+        "random_state": 0,
+    }
     models = {
         "flairthreshold": FlairThreshold().fit(X),
         "vaereconstructor": VAEReconstructor(**prior).fit(X),
         "vaerestorer": VAERestorer(**prior, **restoration).fit(X),
         "gmvaerestorer": GMVAERestorer(**prior, **restoration, n_clusters=2).fit(X),
         "ascnetsegmenter": ASCNetSegmenter(
-            width=2, n_stage1_cycles=1, n_stage2_cycles=1, discriminator_steps=1,
-            generator_steps=2, batch_size=4, device="cpu", random_state=0,
+            width=2,
+            n_stage1_cycles=1,
+            n_stage2_cycles=1,
+            discriminator_steps=1,
+            generator_steps=2,
+            batch_size=4,
+            device="cpu",
+            random_state=0,
         ).fit(X, X_unlabelled=Y),
         "inpaintinglocalizer": InpaintingLocalizer(**inpainting).fit(X),
         "inpaintinglosspredictor": InpaintingLossPredictor(
-            InpaintingLocalizer(**inpainting), width=2, n_steps=5, batch_size=8,
-            device="cpu", random_state=0,
+            InpaintingLocalizer(**inpainting),
+            width=2,
+            n_steps=5,
+            batch_size=8,
+            device="cpu",
+            random_state=0,
         ).fit(X),
         # as `anomseg fit --method flair-threshold --foreground auto` wrote it
-        "pipeline-flairthreshold": make_anomaly_pipeline(ForegroundMasker(), FlairThreshold()).fit(X),
+        "pipeline-flairthreshold": make_anomaly_pipeline(ForegroundMasker(), FlairThreshold()).fit(
+            X
+        ),
         # as `anomseg fit --method vae-reconstruction` wrote it
         "pipeline-vaereconstructor": make_anomaly_pipeline(
             IntensityScaler(upper_percentile=90.0, clip=False), VAEReconstructor(**prior)
