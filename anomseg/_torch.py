@@ -16,7 +16,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from .base import BaseAnomalySegmenter
 from .exceptions import AnomsegWarning
-from .utils import check_generator, check_in_range, check_one_of
+from .utils import check_generator
+from .utils._param_validation import COMMON_CONSTRAINTS
 
 __all__ = ["TorchSegmenter", "chunks", "resolve_device"]
 
@@ -26,8 +27,8 @@ _MAX_SCALED_INTENSITY = 10.0
 
 
 def resolve_device(device, owner):
-    """The device ``"auto"``, ``"cpu"`` or ``"cuda"`` stands for here."""
-    check_one_of(device, "device", owner, ("auto", "cpu", "cuda"))
+    """The device ``"auto"``, ``"cpu"`` or ``"cuda"`` (already validated)
+    stands for here."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -57,19 +58,18 @@ class TorchSegmenter(BaseAnomalySegmenter):
     _module_class = None
     _module_params = ()
 
-    def _check_torch_params(self):
-        name = type(self).__name__
-        check_in_range(
-            self.inference_batch_size,
+    _parameter_constraints: dict = {
+        key: COMMON_CONSTRAINTS[key]
+        for key in (
+            "max_fpr",
+            "calibration_fraction",
+            "random_state",
+            "channel_axis",
+            "device",
             "inference_batch_size",
-            name,
-            1,
-            None,
-            closed="left",
-            integer=True,
+            "verbose",
         )
-        check_one_of(self.device, "device", name, ("auto", "cpu", "cuda"))
-        check_in_range(self.verbose, "verbose", name, 0, None, closed="left", integer=True)
+    }
 
     # -- tensors ----------------------------------------------------------------
     def _tensors(self, batch, indices, device, shape=None):

@@ -28,7 +28,8 @@ from ._docstrings import fill_doc
 from ._version import __version__
 from .exceptions import ShapeMismatchError, VersionMismatchWarning
 from .metrics._pixel import calibrate_thresholds
-from .utils import ImageBatch, check_generator, check_images, check_in_range
+from .utils import ImageBatch, check_generator, check_images
+from .utils._param_validation import COMMON_CONSTRAINTS
 
 __all__ = ["STANDARD_FPRS", "BaseAnomalySegmenter"]
 
@@ -78,6 +79,10 @@ class BaseAnomalySegmenter(BaseEstimator):
     _requires_fit_shape = False
     _slice_wise = False
 
+    #: What each parameter accepts (scikit-learn's declarative constraints);
+    #: every subclass lists all the parameters of its ``__init__``.
+    _parameter_constraints: dict = {"max_fpr": COMMON_CONSTRAINTS["max_fpr"]}
+
     # -- the public contract -------------------------------------------------
     def fit(self, X, y=None, groups=None):
         """Learn from healthy images and calibrate the threshold.
@@ -100,6 +105,7 @@ class BaseAnomalySegmenter(BaseEstimator):
             The fitted estimator.
         """
         self._validate_params()
+        self._check_params()
         self._fit_and_calibrate(self._check_images(X, "fit", reset=True), groups)
         return self
 
@@ -121,6 +127,7 @@ class BaseAnomalySegmenter(BaseEstimator):
         """
         check_is_fitted(self, "threshold_")
         self._validate_params()
+        self._check_params()
         self._tune_and_calibrate(self._check_images(X, "calibrate"))
         return self
 
@@ -212,7 +219,8 @@ class BaseAnomalySegmenter(BaseEstimator):
         return None
 
     def _check_params(self):
-        """Validate the parameters that are the method's own."""
+        """Check what ``_parameter_constraints`` cannot express: rules that
+        tie several parameters together."""
 
     def _select_threshold(self):
         """The threshold to use once ``calibration_thresholds_`` is set: by
@@ -224,14 +232,6 @@ class BaseAnomalySegmenter(BaseEstimator):
         return mask
 
     # -- shared machinery -----------------------------------------------------
-    def _validate_params(self):
-        name = type(self).__name__
-        check_in_range(self.max_fpr, "max_fpr", name, 0, 1)
-        if self._learns_from_images:
-            check_in_range(self.calibration_fraction, "calibration_fraction", name, 0, 1)
-            check_generator(self.random_state)  # fails early on a bad value
-        self._check_params()
-
     def _check_images(self, X, method, reset=False):
         where = f"{type(self).__name__}.{method}"
         batch = check_images(X, where=where, channel_axis=getattr(self, "channel_axis", None))

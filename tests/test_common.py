@@ -132,6 +132,9 @@ class TestContract:
             with pytest.raises(NotFittedError):
                 getattr(est, method)(healthy)
 
+    def test_every_parameter_has_a_constraint(self, name, cls):
+        assert set(cls._parameter_constraints) == set(make_estimator(cls).get_params(deep=False))
+
     def test_init_only_stores_params(self, name, cls):
         est = make_estimator(cls)
         public = {k for k in vars(est) if not k.startswith("_")}
@@ -262,7 +265,7 @@ class TestContract:
     )
     def test_bad_params(self, name, cls, healthy, param, value):
         est = make_estimator(cls, **{param: value})
-        with pytest.raises(ValueError, match=f"'{param}' of {name} must be"):
+        with pytest.raises(ValueError, match=f"'{param}' parameter of {name} must be"):
             est.fit(healthy)
 
     def test_shape_or_channels_differing_from_fit(self, name, cls, fitted, healthy):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from numbers import Integral, Real
 
 import numpy as np
 import torch
@@ -12,7 +13,8 @@ from .._docstrings import fill_doc
 from .._torch import TorchSegmenter
 from ..exceptions import AnomsegWarning
 from ..postprocessing import binary_closing, binary_opening
-from ..utils import ImageBatch, check_in_range, check_one_of
+from ..utils import ImageBatch
+from ..utils._param_validation import Interval, StrOptions
 from ._histogram import histogram_peak_threshold
 from ._networks import ASCNetModule, CutDiscriminator, soft_dice
 
@@ -224,34 +226,29 @@ class ASCNetSegmenter(TorchSegmenter):
         self.verbose = verbose
         self.channel_axis = channel_axis
 
-    # -- parameters -------------------------------------------------------------
+    _parameter_constraints: dict = {
+        **TorchSegmenter._parameter_constraints,
+        "width": [Interval(Integral, 1, None, closed="left")],
+        "n_stage1_cycles": [Interval(Integral, 0, None, closed="left")],
+        "n_stage2_cycles": [Interval(Integral, 0, None, closed="left")],
+        "discriminator_steps": [Interval(Integral, 1, None, closed="left")],
+        "generator_steps": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 2, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "anomaly_map": [StrOptions({"reconstruction", "wild-cut"})],
+        "anomaly_peak": [StrOptions({"right", "left"})],
+        "threshold_method": [StrOptions({"fpr", "histogram-peak"})],
+        "histogram_bins": [Interval(Integral, 3, None, closed="left")],
+        "opening_radius": [Interval(Integral, 0, None, closed="left")],
+        "closing_radius": [Interval(Integral, 0, None, closed="left")],
+    }
+
     def _check_params(self):
-        name = type(self).__name__
-
-        def positive_int(param, low=1):
-            check_in_range(
-                getattr(self, param), param, name, low, None, closed="left", integer=True
-            )
-
-        positive_int("width")
-        positive_int("n_stage1_cycles", 0)
-        positive_int("n_stage2_cycles", 0)
         if self.n_stage1_cycles + self.n_stage2_cycles == 0:
             raise ValueError(
-                f"'n_stage1_cycles' and 'n_stage2_cycles' of {name} are both 0; "
-                "at least one training cycle is needed."
+                f"The 'n_stage1_cycles' and 'n_stage2_cycles' parameters of "
+                f"{type(self).__name__} are both 0; at least one training cycle is needed."
             )
-        positive_int("discriminator_steps")
-        positive_int("generator_steps")
-        positive_int("batch_size", 2)
-        check_in_range(self.learning_rate, "learning_rate", name, 0, None)
-        check_one_of(self.anomaly_map, "anomaly_map", name, ("reconstruction", "wild-cut"))
-        check_one_of(self.anomaly_peak, "anomaly_peak", name, ("right", "left"))
-        check_one_of(self.threshold_method, "threshold_method", name, ("fpr", "histogram-peak"))
-        positive_int("histogram_bins", 3)
-        positive_int("opening_radius", 0)
-        positive_int("closing_radius", 0)
-        self._check_torch_params()
 
     # -- fit ----------------------------------------------------------------------
     def fit(self, X, y=None, groups=None, X_unlabelled=None):
@@ -284,6 +281,7 @@ class ASCNetSegmenter(TorchSegmenter):
         self : object
         """
         self._validate_params()
+        self._check_params()
         batch = self._check_images(X, "fit", reset=True)
         is_reference = self._reference_mask(y, len(batch))
         parts = [batch.subset(np.flatnonzero(~is_reference))]

@@ -4,16 +4,27 @@ well-separated peaks at the valley that isolates its outermost peak."""
 from __future__ import annotations
 
 import warnings
+from numbers import Integral, Real
 
 import numpy as np
 from scipy import ndimage, signal
 
 from ..exceptions import AnomsegWarning
-from ..utils import check_in_range, check_one_of
+from ..utils._param_validation import Interval, StrOptions, validate_params
 
 __all__ = ["histogram_peak_threshold"]
 
 
+@validate_params(
+    {
+        "side": [StrOptions({"right", "left"})],
+        "n_bins": [Interval(Integral, 3, None, closed="left")],
+        "smoothing": [Interval(Real, 0, None, closed="left")],
+        "min_prominence": [Interval(Real, 0, None, closed="neither")],
+        "return_histogram": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def histogram_peak_threshold(
     values,
     *,
@@ -74,10 +85,6 @@ def histogram_peak_threshold(
     True
     """
     where = "histogram_peak_threshold"
-    check_one_of(side, "side", where, ("right", "left"))
-    check_in_range(n_bins, "n_bins", where, 3, None, closed="left", integer=True)
-    check_in_range(smoothing, "smoothing", where, 0, None, closed="left")
-    check_in_range(min_prominence, "min_prominence", where, 0, None)
     values = np.asarray(values, dtype=float).ravel()
     if values.size == 0 or not np.all(np.isfinite(values)):
         raise ValueError(f"'values' of {where} must be a non-empty array of finite numbers.")

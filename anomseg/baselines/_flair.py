@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import numpy as np
 from skimage.exposure import equalize_hist
 
 from .._docstrings import fill_doc
 from ..base import BaseAnomalySegmenter
 from ..postprocessing import remove_small_components
-from ..utils import check_in_range
+from ..utils._param_validation import COMMON_CONSTRAINTS, Interval
 
 __all__ = ["FlairThreshold"]
 
@@ -69,6 +71,13 @@ class FlairThreshold(BaseAnomalySegmenter):
     """
 
     _learns_from_images = False
+    _parameter_constraints: dict = {
+        "max_fpr": COMMON_CONSTRAINTS["max_fpr"],
+        "n_bins": [Interval(Integral, 2, None, closed="left")],
+        "channel_axis": COMMON_CONSTRAINTS["channel_axis"],
+        "flair_channel": [Interval(Integral, 0, None, closed="left")],
+        "min_component_size": [Interval(Integral, 0, None, closed="left")],
+    }
 
     def __init__(
         self,
@@ -84,33 +93,12 @@ class FlairThreshold(BaseAnomalySegmenter):
         self.flair_channel = flair_channel
         self.min_component_size = min_component_size
 
-    def _check_params(self):
-        name = type(self).__name__
-        check_in_range(self.n_bins, "n_bins", name, 2, None, closed="left", integer=True)
-        check_in_range(
-            self.min_component_size,
-            "min_component_size",
-            name,
-            0,
-            None,
-            closed="left",
-            integer=True,
-        )
-        check_in_range(
-            self.flair_channel,
-            "flair_channel",
-            name,
-            0,
-            None,
-            closed="left",
-            integer=True,
-        )
-
     def _fit(self, batch):
         if batch.channel_axis is not None and self.flair_channel >= self.n_channels_:
             raise ValueError(
-                f"'flair_channel' of {type(self).__name__} must be below the "
-                f"number of channels, {self.n_channels_}; got {self.flair_channel}."
+                f"The 'flair_channel' parameter of {type(self).__name__} must be "
+                f"below the number of channels, {self.n_channels_}. Got "
+                f"{self.flair_channel} instead."
             )
 
     def _score(self, batch):

@@ -7,7 +7,7 @@ import json
 from sklearn.utils import Bunch
 
 from ..io import load_nifti
-from ..utils import check_one_of
+from ..utils._param_validation import StrOptions, validate_parameter_constraints
 from ._base import check_directory, check_files, find_subjects, select_subjects
 
 __all__ = ["load_lgg_flair"]
@@ -88,7 +88,9 @@ def load_lgg_flair(path, split=None, subjects=None):
     if split is None:
         available = find_subjects(directory, "_flair.nii.gz", _LOADER)
     else:
-        check_one_of(split, "split", _LOADER, [None, *split_dict])
+        validate_parameter_constraints(
+            {"split": [StrOptions(set(split_dict))]}, {"split": split}, caller_name=_LOADER
+        )
         available = sorted(split_dict[split])
     chosen = select_subjects(available, subjects, _LOADER)
     flair_files = [directory / f"{s}_flair.nii.gz" for s in chosen]

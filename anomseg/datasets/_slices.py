@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import numpy as np
 from sklearn.utils import Bunch
 
-from ..utils import check_in_range, check_one_of
+from ..utils._param_validation import COMMON_CONSTRAINTS, Interval, Options, validate_params
 
 __all__ = ["extract_slices"]
 
@@ -33,6 +35,15 @@ def _foreground(volume, n_spatial):
     return fg.any(axis=-1) if fg.ndim > n_spatial else fg
 
 
+@validate_params(
+    {
+        "axis": [Options(Integral, {0, 1, 2, -1, -2, -3})],
+        "lesion_free": [None, "boolean"],
+        "min_foreground": [Interval(Integral, 0, None, closed="left")],
+        "channel_axis": COMMON_CONSTRAINTS["channel_axis"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def extract_slices(
     volumes,
     masks=None,
@@ -114,10 +125,6 @@ def extract_slices(
     >>> healthy.slice_index
     array([0, 3, 4, 0, 1, 2, 3, 4])
     """
-    check_one_of(lesion_free, "lesion_free", _WHERE, (None, True, False))
-    check_one_of(channel_axis, "channel_axis", _WHERE, (None, -1))
-    check_one_of(axis, "axis", _WHERE, (0, 1, 2, -1, -2, -3))
-    check_in_range(min_foreground, "min_foreground", _WHERE, 0, closed="left", integer=True)
     volumes = _as_list(volumes, "volumes")
     n_volumes = len(volumes)
     if n_volumes == 0:

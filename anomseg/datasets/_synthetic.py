@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-import numbers
+from numbers import Integral, Real
 
 import numpy as np
 from scipy import ndimage
 
-from ..utils import check_generator, check_images, check_in_range, check_one_of
+from ..utils import check_generator, check_images
+from ..utils._param_validation import (
+    COMMON_CONSTRAINTS,
+    Interval,
+    NumberSequence,
+    StrOptions,
+    validate_params,
+)
 
 __all__ = ["add_synthetic_lesions", "make_healthy_images"]
 
@@ -19,20 +26,13 @@ _BLOB_AMPLITUDE = 0.6
 _BLOB_REACH = np.sqrt(1 + 2 * _BLOB_AMPLITUDE)
 
 
-def _check_range(value, name, low, integer):
-    """A number or a (low, high) pair, returned as a pair."""
-    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(pair) != 2:
-        raise ValueError(
-            f"'{name}' of {_WHERE} must be a number or a (low, high) pair; got {value!r}."
-        )
-    for v in pair:
-        check_in_range(
-            v, name, _WHERE, low, closed="left" if integer else "neither", integer=integer
-        )
+def _as_range(value, name):
+    """A number or a validated (low, high) pair, returned as a pair."""
+    pair = tuple(value) if isinstance(value, (tuple, list, np.ndarray)) else (value, value)
     if pair[0] > pair[1]:
         raise ValueError(
-            f"'{name}' of {_WHERE} must be a (low, high) pair with low <= high; got {value!r}."
+            f"The '{name}' parameter of {_WHERE} must be a (low, high) pair with "
+            f"low <= high. Got {value!r} instead."
         )
     return pair
 
@@ -94,6 +94,23 @@ def _rewrap(images, outputs, batch):
     ]
 
 
+@validate_params(
+    {
+        "n_lesions": [
+            Interval(Integral, 0, None, closed="left"),
+            NumberSequence(Interval(Integral, 0, None, closed="left"), length=2),
+        ],
+        "radius": [
+            Interval(Real, 0, None, closed="neither"),
+            NumberSequence(Interval(Real, 0, None, closed="neither"), length=2),
+        ],
+        "contrast": [Interval(Real, None, None, closed="neither")],
+        "shape": [StrOptions({"ellipsoid", "blob"})],
+        "smoothness": [Interval(Real, 0, None, closed="neither")],
+        "random_state": COMMON_CONSTRAINTS["random_state"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def add_synthetic_lesions(
     images,
     *,
@@ -173,12 +190,12 @@ def add_synthetic_lesions(
     True
     """
     batch = check_images(images, name="images", where=_WHERE)
-    n_lesions = _check_range(n_lesions, "n_lesions", 0, integer=True)
-    radius = _check_range(radius, "radius", 0, integer=False)
-    if not isinstance(contrast, numbers.Real) or contrast == 0 or contrast != contrast:
-        raise ValueError(f"'contrast' of {_WHERE} must be a non-zero number; got {contrast!r}.")
-    check_one_of(shape, "shape", _WHERE, ("ellipsoid", "blob"))
-    check_in_range(smoothness, "smoothness", _WHERE, 0)
+    n_lesions = _as_range(n_lesions, "n_lesions")
+    radius = _as_range(radius, "radius")
+    if contrast == 0:
+        raise ValueError(
+            f"The 'contrast' parameter of {_WHERE} must be a non-zero number. Got 0 instead."
+        )
     foregrounds = _check_foreground(foreground, batch)
     rng = check_generator(random_state)
 
@@ -201,6 +218,17 @@ def add_synthetic_lesions(
     return _rewrap(images, outputs, batch), batch.wrap(masks)
 
 
+@validate_params(
+    {
+        "n_images": [Interval(Integral, 1, None, closed="left")],
+        "shape": [
+            NumberSequence(Interval(Integral, 8, None, closed="left"), length=2),
+            NumberSequence(Interval(Integral, 8, None, closed="left"), length=3),
+        ],
+        "random_state": COMMON_CONSTRAINTS["random_state"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def make_healthy_images(n_images=16, shape=(64, 64), random_state=None):
     """Toy "healthy brain" images: a textured ellipse on a zero background.
 
@@ -236,13 +264,7 @@ def make_healthy_images(n_images=16, shape=(64, 64), random_state=None):
     >>> bool(X.min() == 0), bool(X.max() <= 1)
     (True, True)
     """
-    where = "make_healthy_images"
-    check_in_range(n_images, "n_images", where, 1, closed="left", integer=True)
-    shape = tuple(shape)
-    if len(shape) not in (2, 3) or not all(
-        isinstance(n, numbers.Integral) and n >= 8 for n in shape
-    ):
-        raise ValueError(f"'shape' of {where} must be 2 or 3 integers >= 8; got {shape!r}.")
+    shape = tuple(int(n) for n in shape)
     rng = check_generator(random_state)
     sizes = np.array(shape, dtype=float)
     grid = np.indices(shape, dtype=float)

@@ -4,6 +4,7 @@ approximation by a reconstruction-loss predictor (Mavropoulos 2021)."""
 from __future__ import annotations
 
 import time
+from numbers import Integral, Real
 
 import numpy as np
 import torch
@@ -13,7 +14,8 @@ from torch.nn import functional as F
 
 from .._docstrings import fill_doc
 from .._torch import TorchSegmenter, chunks
-from ..utils import check_generator, check_in_range
+from ..utils import check_generator
+from ..utils._param_validation import Interval, StrOptions
 from ._networks import InpaintingGenerator, LossPredictorNet, WindowDiscriminator
 from ._windows import (
     default_stride,
@@ -45,16 +47,6 @@ def window_l1(prediction, patches, weight):
     (n or 1, 1, S, S) is 1, averaged over channels."""
     error = (prediction - patches).abs() * weight
     return error.sum(dim=(1, 2, 3)) / (weight.sum(dim=(1, 2, 3)) * patches.shape[1])
-
-
-def _check_auto_int(value, name, owner, low):
-    if isinstance(value, str) and value == "auto":
-        return
-    if isinstance(value, str):
-        raise ValueError(
-            f"'{name}' of {owner} must be 'auto' or an integer >= {low}; got {value!r}."
-        )
-    check_in_range(value, name, owner, low, None, closed="left", integer=True)
 
 
 class _WindowLocalizer(TorchSegmenter):
@@ -280,20 +272,20 @@ class InpaintingLocalizer(_WindowLocalizer):
         self.verbose = verbose
         self.channel_axis = channel_axis
 
-    # -- parameters -------------------------------------------------------------
-    def _check_params(self):
-        name = type(self).__name__
-        _check_auto_int(self.window_size, "window_size", name, 2)
-        _check_auto_int(self.stride, "stride", name, 1)
-        _check_auto_int(self.context_size, "context_size", name, 4)
-        check_in_range(self.min_foreground, "min_foreground", name, 0, 1, closed="right")
-        check_in_range(self.width, "width", name, 1, None, closed="left", integer=True)
-        check_in_range(self.adversarial_weight, "adversarial_weight", name, 0, None, closed="left")
-        check_in_range(self.n_steps, "n_steps", name, 1, None, closed="left", integer=True)
-        check_in_range(self.batch_size, "batch_size", name, 2, None, closed="left", integer=True)
-        check_in_range(self.learning_rate, "learning_rate", name, 0, None)
-        self._check_torch_params()
+    _parameter_constraints: dict = {
+        **TorchSegmenter._parameter_constraints,
+        "window_size": [StrOptions({"auto"}), Interval(Integral, 2, None, closed="left")],
+        "stride": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "context_size": [StrOptions({"auto"}), Interval(Integral, 4, None, closed="left")],
+        "min_foreground": [Interval(Real, 0, 1, closed="right")],
+        "width": [Interval(Integral, 1, None, closed="left")],
+        "adversarial_weight": [Interval(Real, 0, None, closed="left")],
+        "n_steps": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 2, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+    }
 
+    # -- parameters -------------------------------------------------------------
     def _set_geometry(self, batch):
         name = type(self).__name__
         shape = tuple(max(s[k] for s in batch.spatial_shapes) for k in (0, 1))
@@ -302,14 +294,14 @@ class InpaintingLocalizer(_WindowLocalizer):
         context = 4 * window if self.context_size == "auto" else self.context_size
         if stride > window:
             raise ValueError(
-                f"'stride' of {name} must be at most the window size, {window}, "
-                f"so that windows cover every pixel; got {stride}."
+                f"The 'stride' parameter of {name} must be at most the window size, "
+                f"{window}, so that windows cover every pixel. Got {stride} instead."
             )
         if context < window + 2:
             raise ValueError(
-                f"'context_size' of {name} must be at least the window size "
-                f"plus 2, {window + 2}, to leave context around the window; "
-                f"got {context}."
+                f"The 'context_size' parameter of {name} must be at least the "
+                f"window size plus 2, {window + 2}, to leave context around the "
+                f"window. Got {context} instead."
             )
         self.window_size_, self.stride_, self.context_size_ = window, stride, context
         self.min_foreground_ = float(self.min_foreground)
@@ -535,24 +527,25 @@ class InpaintingLossPredictor(_WindowLocalizer):
         self.verbose = verbose
         self.channel_axis = channel_axis
 
+    _parameter_constraints: dict = {
+        **TorchSegmenter._parameter_constraints,
+        "inpainter": [None, InpaintingLocalizer, FrozenEstimator],
+        "width": [Interval(Integral, 1, None, closed="left")],
+        "perturbed_fraction": [Interval(Real, 0, 1, closed="both")],
+        "n_steps": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+    }
+
     def _check_params(self):
-        name = type(self).__name__
-        inner = (
-            self.inpainter.estimator
-            if isinstance(self.inpainter, FrozenEstimator)
-            else self.inpainter
-        )
-        if inner is not None and not isinstance(inner, InpaintingLocalizer):
+        if isinstance(self.inpainter, FrozenEstimator) and not isinstance(
+            self.inpainter.estimator, InpaintingLocalizer
+        ):
             raise TypeError(
-                f"'inpainter' of {name} must be None, an InpaintingLocalizer or "
-                f"a FrozenEstimator of a fitted one; got {type(inner).__name__}."
+                f"The 'inpainter' parameter of {type(self).__name__} must wrap an "
+                "InpaintingLocalizer when it is a FrozenEstimator. Got a "
+                f"FrozenEstimator of {type(self.inpainter.estimator).__name__} instead."
             )
-        check_in_range(self.width, "width", name, 1, None, closed="left", integer=True)
-        check_in_range(self.perturbed_fraction, "perturbed_fraction", name, 0, 1, closed="both")
-        check_in_range(self.n_steps, "n_steps", name, 1, None, closed="left", integer=True)
-        check_in_range(self.batch_size, "batch_size", name, 1, None, closed="left", integer=True)
-        check_in_range(self.learning_rate, "learning_rate", name, 0, None)
-        self._check_torch_params()
 
     def _build_module(self):
         return LossPredictorNet(self.n_channels_, self.width, final_kernel=self.final_kernel_)

@@ -284,6 +284,13 @@ def load_torch_model(path, *, device=None):
     """
     import torch
 
+    from ..utils._param_validation import StrOptions, validate_parameter_constraints
+
+    validate_parameter_constraints(
+        {"device": [None, StrOptions({"auto", "cpu", "cuda"})]},
+        {"device": device},
+        caller_name="load_torch_model",
+    )
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No model file at '{path}'.")

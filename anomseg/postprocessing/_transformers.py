@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from ..utils import check_in_range, check_maps, check_one_of
+from ..utils import check_maps
+from ..utils._param_validation import Interval, StrOptions
 from ._components import binary_closing, binary_opening, remove_small_components
 
 __all__ = ["ConnectedComponentFilter", "MorphologicalFilter"]
@@ -19,8 +22,8 @@ class _BaseMaskFilter(TransformerMixin, BaseEstimator):
     """A stateless filter of boolean masks (2D or 3D, stack or list).
 
     Nothing is learned: ``fit`` only validates the parameters, and
-    ``transform`` works without it. Subclasses implement ``_check_params``
-    and ``_filter(mask)``.
+    ``transform`` works without it. Subclasses declare
+    ``_parameter_constraints`` and implement ``_filter(mask)``.
     """
 
     def fit(self, X, y=None):
@@ -37,7 +40,7 @@ class _BaseMaskFilter(TransformerMixin, BaseEstimator):
         -------
         self : object
         """
-        self._check_params()
+        self._validate_params()
         check_maps(X, f"{type(self).__name__}.fit", name="X")
         return self
 
@@ -57,7 +60,7 @@ class _BaseMaskFilter(TransformerMixin, BaseEstimator):
             The filtered masks, in the layout of ``X``. ``X`` is never
             modified.
         """
-        self._check_params()
+        self._validate_params()
         masks, stacked = check_maps(X, f"{type(self).__name__}.transform", name="X")
         return _stack_like([self._filter(m.astype(bool, copy=False)) for m in masks], stacked)
 
@@ -96,19 +99,16 @@ class ConnectedComponentFilter(_BaseMaskFilter):
         self.min_size = min_size
         self.connectivity = connectivity
 
-    def _check_params(self):
-        name = type(self).__name__
-        check_in_range(self.min_size, "min_size", name, 1, None, closed="left", integer=True)
-        if self.connectivity is not None:
-            check_in_range(
-                self.connectivity, "connectivity", name, 1, 3, closed="both", integer=True
-            )
+    _parameter_constraints: dict = {
+        "min_size": [Interval(Integral, 1, None, closed="left")],
+        "connectivity": [None, Interval(Integral, 1, 3, closed="both")],
+    }
 
     def _filter(self, mask):
         if self.connectivity is not None and self.connectivity > mask.ndim:
             raise ValueError(
-                f"'connectivity' of {type(self).__name__} must be in "
-                f"[1, {mask.ndim}] for {mask.ndim}D masks; got {self.connectivity}."
+                f"The 'connectivity' parameter of {type(self).__name__} must be "
+                f"in [1, {mask.ndim}] for {mask.ndim}D masks. Got {self.connectivity} instead."
             )
         return remove_small_components(mask, self.min_size, self.connectivity)
 
@@ -145,10 +145,10 @@ class MorphologicalFilter(_BaseMaskFilter):
         self.operation = operation
         self.radius = radius
 
-    def _check_params(self):
-        name = type(self).__name__
-        check_one_of(self.operation, "operation", name, ("opening", "closing", "opening-closing"))
-        check_in_range(self.radius, "radius", name, 0, None, closed="left", integer=True)
+    _parameter_constraints: dict = {
+        "operation": [StrOptions({"opening", "closing", "opening-closing"})],
+        "radius": [Interval(Integral, 0, None, closed="left")],
+    }
 
     def _filter(self, mask):
         if self.operation in ("opening", "opening-closing"):

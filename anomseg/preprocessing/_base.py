@@ -25,7 +25,9 @@ def _channels_last(image, foreground):
 class _BaseImageTransformer(TransformerMixin, BaseEstimator):
     """Base of anomseg's image transformers.
 
-    Subclasses implement ``_check_params()``, optionally ``_fit(batch)``, and
+    Subclasses declare ``_parameter_constraints`` (scikit-learn's), may add
+    ``_check_params()`` for rules that tie parameters together, implement
+    optionally ``_fit(batch)``, and
     ``_transform(batch)`` returning a new :class:`ImageBatch` whose images
     own their memory. ``transform`` returns those images as masked arrays
     whose mask is the new foreground's complement, in the input's layout.
@@ -46,6 +48,7 @@ class _BaseImageTransformer(TransformerMixin, BaseEstimator):
         self : object
             The fitted transformer.
         """
+        self._validate_params()
         self._check_params()
         batch = self._check_input(X, "fit")
         self.n_channels_ = _n_channels(batch)
@@ -83,7 +86,7 @@ class _BaseImageTransformer(TransformerMixin, BaseEstimator):
         return batch
 
     def _check_params(self):
-        """Validate the parameters that are the transformer's own."""
+        """Check rules that tie several parameters together."""
 
     def _fit(self, batch):
         """Learn from the validated training images; nothing by default."""

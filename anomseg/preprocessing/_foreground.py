@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import numbers
+from numbers import Real
 
 import numpy as np
 from scipy import ndimage
 
 from .._docstrings import fill_doc
-from ..utils import check_images, check_one_of
+from ..utils import check_images
+from ..utils._param_validation import COMMON_CONSTRAINTS, Interval, StrOptions, validate_params
 from ._base import _BaseImageTransformer, _channels_last, _with_images
 
 __all__ = ["ForegroundMasker", "foreground_mask"]
@@ -27,19 +28,13 @@ AUTO_FRACTION = 0.1
 AUTO_PERCENTILE = 99.0
 
 
-def _check_masker_params(threshold, fill_holes, largest_component, owner):
-    if isinstance(threshold, str):
-        check_one_of(threshold, "threshold", owner, ("auto",))
-    elif (
-        not isinstance(threshold, numbers.Real)
-        or isinstance(threshold, bool)
-        or not np.isfinite(threshold)
-    ):
-        raise ValueError(
-            f"'threshold' of {owner} must be 'auto' or a finite number; got {threshold!r}."
-        )
-    check_one_of(fill_holes, "fill_holes", owner, (True, False))
-    check_one_of(largest_component, "largest_component", owner, (True, False))
+#: What the parameters of ForegroundMasker and foreground_mask accept.
+_MASKER_CONSTRAINTS = {
+    "threshold": [StrOptions({"auto"}), Interval(Real, None, None, closed="neither")],
+    "fill_holes": ["boolean"],
+    "largest_component": ["boolean"],
+    "channel_axis": COMMON_CONSTRAINTS["channel_axis"],
+}
 
 
 def _largest_component(mask):
@@ -79,6 +74,7 @@ def _derive_foreground(image, foreground, threshold, fill_holes, largest_compone
     return mask
 
 
+@validate_params(_MASKER_CONSTRAINTS, prefer_skip_nested_validation=True)
 @fill_doc
 def foreground_mask(
     image, threshold="auto", fill_holes=True, largest_component=True, channel_axis=None
@@ -130,7 +126,6 @@ def foreground_mask(
     >>> int(mask.sum()), bool(mask[4, 4]), bool(mask[0, 8])
     (25, True, False)
     """
-    _check_masker_params(threshold, fill_holes, largest_component, "foreground_mask")
     batch = check_images([image], name="image", where="foreground_mask", channel_axis=channel_axis)
     return _derive_foreground(
         batch.images[0], batch.foreground[0], threshold, fill_holes, largest_component
@@ -205,13 +200,7 @@ class ForegroundMasker(_BaseImageTransformer):
         self.largest_component = largest_component
         self.channel_axis = channel_axis
 
-    def _check_params(self):
-        _check_masker_params(
-            self.threshold,
-            self.fill_holes,
-            self.largest_component,
-            type(self).__name__,
-        )
+    _parameter_constraints: dict = _MASKER_CONSTRAINTS
 
     def _transform(self, batch):
         foreground = [

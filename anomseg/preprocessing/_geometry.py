@@ -3,7 +3,7 @@ maps computed in the transformed geometry come back in the input's."""
 
 from __future__ import annotations
 
-import numbers
+from numbers import Integral
 
 import numpy as np
 from skimage.transform import resize
@@ -11,30 +11,28 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._docstrings import fill_doc
 from ..exceptions import ShapeMismatchError
-from ..utils import check_in_range, check_maps, check_one_of
+from ..utils import check_maps
+from ..utils._param_validation import COMMON_CONSTRAINTS, Interval, NumberSequence, StrOptions
 from ._base import _BaseImageTransformer, _with_images, _wrap
 
 __all__ = ["ForegroundCropper", "Resizer"]
 
 
+#: A spatial size: one positive int for every axis, or one per axis.
+_SPATIAL_SIZE = [
+    Interval(Integral, 1, None, closed="left"),
+    NumberSequence(Interval(Integral, 1, None, closed="left")),
+]
+
+
 def _spatial_size(value, name, owner, ndim):
-    """``value`` (an int or one int per spatial axis) as a tuple of ``ndim``
-    positive ints."""
-    values = (value,) * ndim if isinstance(value, numbers.Integral) else value
-    try:
-        values = tuple(values)
-    except TypeError:
-        values = None
-    if (
-        values is None
-        or len(values) != ndim
-        or not all(
-            isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in values
-        )
-    ):
+    """``value`` (validated: an int, or one int per spatial axis) as a tuple
+    of ``ndim`` ints."""
+    values = (value,) * ndim if isinstance(value, Integral) else tuple(value)
+    if len(values) != ndim:
         raise ValueError(
-            f"'{name}' of {owner} must be a positive int or a tuple of {ndim} "
-            f"positive ints for {ndim}D samples; got {value!r}."
+            f"The '{name}' parameter of {owner} must be a positive int or a tuple "
+            f"of {ndim} positive ints for {ndim}D samples. Got {value!r} instead."
         )
     return tuple(int(v) for v in values)
 
@@ -187,12 +185,20 @@ class ForegroundCropper(_BaseGeometry):
         self.margin = margin
         self.channel_axis = channel_axis
 
+    _parameter_constraints: dict = {
+        "mode": [StrOptions({"bbox", "fixed"})],
+        "size": [None, *_SPATIAL_SIZE],
+        "margin": [Interval(Integral, 0, None, closed="left")],
+        "channel_axis": COMMON_CONSTRAINTS["channel_axis"],
+    }
+
     def _check_params(self):
         name = type(self).__name__
-        check_one_of(self.mode, "mode", name, ("bbox", "fixed"))
-        check_in_range(self.margin, "margin", name, 0, None, closed="left", integer=True)
         if self.mode == "fixed" and self.size is None:
-            raise ValueError(f"'size' of {name} must be given with mode='fixed'; got None.")
+            raise ValueError(
+                f"The 'size' parameter of {name} must be given with mode='fixed'. "
+                "Got None instead."
+            )
 
     def _fit_geometry(self, batch):
         union = np.logical_or.reduce(batch.foreground)
@@ -283,6 +289,11 @@ class Resizer(_BaseGeometry):
     >>> resizer.inverse_transform(np.zeros((3, 32, 32), bool)).shape
     (3, 64, 48)
     """
+
+    _parameter_constraints: dict = {
+        "shape": _SPATIAL_SIZE,
+        "channel_axis": COMMON_CONSTRAINTS["channel_axis"],
+    }
 
     def __init__(self, shape, channel_axis=None):
         self.shape = shape

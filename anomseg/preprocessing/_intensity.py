@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 import numpy as np
 from skimage.exposure import equalize_hist
 
 from .._docstrings import fill_doc
-from ..utils import check_in_range, check_one_of
+from ..utils._param_validation import COMMON_CONSTRAINTS, Interval
 from ._base import _BaseImageTransformer, _channels_last, _with_images
 
 __all__ = ["HistogramEqualizer", "HistogramMatcher", "IntensityScaler"]
@@ -72,18 +74,20 @@ class IntensityScaler(_BaseImageTransformer):
         self.clip = clip
         self.channel_axis = channel_axis
 
+    _parameter_constraints: dict = {
+        "lower_percentile": [Interval(Real, 0, 100, closed="left")],
+        "upper_percentile": [Interval(Real, 0, 100, closed="right")],
+        "clip": ["boolean"],
+        "channel_axis": COMMON_CONSTRAINTS["channel_axis"],
+    }
+
     def _check_params(self):
-        name = type(self).__name__
-        check_in_range(self.lower_percentile, "lower_percentile", name, 0, 100, closed="left")
-        check_in_range(
-            self.upper_percentile,
-            "upper_percentile",
-            name,
-            self.lower_percentile,
-            100,
-            closed="right",
-        )
-        check_one_of(self.clip, "clip", name, (True, False))
+        if self.upper_percentile <= self.lower_percentile:
+            raise ValueError(
+                f"The 'upper_percentile' parameter of {type(self).__name__} must be "
+                f"above 'lower_percentile', {self.lower_percentile}. Got "
+                f"{self.upper_percentile} instead."
+            )
 
     def _transform(self, batch):
         def scale(channel, fg, c):
@@ -143,16 +147,10 @@ class HistogramMatcher(_BaseImageTransformer):
         self.n_quantiles = n_quantiles
         self.channel_axis = channel_axis
 
-    def _check_params(self):
-        check_in_range(
-            self.n_quantiles,
-            "n_quantiles",
-            type(self).__name__,
-            2,
-            None,
-            closed="left",
-            integer=True,
-        )
+    _parameter_constraints: dict = {
+        "n_quantiles": [Interval(Integral, 2, None, closed="left")],
+        "channel_axis": COMMON_CONSTRAINTS["channel_axis"],
+    }
 
     def _levels(self):
         return np.linspace(0.0, 1.0, self.n_quantiles)
@@ -226,10 +224,10 @@ class HistogramEqualizer(_BaseImageTransformer):
         self.n_bins = n_bins
         self.channel_axis = channel_axis
 
-    def _check_params(self):
-        check_in_range(
-            self.n_bins, "n_bins", type(self).__name__, 2, None, closed="left", integer=True
-        )
+    _parameter_constraints: dict = {
+        "n_bins": [Interval(Integral, 2, None, closed="left")],
+        "channel_axis": COMMON_CONSTRAINTS["channel_axis"],
+    }
 
     def _transform(self, batch):
         def equalize(channel, fg, c):

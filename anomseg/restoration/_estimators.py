@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import copy
 import time
+from numbers import Integral, Real
 
 import numpy as np
 import torch
 
 from .._docstrings import fill_doc
 from .._torch import TorchSegmenter, chunks
-from ..utils import check_in_range, check_one_of
+from ..utils._param_validation import (
+    Interval,
+    NumberSequence,
+    StrOptions,
+    validate_parameter_constraints,
+)
 from ._networks import ConvGMVAE, ConvVAE
 from ._restore import map_restore, step_size_schedule
 
@@ -44,25 +50,17 @@ class _NormativePriorEstimator(TorchSegmenter):
     _module_class = ConvVAE
     _module_params = ("width", "latent_channels")
 
-    # -- parameters -----------------------------------------------------------
-    def _check_params(self):
-        name = type(self).__name__
-        check_in_range(self.width, "width", name, 1, None, closed="left", integer=True)
-        check_in_range(
-            self.latent_channels,
-            "latent_channels",
-            name,
-            1,
-            None,
-            closed="left",
-            integer=True,
-        )
-        check_in_range(self.n_epochs, "n_epochs", name, 1, None, closed="left", integer=True)
-        check_in_range(self.batch_size, "batch_size", name, 1, None, closed="left", integer=True)
-        check_in_range(self.learning_rate, "learning_rate", name, 0, None)
-        check_in_range(self.validation_fraction, "validation_fraction", name, 0, 1, closed="left")
-        check_in_range(self.patience, "patience", name, 1, None, closed="left", integer=True)
-        self._check_torch_params()
+    _parameter_constraints: dict = {
+        **TorchSegmenter._parameter_constraints,
+        "width": [Interval(Integral, 1, None, closed="left")],
+        "latent_channels": [Interval(Integral, 1, None, closed="left")],
+        "n_epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "residual": [StrOptions({"absolute", "positive"})],
+    }
 
     # -- training ---------------------------------------------------------------
     def _fit(self, batch):
@@ -175,52 +173,16 @@ class _NormativePriorEstimator(TorchSegmenter):
 class _BaseRestorer(_NormativePriorEstimator):
     """MAP restoration with the trained prior; the map is the residual."""
 
-    # -- parameters -----------------------------------------------------------
-    def _check_params(self):
-        super()._check_params()
-        name = type(self).__name__
-        if not (isinstance(self.tv_weight, str) and self.tv_weight == "auto"):
-            if isinstance(self.tv_weight, str):
-                check_one_of(self.tv_weight, "tv_weight", name, ("auto",))
-            check_in_range(self.tv_weight, "tv_weight", name, 0, None, closed="left")
-        grid = np.asarray(self.tv_weights, dtype=object).ravel()
-        if grid.size == 0:
-            raise ValueError(
-                f"'tv_weights' of {name} must be a non-empty sequence of numbers "
-                f">= 0; got {self.tv_weights!r}."
-            )
-        for value in grid:
-            check_in_range(value, "tv_weights", name, 0, None, closed="left")
-        check_in_range(
-            self.n_restoration_steps,
-            "n_restoration_steps",
-            name,
-            1,
-            None,
-            closed="left",
-            integer=True,
-        )
-        if np.ndim(self.step_sizes) != 1 or len(self.step_sizes) != 2:
-            raise ValueError(
-                f"'step_sizes' of {name} must be a pair (before, after "
-                f"step_size_switch) of numbers > 0; got {self.step_sizes!r}."
-            )
-        for value in self.step_sizes:
-            check_in_range(value, "step_sizes", name, 0, None)
-        check_in_range(
-            self.step_size_switch,
-            "step_size_switch",
-            name,
-            0,
-            None,
-            closed="left",
-            integer=True,
-        )
-        check_in_range(self.gradient_clip, "gradient_clip", name, 0, None)
-        check_one_of(self.residual, "residual", name, ("absolute", "positive"))
-        check_in_range(
-            self.max_tv_images, "max_tv_images", name, 1, None, closed="left", integer=True
-        )
+    _parameter_constraints: dict = {
+        **_NormativePriorEstimator._parameter_constraints,
+        "tv_weight": [StrOptions({"auto"}), Interval(Real, 0, None, closed="left")],
+        "tv_weights": [NumberSequence(Interval(Real, 0, None, closed="left"))],
+        "max_tv_images": [Interval(Integral, 1, None, closed="left")],
+        "n_restoration_steps": [Interval(Integral, 1, None, closed="left")],
+        "step_sizes": [NumberSequence(Interval(Real, 0, None, closed="neither"), length=2)],
+        "step_size_switch": [Interval(Integral, 0, None, closed="left")],
+        "gradient_clip": [Interval(Real, 0, None, closed="neither")],
+    }
 
     # -- restoration ------------------------------------------------------------
     def _restore_slices(self, slices, tv_weights, record_steps=()):
@@ -330,20 +292,19 @@ class _BaseRestorer(_NormativePriorEstimator):
         """
         self._check_fitted()
         self._validate_params()
-        name = type(self).__name__
         weight = self.tv_weight_ if tv_weight is None else tv_weight
-        check_in_range(weight, "tv_weight", f"{name}.restore", 0, None, closed="left")
         steps = () if record_steps is None else tuple(record_steps)
-        for s in steps:
-            check_in_range(
-                s,
-                "record_steps",
-                f"{name}.restore",
-                0,
-                self.n_restoration_steps,
-                closed="both",
-                integer=True,
-            )
+        validate_parameter_constraints(
+            {
+                "tv_weight": [Interval(Real, 0, None, closed="left")],
+                "record_steps": [
+                    None,
+                    NumberSequence(Interval(Integral, 0, self.n_restoration_steps, closed="both")),
+                ],
+            },
+            {"tv_weight": weight, "record_steps": record_steps},
+            caller_name=f"{type(self).__name__}.restore",
+        )
         batch = self._check_images(X, "restore")
         slices = self._model_input(batch)
         recorded = self._restore_slices(slices, np.full(len(slices), float(weight)), steps)
@@ -375,18 +336,13 @@ class _BaseRestorer(_NormativePriorEstimator):
         """
         self._check_fitted()
         self._validate_params()
-        grid = np.atleast_1d(
-            np.asarray(self.tv_weight_ if tv_weights is None else tv_weights, dtype=float)
+        grid = self.tv_weight_ if tv_weights is None else tv_weights
+        validate_parameter_constraints(
+            {"tv_weights": [NumberSequence(Interval(Real, 0, None, closed="left"))]},
+            {"tv_weights": np.atleast_1d(grid)},
+            caller_name=f"{type(self).__name__}.healthy_change",
         )
-        for value in grid:
-            check_in_range(
-                value,
-                "tv_weights",
-                f"{type(self).__name__}.healthy_change",
-                0,
-                None,
-                closed="left",
-            )
+        grid = np.atleast_1d(np.asarray(grid, dtype=float))
         batch = self._check_images(X, "healthy_change")
         return self._healthy_change(self._model_input(batch), grid)[0]
 
@@ -559,6 +515,10 @@ class GMVAERestorer(_BaseRestorer):
 
     _module_class = ConvGMVAE
     _module_params = ("width", "latent_channels", "n_clusters")
+    _parameter_constraints: dict = {
+        **_BaseRestorer._parameter_constraints,
+        "n_clusters": [Interval(Integral, 1, None, closed="left")],
+    }
 
     def __init__(
         self,
@@ -610,18 +570,6 @@ class GMVAERestorer(_BaseRestorer):
         self.random_state = random_state
         self.verbose = verbose
         self.channel_axis = channel_axis
-
-    def _check_params(self):
-        super()._check_params()
-        check_in_range(
-            self.n_clusters,
-            "n_clusters",
-            type(self).__name__,
-            1,
-            None,
-            closed="left",
-            integer=True,
-        )
 
     @classmethod
     def published(cls, **params):
@@ -740,10 +688,6 @@ class VAEReconstructor(_NormativePriorEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.channel_axis = channel_axis
-
-    def _check_params(self):
-        super()._check_params()
-        check_one_of(self.residual, "residual", type(self).__name__, ("absolute", "positive"))
 
     def _score(self, batch):
         maps = [None] * len(batch)

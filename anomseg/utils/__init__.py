@@ -5,9 +5,7 @@ from ._validation import (
     ImageBatch,
     check_generator,
     check_images,
-    check_in_range,
     check_maps,
-    check_one_of,
 )
 
 __all__ = [
@@ -15,7 +13,5 @@ __all__ = [
     "all_estimators",
     "check_generator",
     "check_images",
-    "check_in_range",
     "check_maps",
-    "check_one_of",
 ]

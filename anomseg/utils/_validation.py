@@ -34,9 +34,7 @@ __all__ = [
     "ImageBatch",
     "check_generator",
     "check_images",
-    "check_in_range",
     "check_maps",
-    "check_one_of",
 ]
 
 
@@ -263,39 +261,6 @@ def check_images(X, *, name="X", where=None, channel_axis=None):
                 f"{sorted(channels)} channels; all need the same number."
             )
     return ImageBatch(images, foreground, stacked, channel_axis)
-
-
-def check_in_range(value, name, owner, low=None, high=None, *, closed="neither", integer=False):
-    """Check that the parameter ``name`` of ``owner`` is a number in a range.
-
-    ``closed`` is one of ``"neither"``, ``"left"``, ``"right"``, ``"both"``
-    and says which bounds are allowed. Returns ``value`` unchanged.
-    """
-    kind = numbers.Integral if integer else numbers.Real
-    left = "[" if closed in ("left", "both") else "("
-    right = "]" if closed in ("right", "both") else ")"
-    interval = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
-    what = "an integer" if integer else "a number"
-    bad = not isinstance(value, kind) or isinstance(value, bool)
-    if not bad:
-        too_low = low is not None and (value < low if closed in ("left", "both") else value <= low)
-        too_high = high is not None and (
-            value > high if closed in ("right", "both") else value >= high
-        )
-        bad = too_low or too_high or value != value  # NaN
-    if bad:
-        raise ValueError(f"'{name}' of {owner} must be {what} in {interval}; got {value!r}.")
-    return value
-
-
-def check_one_of(value, name, owner, options):
-    """Check that the parameter ``name`` of ``owner`` is one of ``options``."""
-    if value not in options:
-        raise ValueError(
-            f"'{name}' of {owner} must be one of "
-            f"{', '.join(repr(o) for o in options)}; got {value!r}."
-        )
-    return value
 
 
 def check_generator(random_state):

@@ -211,7 +211,7 @@ def test_bad_y(data, y, match):
     ],
 )
 def test_bad_params(data, param, value):
-    with pytest.raises(ValueError, match=f"'{param}' of ASCNetSegmenter must be"):
+    with pytest.raises(ValueError, match=f"'{param}' parameter of ASCNetSegmenter must be"):
         ASCNetSegmenter(**{**TINY, param: value}).fit(data[0][:12])
 
 

@@ -47,7 +47,7 @@ def test_channel_selection_and_component_filter():
     np.testing.assert_array_equal(
         model.score_samples(two_channels), FlairThreshold().fit(healthy).score_samples(healthy)
     )
-    with pytest.raises(ValueError, match="'flair_channel' of FlairThreshold"):
+    with pytest.raises(ValueError, match="'flair_channel' parameter of FlairThreshold"):
         FlairThreshold(channel_axis=-1, flair_channel=2).fit(two_channels)
 
     raw = FlairThreshold(max_fpr=0.1).fit(healthy)

@@ -161,13 +161,24 @@ def test_geometry_follows_the_image_size(healthy):
 @pytest.mark.parametrize(
     "params, match",
     [
-        ({"stride": 5}, "'stride' of InpaintingLocalizer must be at most the window size, 4"),
-        ({"context_size": 5}, "'context_size' of InpaintingLocalizer must be at least"),
-        ({"window_size": 1}, r"'window_size' of InpaintingLocalizer must be an integer in \[2"),
-        ({"window_size": "big"}, "'window_size' of InpaintingLocalizer must be 'auto'"),
+        (
+            {"stride": 5},
+            "'stride' parameter of InpaintingLocalizer must be at most the window size, 4",
+        ),
+        ({"context_size": 5}, "'context_size' parameter of InpaintingLocalizer must be at least"),
+        (
+            {"window_size": 1},
+            r"'window_size' parameter of InpaintingLocalizer must be a str among "
+            r"{'auto'} or an int in the range \[2",
+        ),
+        (
+            {"window_size": "big"},
+            "'window_size' parameter of InpaintingLocalizer must be a str among {'auto'}",
+        ),
         (
             {"min_foreground": 0.0},
-            r"'min_foreground' of InpaintingLocalizer must be a number in \(0, 1\]",
+            r"'min_foreground' parameter of InpaintingLocalizer must be a float in "
+            r"the range \(0.0, 1.0\]",
         ),
         ({"batch_size": 1}, "'batch_size'"),
         ({"adversarial_weight": -1}, "'adversarial_weight'"),
@@ -179,7 +190,9 @@ def test_bad_localizer_params(healthy, params, match):
 
 
 def test_bad_inpainter(healthy, exact):
-    with pytest.raises(TypeError, match="'inpainter' of InpaintingLossPredictor must be None"):
+    with pytest.raises(
+        TypeError, match="'inpainter' parameter of InpaintingLossPredictor must be None"
+    ):
         InpaintingLossPredictor("generator").fit(healthy[:8])
     with pytest.raises(NotFittedError):
         InpaintingLossPredictor(FrozenEstimator(InpaintingLocalizer(**TINY)), n_steps=2).fit(
@@ -188,7 +201,9 @@ def test_bad_inpainter(healthy, exact):
     two = np.stack([healthy[:8], healthy[:8]], axis=-1)
     with pytest.raises(ValueError, match="fitted on 1 channel"):
         InpaintingLossPredictor(FrozenEstimator(exact), n_steps=2, channel_axis=-1).fit(two)
-    with pytest.raises(ValueError, match="'perturbed_fraction' of InpaintingLossPredictor"):
+    with pytest.raises(
+        ValueError, match="'perturbed_fraction' parameter of InpaintingLossPredictor"
+    ):
         InpaintingLossPredictor(perturbed_fraction=1.5).fit(healthy[:8])
 
 

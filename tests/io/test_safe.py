@@ -149,7 +149,7 @@ def test_tampered_content_is_refused(gmvae_file):
         load_torch_model(_rewrite(gmvae_file, format_version=2))
     with pytest.raises(ValueError, match="not a fitted attribute"):
         load_torch_model(_rewrite(gmvae_file, attributes='{"__class__": "x"}'))
-    with pytest.raises(ValueError, match="'width' of GMVAERestorer"):
+    with pytest.raises(ValueError, match="'width' parameter of GMVAERestorer"):
         params = torch.load(gmvae_file, weights_only=True)["params"]
         load_torch_model(_rewrite(gmvae_file, params=params.replace('"width": 4', '"width": -1')))
     with pytest.raises(ValueError, match="does not hold a valid GMVAERestorer"):

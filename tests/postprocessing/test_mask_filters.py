@@ -92,7 +92,7 @@ def test_in_a_pipeline():
     ],
 )
 def test_bad_parameters(est, param):
-    with pytest.raises(ValueError, match=f"'{param}' of {type(est).__name__} must"):
+    with pytest.raises(ValueError, match=f"'{param}' parameter of {type(est).__name__} must"):
         est.fit(blobs(2)[None])
 
 
@@ -106,3 +106,8 @@ def test_bad_masks():
         ConnectedComponentFilter().transform(np.zeros((4, 4), bool))
     with pytest.raises(TypeError, match="boolean or real"):
         ConnectedComponentFilter().transform([np.zeros((4, 4), complex)])
+
+
+@pytest.mark.parametrize("est", [ConnectedComponentFilter(), MorphologicalFilter()])
+def test_every_parameter_has_a_constraint(est):
+    assert set(est._parameter_constraints) == set(est.get_params(deep=False))

@@ -62,7 +62,7 @@ def test_transformer_equals_function():
 
 
 def test_bad_threshold_of_the_function():
-    with pytest.raises(ValueError, match="'threshold' of foreground_mask must"):
+    with pytest.raises(ValueError, match="'threshold' parameter of foreground_mask must"):
         foreground_mask(np.ones((4, 4)), threshold="high")
 
 

@@ -121,10 +121,15 @@ class TestTransformerContract:
 )
 def test_bad_parameters_name_themselves(transformer, param):
     name = type(transformer).__name__
-    with pytest.raises(ValueError, match=f"'{param}' of {name} must"):
+    with pytest.raises(ValueError, match=f"'{param}' parameter of {name} must"):
         transformer.fit(make_images())
 
 
 def test_bad_input_is_reported_with_the_caller():
     with pytest.raises(ValueError, match="IntensityScaler.fit"):
         IntensityScaler().fit(np.zeros((4, 4)))
+
+
+@pytest.mark.parametrize("transformer", TRANSFORMERS, ids=IDS)
+def test_every_parameter_has_a_constraint(transformer):
+    assert set(transformer._parameter_constraints) == set(transformer.get_params(deep=False))

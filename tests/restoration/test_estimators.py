@@ -323,7 +323,7 @@ def test_reconstructor_map_is_the_reconstruction_residual(healthy, unseen):
 def test_bad_params(cls, param, value, healthy):
     params = {k: v for k, v in TINY.items() if k in cls().get_params()}
     est = cls(**{**params, param: value})
-    with pytest.raises(ValueError, match=f"'{param}' of {cls.__name__}"):
+    with pytest.raises(ValueError, match=f"'{param}' parameter of {cls.__name__}"):
         est.fit(healthy)
 
 
@@ -334,12 +334,12 @@ def test_validation_fraction_leaving_no_training_image(healthy):
 
 
 def test_bad_restore_arguments(tiny, unseen):
-    with pytest.raises(ValueError, match="'tv_weight' of VAERestorer.restore"):
+    with pytest.raises(ValueError, match="'tv_weight' parameter of VAERestorer.restore"):
         tiny.restore(unseen, tv_weight=-1)
     n = TINY["n_restoration_steps"]
-    with pytest.raises(ValueError, match="'record_steps' of VAERestorer.restore"):
+    with pytest.raises(ValueError, match="'record_steps' parameter of VAERestorer.restore"):
         tiny.restore(unseen, record_steps=[n + 1])
-    with pytest.raises(ValueError, match="'tv_weights' of VAERestorer.healthy_change"):
+    with pytest.raises(ValueError, match="'tv_weights' parameter of VAERestorer.healthy_change"):
         tiny.healthy_change(unseen, [0.1, -0.1])
 
 

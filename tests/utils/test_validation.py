@@ -1,7 +1,16 @@
+from numbers import Integral, Real
+
 import numpy as np
 import pytest
 
-from anomseg.utils import check_generator, check_images, check_in_range, check_maps, check_one_of
+from anomseg.utils import check_generator, check_images, check_maps
+from anomseg.utils._param_validation import (
+    COMMON_CONSTRAINTS,
+    Interval,
+    InvalidParameterError,
+    NumberSequence,
+    validate_parameter_constraints,
+)
 
 
 def test_layouts_and_foreground():
@@ -48,15 +57,44 @@ def test_messages_name_the_caller():
         check_images([np.ones((0, 3))], where="Model.fit")
 
 
-def test_parameter_checks():
-    assert check_in_range(0.5, "max_fpr", "M", 0, 1) == 0.5
-    for bad in (0, 1, 1.5, True, "0.5", float("nan")):
-        with pytest.raises(ValueError, match=r"'max_fpr' of M must be a number in \(0, 1\)"):
-            check_in_range(bad, "max_fpr", "M", 0, 1)
-    with pytest.raises(ValueError, match=r"an integer in \[2, inf\)"):
-        check_in_range(2.0, "n_bins", "M", 2, None, closed="left", integer=True)
-    with pytest.raises(ValueError, match="one of 'a', 'b'; got 'c'"):
-        check_one_of("c", "mode", "M", ("a", "b"))
+def _check(constraints, value):
+    validate_parameter_constraints({"p": constraints}, {"p": value}, caller_name="M")
+
+
+def test_constraints_name_the_parameter_and_refuse_booleans():
+    _check(COMMON_CONSTRAINTS["max_fpr"], 0.5)
+    for bad in (0, 1, 1.5, True, np.True_, "0.5", float("nan")):
+        with pytest.raises(
+            InvalidParameterError, match=r"'p' parameter of M must be a float in the range \(0"
+        ):
+            _check(COMMON_CONSTRAINTS["max_fpr"], bad)
+    with pytest.raises(ValueError, match=r"an int in the range \[2, inf\). Got 2.0 instead"):
+        _check([Interval(Integral, 2, None, closed="left")], 2.0)
+    with pytest.raises(TypeError, match="Got True instead"):  # also a TypeError
+        _check([Interval(Integral, 2, None, closed="left")], True)
+
+
+@pytest.mark.parametrize(
+    "value, ok",
+    [
+        ((1.0, 2.0), True),
+        (np.array([1, 2]), True),
+        ((1.0,), False),
+        ((1.0, 2.0, 3.0), False),
+        ((1.0, 0.0), False),
+        ("ab", False),
+        (5.0, False),
+        ([[1.0, 2.0]], False),
+        ([], False),
+    ],
+)
+def test_number_sequence(value, ok):
+    pair = [NumberSequence(Interval(Real, 0, None, closed="neither"), length=2)]
+    if ok:
+        _check(pair, value)
+    else:
+        with pytest.raises(InvalidParameterError, match=r"must be a pair of floats in the range"):
+            _check(pair, value)
 
 
 def test_generators_are_independent_and_seeded():
