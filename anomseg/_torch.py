@@ -12,7 +12,6 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.utils.validation import check_is_fitted
 
 from .base import BaseAnomalySegmenter
 from .exceptions import AnomsegWarning
@@ -20,10 +19,6 @@ from .utils import check_generator
 from .utils._param_validation import COMMON_CONSTRAINTS
 
 __all__ = ["TorchSegmenter", "chunks", "resolve_device"]
-
-#: Above this 99th foreground percentile, ``fit`` warns that the images
-#: look unscaled (raw scanner units saturate sigmoids and clip gradients).
-_MAX_SCALED_INTENSITY = 10.0
 
 
 def resolve_device(device, owner):
@@ -54,7 +49,6 @@ class TorchSegmenter(BaseAnomalySegmenter):
     ``inference_batch_size``, ``device`` and ``verbose`` are expected.
     """
 
-    _slice_wise = True
     _module_class = None
     _module_params = ()
 
@@ -70,6 +64,12 @@ class TorchSegmenter(BaseAnomalySegmenter):
             "verbose",
         )
     }
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.anomaly_tags.slice_wise = True
+        tags.anomaly_tags.requires_scaled_input = True
+        return tags
 
     # -- tensors ----------------------------------------------------------------
     def _tensors(self, batch, indices, device, shape=None):
@@ -146,28 +146,9 @@ class TorchSegmenter(BaseAnomalySegmenter):
         module.eval().requires_grad_(False)
         self.module_ = module.to(self.device_)
 
-    def _check_fitted(self):
-        check_is_fitted(self, "module_")
-
     def _log(self, message):
         if self.verbose:
             print(f"[{type(self).__name__}] {message}", flush=True)
-
-    def _warn_if_unscaled(self, batch):
-        values = np.concatenate(
-            [np.abs(image[fg]).ravel() for image, fg in zip(batch.images, batch.foreground)]
-        )
-        level = float(np.percentile(values, 99)) if values.size else 0.0
-        if level > _MAX_SCALED_INTENSITY:
-            warnings.warn(
-                f"[{type(self).__name__}.fit] The 99th percentile of the "
-                f"foreground intensities is {level:.4g}, but the network "
-                "assumes intensities of about [0, 1]; scale each volume "
-                "first, for example with "
-                "IntensityScaler(upper_percentile=90, clip=False).",
-                AnomsegWarning,
-                stacklevel=3,
-            )
 
     # -- persistence ---------------------------------------------------------------
     def __getstate__(self):

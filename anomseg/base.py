@@ -8,33 +8,85 @@ is its own:
   anomalous;
 * optionally ``_tune(batch)`` chooses what the method chooses on healthy
   calibration images (such as a TV weight) before the threshold is
-  calibrated on them, in ``fit`` and in ``calibrate``.
+  calibrated on them, in ``fit`` and in ``calibrate``;
+* optionally ``_fit_inputs(batch, y, groups, **fit_params)``, for methods
+  that learn from more than healthy images (ASC-Net's unlabelled images);
+* its ``__sklearn_tags__``, where its :class:`AnomalyTags` differ from the
+  defaults.
 
 The base class validates inputs and parameters, holds out calibration images,
 calibrates ``threshold_`` on healthy data, and derives ``predict``,
-``decision_function`` and ``calibrate`` from ``_score``.
+``decision_function``, ``masked_score_samples`` and ``calibrate`` from
+``_score``.
 """
 
 from __future__ import annotations
 
-import itertools
 import warnings
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.utils import get_tags
+from sklearn.utils._tags import Tags
 from sklearn.utils.validation import check_is_fitted
 
 from ._docstrings import fill_doc
 from ._version import __version__
-from .exceptions import ShapeMismatchError, VersionMismatchWarning
+from .exceptions import AnomsegWarning, ShapeMismatchError, VersionMismatchWarning
 from .metrics._pixel import calibrate_thresholds
-from .utils import ImageBatch, check_generator, check_images
+from .utils import check_generator, check_images
 from .utils._param_validation import COMMON_CONSTRAINTS
 
-__all__ = ["STANDARD_FPRS", "BaseAnomalySegmenter"]
+__all__ = ["STANDARD_FPRS", "AnomalySegmenterTags", "AnomalyTags", "BaseAnomalySegmenter"]
 
 #: False-positive rates at which every estimator also stores a threshold.
 STANDARD_FPRS = (0.01, 0.05, 0.1)
+
+#: Above this 99th foreground percentile, estimators that need intensities of
+#: about [0, 1] warn that the images look unscaled.
+_MAX_SCALED_INTENSITY = 10.0
+
+
+@dataclass(slots=True)
+class AnomalyTags:
+    """What the shared machinery, the pipelines and the command line need to
+    know about a method; read them with
+    ``sklearn.utils.get_tags(estimator).anomaly_tags``.
+
+    Attributes
+    ----------
+    learns_from_images : bool, default=True
+        ``fit`` trains on the images, so a ``calibration_fraction`` of them
+        is held out for calibration. Learning-free methods calibrate on all.
+    slice_wise : bool, default=False
+        The method is 2D: volumes are cut into slices along their **last
+        axis** (axial for arrays loaded by :func:`anomseg.io.load_nifti`),
+        and maps are stacked back into volumes. Calibration images are still
+        held out by whole volume.
+    requires_fit_shape : bool, default=False
+        ``score_samples`` accepts only the spatial shape seen in ``fit`` (of
+        the slices, for slice-wise methods).
+    requires_scaled_input : bool, default=False
+        The method's step sizes and losses assume intensities of about
+        [0, 1]: scale each scan first (the command line does).
+    learns_from_unlabelled : bool, default=False
+        ``fit`` also learns from images that may hold anomalies, marked by
+        ``y`` (ASC-Net).
+    """
+
+    learns_from_images: bool = True
+    slice_wise: bool = False
+    requires_fit_shape: bool = False
+    requires_scaled_input: bool = False
+    learns_from_unlabelled: bool = False
+
+
+@dataclass(slots=True)
+class AnomalySegmenterTags(Tags):
+    """scikit-learn's estimator tags plus :class:`AnomalyTags`."""
+
+    anomaly_tags: AnomalyTags = field(default_factory=AnomalyTags)
 
 
 @fill_doc
@@ -42,25 +94,17 @@ class BaseAnomalySegmenter(BaseEstimator):
     """Base class of anomseg estimators: fit on healthy images, then map and
     segment anomalies with a threshold calibrated on healthy data.
 
-    Subclasses set two class attributes:
-
-    * ``_learns_from_images`` (default True): ``fit`` trains on the images,
-      so a ``calibration_fraction`` of them is held out for calibration.
-      Learning-free methods calibrate on all of them.
-    * ``_requires_fit_shape`` (default False): ``score_samples`` only accepts
-      the spatial shape seen in ``fit``.
-    * ``_slice_wise`` (default False): the method is 2D. Volumes are then cut
-      into slices along their **last axis** (axial for arrays loaded from
-      NIfTI by :func:`anomseg.io.load_nifti`), ``_fit`` and ``_score`` see
-      2D slices only, and maps are stacked back into volumes. Calibration
-      images are still held out by whole volume.
+    What differs between methods in the shared machinery is said by their
+    :class:`AnomalyTags`.
 
     Methods
     -------
-    fit(X, y=None, groups=None)
+    fit(X, y=None, groups=None, *, calibrate=True)
         Learn from healthy images, then calibrate the threshold.
     score_samples(X)
         Anomaly maps.
+    masked_score_samples(X)
+        Anomaly maps as masked arrays, masked outside the foreground.
     predict(X)
         Boolean masks, ``score_samples(X) > threshold_``.
     threshold_maps(maps)
@@ -68,36 +112,49 @@ class BaseAnomalySegmenter(BaseEstimator):
     decision_function(X)
         ``score_samples(X) - threshold_``.
     calibrate(X)
-        Re-calibrate ``threshold_`` on other healthy images.
+        Calibrate ``threshold_`` on other healthy images.
 
     Attributes
     ----------
     %(calibration_attributes)s
     """
 
-    _learns_from_images = True
-    _requires_fit_shape = False
-    _slice_wise = False
-
     #: What each parameter accepts (scikit-learn's declarative constraints);
     #: every subclass lists all the parameters of its ``__init__``.
     _parameter_constraints: dict = {"max_fpr": COMMON_CONSTRAINTS["max_fpr"]}
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        return AnomalySegmenterTags(**{f.name: getattr(tags, f.name) for f in fields(tags)})
+
+    @property
+    def _anomaly_tags(self):
+        return get_tags(self).anomaly_tags
+
     # -- the public contract -------------------------------------------------
-    def fit(self, X, y=None, groups=None):
+    def fit(self, X, y=None, groups=None, *, calibrate=True, **fit_params):
         """Learn from healthy images and calibrate the threshold.
 
         Parameters
         ----------
-        X : array-like or list
+        X : array-like, list or ImageBatch
             Healthy images, in any layout of :mod:`anomseg.utils`.
         y : None
             Ignored; present for scikit-learn compatibility. Training is
-            unsupervised.
+            unsupervised. (Methods that also learn from unlabelled images,
+            such as :class:`~anomseg.adversarial.ASCNetSegmenter`, read it.)
         groups : array-like of shape (n_samples,), default=None
             Group label of each sample, such as the patient of each 2D slice.
             Calibration images are held out by whole groups so that no
             patient is in both parts.
+        calibrate : bool, default=True
+            Whether to hold out calibration images and calibrate
+            ``threshold_``. With False, a method that learns trains on all
+            of ``X``; ``score_samples`` works, and ``calibrate`` must be
+            called on other healthy images before ``predict``.
+        **fit_params
+            Inputs that are a method's own, such as ``X_unlabelled`` of
+            :class:`~anomseg.adversarial.ASCNetSegmenter`.
 
         Returns
         -------
@@ -106,11 +163,22 @@ class BaseAnomalySegmenter(BaseEstimator):
         """
         self._validate_params()
         self._check_params()
-        self._fit_and_calibrate(self._check_images(X, "fit", reset=True), groups)
+        batch = self._validate_images(X, "fit", reset=True)
+        healthy, groups, fit_data = self._fit_inputs(batch, y, groups, **fit_params)
+        if not self._anomaly_tags.learns_from_images:
+            self._fit(self._model_input(healthy), **fit_data)
+            if calibrate:
+                self._tune_and_calibrate(healthy)
+        elif calibrate:
+            train, calibration = self._calibration_split(healthy, groups)
+            self._fit(self._model_input(healthy.subset(train)), **fit_data)
+            self._tune_and_calibrate(healthy.subset(calibration))
+        else:
+            self._fit(self._model_input(healthy), **fit_data)
         return self
 
     def calibrate(self, X):
-        """Re-calibrate ``threshold_`` on other healthy images.
+        """Calibrate ``threshold_`` on other healthy images.
 
         Whatever a method chooses on healthy calibration data is chosen again
         on ``X``, such as the TV weight of the restorers with
@@ -118,17 +186,17 @@ class BaseAnomalySegmenter(BaseEstimator):
 
         Parameters
         ----------
-        X : array-like or list
+        X : array-like, list or ImageBatch
             Healthy images, not used for training.
 
         Returns
         -------
         self : object
         """
-        check_is_fitted(self, "threshold_")
+        check_is_fitted(self)
         self._validate_params()
         self._check_params()
-        self._tune_and_calibrate(self._check_images(X, "calibrate"))
+        self._tune_and_calibrate(self._validate_images(X, "calibrate"))
         return self
 
     def score_samples(self, X):
@@ -136,7 +204,7 @@ class BaseAnomalySegmenter(BaseEstimator):
 
         Parameters
         ----------
-        X : array-like or list
+        X : array-like, list or ImageBatch
             Images, in the layout seen in ``fit``.
 
         Returns
@@ -146,23 +214,41 @@ class BaseAnomalySegmenter(BaseEstimator):
             an array input, a list for a list input. Higher is more
             anomalous; maps are non-negative and 0 outside the foreground.
         """
-        check_is_fitted(self, "threshold_")
-        batch = self._check_images(X, "score_samples")
+        check_is_fitted(self)
+        batch = self._validate_images(X, "score_samples")
         return batch.wrap(self._score_batch(batch))
+
+    def masked_score_samples(self, X):
+        """Anomaly maps as masked arrays whose mask is the background: the
+        pixels that the maps, the calibration and the metrics leave out.
+
+        Parameters
+        ----------
+        X : array-like, list or ImageBatch
+            Images, in the layout seen in ``fit``.
+
+        Returns
+        -------
+        maps : numpy.ma.MaskedArray or list of numpy.ma.MaskedArray
+            ``score_samples(X)``, masked outside each sample's foreground.
+        """
+        check_is_fitted(self)
+        batch = self._validate_images(X, "masked_score_samples")
+        return batch.to_masked(self._score_batch(batch))
 
     def predict(self, X):
         """Anomaly masks, ``score_samples(X) > threshold_``.
 
         Parameters
         ----------
-        X : array-like or list
+        X : array-like, list or ImageBatch
 
         Returns
         -------
         masks : ndarray of bool or list of ndarray
         """
-        check_is_fitted(self, "threshold_")
-        batch = self._check_images(X, "predict")
+        self._check_calibrated()
+        batch = self._validate_images(X, "predict")
         return batch.wrap(self.threshold_maps(self._score_batch(batch)))
 
     def threshold_maps(self, maps):
@@ -172,16 +258,19 @@ class BaseAnomalySegmenter(BaseEstimator):
 
         Parameters
         ----------
-        maps : ndarray or list of ndarray
-            Anomaly maps of this estimator.
+        maps : ndarray, list of ndarray, or masked arrays
+            Anomaly maps of this estimator; masked pixels are never flagged.
 
         Returns
         -------
         masks : ndarray of bool or list of ndarray
             In the layout of ``maps``.
         """
-        check_is_fitted(self, "threshold_")
-        masks = [self._postprocess_mask(m > self.threshold_) for m in maps]
+        self._check_calibrated()
+        masks = [
+            self._postprocess_mask((np.ma.getdata(m) > self.threshold_) & ~np.ma.getmaskarray(m))
+            for m in maps
+        ]
         return masks if isinstance(maps, list) else np.stack(masks)
 
     def decision_function(self, X):
@@ -189,7 +278,7 @@ class BaseAnomalySegmenter(BaseEstimator):
 
         Parameters
         ----------
-        X : array-like or list
+        X : array-like, list or ImageBatch
 
         Returns
         -------
@@ -197,10 +286,15 @@ class BaseAnomalySegmenter(BaseEstimator):
             Positive where ``predict`` would flag an anomaly (before any
             post-processing).
         """
-        check_is_fitted(self, "threshold_")
-        batch = self._check_images(X, "decision_function")
+        self._check_calibrated()
+        batch = self._validate_images(X, "decision_function")
         threshold = np.float32(self.threshold_)
         return batch.wrap(m - threshold for m in self._score_batch(batch))
+
+    def __sklearn_is_fitted__(self):
+        """Trained (or, for learning-free methods, fitted): maps can be
+        computed. ``predict`` also needs a calibrated ``threshold_``."""
+        return hasattr(self, "n_channels_")
 
     # -- what subclasses implement -------------------------------------------
     def _fit(self, batch):
@@ -218,6 +312,17 @@ class BaseAnomalySegmenter(BaseEstimator):
         recomputing them; returns None by default."""
         return None
 
+    def _fit_inputs(self, batch, y, groups, **fit_params):
+        """Split what ``fit`` received into the healthy images, their groups
+        and the keyword arguments of ``_fit``. By default, every image is
+        healthy and ``y`` is ignored."""
+        if fit_params:
+            raise TypeError(
+                f"{type(self).__name__}.fit got unexpected keyword argument(s) "
+                f"{', '.join(map(repr, fit_params))}."
+            )
+        return batch, groups, {}
+
     def _check_params(self):
         """Check what ``_parameter_constraints`` cannot express: rules that
         tie several parameters together."""
@@ -232,42 +337,63 @@ class BaseAnomalySegmenter(BaseEstimator):
         return mask
 
     # -- shared machinery -----------------------------------------------------
-    def _check_images(self, X, method, reset=False):
-        where = f"{type(self).__name__}.{method}"
+    def _check_calibrated(self):
+        check_is_fitted(
+            self,
+            "threshold_",
+            msg=(
+                f"This {type(self).__name__} has no calibrated threshold_ yet: fit it, "
+                "or call calibrate with healthy images after fit(..., calibrate=False)."
+            ),
+        )
+
+    def _validate_images(self, X, method, reset=False):
+        """``X`` as an :class:`ImageBatch`, validated against what ``fit``
+        saw (the number of channels and, with ``requires_fit_shape``, the
+        spatial shape); with ``reset`` it records those."""
+        name = type(self).__name__
+        where = f"{name}.{method}"
+        tags = self._anomaly_tags
         batch = check_images(X, where=where, channel_axis=getattr(self, "channel_axis", None))
         n_channels = batch.images[0].shape[-1] if batch.channel_axis else 1
         if reset:
             self.image_shape_ = self._model_input(batch).common_shape
             self.n_channels_ = n_channels
+            if tags.requires_scaled_input:
+                self._warn_if_unscaled(batch, method)
             return batch
         if n_channels != self.n_channels_:
             raise ShapeMismatchError(
                 f"X passed to {where} has {n_channels} channel(s), but "
-                f"{type(self).__name__} was fitted on {self.n_channels_}."
+                f"{name} was fitted on {self.n_channels_}."
             )
-        if self._requires_fit_shape:
+        if tags.requires_fit_shape:
             for i, shape in enumerate(batch.spatial_shapes):
-                model_shape = shape[:2] if self._slice_wise else shape
+                model_shape = shape[:2] if tags.slice_wise else shape
                 if model_shape != self.image_shape_:
                     raise ShapeMismatchError(
                         f"X[{i}] passed to {where} has spatial shape {shape}, "
-                        f"but {type(self).__name__} was fitted on "
-                        f"{'slices of shape ' if self._slice_wise else ''}"
+                        f"but {name} was fitted on "
+                        f"{'slices of shape ' if tags.slice_wise else ''}"
                         f"{self.image_shape_}; resample or crop it first."
                     )
         return batch
 
-    def _fit_and_calibrate(self, batch, groups, **fit_data):
-        """Train on the healthy ``batch`` (less the held-out calibration
-        groups, for methods that learn) and calibrate; ``fit_data`` goes to
-        ``_fit``."""
-        if self._learns_from_images:
-            train, calibration = self._calibration_split(batch, groups)
-            self._fit(self._model_input(batch.subset(train)), **fit_data)
-            self._tune_and_calibrate(batch.subset(calibration))
-        else:
-            self._fit(self._model_input(batch), **fit_data)
-            self._tune_and_calibrate(batch)
+    def _warn_if_unscaled(self, batch, method):
+        values = np.concatenate(
+            [np.abs(image[fg]).ravel() for image, fg in zip(batch.images, batch.foreground)]
+        )
+        level = float(np.percentile(values, 99)) if values.size else 0.0
+        if level > _MAX_SCALED_INTENSITY:
+            warnings.warn(
+                f"[{type(self).__name__}.{method}] The 99th percentile of the "
+                f"foreground intensities is {level:.4g}, but the method "
+                "assumes intensities of about [0, 1]; scale each volume "
+                "first, for example with "
+                "IntensityScaler(upper_percentile=90, clip=False).",
+                AnomsegWarning,
+                stacklevel=4,
+            )
 
     def _calibration_split(self, batch, groups):
         """Indices of training and calibration samples, split by group."""
@@ -298,24 +424,19 @@ class BaseAnomalySegmenter(BaseEstimator):
     def _model_input(self, batch):
         """The batch as ``_fit`` and ``_score`` see it: 2D slices of volumes
         for slice-wise methods, else unchanged."""
-        if not (self._slice_wise and batch.spatial_ndim == 3):
-            return batch
-        images = [s for image in batch.images for s in np.moveaxis(image, 2, 0)]
-        foreground = [s for fg in batch.foreground for s in np.moveaxis(fg, 2, 0)]
-        return ImageBatch(images, foreground, False, batch.channel_axis)
+        return batch.to_slices() if self._anomaly_tags.slice_wise else batch
 
     def _from_model_output(self, batch, outputs):
         """Per-sample ``outputs`` of the model input of ``batch`` (2D slices
-        for slice-wise methods) stacked back into one output per sample of
-        ``batch``, slices along the last spatial axis."""
-        if not (self._slice_wise and batch.spatial_ndim == 3):
-            return list(outputs)
-        bounds = np.cumsum([0] + [fg.shape[2] for fg in batch.foreground])
-        return [np.stack(outputs[a:b], axis=2) for a, b in itertools.pairwise(bounds)]
+        for slice-wise methods) as one output per sample of ``batch``."""
+        if self._anomaly_tags.slice_wise:
+            return batch.from_slices(outputs)
+        return list(outputs)
 
     def _score_batch(self, batch, maps=None):
         """Maps of ``_score`` (or the given model-input ``maps``) as float32,
-        0 outside the foreground."""
+        0 outside the foreground: the one place that says where maps are
+        defined."""
         if maps is None:
             maps = self._score(self._model_input(batch))
         maps = self._from_model_output(batch, maps)
@@ -332,9 +453,6 @@ class BaseAnomalySegmenter(BaseEstimator):
 
     def _tune_and_calibrate(self, batch):
         maps = self._tune(self._model_input(batch))
-        self._calibrate_batch(batch, maps)
-
-    def _calibrate_batch(self, batch, maps=None):
         maps = self._score_batch(batch, maps)
         values = np.concatenate([m[fg] for m, fg in zip(maps, batch.foreground)])
         if values.size == 0:

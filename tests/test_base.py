@@ -12,8 +12,11 @@ from anomseg.exceptions import ShapeMismatchError
 class MeanImageDistance(BaseAnomalySegmenter):
     """A toy 2D method: distance to the mean training slice."""
 
-    _slice_wise = True
-    _requires_fit_shape = True
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.anomaly_tags.slice_wise = True
+        tags.anomaly_tags.requires_fit_shape = True
+        return tags
 
     def __init__(self, max_fpr=0.05, calibration_fraction=0.25, random_state=None):
         self.max_fpr = max_fpr
@@ -55,13 +58,15 @@ def test_calibration_split_by_groups_is_seeded(volumes):
     slices = np.concatenate([np.moveaxis(v, -1, 0) for v in volumes])
     groups = np.repeat(np.arange(8), 5)
     a = MeanImageDistance(random_state=1)
-    train, calibration = a._calibration_split(a._check_images(slices, "fit", reset=True), groups)
+    train, calibration = a._calibration_split(
+        a._validate_images(slices, "fit", reset=True), groups
+    )
     assert len(calibration) == 10 and len(set(groups[train]) & set(groups[calibration])) == 0
     again = MeanImageDistance(random_state=1)._calibration_split(
-        a._check_images(slices, "fit"), groups
+        a._validate_images(slices, "fit"), groups
     )
     np.testing.assert_array_equal(again[1], calibration)
     with pytest.raises(ValueError, match="one label per sample"):
-        a._calibration_split(a._check_images(slices, "fit"), groups[:-1])
+        a._calibration_split(a._validate_images(slices, "fit"), groups[:-1])
     with pytest.raises(ValueError, match="at least 2"):
         MeanImageDistance().fit(slices[:5], groups=np.zeros(5))

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
+from sklearn.utils import get_tags
 
 from anomseg.datasets import make_healthy_images
 from anomseg.exceptions import NotFittedError, ShapeMismatchError
@@ -169,6 +170,29 @@ class TestContract:
         masks = est.predict(images)
         assert isinstance(masks, list) and masks[0].dtype == bool
 
+    def test_masked_maps_are_masked_outside_the_foreground(
+        self, name, cls, fitted, healthy_unseen
+    ):
+        masked = fitted[name].masked_score_samples(healthy_unseen)
+        assert isinstance(masked, np.ma.MaskedArray)
+        np.testing.assert_array_equal(masked.data, fitted[name].score_samples(healthy_unseen))
+        np.testing.assert_array_equal(masked.mask, healthy_unseen == 0)
+
+    def test_fit_without_calibration_then_calibrate(self, name, cls, healthy, healthy_unseen):
+        est = make_estimator(cls, **_seeded(cls)).fit(healthy, calibrate=False)
+        assert not hasattr(est, "threshold_")
+        try:
+            assert est.score_samples(healthy_unseen).shape == healthy_unseen.shape
+        except NotFittedError as exc:  # what is chosen on healthy data, such as a TV weight
+            assert "call calibrate" in str(exc)
+        for method in ("predict", "decision_function"):
+            with pytest.raises(NotFittedError, match="calibrate"):
+                getattr(est, method)(healthy_unseen)
+        est.calibrate(healthy_unseen)
+        maps = est.score_samples(healthy_unseen)
+        np.testing.assert_array_equal(est.predict(healthy_unseen), maps > est.threshold_)
+        assert est.calibration_fpr_ <= MAX_FPR
+
     def test_predict_is_score_above_threshold(self, name, cls, fitted, healthy_unseen):
         est = fitted[name]
         maps = est.score_samples(healthy_unseen)
@@ -271,7 +295,7 @@ class TestContract:
     def test_shape_or_channels_differing_from_fit(self, name, cls, fitted, healthy):
         est = fitted[name]
         other = np.pad(healthy[:2], ((0, 0), (0, 4), (0, 4)))
-        if cls._requires_fit_shape:
+        if get_tags(est).anomaly_tags.requires_fit_shape:
             with pytest.raises(ShapeMismatchError, match="fitted on"):
                 est.score_samples(other)
         else:
@@ -286,13 +310,13 @@ class TestContract:
 
 @pytest.mark.parametrize(
     "name, cls",
-    [(n, c) for n, c in ESTIMATORS if c._learns_from_images],
+    [(n, c) for n, c in ESTIMATORS if get_tags(c()).anomaly_tags.learns_from_images],
 )
 def test_calibration_is_held_out_by_group(name, cls, healthy):
     groups = np.repeat(np.arange(4), 3)
     est = make_estimator(cls, calibration_fraction=0.25, random_state=0)
     train, calibration = est._calibration_split(
-        est._check_images(healthy, "fit", reset=True), groups
+        est._validate_images(healthy, "fit", reset=True), groups
     )
     assert len(calibration) == 3
     assert len(set(groups[train]) & set(groups[calibration])) == 0

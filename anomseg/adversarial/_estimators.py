@@ -8,6 +8,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
+from sklearn.utils.validation import check_is_fitted
 
 from .._docstrings import fill_doc
 from .._torch import TorchSegmenter
@@ -27,15 +28,6 @@ _REFERENCE, _UNLABELLED = (0,), (-1, 1)
 
 #: Keys of ``history_`` records that are losses.
 LOSS_KEYS = ("discriminator_loss", "fence_loss", "disjoint_loss", "reconstruction_loss")
-
-
-def _concatenate(first, second):
-    return ImageBatch(
-        first.images + second.images,
-        first.foreground + second.foreground,
-        False,
-        first.channel_axis,
-    )
 
 
 @fill_doc
@@ -181,6 +173,11 @@ class ASCNetSegmenter(TorchSegmenter):
     _module_class = ASCNetModule
     _module_params = ("width",)
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.anomaly_tags.learns_from_unlabelled = True
+        return tags
+
     def __init__(
         self,
         *,
@@ -251,7 +248,7 @@ class ASCNetSegmenter(TorchSegmenter):
             )
 
     # -- fit ----------------------------------------------------------------------
-    def fit(self, X, y=None, groups=None, X_unlabelled=None):
+    def fit(self, X, y=None, groups=None, *, calibrate=True, X_unlabelled=None):
         """Train on reference images and an unlabelled input set, then
         calibrate the threshold.
 
@@ -272,6 +269,10 @@ class ASCNetSegmenter(TorchSegmenter):
             Group label (such as the patient) of each sample of ``X``;
             calibration images are held out from the reference by whole
             groups.
+        calibrate : bool, default=True
+            Whether to hold out reference images and calibrate
+            ``threshold_`` on them (see
+            :meth:`~anomseg.base.BaseAnomalySegmenter.fit`).
         X_unlabelled : array-like or list, default=None
             More images of the input set, in the channel layout of ``X``.
             A pipeline does not transform this argument: prefer ``y`` there.
@@ -280,17 +281,17 @@ class ASCNetSegmenter(TorchSegmenter):
         -------
         self : object
         """
-        self._validate_params()
-        self._check_params()
-        batch = self._check_images(X, "fit", reset=True)
+        return super().fit(X, y, groups, calibrate=calibrate, X_unlabelled=X_unlabelled)
+
+    def _fit_inputs(self, batch, y, groups, X_unlabelled=None):
         is_reference = self._reference_mask(y, len(batch))
         parts = [batch.subset(np.flatnonzero(~is_reference))]
         if X_unlabelled is not None:
-            parts.append(self._check_images(X_unlabelled, "fit"))
+            parts.append(self._validate_images(X_unlabelled, "fit"))
         unlabelled = ImageBatch([], [], False, batch.channel_axis)
         for part in parts:
             if len(part):
-                unlabelled = _concatenate(unlabelled, self._model_input(part))
+                unlabelled = unlabelled.concatenate(self._model_input(part))
         if groups is not None:
             groups = np.asarray(groups)
             if groups.shape != (len(batch),):
@@ -301,8 +302,7 @@ class ASCNetSegmenter(TorchSegmenter):
                 )
             groups = groups[is_reference]
         reference = batch.subset(np.flatnonzero(is_reference))
-        self._fit_and_calibrate(reference, groups, unlabelled=unlabelled)
-        return self
+        return reference, groups, {"unlabelled": unlabelled}
 
     def _reference_mask(self, y, n):
         name = type(self).__name__
@@ -320,10 +320,9 @@ class ASCNetSegmenter(TorchSegmenter):
         return np.isin(y, _REFERENCE)
 
     def _fit(self, batch, unlabelled):
-        self._warn_if_unscaled(batch)
         rng, _, seed = self._start_training()
         inputs = unlabelled if len(unlabelled) else batch
-        everything = _concatenate(batch, unlabelled)
+        everything = batch.concatenate(unlabelled)
         shape = (
             max(s[0] for s in everything.spatial_shapes),
             max(s[1] for s in everything.spatial_shapes),
@@ -477,8 +476,8 @@ class ASCNetSegmenter(TorchSegmenter):
             ``"reconstruction"`` (``I_ro``), each in the layout of ``X``,
             with values in (0, 1) (0 outside the foreground).
         """
-        self._check_fitted()
-        batch = self._check_images(X, "cuts")
+        check_is_fitted(self)
+        batch = self._validate_images(X, "cuts")
         slices = self._model_input(batch)
         out = {}
         for key, images in zip(("fence", "wild", "reconstruction"), self._cut_slices(slices)):

@@ -70,7 +70,6 @@ class FlairThreshold(BaseAnomalySegmenter):
     0.05
     """
 
-    _learns_from_images = False
     _parameter_constraints: dict = {
         "max_fpr": COMMON_CONSTRAINTS["max_fpr"],
         "n_bins": [Interval(Integral, 2, None, closed="left")],
@@ -78,6 +77,11 @@ class FlairThreshold(BaseAnomalySegmenter):
         "flair_channel": [Interval(Integral, 0, None, closed="left")],
         "min_component_size": [Interval(Integral, 0, None, closed="left")],
     }
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.anomaly_tags.learns_from_images = False
+        return tags
 
     def __init__(
         self,

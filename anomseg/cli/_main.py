@@ -171,7 +171,7 @@ def cmd_fit(args):
     else:
         estimator.fit(images)
     save_model(estimator, args.output, overwrite=args.overwrite)
-    final = _final(estimator)
+    final = estimator[-1] if hasattr(estimator, "steps") else estimator
     print(
         f"saved {args.output}: threshold {final.threshold_:.4g} at healthy "
         f"FPR {final.max_fpr:g} (achieved {final.calibration_fpr_:.4f} on "
@@ -192,10 +192,24 @@ def _preprocessing_steps(args):
     return steps
 
 
-def cmd_predict(args):
-    from ..io import load_model, load_nifti, save_nifti
+def _load_model(path):
+    """The model file's estimator or pipeline, as an AnomalyPipeline (of one
+    step for a bare estimator), so that every command treats both alike."""
+    from sklearn.pipeline import Pipeline
 
-    model = load_model(args.model)
+    from ..io import load_model
+    from ..preprocessing import AnomalyPipeline, make_anomaly_pipeline
+
+    model = load_model(path)
+    if isinstance(model, Pipeline):
+        return model if isinstance(model, AnomalyPipeline) else AnomalyPipeline(model.steps)
+    return make_anomaly_pipeline(model)
+
+
+def cmd_predict(args):
+    from ..io import load_nifti, save_nifti
+
+    model = _load_model(args.model)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     planned = [
@@ -210,19 +224,13 @@ def cmd_predict(args):
     for path, map_path, mask_path in _progress(planned, "predicting", args.progress):
         image, reference = load_nifti(path)
         anomaly_map = model.score_samples([image])[0]
-        mask = _final(model).threshold_maps([anomaly_map])[0]
+        mask = model.threshold_maps([anomaly_map])[0]
         save_nifti(anomaly_map, reference, map_path, overwrite=args.overwrite)
         save_nifti(mask, reference, mask_path, overwrite=args.overwrite)
         print(f"{path}: {int(mask.sum())} anomalous voxels -> {mask_path}")
 
 
-def _final(model):
-    """The anomaly estimator of a model or of a pipeline."""
-    return model[-1] if hasattr(model, "steps") else model
-
-
 def cmd_evaluate(args):
-    from ..io import load_model
     from ..metrics import evaluate
 
     if len(args.scans) != len(args.truth):
@@ -230,7 +238,7 @@ def cmd_evaluate(args):
             f"got {len(args.scans)} scan(s) but {len(args.truth)} --truth "
             "mask(s); give one mask per scan, in the same order."
         )
-    model = load_model(args.model)
+    model = _load_model(args.model)
     images, _ = _load_scans(args.scans, args.progress)
     truths, _ = _load_scans(args.truth, args.progress, "loading masks")
     for scan, truth, image, mask in zip(args.scans, args.truth, images, truths):
@@ -238,29 +246,13 @@ def cmd_evaluate(args):
             raise CommandError(
                 f"mask '{truth}' has shape {mask.shape} but scan '{scan}' has {image.shape}."
             )
-    maps = [model.score_samples([im])[0] for im in _progress(images, "scoring", args.progress)]
-    foreground = _foreground(model, images)
-    final = _final(model)
-    report = evaluate(
-        [t > 0 for t in truths],
-        maps,
-        foreground=foreground,
-        thresholds=final.calibration_thresholds_,
-    )
+    maps = [
+        model.masked_score_samples([image])[0]
+        for image in _progress(images, "scoring", args.progress)
+    ]
+    report = evaluate([t > 0 for t in truths], maps, thresholds=model[-1].calibration_thresholds_)
     print(f"{len(images)} scan(s), foreground voxels only; model {args.model}")
     print(report.to_table())
-
-
-def _foreground(model, images):
-    """Foreground the model used, in the scans' geometry: that of the
-    pipeline's non-geometric steps (such as a ForegroundMasker), or else the
-    non-zero voxels."""
-    from ..utils import check_images
-
-    for _, step in getattr(model, "steps", [])[:-1]:
-        if not getattr(step, "_maps_back", False):
-            images = step.transform(images)
-    return check_images(images).foreground
 
 
 def cmd_demo(args):

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
+from sklearn.utils.validation import check_is_fitted
 from torch.nn import functional as F
 
 from .._docstrings import fill_doc
@@ -308,7 +309,6 @@ class InpaintingLocalizer(_WindowLocalizer):
 
     # -- fit ----------------------------------------------------------------------
     def _fit(self, batch):
-        self._warn_if_unscaled(batch)
         self._set_geometry(batch)
         rng, _, seed = self._start_training()
         candidates = window_candidates(batch.foreground, self.window_size_, self.min_foreground_)
@@ -561,7 +561,7 @@ class InpaintingLossPredictor(_WindowLocalizer):
         name = type(self).__name__
         if isinstance(self.inpainter, FrozenEstimator):
             inpainter = self.inpainter.estimator
-            inpainter._check_fitted()
+            check_is_fitted(inpainter, "module_")
             if inpainter.n_channels_ != self.n_channels_:
                 raise ValueError(
                     f"The frozen 'inpainter' of {name} was fitted on "

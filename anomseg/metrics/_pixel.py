@@ -3,7 +3,9 @@
 All functions take ``y_true`` (ground-truth masks), ``y_score`` (anomaly maps)
 and an optional ``foreground``; pixels outside the foreground are ignored. Each
 argument is an array or a list of arrays of matching shapes, so volumes of
-different sizes can be pooled without padding.
+different sizes can be pooled without padding. Without ``foreground``, maps
+that are masked arrays (such as those of an estimator's
+``masked_score_samples``) count their unmasked pixels only.
 """
 
 from __future__ import annotations
@@ -25,10 +27,23 @@ __all__ = [
 
 
 def _as_list(a):
+    """A list of plain arrays (masked pixels keep their data)."""
     if isinstance(a, (list, tuple)):
-        return [np.asarray(x) for x in a]
-    a = np.asarray(a)
-    return [a]
+        return [np.ma.getdata(x) if np.ma.isMaskedArray(x) else np.asarray(x) for x in a]
+    return [np.ma.getdata(a) if np.ma.isMaskedArray(a) else np.asarray(a)]
+
+
+def masked_foreground(y_score, foreground=None):
+    """``foreground``, or, when it is None and ``y_score`` holds masked
+    arrays, their unmasked pixels (in the layout of ``y_score``)."""
+    if foreground is not None:
+        return foreground
+    listed = isinstance(y_score, (list, tuple))
+    samples = list(y_score) if listed else [y_score]
+    if not any(np.ma.isMaskedArray(s) for s in samples):
+        return None
+    fgs = [~np.ma.getmaskarray(s) for s in samples]
+    return fgs if listed else fgs[0]
 
 
 def pooled_pixels(y_true, y_score, foreground=None):
@@ -40,6 +55,7 @@ def pooled_pixels(y_true, y_score, foreground=None):
     labels : ndarray of bool
     scores : ndarray of float64
     """
+    foreground = masked_foreground(y_score, foreground)
     trues, scores = _as_list(y_true), _as_list(y_score)
     fgs = [None] * len(trues) if foreground is None else _as_list(foreground)
     if not (len(trues) == len(scores) == len(fgs)):

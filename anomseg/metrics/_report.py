@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ._pixel import CurveMetrics, _as_list, dice_score, pooled_pixels
+from ._pixel import CurveMetrics, _as_list, dice_score, masked_foreground, pooled_pixels
 
 __all__ = ["EvaluationReport", "MetricResult", "evaluate"]
 
@@ -191,10 +191,12 @@ def evaluate(
     y_true : array-like or list of array-like of bool
         Ground-truth masks, one per sample.
     y_score : array-like or list of array-like
-        Anomaly maps with the masks' shapes.
+        Anomaly maps with the masks' shapes. Masked arrays, such as those of
+        an estimator's ``masked_score_samples``, carry their foreground.
     foreground : array-like or list of array-like of bool, default=None
-        Pixels to count (brain or head). All pixels when None, which
-        inflates AUROC with easy background pixels; pass it.
+        Pixels to count (brain or head). None: the unmasked pixels of masked
+        maps, or else all pixels, which inflates AUROC with easy background
+        pixels; pass one of them.
     thresholds : dict of float to float, or list of dict, default=None
         Healthy-calibrated thresholds keyed by false-positive rate, such as
         an estimator's ``calibration_thresholds_``, or the output of
@@ -223,6 +225,7 @@ def evaluate(
     >>> report["AUROC", "pooled"], report["Dice", "pooled"]
     (1.0, 1.0)
     """
+    foreground = masked_foreground(y_score, foreground)
     trues, scores = _as_list(y_true), _as_list(y_score)
     if len(trues) == 1 and not isinstance(y_true, (list, tuple)):
         trues, scores = list(trues[0]), list(scores[0])  # a stacked array

@@ -3,29 +3,41 @@ selects hyper-parameters on anomaly maps."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..utils import check_images
 from ._pixel import CurveMetrics, dice_score, pooled_pixels
 
 __all__ = ["SCORERS", "get_scorer"]
 
 
-def _maps_and_pixels(estimator, X, y):
-    """Foreground pixels of ``y`` and of the estimator's maps of ``X``."""
-    batch = check_images(X, where="scorer", channel_axis=getattr(estimator, "channel_axis", None))
+def _masked_maps(estimator, X, y):
+    """The estimator's maps of ``X``, masked outside the foreground it
+    scored, and the masks ``y``.
+
+    Estimators and :class:`~anomseg.preprocessing.AnomalyPipeline` say which
+    pixels they scored (``masked_score_samples``), so the scorer counts the
+    same pixels as calibration did, after a ``ForegroundMasker`` too. For
+    another pipeline, the foreground is that of ``X`` itself.
+    """
     if y is None:
         raise ValueError(
             "This scorer needs ground-truth masks: pass them as y to GridSearchCV.fit(X, y)."
         )
-    truth = list(y) if not isinstance(y, (list, tuple)) else y
-    maps = estimator.score_samples(X)
-    maps = list(maps) if not isinstance(maps, list) else maps
-    return maps, truth, batch.foreground
+    if hasattr(estimator, "masked_score_samples"):
+        maps = estimator.masked_score_samples(X)
+    else:
+        batch = check_images(
+            X, where="scorer", channel_axis=getattr(estimator, "channel_axis", None)
+        )
+        maps = batch.to_masked(list(estimator.score_samples(X)))
+    return list(maps), list(y)
 
 
 def _curve_scorer(field):
     def scorer(estimator, X, y=None):
-        maps, truth, foreground = _maps_and_pixels(estimator, X, y)
-        labels, scores = pooled_pixels(truth, maps, foreground)
+        maps, truth = _masked_maps(estimator, X, y)
+        labels, scores = pooled_pixels(truth, maps)
         return getattr(CurveMetrics.from_pixels(labels, scores), field)
 
     scorer.__name__ = f"{field}_scorer"
@@ -38,11 +50,12 @@ def _curve_scorer(field):
 def calibrated_dice_scorer(estimator, X, y=None):
     """Pooled foreground Dice of ``estimator.predict(X)`` against masks ``y``:
     the Dice at the estimator's healthy-calibrated threshold."""
-    batch = check_images(X, where="scorer", channel_axis=getattr(estimator, "channel_axis", None))
-    if y is None:
-        raise ValueError("This scorer needs ground-truth masks as y.")
-    masks = estimator.predict(X)
-    return dice_score(list(y), list(masks), batch.foreground)
+    maps, truth = _masked_maps(estimator, X, y)
+    if hasattr(estimator, "threshold_maps"):  # no second scoring pass
+        masks = estimator.threshold_maps(maps)
+    else:
+        masks = estimator.predict(X)
+    return dice_score(truth, list(masks), [~np.ma.getmaskarray(m) for m in maps])
 
 
 SCORERS = {

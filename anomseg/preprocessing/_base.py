@@ -26,11 +26,15 @@ class _BaseImageTransformer(TransformerMixin, BaseEstimator):
     """Base of anomseg's image transformers.
 
     Subclasses declare ``_parameter_constraints`` (scikit-learn's), may add
-    ``_check_params()`` for rules that tie parameters together, implement
-    optionally ``_fit(batch)``, and
-    ``_transform(batch)`` returning a new :class:`ImageBatch` whose images
-    own their memory. ``transform`` returns those images as masked arrays
-    whose mask is the new foreground's complement, in the input's layout.
+    ``_check_params()`` for rules that tie parameters together, optionally
+    implement ``_fit(batch)``, and implement ``_transform(batch)``, which
+    returns a new :class:`ImageBatch` whose images own their memory.
+
+    ``transform`` returns those images as masked arrays whose mask is the new
+    foreground's complement, in the input's layout; given an
+    :class:`ImageBatch` (as the steps of an :class:`AnomalyPipeline` pass
+    them on), it returns one, so that images are validated once per
+    pipeline. ``fit_transform`` validates its input once.
     """
 
     def fit(self, X, y=None):
@@ -38,7 +42,7 @@ class _BaseImageTransformer(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like or list
+        X : array-like, list or ImageBatch
             Images in any layout of :mod:`anomseg.utils`.
         y : None
             Ignored; present for scikit-learn compatibility.
@@ -48,32 +52,57 @@ class _BaseImageTransformer(TransformerMixin, BaseEstimator):
         self : object
             The fitted transformer.
         """
-        self._validate_params()
-        self._check_params()
-        batch = self._check_input(X, "fit")
-        self.n_channels_ = _n_channels(batch)
-        self._fit(batch)
+        self._fit_batch(X)
         return self
+
+    def fit_transform(self, X, y=None):
+        """Fit on images, then transform them, validating them once.
+
+        Parameters
+        ----------
+        X : array-like, list or ImageBatch
+            Images in any layout of :mod:`anomseg.utils`.
+        y : None
+            Ignored; present for scikit-learn compatibility.
+
+        Returns
+        -------
+        Xt : numpy.ma.MaskedArray, list of numpy.ma.MaskedArray or ImageBatch
+            As ``transform`` returns it.
+        """
+        return self._output(X, self._transform(self._fit_batch(X)))
 
     def transform(self, X):
         """Transform images; the foreground travels as the unmasked part.
 
         Parameters
         ----------
-        X : array-like or list
+        X : array-like, list or ImageBatch
             Images in any layout of :mod:`anomseg.utils`, with the number of
             channels seen in ``fit``.
 
         Returns
         -------
-        Xt : numpy.ma.MaskedArray or list of numpy.ma.MaskedArray
+        Xt : numpy.ma.MaskedArray, list of numpy.ma.MaskedArray or ImageBatch
             float32 images, masked outside the foreground: one stacked array
-            for an array input, a list for a list input. ``X`` is never
+            for an array input, a list for a list input, an
+            :class:`ImageBatch` for an :class:`ImageBatch`. ``X`` is never
             modified.
         """
         check_is_fitted(self, "n_channels_")
-        batch = self._check_input(X, "transform")
-        return self._transform(batch).to_masked()
+        return self._output(X, self._transform(self._check_input(X, "transform")))
+
+    def _fit_batch(self, X):
+        self._validate_params()
+        self._check_params()
+        batch = self._check_input(X, "fit")
+        self.n_channels_ = _n_channels(batch)
+        self._fit(batch)
+        return batch
+
+    @staticmethod
+    def _output(X, batch):
+        return batch if isinstance(X, ImageBatch) else batch.to_masked()
 
     def _check_input(self, X, method):
         where = f"{type(self).__name__}.{method}"
@@ -93,12 +122,6 @@ class _BaseImageTransformer(TransformerMixin, BaseEstimator):
 
     def _transform(self, batch):
         raise NotImplementedError
-
-
-def _with_images(batch, images, foreground=None):
-    """A batch like ``batch`` holding new images (and foregrounds)."""
-    foreground = batch.foreground if foreground is None else foreground
-    return ImageBatch(list(images), list(foreground), batch.stacked, batch.channel_axis)
 
 
 def _wrap(samples, stacked):

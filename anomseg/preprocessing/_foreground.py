@@ -10,7 +10,7 @@ from scipy import ndimage
 from .._docstrings import fill_doc
 from ..utils import check_images
 from ..utils._param_validation import COMMON_CONSTRAINTS, Interval, StrOptions, validate_params
-from ._base import _BaseImageTransformer, _channels_last, _with_images
+from ._base import _BaseImageTransformer, _channels_last
 
 __all__ = ["ForegroundMasker", "foreground_mask"]
 
@@ -207,4 +207,4 @@ class ForegroundMasker(_BaseImageTransformer):
             _derive_foreground(image, fg, self.threshold, self.fill_holes, self.largest_component)
             for image, fg in zip(batch.images, batch.foreground)
         ]
-        return _with_images(batch, [image.copy() for image in batch.images], foreground)
+        return batch.with_images([image.copy() for image in batch.images], foreground)

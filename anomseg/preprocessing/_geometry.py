@@ -13,7 +13,7 @@ from .._docstrings import fill_doc
 from ..exceptions import ShapeMismatchError
 from ..utils import check_maps
 from ..utils._param_validation import COMMON_CONSTRAINTS, Interval, NumberSequence, StrOptions
-from ._base import _BaseImageTransformer, _with_images, _wrap
+from ._base import _BaseImageTransformer, _wrap
 
 __all__ = ["ForegroundCropper", "Resizer"]
 
@@ -39,10 +39,8 @@ def _spatial_size(value, name, owner, ndim):
 
 class _BaseGeometry(_BaseImageTransformer):
     """A geometric transformer: fit on one spatial shape, transform only that
-    shape, and map anomaly maps back with ``inverse_transform``."""
-
-    #: AnomalyPipeline maps outputs back through this step's inverse_transform.
-    _maps_back = True
+    shape, and map anomaly maps back with ``inverse_transform`` (which
+    :class:`AnomalyPipeline` applies to the maps of its final step)."""
 
     def _fit(self, batch):
         shape = batch.common_shape
@@ -224,8 +222,7 @@ class ForegroundCropper(_BaseGeometry):
         return tuple(stop - start for start, stop in self.window_)
 
     def _transform(self, batch):
-        return _with_images(
-            batch,
+        return batch.with_images(
             [_take_window(image, self.window_, 0) for image in batch.images],
             [_take_window(fg, self.window_, False) for fg in batch.foreground],
         )
@@ -308,8 +305,7 @@ class Resizer(_BaseGeometry):
         return self.output_shape_
 
     def _transform(self, batch):
-        return _with_images(
-            batch,
+        return batch.with_images(
             [_resize(image, self.output_shape_, True) for image in batch.images],
             [_resize(fg, self.output_shape_, False) for fg in batch.foreground],
         )

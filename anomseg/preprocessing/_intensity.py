@@ -9,7 +9,7 @@ from skimage.exposure import equalize_hist
 
 from .._docstrings import fill_doc
 from ..utils._param_validation import COMMON_CONSTRAINTS, Interval
-from ._base import _BaseImageTransformer, _channels_last, _with_images
+from ._base import _BaseImageTransformer, _channels_last
 
 __all__ = ["HistogramEqualizer", "HistogramMatcher", "IntensityScaler"]
 
@@ -25,7 +25,7 @@ def _map_foreground(batch, func):
             for c in range(channels.shape[-1]):
                 out[..., c][fg] = func(channels[..., c], fg, c)
         outputs.append(out.reshape(image.shape))
-    return _with_images(batch, outputs)
+    return batch.with_images(outputs)
 
 
 @fill_doc

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.pipeline import Pipeline, make_pipeline
 
+from ..utils import check_images
+
 __all__ = ["AnomalyPipeline", "make_anomaly_pipeline"]
 
 
@@ -16,9 +18,10 @@ class AnomalyPipeline(Pipeline):
     ``predict`` and ``decision_function`` return one output per input
     sample with the input's spatial shape: the final estimator maps the
     transformed images, then the ``inverse_transform`` of every geometric
-    step (those with ``_maps_back = True``, such as
-    :class:`ForegroundCropper` and :class:`Resizer`) is applied in reverse
-    order. Intensity steps need no inverse.
+    step (every step that has one, such as :class:`ForegroundCropper` and
+    :class:`Resizer`) is applied in reverse order. Intensity steps have no
+    inverse and need none. Images are validated once, by the pipeline, and
+    passed from step to step as an :class:`~anomseg.utils.ImageBatch`.
 
     ``predict`` and ``decision_function`` threshold the maps *after* they
     are mapped back, so ``predict(X) == (score_samples(X) > threshold_)``
@@ -67,18 +70,43 @@ class AnomalyPipeline(Pipeline):
     @property
     def threshold_(self):
         """The final estimator's calibrated ``threshold_``."""
-        return self._final_estimator.threshold_
+        return self[-1].threshold_
 
-    def _transform_to_final(self, X):
-        for _, _, transformer in self._iter(with_final=False):
-            X = transformer.transform(X)
-        return X
+    def fit(self, X, y=None, **params):
+        """Fit the steps on ``X``, validated once and passed from step to
+        step as an :class:`~anomseg.utils.ImageBatch`.
 
-    def _map_back(self, maps):
-        for _, _, transformer in reversed(list(self._iter(with_final=False))):
-            if getattr(transformer, "_maps_back", False):
-                maps = transformer.inverse_transform(maps)
-        return maps
+        Parameters
+        ----------
+        X : array-like or list
+            Images accepted by the first step.
+        y : array-like, default=None
+            Passed to the final estimator's ``fit`` (ignored by most).
+        **params
+            Routed to the steps as by :class:`sklearn.pipeline.Pipeline`,
+            such as ``<step>__groups``.
+
+        Returns
+        -------
+        self : AnomalyPipeline
+        """
+        return super().fit(self._validated(X, "fit"), y, **params)
+
+    def calibrate(self, X):
+        """Calibrate the final estimator's threshold on other healthy images,
+        transformed by the other steps.
+
+        Parameters
+        ----------
+        X : array-like or list
+            Healthy images accepted by the first step.
+
+        Returns
+        -------
+        self : AnomalyPipeline
+        """
+        self[-1].calibrate(self._transform_to_final(X, "calibrate"))
+        return self
 
     def score_samples(self, X):
         """Anomaly maps in the geometry of ``X``.
@@ -95,8 +123,28 @@ class AnomalyPipeline(Pipeline):
             ``X``; stacked for an array input, a list for a list input.
             Higher is more anomalous.
         """
-        maps = self._final_estimator.score_samples(self._transform_to_final(X))
-        return self._map_back(maps)
+        return self._map_back(self[-1].score_samples(self._transform_to_final(X)))
+
+    def masked_score_samples(self, X):
+        """Anomaly maps in the geometry of ``X``, masked outside the
+        foreground that the final estimator scored (mapped back too).
+
+        Parameters
+        ----------
+        X : array-like or list
+            Images accepted by the first step.
+
+        Returns
+        -------
+        maps : numpy.ma.MaskedArray or list of numpy.ma.MaskedArray
+            ``score_samples(X)``, masked where the final estimator saw
+            background, such as outside a ``ForegroundMasker``'s head mask.
+        """
+        batch = self._transform_to_final(X, "masked_score_samples")
+        maps = self._map_back(self[-1].score_samples(batch))
+        foreground = self._map_back(batch.wrap(batch.foreground))
+        masked = [np.ma.MaskedArray(m, mask=~fg) for m, fg in zip(maps, foreground)]
+        return np.ma.stack(masked) if isinstance(maps, np.ndarray) else masked
 
     def predict(self, X):
         """Anomaly masks in the geometry of ``X``: ``score_samples(X) > threshold_``.
@@ -109,7 +157,21 @@ class AnomalyPipeline(Pipeline):
         -------
         masks : ndarray of bool or list of ndarray
         """
-        return self._final_estimator.threshold_maps(self.score_samples(X))
+        return self.threshold_maps(self.score_samples(X))
+
+    def threshold_maps(self, maps):
+        """Masks of maps of this pipeline, as ``predict`` makes them: the
+        final estimator's ``threshold_maps``.
+
+        Parameters
+        ----------
+        maps : ndarray, list of ndarray, or masked arrays
+
+        Returns
+        -------
+        masks : ndarray of bool or list of ndarray
+        """
+        return self[-1].threshold_maps(maps)
 
     def decision_function(self, X):
         """``score_samples(X) - threshold_``, in the geometry of ``X``.
@@ -129,6 +191,24 @@ class AnomalyPipeline(Pipeline):
         if isinstance(maps, np.ndarray):
             return maps - threshold
         return [m - threshold for m in maps]
+
+    def _validated(self, X, method):
+        """``X`` validated once, as the first step validates it."""
+        first = self.steps[0][1]
+        where = f"{type(first).__name__}.{method}"
+        return check_images(X, where=where, channel_axis=getattr(first, "channel_axis", None))
+
+    def _transform_to_final(self, X, method="score_samples"):
+        X = self._validated(X, method)
+        for _, _, transformer in self._iter(with_final=False):
+            X = transformer.transform(X)
+        return X
+
+    def _map_back(self, maps):
+        for _, _, transformer in reversed(list(self._iter(with_final=False))):
+            if hasattr(transformer, "inverse_transform"):
+                maps = transformer.inverse_transform(maps)
+        return maps
 
 
 def make_anomaly_pipeline(*steps, memory=None, verbose=False):

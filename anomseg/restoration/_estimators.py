@@ -9,6 +9,8 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 
 from .._docstrings import fill_doc
 from .._torch import TorchSegmenter, chunks
@@ -65,7 +67,6 @@ class _NormativePriorEstimator(TorchSegmenter):
     # -- training ---------------------------------------------------------------
     def _fit(self, batch):
         name = type(self).__name__
-        self._warn_if_unscaled(batch)
         rng, generator, init_seed = self._start_training()
         module = self._seeded(self._build_module, init_seed).to(self.device_)
 
@@ -157,8 +158,8 @@ class _NormativePriorEstimator(TorchSegmenter):
         reconstructions : ndarray of float32 or list of ndarray
             In the layout of ``X``; 0 outside the foreground.
         """
-        self._check_fitted()
-        batch = self._check_images(X, "reconstruct")
+        check_is_fitted(self)
+        batch = self._validate_images(X, "reconstruct")
         slices = self._model_input(batch)
         out = [None] * len(slices)
         for indices in self._shape_groups(slices):
@@ -212,7 +213,18 @@ class _BaseRestorer(_NormativePriorEstimator):
                     out[s][i] = image
         return out
 
+    def _fit(self, batch):
+        super()._fit(batch)
+        if self.tv_weight != "auto":
+            self.tv_weight_ = float(self.tv_weight)
+
     def _score(self, batch):
+        if not hasattr(self, "tv_weight_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} has tv_weight='auto' and was fitted "
+                "with calibrate=False: call calibrate with healthy images, which "
+                "chooses the TV weight, before scoring."
+            )
         restored = self._restore_slices(batch, np.full(len(batch), self.tv_weight_))
         [images] = restored.values()
         return [
@@ -290,7 +302,7 @@ class _BaseRestorer(_NormativePriorEstimator):
             With ``record_steps``: the restored images after each of them
             and after ``n_restoration_steps``, keyed by step count.
         """
-        self._check_fitted()
+        check_is_fitted(self)
         self._validate_params()
         weight = self.tv_weight_ if tv_weight is None else tv_weight
         steps = () if record_steps is None else tuple(record_steps)
@@ -305,7 +317,7 @@ class _BaseRestorer(_NormativePriorEstimator):
             {"tv_weight": weight, "record_steps": record_steps},
             caller_name=f"{type(self).__name__}.restore",
         )
-        batch = self._check_images(X, "restore")
+        batch = self._validate_images(X, "restore")
         slices = self._model_input(batch)
         recorded = self._restore_slices(slices, np.full(len(slices), float(weight)), steps)
         wrapped = {
@@ -334,7 +346,7 @@ class _BaseRestorer(_NormativePriorEstimator):
         change : ndarray of shape (n_weights,)
             The mean absolute change at each weight.
         """
-        self._check_fitted()
+        check_is_fitted(self)
         self._validate_params()
         grid = self.tv_weight_ if tv_weights is None else tv_weights
         validate_parameter_constraints(
@@ -343,7 +355,7 @@ class _BaseRestorer(_NormativePriorEstimator):
             caller_name=f"{type(self).__name__}.healthy_change",
         )
         grid = np.atleast_1d(np.asarray(grid, dtype=float))
-        batch = self._check_images(X, "healthy_change")
+        batch = self._validate_images(X, "healthy_change")
         return self._healthy_change(self._model_input(batch), grid)[0]
 
 

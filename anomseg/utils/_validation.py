@@ -25,6 +25,7 @@ of skull-stripped scans. Scans that are not skull-stripped should pass through
 
 from __future__ import annotations
 
+import itertools
 import numbers
 from dataclasses import dataclass
 
@@ -82,15 +83,46 @@ class ImageBatch:
         return shapes.pop() if len(shapes) == 1 else None
 
     def subset(self, indices):
-        """Return the batch restricted to ``indices`` (always a list batch
-        if the subset is not the whole batch in order)."""
+        """The batch restricted to the samples at ``indices``."""
         indices = list(indices)
+        return self.with_images(
+            [self.images[i] for i in indices], [self.foreground[i] for i in indices]
+        )
+
+    def with_images(self, images, foreground=None):
+        """A batch in this batch's layout holding other images (and, if
+        given, other foregrounds)."""
+        foreground = self.foreground if foreground is None else foreground
+        return ImageBatch(list(images), list(foreground), self.stacked, self.channel_axis)
+
+    def concatenate(self, other):
+        """The samples of this batch, then those of ``other``, as a list
+        batch."""
         return ImageBatch(
-            [self.images[i] for i in indices],
-            [self.foreground[i] for i in indices],
-            self.stacked,
+            self.images + other.images,
+            self.foreground + other.foreground,
+            False,
             self.channel_axis,
         )
+
+    def to_slices(self):
+        """The 2D slices of the samples along their last spatial axis (the
+        axial axis of volumes loaded by :func:`anomseg.io.load_nifti`), as a
+        list batch; a batch of 2D images is returned as it is."""
+        if self.spatial_ndim == 2:
+            return self
+        images = [s for image in self.images for s in np.moveaxis(image, 2, 0)]
+        foreground = [s for fg in self.foreground for s in np.moveaxis(fg, 2, 0)]
+        return ImageBatch(images, foreground, False, self.channel_axis)
+
+    def from_slices(self, outputs):
+        """Per-slice ``outputs`` of :meth:`to_slices` stacked back into one
+        output per sample, slices along the last spatial axis."""
+        outputs = list(outputs)
+        if self.spatial_ndim == 2:
+            return outputs
+        bounds = np.cumsum([0] + [fg.shape[2] for fg in self.foreground])
+        return [np.stack(outputs[a:b], axis=2) for a, b in itertools.pairwise(bounds)]
 
     def wrap(self, outputs):
         """Return per-sample ``outputs`` in the layout of the input:
@@ -152,8 +184,10 @@ def check_images(X, *, name="X", where=None, channel_axis=None):
 
     Parameters
     ----------
-    X : array-like or list of array-like
-        Images in one of the layouts described in :mod:`anomseg.utils`.
+    X : array-like, list of array-like or ImageBatch
+        Images in one of the layouts described in :mod:`anomseg.utils`. An
+        :class:`ImageBatch`, validated already, is returned as it is: the
+        steps of a pipeline pass one on, so that images are validated once.
     name : str, default="X"
         Name of the argument, used in error messages.
     where : str or None, default=None
@@ -179,6 +213,14 @@ def check_images(X, *, name="X", where=None, channel_axis=None):
         raise ValueError(
             f"'channel_axis'{_describe(where)} must be None or -1; got {channel_axis!r}."
         )
+    if isinstance(X, ImageBatch):  # validated already, by the first step of a pipeline
+        if X.channel_axis != channel_axis:
+            raise ValueError(
+                f"{name}{_describe(where)} was validated with channel_axis="
+                f"{X.channel_axis}, but channel_axis={channel_axis} is expected; "
+                "give every step of a pipeline the same channel_axis."
+            )
+        return X
     n_channel_dims = 0 if channel_axis is None else 1
     if isinstance(X, (list, tuple)):
         stacked = False

@@ -152,3 +152,32 @@ def test_scorers_in_grid_search():
     assert search.cv_results_["mean_test_auroc"][0] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="name"):
         get_scorer("accuracy")
+
+
+def test_masked_maps_carry_their_foreground(scored):
+    truth, scores, fg = scored
+    masked = np.ma.MaskedArray(scores, mask=~fg)
+    explicit = evaluate(truth, scores, foreground=fg)
+    implied = evaluate(truth, masked)
+    assert [r.value for r in implied.results] == [r.value for r in explicit.results]
+    assert roc_auc(truth, masked) == roc_auc(truth, scores, foreground=fg)
+
+
+def test_scorers_count_the_pixels_the_model_scored():
+    """After a ForegroundMasker, the scorers count the head it found, as the
+    calibration did, not the non-zero pixels of the raw input."""
+    from anomseg.preprocessing import ForegroundMasker, make_anomaly_pipeline
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 3, size=(6, 24, 24))  # background noise
+    images[:, 4:20, 4:20] = rng.normal(100, 5, size=(6, 16, 16))
+    truth = np.zeros(images.shape, bool)
+    truth[:, 8:12, 8:12] = True
+    images[truth] += 40
+    pipe = make_anomaly_pipeline(ForegroundMasker(), FlairThreshold()).fit(images)
+    head = ~ForegroundMasker().fit_transform(images).mask
+    maps = pipe.score_samples(images)
+    assert get_scorer("auroc")(pipe, images, truth) == roc_auc(truth, maps, foreground=head)
+    assert get_scorer("auroc")(pipe, images, truth) != roc_auc(truth, maps, foreground=images != 0)
+    expected = dice_score(truth, pipe.predict(images), foreground=head)
+    assert get_scorer("dice")(pipe, images, truth) == expected

@@ -93,3 +93,45 @@ def test_predict_applies_the_estimators_post_processing():
     masks = pipe.predict(X)
     raw = pipe.score_samples(X) > pipe.threshold_
     assert masks.sum() < raw.sum() and not (masks & ~raw).any()
+
+
+def test_images_are_validated_once_per_call(pipe, monkeypatch):
+    """The pipeline validates the input, then passes an ImageBatch on: no step
+    converts and checks the images again."""
+    from anomseg.utils import _validation
+
+    calls = []
+    original = _validation._split_sample
+
+    def spy(sample, *args):
+        calls.append(1)
+        return original(sample, *args)
+
+    monkeypatch.setattr(_validation, "_split_sample", spy)
+    X = make_scans()
+    pipe.fit(X)
+    assert len(calls) == len(X)
+    calls.clear()
+    pipe.predict(X)
+    assert len(calls) == len(X)
+
+
+def test_masked_maps_carry_the_foreground_the_estimator_scored(pipe):
+    X = make_scans()
+    pipe.fit(X)
+    masked = pipe.masked_score_samples(X)
+    np.testing.assert_array_equal(masked.data, pipe.score_samples(X))
+    # the head mask of ForegroundMasker, not the noisy non-zero background,
+    # cropped and resized, then mapped back to the input grid
+    head = ~ForegroundMasker().fit_transform(X).mask
+    assert (masked.mask == ~head).mean() > 0.97
+    assert not masked.mask[:, 10:30, 10:25].any() and masked.mask[:, :3, :].all()
+    np.testing.assert_array_equal(pipe.threshold_maps(masked), pipe.predict(X) & head)
+
+
+def test_a_bare_estimator_as_a_one_step_pipeline():
+    X = make_scans()
+    est = FlairThreshold().fit(X)
+    pipe = make_anomaly_pipeline(FlairThreshold()).fit(X)
+    np.testing.assert_array_equal(pipe.predict(X), est.predict(X))
+    np.testing.assert_array_equal(pipe.masked_score_samples(X).mask, X == 0)

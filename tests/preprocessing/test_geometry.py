@@ -103,5 +103,11 @@ def test_transform_and_inverse_check_shapes(transformer):
         transformer.inverse_transform([np.ones((4, 4, 4, 2))])
 
 
-def test_geometric_transformers_map_back():
-    assert ForegroundCropper._maps_back and Resizer._maps_back
+def test_only_geometric_transformers_map_back():
+    from anomseg.preprocessing import ForegroundMasker, HistogramEqualizer, IntensityScaler
+
+    assert hasattr(ForegroundCropper, "inverse_transform") and hasattr(
+        Resizer, "inverse_transform"
+    )
+    for intensity in (ForegroundMasker, HistogramEqualizer, IntensityScaler):
+        assert not hasattr(intensity, "inverse_transform")

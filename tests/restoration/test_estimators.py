@@ -7,7 +7,7 @@ import torch
 from sklearn.base import clone
 
 from anomseg.datasets import add_synthetic_lesions, make_healthy_images
-from anomseg.exceptions import AnomsegWarning
+from anomseg.exceptions import AnomsegWarning, NotFittedError
 from anomseg.restoration import (
     DEFAULT_TV_WEIGHTS,
     PUBLISHED_GMVAE,
@@ -200,7 +200,7 @@ def test_auto_tv_weight_minimises_the_healthy_change(healthy):
     assert est.tv_weight_ == grid[int(np.argmin(est.healthy_change_))]
     assert est.healthy_change_.min() < est.healthy_change_.max()
     # recomputed on the same calibration images: the same curve
-    _, calibration = est._calibration_split(est._check_images(healthy, "fit"), None)
+    _, calibration = est._calibration_split(est._validate_images(healthy, "fit"), None)
     X_cal = healthy[calibration]
     assert len(X_cal) == 4
     np.testing.assert_allclose(
@@ -218,7 +218,7 @@ def test_auto_tv_weight_on_a_subset_of_calibration_images(healthy):
     est = VAERestorer(**{**TINY, "tv_weight": "auto", "tv_weights": grid, "max_tv_images": 2}).fit(
         healthy
     )
-    _, calibration = est._calibration_split(est._check_images(healthy, "fit"), None)
+    _, calibration = est._calibration_split(est._validate_images(healthy, "fit"), None)
     # evenly spaced: the first and the last of the 4 calibration images
     X_sub = healthy[calibration][[0, 3]]
     np.testing.assert_allclose(est.healthy_change(X_sub, grid), est.healthy_change_, rtol=1e-5)
@@ -390,3 +390,14 @@ def test_cuda_model_loads_on_cpu_with_a_warning(tiny, unseen):
         loaded = pickle.loads(data)
     assert loaded.device_ == "cpu"
     np.testing.assert_array_equal(loaded.score_samples(unseen), tiny.score_samples(unseen))
+
+
+def test_a_fixed_tv_weight_scores_without_calibration(healthy, unseen):
+    est = VAERestorer(**TINY).fit(healthy, calibrate=False)
+    assert est.tv_weight_ == 0.1
+    assert est.score_samples(unseen).shape == unseen.shape
+    auto = VAERestorer(**{**TINY, "tv_weight": "auto", "tv_weights": (0.0, 1.0)})
+    auto.fit(healthy, calibrate=False)
+    with pytest.raises(NotFittedError, match="tv_weight='auto'.*call calibrate"):
+        auto.score_samples(unseen)
+    assert auto.calibrate(unseen).tv_weight_ in (0.0, 1.0)
