@@ -1,14 +1,25 @@
 """What every torch estimator of anomseg shares: the device, tensors of 2D
-slices, inference batching, seeding, progress messages and persistence.
+slices, inference batching, the training loop, seeding, progress messages
+and persistence.
+
+A method describes its training as a :class:`TrainingPlan` (its networks, the
+inputs of each update and the update itself); :class:`TorchSegmenter` runs
+every plan the same way, in one seeded session: one ``history_`` format,
+divergence errors, early stopping, progress and device placement.
 
 Importing this module imports torch; only the deep-learning subpackages
-(:mod:`anomseg.restoration`, :mod:`anomseg.adversarial`) do.
+(:mod:`anomseg.restoration`, :mod:`anomseg.adversarial`,
+:mod:`anomseg.inpainting`) do.
 """
 
 from __future__ import annotations
 
+import copy
 import io
+import time
 import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,7 +29,7 @@ from .exceptions import AnomsegWarning
 from .utils import check_generator
 from .utils._param_validation import COMMON_CONSTRAINTS
 
-__all__ = ["TorchSegmenter", "chunks", "resolve_device"]
+__all__ = ["TorchSegmenter", "TrainingPlan", "chunks", "resolve_device", "update"]
 
 
 def resolve_device(device, owner):
@@ -40,13 +51,65 @@ def chunks(indices, size):
         yield indices[start : start + size]
 
 
+def update(optimizer, loss):
+    """One optimisation step of ``loss``."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+@dataclass
+class TrainingPlan:
+    """A method's training, as the shared loop of :class:`TorchSegmenter`
+    runs it.
+
+    Attributes
+    ----------
+    module : torch.nn.Module
+        The network kept as ``module_`` after training, on ``device_``.
+        Other networks (discriminators, generators of training targets) live
+        in the closures of ``step`` and are dropped after training.
+    n_epochs : int
+        Epochs planned: one record of ``history_`` each.
+    steps : callable
+        ``steps(epoch)``: the inputs of the epoch's updates, one per update.
+    step : callable
+        ``step(input)``: one update. Returns its metrics, each a float
+        (averaged over the epoch's updates that report it) or a ``(total,
+        count)`` pair (totals and counts summed over the epoch, then
+        divided, such as a loss summed over pixels and the pixel count).
+    describe : callable or None
+        ``describe(epoch)``: keys that say what the epoch is (a stage, a last
+        step), first in its record.
+    end_epoch : callable or None
+        ``end_epoch(epoch, record)``: more metrics once the epoch's updates
+        are done, such as a validation loss.
+    monitor : str or None
+        The metric whose lowest value selects the epoch whose ``module``
+        state is kept (``best_epoch_``); None keeps the last.
+    patience : int or None
+        Stop after this many epochs without a new lowest ``monitor``; None
+        never stops early.
+    """
+
+    module: torch.nn.Module
+    n_epochs: int
+    steps: Callable[[int], Iterable]
+    step: Callable[[object], dict]
+    describe: Callable[[int], dict] | None = None
+    end_epoch: Callable[[int, dict], dict] | None = None
+    monitor: str | None = None
+    patience: int | None = None
+
+
 class TorchSegmenter(BaseAnomalySegmenter):
     """Base of the slice-wise estimators that own a torch network.
 
     Subclasses set ``_module_class`` and list the constructor arguments of
-    the network in ``_module_params``; ``fit`` stores the trained network as
-    ``module_`` with :meth:`_install_module`. The parameters
-    ``inference_batch_size``, ``device`` and ``verbose`` are expected.
+    the network in ``_module_params``, and implement ``_training_plan``;
+    ``fit`` runs the plan and stores the trained network as ``module_``. The
+    parameters ``inference_batch_size``, ``device``, ``random_state`` and
+    ``verbose`` are expected.
     """
 
     _module_class = None
@@ -72,10 +135,11 @@ class TorchSegmenter(BaseAnomalySegmenter):
         return tags
 
     # -- tensors ----------------------------------------------------------------
-    def _tensors(self, batch, indices, device, shape=None):
+    def _tensors(self, batch, indices, shape=None):
         """Images (n, C, H, W) with a zero background and foreground masks
         (n, 1, H, W) of ``indices`` of a 2D batch, zero-padded at the bottom
-        and right to ``shape``, by default their largest height and width."""
+        and right to ``shape`` (by default their largest height and width),
+        on ``device_``."""
         if shape is None:
             shape = (
                 max(batch.foreground[i].shape[0] for i in indices),
@@ -90,7 +154,7 @@ class TorchSegmenter(BaseAnomalySegmenter):
             h, w = fg.shape
             x[k, :, :h, :w] = image * fg
             m[k, 0, :h, :w] = fg
-        return torch.from_numpy(x).to(device), torch.from_numpy(m).to(device)
+        return torch.from_numpy(x).to(self.device_), torch.from_numpy(m).to(self.device_)
 
     def _shape_groups(self, batch, size=None):
         """Indices of the 2D samples of ``batch`` grouped by spatial shape and
@@ -116,28 +180,75 @@ class TorchSegmenter(BaseAnomalySegmenter):
                 out.append(np.moveaxis(image, 0, -1))
         return out
 
-    # -- the network --------------------------------------------------------------
-    def _build_module(self):
-        params = {p: getattr(self, p) for p in self._module_params}
-        return self._module_class(in_channels=self.n_channels_, **params)
-
-    def _seeded(self, build, seed):
-        """``build()`` with torch's global generator seeded with ``seed`` and
-        restored afterwards: initialisation is reproducible, and global state
-        is never touched."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return build()
-
-    def _start_training(self):
-        """Resolve ``device_`` and return a numpy Generator and a torch
-        Generator on it, both derived from ``random_state``, plus a seed for
-        network initialisation."""
+    # -- training -------------------------------------------------------------
+    def _fit(self, batch, **fit_data):
+        """Train the method's :class:`TrainingPlan` in one seeded session:
+        ``device_`` is resolved, a numpy Generator (for sampling) and a torch
+        Generator on ``device_`` (for the noise of the networks) are derived
+        from ``random_state``, and torch's global generator (weight
+        initialisation, dropout) is seeded inside
+        :func:`torch.random.fork_rng`, so global state is never touched."""
         self.device_ = resolve_device(self.device, type(self).__name__)
         rng = check_generator(self.random_state)
         init_seed, noise_seed = (int(s) for s in rng.integers(2**62, size=2))
-        generator = torch.Generator(device=self.device_).manual_seed(noise_seed)
-        return rng, generator, init_seed
+        devices = [torch.device(self.device_).index or 0] if self.device_ == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(init_seed)
+            generator = torch.Generator(device=self.device_).manual_seed(noise_seed)
+            self._train(self._training_plan(batch, rng, generator, **fit_data))
+
+    def _training_plan(self, batch, rng, generator, **fit_data):
+        """The method's :class:`TrainingPlan` on the 2D training ``batch``."""
+        raise NotImplementedError
+
+    def _train(self, plan):
+        """Run ``plan``: set ``history_``, ``training_time_``,
+        ``best_epoch_`` (with a monitored metric) and ``module_``."""
+        self.history_ = history = []
+        best = (np.inf, 0, None)
+        started = time.perf_counter()
+        for epoch in range(1, plan.n_epochs + 1):
+            totals = {}
+            for item in plan.steps(epoch):
+                for key, value in plan.step(item).items():
+                    total, count = value if isinstance(value, tuple) else (value, 1)
+                    before = totals.get(key, (0.0, 0.0))
+                    totals[key] = (before[0] + total, before[1] + count)
+            record = {"epoch": epoch, **(plan.describe(epoch) if plan.describe else {})}
+            record.update({key: total / max(count, 1) for key, (total, count) in totals.items()})
+            if plan.end_epoch is not None:
+                record.update(plan.end_epoch(epoch, record))
+            record["seconds"] = time.perf_counter() - started
+            history.append(record)
+            self._log(
+                f"epoch {epoch}/{plan.n_epochs}: "
+                + ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "epoch")
+            )
+            for key, value in record.items():
+                if not np.isfinite(value):
+                    raise FloatingPointError(
+                        f"{type(self).__name__}.fit diverged at epoch {epoch} ({key} "
+                        f"{value}); lower 'learning_rate' or scale intensities to [0, 1]."
+                    )
+            if plan.monitor is None:
+                continue
+            if record[plan.monitor] < best[0]:
+                best = (record[plan.monitor], epoch, copy.deepcopy(plan.module.state_dict()))
+            elif plan.patience is not None and epoch - best[1] >= plan.patience:
+                self._log(f"early stop: no lower {plan.monitor} for {plan.patience} epochs")
+                break
+        self.training_time_ = time.perf_counter() - started
+        state = plan.module.state_dict()
+        if plan.monitor is not None:
+            self.best_epoch_, state = best[1], best[2]
+        self._install_module(plan.module, state)
+
+    # -- the network --------------------------------------------------------------
+    def _build_module(self):
+        """The network of ``module_`` (its class and constructor arguments
+        are ``_module_class`` and ``_module_params``), on ``device_``."""
+        params = {p: getattr(self, p) for p in self._module_params}
+        return self._module_class(in_channels=self.n_channels_, **params).to(self.device_)
 
     def _install_module(self, module, state_dict):
         """Load ``state_dict`` into ``module``, freeze it for inference and

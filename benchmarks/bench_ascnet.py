@@ -211,7 +211,7 @@ def main():
     print("| stage | cycle | " + " | ".join(keys) + " |")
     print("|" + "---|" * (len(keys) + 2))
     for h in model.history_:
-        print(f"| {h['stage']} | {h['cycle']} | " + " | ".join(f"{h[k]:.4f}" for k in keys) + " |")
+        print(f"| {h['stage']} | {h['epoch']} | " + " | ".join(f"{h[k]:.4f}" for k in keys) + " |")
 
 
 if __name__ == "__main__":

@@ -170,6 +170,15 @@ class TestContract:
         masks = est.predict(images)
         assert isinstance(masks, list) and masks[0].dtype == bool
 
+    def test_one_history_format(self, name, cls, fitted):
+        history = getattr(fitted[name], "history_", None)
+        if history is None:
+            pytest.skip(f"{name} does not train")
+        assert [r["epoch"] for r in history] == list(range(1, len(history) + 1))
+        assert all(list(r) == list(history[0]) for r in history)
+        assert list(history[0])[-1] == "seconds"
+        assert all(np.isfinite(v) for r in history for v in r.values())
+
     def test_masked_maps_are_masked_outside_the_foreground(
         self, name, cls, fitted, healthy_unseen
     ):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import warnings
 from numbers import Integral, Real
 
@@ -11,7 +10,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from .._docstrings import fill_doc
-from .._torch import TorchSegmenter
+from .._torch import TorchSegmenter, TrainingPlan, update
 from ..exceptions import AnomsegWarning
 from ..postprocessing import binary_closing, binary_opening
 from ..utils import ImageBatch
@@ -25,9 +24,6 @@ __all__ = ["ASCNetSegmenter"]
 #: (scikit-learn's mark of an unlabelled sample) or 1 (known abnormal) an
 #: image of the unlabelled input set.
 _REFERENCE, _UNLABELLED = (0,), (-1, 1)
-
-#: Keys of ``history_`` records that are losses.
-LOSS_KEYS = ("discriminator_loss", "fence_loss", "disjoint_loss", "reconstruction_loss")
 
 
 @fill_doc
@@ -109,7 +105,8 @@ class ASCNetSegmenter(TorchSegmenter):
     device_ : str
         The device ``device`` resolved to in ``fit``.
     history_ : list of dict
-        One record per cycle: ``stage``, ``cycle``, the mean losses of its
+        One record per cycle (an epoch of the shared training loop):
+        ``epoch`` (the cycle, from 1), ``stage``, the mean losses of its
         updates (``discriminator_loss``, ``fence_loss``, ``disjoint_loss``,
         ``reconstruction_loss``), ``discriminator_accuracy`` (the fraction
         of its training images whose output had the target's sign) and
@@ -320,121 +317,89 @@ class ASCNetSegmenter(TorchSegmenter):
         return np.isin(y, _REFERENCE)
 
     def _fit(self, batch, unlabelled):
-        rng, _, seed = self._start_training()
-        inputs = unlabelled if len(unlabelled) else batch
-        everything = batch.concatenate(unlabelled)
-        shape = (
-            max(s[0] for s in everything.spatial_shapes),
-            max(s[1] for s in everything.spatial_shapes),
-        )
-        devices = [torch.device(self.device_).index or 0] if self.device_ == "cuda" else []
-        with torch.random.fork_rng(devices=devices):  # dropout draws globally
-            torch.manual_seed(seed)
-            module = self._build_module().to(self.device_)
-            discriminator = CutDiscriminator(self.n_channels_, self.width, shape).to(self.device_)
-            self._train(module, discriminator, batch, inputs, shape, rng)
-        self._install_module(module, module.state_dict())
+        super()._fit(batch, unlabelled=unlabelled)
         self.n_reference_ = len(batch)
         self.n_unlabelled_ = len(unlabelled)
-        self._set_histogram_threshold(inputs)
+        self._set_histogram_threshold(unlabelled if len(unlabelled) else batch)
         self._log(
             f"trained in {self.training_time_:.1f} s; histogram-peak threshold "
             f"{self.histogram_threshold_:.4g}"
         )
 
-    def _train(self, module, discriminator, reference, inputs, shape, rng):
-        optimizers = [
-            torch.optim.Adam(net.parameters(), lr=self.learning_rate)
-            for net in (module, discriminator)
-        ]
-        self.history_ = []
-        started = time.perf_counter()
+    def _training_plan(self, batch, rng, generator, unlabelled):
+        """Cycles of the two stages; each cycle is ``discriminator_steps``
+        updates of the discriminator, then ``generator_steps`` of the main
+        module."""
+        inputs = unlabelled if len(unlabelled) else batch
+        everything = batch.concatenate(unlabelled)
+        shape = tuple(max(s[k] for s in everything.spatial_shapes) for k in (0, 1))
+        module = self._build_module()
+        discriminator = CutDiscriminator(self.n_channels_, self.width, shape).to(self.device_)
+        optimizers = {
+            "main": torch.optim.Adam(module.parameters(), lr=self.learning_rate),
+            "discriminator": torch.optim.Adam(discriminator.parameters(), lr=self.learning_rate),
+        }
         stages = [1] * self.n_stage1_cycles + [2] * self.n_stage2_cycles
-        for cycle, stage in enumerate(stages, start=1):
-            record = {"stage": stage, "cycle": cycle}
-            record.update(
-                self._train_discriminator(
-                    module, discriminator, optimizers[1], reference, inputs, shape, stage, rng
-                )
-            )
-            record.update(
-                self._train_main(module, discriminator, optimizers[0], inputs, shape, rng)
-            )
-            record["seconds"] = time.perf_counter() - started
-            self.history_.append(record)
-            self._log(
-                f"stage {stage}, cycle {cycle}/{len(stages)}: "
-                + ", ".join(f"{k} {record[k]:.4f}" for k in (*LOSS_KEYS, "discriminator_accuracy"))
-            )
-            for key in LOSS_KEYS:
-                if not np.isfinite(record[key]):
-                    raise FloatingPointError(
-                        f"{type(self).__name__}.fit diverged in cycle {cycle} "
-                        f"({key} {record[key]}); lower 'learning_rate' or scale "
-                        "intensities to [0, 1]."
-                    )
-        self.training_time_ = time.perf_counter() - started
 
-    def _sample(self, batch, n, shape, rng):
-        indices = rng.choice(len(batch), size=n, replace=n > len(batch))
-        return self._tensors(batch, indices, self.device_, shape)[0]
+        def sample(source, n):
+            indices = rng.choice(len(source), size=n, replace=n > len(source))
+            return self._tensors(source, indices, shape)[0]
 
-    def _fence_cuts(self, module, x):
-        module.eval()
-        with torch.no_grad():
-            return module(x)[0]
+        def fence_cuts(x):
+            module.eval()
+            with torch.no_grad():
+                return module(x)[0]
 
-    def _train_discriminator(
-        self, module, discriminator, optimizer, reference, inputs, shape, stage, rng
-    ):
-        half = self.batch_size // 2
-        discriminator.train().requires_grad_(True)
-        losses, correct, seen = [], 0, 0
-        for _ in range(self.discriminator_steps):
-            real = self._sample(reference, self.batch_size - half, shape, rng)
+        def discriminator_step(stage):
+            discriminator.train().requires_grad_(True)
+            half = self.batch_size // 2
+            real = sample(batch, self.batch_size - half)
             if stage == 2:  # the fence cuts of half the real images are real too
                 k = real.shape[0] // 2
-                real = torch.cat([real[:k], self._fence_cuts(module, real[k:])])
-            fake = self._fence_cuts(module, self._sample(inputs, half, shape, rng))
+                real = torch.cat([real[:k], fence_cuts(real[k:])])
+            fake = fence_cuts(sample(inputs, half))
             x = torch.cat([real, fake])
             target = torch.cat([x.new_ones(real.shape[0]), -x.new_ones(half)])
             permutation = torch.from_numpy(rng.permutation(x.shape[0])).to(x.device)
             x, target = x[permutation], target[permutation]
             output = discriminator(x)
             loss = (output - target).abs().mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            correct += int((torch.sign(output.detach()) == target).sum())
-            seen += x.shape[0]
-        return {
-            "discriminator_loss": float(np.mean(losses)),
-            "discriminator_accuracy": correct / seen,
-        }
+            update(optimizers["discriminator"], loss)
+            correct = int((torch.sign(output.detach()) == target).sum())
+            return {
+                "discriminator_loss": float(loss.detach()),
+                "discriminator_accuracy": (correct, x.shape[0]),
+            }
 
-    def _train_main(self, module, discriminator, optimizer, inputs, shape, rng):
-        # As in the reference (Keras 2.2), the frozen discriminator keeps
-        # normalising with batch statistics: in evaluation mode its running
-        # statistics, from mixed real and fake batches, saturate its tanh on
-        # an all-fake batch, and the main module gets no gradient.
-        discriminator.train().requires_grad_(False)
-        module.train()
-        totals = dict.fromkeys(LOSS_KEYS[1:], 0.0)
-        for _ in range(self.generator_steps):
-            x = self._sample(inputs, self.batch_size, shape, rng)
+        def main_step():
+            # As in the reference (Keras 2.2), the frozen discriminator keeps
+            # normalising with batch statistics: in evaluation mode its
+            # running statistics, from mixed real and fake batches, saturate
+            # its tanh on an all-fake batch, and the main module gets no
+            # gradient.
+            discriminator.train().requires_grad_(False)
+            module.train()
+            x = sample(inputs, self.batch_size)
             fence, wild, reconstruction = module(x)
             terms = {
                 "fence_loss": (discriminator(fence) - 1).abs().mean(),
                 "disjoint_loss": soft_dice(fence, wild).mean(),
                 "reconstruction_loss": (reconstruction - x).pow(2).mean(),
             }
-            optimizer.zero_grad(set_to_none=True)
-            sum(terms.values()).backward()
-            optimizer.step()
-            for key, value in terms.items():
-                totals[key] += float(value.detach())
-        return {k: v / self.generator_steps for k, v in totals.items()}
+            update(optimizers["main"], sum(terms.values()))
+            return {key: float(value.detach()) for key, value in terms.items()}
+
+        def steps(epoch):
+            stage = stages[epoch - 1]
+            return [stage] * self.discriminator_steps + [None] * self.generator_steps
+
+        return TrainingPlan(
+            module=module,
+            n_epochs=len(stages),
+            steps=steps,
+            step=lambda stage: main_step() if stage is None else discriminator_step(stage),
+            describe=lambda epoch: {"stage": stages[epoch - 1]},
+        )
 
     # -- maps ----------------------------------------------------------------------
     def _cut_slices(self, batch):
@@ -442,7 +407,7 @@ class ASCNetSegmenter(TorchSegmenter):
         batch, as three lists of images (H, W[, C])."""
         out = [[None] * len(batch) for _ in range(3)]
         for indices in self._shape_groups(batch):
-            x, _ = self._tensors(batch, indices, self.device_)
+            x, _ = self._tensors(batch, indices)
             with torch.no_grad():
                 cuts = self.module_(x)
             for images, tensor in zip(out, cuts):

@@ -3,7 +3,6 @@ approximation by a reconstruction-loss predictor (Mavropoulos 2021)."""
 
 from __future__ import annotations
 
-import time
 from numbers import Integral, Real
 
 import numpy as np
@@ -14,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch.nn import functional as F
 
 from .._docstrings import fill_doc
-from .._torch import TorchSegmenter, chunks
+from .._torch import TorchSegmenter, TrainingPlan, chunks, update
 from ..utils import check_generator
 from ..utils._param_validation import Interval, StrOptions
 from ._networks import InpaintingGenerator, LossPredictorNet, WindowDiscriminator
@@ -65,7 +64,7 @@ class _WindowLocalizer(TorchSegmenter):
         return _SLICES_PER_GROUP
 
     def _padded(self, batch, indices):
-        x, fg = self._tensors(batch, indices, self.device_)
+        x, fg = self._tensors(batch, indices)
         margin = self._margin()
         pad = (margin,) * 4
         return F.pad(x, pad), F.pad(fg, pad)
@@ -95,26 +94,16 @@ class _WindowLocalizer(TorchSegmenter):
                 maps[i] = heatmap(grid, valid, window, stride, batch.foreground[i].shape)
         return maps
 
-    def _record(self, history, totals, step, started):
-        """Append the means of ``totals`` since the last record to
-        ``history`` (at most ``_N_RECORDS`` records over ``n_steps``, the
-        last at the last step), then reset them."""
-        if step * _N_RECORDS // self.n_steps == (step - 1) * _N_RECORDS // self.n_steps:
-            return
-        n = step - (history[-1]["step"] if history else 0)
-        record = {"step": step, **{k: v / n for k, v in totals.items()}}
-        record["seconds"] = time.perf_counter() - started
-        history.append(record)
-        self._log(
-            f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step")
-        )
-        for key, value in record.items():
-            if not np.isfinite(value):
-                raise FloatingPointError(
-                    f"{type(self).__name__}.fit diverged at step {step} ({key} "
-                    f"{value}); lower 'learning_rate' or scale intensities to [0, 1]."
-                )
-        totals.update(dict.fromkeys(totals, 0.0))
+    def _step_epochs(self):
+        """The updates of each epoch of training: ``n_steps`` updates in at
+        most ``_N_RECORDS`` epochs (records of ``history_``), the last
+        ending at the last update."""
+        ends = [
+            step
+            for step in range(1, self.n_steps + 1)
+            if step * _N_RECORDS // self.n_steps != (step - 1) * _N_RECORDS // self.n_steps
+        ]
+        return [range(start + 1, end + 1) for start, end in zip([0, *ends], ends)]
 
 
 @fill_doc
@@ -191,10 +180,12 @@ class InpaintingLocalizer(_WindowLocalizer):
     min_foreground_ : float
         ``min_foreground``, as the predictor reads it.
     history_ : list of dict
-        20 records over training: ``step``, the mean ``l1_loss`` (on the
-        window), ``adversarial_loss`` and ``discriminator_loss`` (binary
-        cross-entropies) of the updates since the last record, and
-        ``seconds`` since training started.
+        20 records over training, one per epoch of the shared training loop
+        (``n_steps / 20`` updates): ``epoch``, ``step`` (the last update of
+        the epoch), the mean ``l1_loss`` (on the window),
+        ``adversarial_loss`` and ``discriminator_loss`` (binary
+        cross-entropies) of its updates, and ``seconds`` since training
+        started.
     n_training_windows_ : int
         Windows of the training slices that training drew from.
     training_time_ : float
@@ -308,70 +299,97 @@ class InpaintingLocalizer(_WindowLocalizer):
         self.min_foreground_ = float(self.min_foreground)
 
     # -- fit ----------------------------------------------------------------------
-    def _fit(self, batch):
+    def _training_plan(self, batch, rng, generator):
         self._set_geometry(batch)
-        rng, _, seed = self._start_training()
         candidates = window_candidates(batch.foreground, self.window_size_, self.min_foreground_)
-        padded = self._padded(batch, range(len(batch)))
-        devices = [torch.device(self.device_).index or 0] if self.device_ == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            generator = self._build_module().to(self.device_)
-            discriminator = WindowDiscriminator(self.n_channels_, self.width).to(self.device_)
-            self._train(generator, discriminator, padded, candidates, rng)
-        self._install_module(generator, generator.state_dict())
         self.n_training_windows_ = int(candidates[0].size)
+        padded = self._padded(batch, range(len(batch)))
+        inpainter = self._build_module()
+        discriminator = WindowDiscriminator(self.n_channels_, self.width).to(self.device_)
+        optimizers = {
+            net: torch.optim.Adam(net.parameters(), lr=self.learning_rate, betas=(0.5, 0.999))
+            for net in (inpainter, discriminator)
+        }
+        bce = F.binary_cross_entropy_with_logits
+        mask = window_mask(self.context_size_, self.window_size_, self.device_)
+        inpainter.train()
+        discriminator.train()
+
+        def step(_):
+            x, fg = self._patches(padded, *sample_windows(candidates, self.batch_size, rng))
+            weight = mask * fg
+            prediction = inpainter(x, mask)
+            inpainted = x * (1 - mask) + prediction * weight
+            l1 = window_l1(prediction, x, weight).mean()
+            loss, d_loss, g_adv = l1, torch.zeros(()), torch.zeros(())
+            if self.adversarial_weight > 0:
+                real, fake = discriminator(x), discriminator(inpainted.detach())
+                d_loss = bce(real, torch.ones_like(real)) + bce(fake, torch.zeros_like(fake))
+                update(optimizers[discriminator], d_loss)
+                fooled = discriminator(inpainted)
+                g_adv = bce(fooled, torch.ones_like(fooled))
+                loss = l1 + self.adversarial_weight * g_adv
+            update(optimizers[inpainter], loss)
+            return {
+                "l1_loss": float(l1.detach()),
+                "adversarial_loss": float(g_adv.detach()),
+                "discriminator_loss": float(d_loss.detach()),
+            }
+
+        epochs = self._step_epochs()
+        return TrainingPlan(
+            module=inpainter,
+            n_epochs=len(epochs),
+            steps=lambda epoch: epochs[epoch - 1],
+            step=step,
+            describe=lambda epoch: {"step": epochs[epoch - 1][-1]},
+        )
 
     def _patches(self, padded, slices, tops, lefts):
         """Patches of the images and of their foreground around windows."""
         args = (slices, tops, lefts, self.context_size_, self.window_size_, self._margin())
         return tuple(gather_patches(t, *args) for t in padded)
 
-    def _train(self, generator, discriminator, padded, candidates, rng):
-        optimizers = [
-            torch.optim.Adam(net.parameters(), lr=self.learning_rate, betas=(0.5, 0.999))
-            for net in (generator, discriminator)
-        ]
-        bce = F.binary_cross_entropy_with_logits
-        mask = window_mask(self.context_size_, self.window_size_, self.device_)
-        adversarial = self.adversarial_weight > 0
-        keys = ("l1_loss", "adversarial_loss", "discriminator_loss")
-        totals, self.history_ = dict.fromkeys(keys, 0.0), []
-        generator.train()
-        discriminator.train()
-        started = time.perf_counter()
-        for step in range(1, self.n_steps + 1):
-            x, fg = self._patches(padded, *sample_windows(candidates, self.batch_size, rng))
-            weight = mask * fg
-            prediction = generator(x, mask)
-            inpainted = x * (1 - mask) + prediction * weight
-            l1 = window_l1(prediction, x, weight).mean()
-            loss, d_loss, g_adv = l1, torch.zeros(()), torch.zeros(())
-            if adversarial:
-                real, fake = discriminator(x), discriminator(inpainted.detach())
-                d_loss = bce(real, torch.ones_like(real)) + bce(fake, torch.zeros_like(fake))
-                optimizers[1].zero_grad(set_to_none=True)
-                d_loss.backward()
-                optimizers[1].step()
-                fooled = discriminator(inpainted)
-                g_adv = bce(fooled, torch.ones_like(fooled))
-                loss = l1 + self.adversarial_weight * g_adv
-            optimizers[0].zero_grad(set_to_none=True)
-            loss.backward()
-            optimizers[0].step()
-            for key, value in zip(keys, (l1, g_adv, d_loss)):
-                totals[key] += float(value.detach())
-            self._record(self.history_, totals, step, started)
-        self.training_time_ = time.perf_counter() - started
-
     # -- maps ---------------------------------------------------------------------
-    def _window_losses(self, padded, slices, tops, lefts):
+    def window_losses(self, patches, foreground):
+        """The generator's inpainting loss on the window at the centre of
+        each of a batch of patches.
+
+        The lower-level view of ``score_samples``, which cuts such patches
+        around every window position of a slice. The window's pixels are
+        masked and inpainted from the rest of the patch.
+
+        Parameters
+        ----------
+        patches : torch.Tensor of shape (n, n_channels_, context_size_, context_size_)
+            Image patches, 0 outside the foreground.
+        foreground : torch.Tensor of shape (n, 1, context_size_, context_size_)
+            Their foreground masks, 1 inside.
+
+        Returns
+        -------
+        losses : ndarray of shape (n,)
+            The mean absolute inpainting error over the foreground pixels of
+            each window (NaN for a window without any), evaluated
+            ``inference_batch_size`` patches at a time.
+        """
+        check_is_fitted(self, "module_")
         mask = window_mask(self.context_size_, self.window_size_, self.device_)
+        patches, foreground = patches.to(self.device_), foreground.to(self.device_)
+        out = np.empty(len(patches))
+        with torch.no_grad():
+            for part in chunks(np.arange(len(patches)), self.inference_batch_size):
+                x = patches[part]
+                loss = window_l1(self.module_(x, mask), x, mask * foreground[part])
+                out[part] = loss.cpu().numpy()
+        return out
+
+    def _window_losses(self, padded, slices, tops, lefts):
         out = np.empty(len(slices))
-        padded = tuple(t.to(self.device_) for t in padded)  # the predictor's may be elsewhere
         for part in chunks(np.arange(len(slices)), self.inference_batch_size):
-            x, fg = self._patches(padded, slices[part], tops[part], lefts[part])
-            out[part] = window_l1(self.module_(x, mask), x, mask * fg).cpu().numpy()
+            out[part] = self.window_losses(
+                *self._patches(padded, slices[part], tops[part], lefts[part])
+            )
         return out
 
 
@@ -397,9 +415,10 @@ class InpaintingLossPredictor(_WindowLocalizer):
     inpainter : InpaintingLocalizer or FrozenEstimator, default=None
         The inpainting model whose losses are learnt. An unfitted
         :class:`InpaintingLocalizer` is cloned and trained on the training
-        slices (its own calibration is skipped); None trains
-        ``InpaintingLocalizer()`` with this estimator's ``device``,
-        ``verbose`` and a seed drawn from ``random_state``. A fitted one
+        slices with ``fit(..., calibrate=False)``, with this estimator's
+        ``channel_axis``; None trains ``InpaintingLocalizer()`` with this
+        estimator's ``device``, ``verbose`` and a seed drawn from
+        ``random_state``. A fitted one
         wrapped in :class:`sklearn.frozen.FrozenEstimator` is used as it is,
         to compare both localisers on one generator; the frozen estimator,
         generator included, then stays referenced by this parameter.
@@ -452,8 +471,9 @@ class InpaintingLossPredictor(_WindowLocalizer):
         4 times the 99th percentile of the generator's losses on unperturbed
         healthy training windows.
     history_ : list of dict
-        20 records over training: ``step``, ``loss`` (mean squared error in
-        units of ``loss_scale_``) and ``seconds`` since training started.
+        20 records over training, as those of :class:`InpaintingLocalizer`:
+        ``epoch``, ``step``, ``loss`` (mean squared error in units of
+        ``loss_scale_``) and ``seconds`` since training started.
     generator_history_ : list of dict or None
         The inpainter's ``history_`` when it was trained here.
     training_time_ : float
@@ -547,9 +567,6 @@ class InpaintingLossPredictor(_WindowLocalizer):
                 f"FrozenEstimator of {type(self.inpainter.estimator).__name__} instead."
             )
 
-    def _build_module(self):
-        return LossPredictorNet(self.n_channels_, self.width, final_kernel=self.final_kernel_)
-
     def _margin(self):
         return max(self.context_size_, self.receptive_field_)
 
@@ -578,27 +595,35 @@ class InpaintingLossPredictor(_WindowLocalizer):
             )
         else:
             inpainter = clone(self.inpainter)
-        inpainter._validate_params()
-        inpainter.n_channels_, inpainter.image_shape_ = self.n_channels_, self.image_shape_
-        inpainter._fit(batch)
+        inpainter.set_params(channel_axis=self.channel_axis)
+        inpainter.fit(batch, calibrate=False)
         self.generator_history_ = inpainter.history_
         return inpainter
 
     def _fit(self, batch):
-        inpainter = self._trained_inpainter(batch)
+        super()._fit(batch, inpainter=self._trained_inpainter(batch))
+
+    def _build_module(self):
+        net = LossPredictorNet(self.n_channels_, self.width, final_kernel=self.final_kernel_)
+        return net.to(self.device_)
+
+    def _training_plan(self, batch, rng, generator, inpainter):
         for attribute in ("window_size_", "stride_", "context_size_", "min_foreground_"):
             setattr(self, attribute, getattr(inpainter, attribute))
-        rng, _, seed = self._start_training()
         self.final_kernel_ = LossPredictorNet.kernel_for(self.context_size_)
-        predictor = self._seeded(self._build_module, seed).to(self.device_)
+        predictor = self._build_module()
         self.receptive_field_ = predictor.receptive_field
         candidates = window_candidates(batch.foreground, self.window_size_, self.min_foreground_)
         padded = self._padded(batch, range(len(batch)))
-
         n_perturbed = round(self.perturbed_fraction * self.batch_size)
         local = np.arange(self.batch_size)
 
+        def patches(x, tops, lefts, size):
+            return gather_patches(x, local, tops, lefts, size, self.window_size_, self._margin())
+
         def draw():
+            """Patches around a batch of windows, some perturbed, and the
+            inpainter's losses on them."""
             slices, tops, lefts = sample_windows(candidates, self.batch_size, rng)
             x, fg = padded[0][slices], padded[1][slices]
             if n_perturbed:
@@ -612,45 +637,38 @@ class InpaintingLossPredictor(_WindowLocalizer):
                     self._margin(),
                     rng,
                 )
-            with torch.no_grad():
-                target = inpainter._window_losses(
-                    self._for_inpainter((x, fg), inpainter), local, tops, lefts
-                )
-            patches = gather_patches(
-                x, local, tops, lefts, self.receptive_field_, self.window_size_, self._margin()
+            size = inpainter.context_size_
+            target = inpainter.window_losses(
+                patches(x, tops, lefts, size), patches(fg, tops, lefts, size)
             )
-            return patches, torch.as_tensor(target, dtype=torch.float32, device=self.device_)
+            return (
+                patches(x, tops, lefts, self.receptive_field_),
+                torch.as_tensor(target, dtype=torch.float32, device=self.device_),
+            )
 
         first = [draw() for _ in range(max(1, 2048 // self.batch_size))]
         healthy = torch.cat([t[n_perturbed:] for _, t in first]).cpu().numpy()
         if healthy.size == 0:  # every window perturbed
             healthy = torch.cat([t for _, t in first]).cpu().numpy()
         self.loss_scale_ = LOSS_SCALE_FACTOR * max(float(np.percentile(healthy, 99)), 1e-6)
-        self._train(predictor, first, draw)
-        self._install_module(predictor, predictor.state_dict())
-
-    def _for_inpainter(self, padded, inpainter):
-        """The padded tensors re-padded for the inpainter's margin."""
-        extra = self._margin() - inpainter._margin()
-        if extra == 0:
-            return padded
-        return tuple(t[..., extra:-extra, extra:-extra] for t in padded)
-
-    def _train(self, predictor, first, draw):
         optimizer = torch.optim.Adam(predictor.parameters(), lr=self.learning_rate)
-        totals, self.history_ = {"loss": 0.0}, []
         predictor.train()
-        started = time.perf_counter()
-        for step in range(1, self.n_steps + 1):
-            patches, target = first[step - 1] if step <= len(first) else draw()
+
+        def step(index):
+            x, target = first[index - 1] if index <= len(first) else draw()
             scaled = (target / self.loss_scale_).clamp(max=1.0)
-            loss = (predictor(patches) - scaled).pow(2).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            totals["loss"] += float(loss.detach())
-            self._record(self.history_, totals, step, started)
-        self.training_time_ = time.perf_counter() - started
+            loss = (predictor(x) - scaled).pow(2).mean()
+            update(optimizer, loss)
+            return {"loss": float(loss.detach())}
+
+        epochs = self._step_epochs()
+        return TrainingPlan(
+            module=predictor,
+            n_epochs=len(epochs),
+            steps=lambda epoch: epochs[epoch - 1],
+            step=step,
+            describe=lambda epoch: {"step": epochs[epoch - 1][-1]},
+        )
 
     # -- maps ---------------------------------------------------------------------
     def _window_losses(self, padded, slices, tops, lefts):

@@ -319,13 +319,12 @@ def load_torch_model(path, *, device=None):
             if not _is_fitted_attribute(key):
                 raise ValueError(f"'{key}' is not a fitted attribute")
             setattr(estimator, key, value)
-        module = estimator._build_module()  # sized by n_channels_, set above
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise ValueError(f"'{path}' does not hold a valid {cls.__name__}: {exc}") from None
     estimator.device_ = _target_device(device, getattr(estimator, "device_", "cpu"))
-    try:
-        estimator._install_module(module, payload["state_dict"])
-    except (KeyError, RuntimeError) as exc:
+    try:  # the network is sized by n_channels_ and the parameters, set above
+        estimator._install_module(estimator._build_module(), payload["state_dict"])
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as exc:
         raise ValueError(f"'{path}' does not hold a valid {cls.__name__}: {exc}") from None
     return estimator
 

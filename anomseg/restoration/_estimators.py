@@ -3,8 +3,6 @@ al. 2019) and the plain-reconstruction baseline."""
 
 from __future__ import annotations
 
-import copy
-import time
 from numbers import Integral, Real
 
 import numpy as np
@@ -13,7 +11,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from .._docstrings import fill_doc
-from .._torch import TorchSegmenter, chunks
+from .._torch import TorchSegmenter, TrainingPlan, chunks, update
 from ..utils._param_validation import (
     Interval,
     NumberSequence,
@@ -66,82 +64,65 @@ class _NormativePriorEstimator(TorchSegmenter):
 
     # -- training ---------------------------------------------------------------
     def _fit(self, batch):
-        name = type(self).__name__
-        rng, generator, init_seed = self._start_training()
-        module = self._seeded(self._build_module, init_seed).to(self.device_)
+        super()._fit(batch)
+        self.n_epochs_ = len(self.history_)
 
+    def _training_plan(self, batch, rng, generator):
         n = len(batch)
         n_validation = round(self.validation_fraction * n)
         if self.validation_fraction > 0 and not 1 <= n_validation < n:
             raise ValueError(
-                f"'validation_fraction'={self.validation_fraction} of {name} "
+                f"'validation_fraction'={self.validation_fraction} of {type(self).__name__} "
                 f"leaves no training or no validation image among the {n} "
                 "training slices; change it or pass more images."
             )
+        module = self._build_module()
         order = rng.permutation(n)
         validation, train = order[:n_validation], order[n_validation:]
         optimizer = torch.optim.Adam(module.parameters(), lr=self.learning_rate)
 
-        self.history_ = []
-        best = (np.inf, 0, None)
-        started = time.perf_counter()
-        for epoch in range(1, self.n_epochs + 1):
+        def step(indices):
             module.train()
-            totals = {}
-            for indices in chunks(rng.permutation(train), self.batch_size):
-                x, m = self._tensors(batch, indices, self.device_)
-                terms = module.negative_elbo(x, m, generator=generator)
-                loss = sum(terms.values()).sum() / m.sum().clamp(min=1)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                self._accumulate(totals, terms, m)
-            record = {"epoch": epoch, **self._per_pixel(totals, "train_")}
+            x, m = self._tensors(batch, indices)
+            terms = module.negative_elbo(x, m, generator=generator)
+            update(optimizer, sum(terms.values()).sum() / m.sum().clamp(min=1))
+            return self._per_pixel(terms, m, "train_")
+
+        def end_epoch(epoch, record):
+            metrics = {"train_loss": sum(v for k, v in record.items() if k.startswith("train_"))}
             if n_validation:
-                record.update(self._evaluate_loss(module, batch, validation, generator))
-            record["seconds"] = time.perf_counter() - started
-            self.history_.append(record)
-            monitored = record.get("validation_loss", record["train_loss"])
-            self._log(
-                f"epoch {epoch}/{self.n_epochs}: train loss {record['train_loss']:.4f}"
-                + (f", validation loss {monitored:.4f}" if n_validation else "")
-            )
-            if not np.isfinite(monitored):
-                raise FloatingPointError(
-                    f"{name}.fit diverged at epoch {epoch} (loss {monitored}); "
-                    "lower 'learning_rate' or scale intensities to [0, 1]."
-                )
-            if monitored < best[0]:
-                best = (monitored, epoch, copy.deepcopy(module.state_dict()))
-            elif n_validation and epoch - best[1] >= self.patience:
-                self._log(f"early stop: no improvement for {self.patience} epochs")
-                break
-        self._install_module(module, best[2])
-        self.best_epoch_ = best[1]
-        self.n_epochs_ = len(self.history_)
-        self.training_time_ = time.perf_counter() - started
+                metrics.update(self._validation_loss(module, batch, validation, generator))
+            return metrics
+
+        return TrainingPlan(
+            module=module,
+            n_epochs=self.n_epochs,
+            steps=lambda epoch: chunks(rng.permutation(train), self.batch_size),
+            step=step,
+            end_epoch=end_epoch,
+            monitor="validation_loss" if n_validation else "train_loss",
+            patience=self.patience if n_validation else None,
+        )
 
     @staticmethod
-    def _accumulate(totals, terms, mask):
-        for key, value in terms.items():
-            totals[key] = totals.get(key, 0.0) + float(value.detach().sum())
-        totals["_pixels"] = totals.get("_pixels", 0.0) + float(mask.sum())
+    def _per_pixel(terms, mask, prefix):
+        """The ELBO terms of a batch as (sum, foreground pixels) pairs."""
+        pixels = float(mask.sum())
+        return {f"{prefix}{k}": (float(v.detach().sum()), pixels) for k, v in terms.items()}
 
-    @staticmethod
-    def _per_pixel(totals, prefix):
-        pixels = max(totals.pop("_pixels"), 1.0)
-        out = {f"{prefix}{k}": v / pixels for k, v in totals.items()}
-        out[f"{prefix}loss"] = sum(out.values())
-        return out
-
-    def _evaluate_loss(self, module, batch, indices, generator):
+    def _validation_loss(self, module, batch, indices, generator):
         module.eval()
         totals = {}
         with torch.no_grad():
             for chunk in chunks(indices, self.inference_batch_size):
-                x, m = self._tensors(batch, chunk, self.device_)
-                self._accumulate(totals, module.negative_elbo(x, m, generator=generator), m)
-        return self._per_pixel(totals, "validation_")
+                x, m = self._tensors(batch, chunk)
+                terms = module.negative_elbo(x, m, generator=generator)
+                for key, (total, pixels) in self._per_pixel(terms, m, "validation_").items():
+                    before = totals.get(key, (0.0, 0.0))
+                    totals[key] = (before[0] + total, before[1] + pixels)
+        out = {key: total / max(pixels, 1.0) for key, (total, pixels) in totals.items()}
+        out["validation_loss"] = sum(out.values())
+        return out
 
     # -- public helpers -----------------------------------------------------------
     @fill_doc
@@ -163,7 +144,7 @@ class _NormativePriorEstimator(TorchSegmenter):
         slices = self._model_input(batch)
         out = [None] * len(slices)
         for indices in self._shape_groups(slices):
-            x, m = self._tensors(slices, indices, self.device_)
+            x, m = self._tensors(slices, indices)
             with torch.no_grad():
                 recon = self.module_.reconstruct(x) * m
             for i, image in zip(indices, self._to_images(slices, indices, recon)):
@@ -197,7 +178,7 @@ class _BaseRestorer(_NormativePriorEstimator):
         out = {s: [None] * len(slices) for s in steps}
         weights = torch.as_tensor(np.asarray(tv_weights, dtype=np.float32))
         for indices in self._shape_groups(slices):
-            y, m = self._tensors(slices, indices, self.device_)
+            y, m = self._tensors(slices, indices)
             final, recorded = map_restore(
                 self.module_,
                 y,
@@ -704,7 +685,7 @@ class VAEReconstructor(_NormativePriorEstimator):
     def _score(self, batch):
         maps = [None] * len(batch)
         for indices in self._shape_groups(batch):
-            x, _m = self._tensors(batch, indices, self.device_)
+            x, _m = self._tensors(batch, indices)
             with torch.no_grad():
                 recon = self.module_.reconstruct(x)
             for i, image in zip(indices, self._to_images(batch, indices, recon)):

@@ -90,11 +90,11 @@ print(
 )
 
 # %%
-# ``history_`` holds the mean losses of each cycle. The discriminator loss
-# jumps when stage 2 starts: the fence cuts of reference images then count
-# as real too.
+# ``history_`` holds the mean losses of each cycle (its ``epoch``). The
+# discriminator loss jumps when stage 2 starts: the fence cuts of reference
+# images then count as real too.
 fig, ax = plt.subplots(figsize=(6, 3.5))
-cycles = [h["cycle"] for h in ascnet.history_]
+cycles = [h["epoch"] for h in ascnet.history_]
 for key in ("discriminator_loss", "fence_loss", "disjoint_loss", "reconstruction_loss"):
     ax.plot(cycles, [h[key] for h in ascnet.history_], "o-", label=key)
 ax.axvline(ascnet.n_stage1_cycles + 0.5, color="k", linestyle=":", label="stage 2")
