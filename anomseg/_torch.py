@@ -262,6 +262,17 @@ class TorchSegmenter(BaseAnomalySegmenter):
             print(f"[{type(self).__name__}] {message}", flush=True)
 
     # -- persistence ---------------------------------------------------------------
+    def _export_state(self):
+        params, attributes, _ = super()._export_state()
+        weights = {k: v.detach().cpu() for k, v in self.module_.state_dict().items()}
+        return params, attributes, weights
+
+    @classmethod
+    def _import_state(cls, params, attributes, weights, device):
+        estimator = super()._import_state(params, attributes, weights, device)
+        estimator._place_loaded(weights, device, "load_model")
+        return estimator
+
     def __getstate__(self):
         state = super().__getstate__()
         module = state.get("module_")
@@ -275,13 +286,20 @@ class TorchSegmenter(BaseAnomalySegmenter):
         super().__setstate__(state)
         if isinstance(getattr(self, "module_", None), bytes):
             weights = torch.load(io.BytesIO(self.module_), map_location="cpu", weights_only=True)
-            if self.device_ == "cuda" and not torch.cuda.is_available():
-                warnings.warn(
-                    f"[{type(self).__name__}.__setstate__] The model was "
-                    "trained on CUDA, which is not available here; it is "
-                    "loaded on the CPU.",
-                    AnomsegWarning,
-                    stacklevel=2,
-                )
-                self.device_ = "cpu"
-            self._install_module(self._build_module(), weights)
+            self._place_loaded(weights, None, f"{type(self).__name__}.__setstate__")
+
+    def _place_loaded(self, weights, device, where):
+        """Rebuild ``module_`` from loaded ``weights`` on ``device``, or, if
+        None, on the device it was trained on, falling back to the CPU with
+        a warning if that is CUDA and torch finds none."""
+        saved = getattr(self, "device_", "cpu")
+        if device is None and saved == "cuda" and not torch.cuda.is_available():
+            warnings.warn(
+                f"[{where}] The model was trained on CUDA, which is not "
+                "available here; it is loaded on the CPU.",
+                AnomsegWarning,
+                stacklevel=4,
+            )
+            device = "cpu"
+        self.device_ = resolve_device(saved if device is None else device, where)
+        self._install_module(self._build_module(), weights)

@@ -22,23 +22,47 @@ calibrates ``threshold_`` on healthy data, and derives ``predict``,
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.pipeline import Pipeline
 from sklearn.utils import get_tags
 from sklearn.utils._tags import Tags
 from sklearn.utils.validation import check_is_fitted
 
 from ._docstrings import fill_doc
+from ._persistence import (
+    check_file,
+    decode,
+    encode,
+    is_pickle_file,
+    read_pickle,
+    read_safe,
+    write_pickle,
+    write_safe,
+)
+from ._registry import estimator_classes
 from ._version import __version__
 from .exceptions import AnomsegWarning, ShapeMismatchError, VersionMismatchWarning
 from .metrics._pixel import calibrate_thresholds
 from .utils import check_generator, check_images
-from .utils._param_validation import COMMON_CONSTRAINTS
+from .utils._param_validation import (
+    COMMON_CONSTRAINTS,
+    StrOptions,
+    validate_parameter_constraints,
+    validate_params,
+)
 
-__all__ = ["STANDARD_FPRS", "AnomalySegmenterTags", "AnomalyTags", "BaseAnomalySegmenter"]
+__all__ = [
+    "STANDARD_FPRS",
+    "AnomalySegmenterTags",
+    "AnomalyTags",
+    "BaseAnomalySegmenter",
+    "load_model",
+]
 
 #: False-positive rates at which every estimator also stores a threshold.
 STANDARD_FPRS = (0.01, 0.05, 0.1)
@@ -161,8 +185,7 @@ class BaseAnomalySegmenter(BaseEstimator):
         self : object
             The fitted estimator.
         """
-        self._validate_params()
-        self._check_params()
+        self.check_params()
         batch = self._validate_images(X, "fit", reset=True)
         healthy, groups, fit_data = self._fit_inputs(batch, y, groups, **fit_params)
         if not self._anomaly_tags.learns_from_images:
@@ -194,8 +217,7 @@ class BaseAnomalySegmenter(BaseEstimator):
         self : object
         """
         check_is_fitted(self)
-        self._validate_params()
-        self._check_params()
+        self.check_params()
         self._tune_and_calibrate(self._validate_images(X, "calibrate"))
         return self
 
@@ -290,6 +312,24 @@ class BaseAnomalySegmenter(BaseEstimator):
         batch = self._validate_images(X, "decision_function")
         threshold = np.float32(self.threshold_)
         return batch.wrap(m - threshold for m in self._score_batch(batch))
+
+    def check_params(self):
+        """Check the parameters as ``fit`` does, without fitting: a bad
+        setting fails before any data is loaded.
+
+        Returns
+        -------
+        self : object
+
+        Raises
+        ------
+        sklearn.utils._param_validation.InvalidParameterError
+            A ``ValueError`` and ``TypeError`` naming the parameter, what it
+            accepts and the value received.
+        """
+        self._validate_params()
+        self._check_params()
+        return self
 
     def __sklearn_is_fitted__(self):
         """Trained (or, for learning-free methods, fitted): maps can be
@@ -467,6 +507,127 @@ class BaseAnomalySegmenter(BaseEstimator):
         self.n_calibration_pixels_ = int(values.size)
 
     # -- persistence ----------------------------------------------------------
+    def save(self, path, *, format="safe", overwrite=False):
+        """Save the fitted estimator, atomically.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file to write; its directory must exist.
+        format : {"safe", "pickle"}, default="safe"
+            "safe" writes plain data (parameters and fitted attributes as
+            JSON) and the network's weights, which :meth:`load` reads back
+            without running code from the file: the format to share models
+            in. Parameters that hold a fitted estimator (a
+            :class:`~sklearn.frozen.FrozenEstimator`) cannot be saved so.
+            "pickle" writes a joblib pickle of anything, whose loading can
+            run any code the file names: for files that never leave your
+            hands.
+        overwrite : bool, default=False
+            Whether to replace an existing file.
+
+        Returns
+        -------
+        path : pathlib.Path
+            The written file.
+
+        See Also
+        --------
+        load_model : Loads either format.
+
+        Examples
+        --------
+        >>> import tempfile, pathlib
+        >>> from anomseg.baselines import FlairThreshold
+        >>> from anomseg.datasets import make_healthy_images
+        >>> X = make_healthy_images(n_images=8, shape=(32, 32), random_state=0)
+        >>> model = FlairThreshold().fit(X)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = model.save(pathlib.Path(tmp) / "model.pt")
+        ...     loaded = FlairThreshold.load(path)
+        >>> loaded.threshold_ == model.threshold_
+        True
+        """
+        name = type(self).__name__
+        validate_parameter_constraints(
+            {"format": [StrOptions({"safe", "pickle"})], "overwrite": ["boolean"]},
+            {"format": format, "overwrite": overwrite},
+            caller_name=f"{name}.save",
+        )
+        check_is_fitted(self)
+        if format == "pickle":
+            return write_pickle(self, path, overwrite=overwrite)
+        classes = estimator_classes()
+        if classes.get(name) is not type(self):
+            raise TypeError(
+                f"The safe format holds the registered estimators of anomseg "
+                f"({', '.join(classes)}); save a {name} with format='pickle'."
+            )
+        params, attributes, weights = self._export_state()
+        payload = {
+            "estimator": name,
+            "params": json.dumps(
+                {k: encode(v, f"parameter '{k}' of {name}", classes) for k, v in params.items()}
+            ),
+            "attributes": json.dumps(
+                {
+                    k: encode(v, f"attribute '{k}' of {name}", classes)
+                    for k, v in attributes.items()
+                }
+            ),
+            "state_dict": weights,
+        }
+        return write_safe(path, payload, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path, *, device=None, allow_pickle=False):
+        """Load an estimator of this class saved by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or path-like
+            A file written by :meth:`save`.
+        device : {"auto", "cpu", "cuda"} or None, default=None
+            Safe files of torch estimators only: where to put the network
+            (see :func:`load_model`).
+        allow_pickle : bool, default=False
+            Whether to load a pickle, which runs any code the file names.
+
+        Returns
+        -------
+        estimator : BaseAnomalySegmenter
+            An instance of this class (of any anomseg estimator when called
+            on :class:`BaseAnomalySegmenter`).
+
+        Raises
+        ------
+        TypeError
+            If the file holds another kind of model.
+        """
+        model = load_model(path, device=device, allow_pickle=allow_pickle)
+        if not isinstance(model, cls):
+            raise TypeError(f"'{path}' holds a {type(model).__name__}, not a {cls.__name__}.")
+        return model
+
+    def _export_state(self):
+        """The parameters, fitted attributes and network weights that a safe
+        file holds."""
+        attributes = {k: v for k, v in vars(self).items() if _is_fitted_attribute(k)}
+        return self.get_params(deep=False), attributes, {}
+
+    @classmethod
+    def _import_state(cls, params, attributes, weights, device):
+        """The estimator that :meth:`_export_state` described."""
+        validate_parameter_constraints(
+            cls._parameter_constraints, params, caller_name=cls.__name__
+        )
+        estimator = cls(**params)
+        for key, value in _upgrade_state(attributes).items():
+            if not _is_fitted_attribute(key):
+                raise ValueError(f"'{key}' is not a fitted attribute")
+            setattr(estimator, key, value)
+        return estimator
+
     def __getstate__(self):
         # A copy: object.__getstate__ returns the instance's own __dict__.
         state = dict(super().__getstate__())
@@ -483,4 +644,131 @@ class BaseAnomalySegmenter(BaseEstimator):
                 VersionMismatchWarning,
                 stacklevel=2,
             )
-        super().__setstate__(state)
+        super().__setstate__(_upgrade_state(state))
+
+
+def _is_fitted_attribute(name):
+    # Dunder names such as __dict__ also end in "_": never set them.
+    return name.endswith("_") and not name.startswith("__") and name != "module_"
+
+
+def _upgrade_state(state):
+    """Fitted attributes saved by an older anomseg, in today's form: since
+    0.2 every record of a ``history_`` starts with its ``epoch`` (ASC-Net's
+    ``cycle``; the record's position for the inpainting models)."""
+    for key, value in state.items():
+        if key.endswith("history_") and isinstance(value, list):
+            state[key] = [
+                record
+                if "epoch" in record
+                else {"epoch": record.get("cycle", epoch)}
+                | {k: v for k, v in record.items() if k != "cycle"}
+                for epoch, record in enumerate(value, start=1)
+            ]
+    return state
+
+
+@validate_params(
+    {"device": [None, StrOptions({"auto", "cpu", "cuda"})], "allow_pickle": ["boolean"]},
+    prefer_skip_nested_validation=True,
+)
+def load_model(path, *, device=None, allow_pickle=False):
+    """Load a model saved by ``save``: an anomseg estimator, or a pipeline.
+
+    A safe file is read with ``torch.load(..., weights_only=True)``, which
+    accepts plain data and tensors only, and the estimator is rebuilt from
+    the registered anomseg classes: loading runs no code from the file. A
+    pickle runs whatever code it names, so it is loaded only with
+    ``allow_pickle=True``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file written by an estimator's or a pipeline's ``save``.
+    device : {"auto", "cpu", "cuda"} or None, default=None
+        For safe files of torch estimators: where to put the network;
+        ``device_`` is set to it. None uses the device the model was trained
+        on, or the CPU, with a warning, if that is CUDA and torch finds none.
+        Pickles load on the device they were saved from (or the CPU).
+    allow_pickle : bool, default=False
+        Whether to load a pickle. Pass True only for files you trust.
+
+    Returns
+    -------
+    model : BaseAnomalySegmenter or Pipeline
+        The fitted model, ready for ``score_samples`` and ``predict``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If ``path`` is a pickle and ``allow_pickle`` is False, is no model
+        file of anomseg, names a class that is not registered, or holds
+        parameters, attributes or weights that do not fit that class; or
+        if ``device="cuda"`` and torch finds no CUDA device.
+
+    Warns
+    -----
+    VersionMismatchWarning
+        If another anomseg version saved the model.
+    AnomsegWarning
+        If the model was trained on CUDA, which is not available here.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from anomseg.base import load_model
+    >>> from anomseg.datasets import make_healthy_images
+    >>> from anomseg.restoration import GMVAERestorer
+    >>> X = make_healthy_images(n_images=12, shape=(32, 32), random_state=0)
+    >>> est = GMVAERestorer(width=4, n_clusters=3, n_epochs=2,
+    ...                     n_restoration_steps=5, tv_weight=1.0,
+    ...                     device="cpu", random_state=0).fit(X)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = est.save(pathlib.Path(tmp) / "gmvae.pt")
+    ...     loaded = load_model(path, device="cpu")
+    >>> bool((loaded.score_samples(X) == est.score_samples(X)).all())
+    True
+    """
+    path = check_file(path)
+    if is_pickle_file(path):
+        if not allow_pickle:
+            raise ValueError(
+                f"'{path}' is a pickle, and loading a pickle runs any code it "
+                "names; pass allow_pickle=True only for files you trust, and "
+                "share models saved with format='safe'."
+            )
+        if device is not None:
+            raise ValueError(
+                f"'device' applies to safe files only; '{path}' is a pickle, which "
+                "loads on the device it was saved from (or the CPU)."
+            )
+        model = read_pickle(path)
+        final = model[-1] if isinstance(model, Pipeline) else model
+        if not (hasattr(final, "score_samples") and hasattr(final, "threshold_")):
+            raise ValueError(
+                f"'{path}' holds a {type(model).__name__}, not a fitted anomseg model."
+            )
+        return model
+    payload = read_safe(path)
+    classes = estimator_classes()
+    name = payload["estimator"]
+    if name not in classes:
+        raise ValueError(
+            f"'{path}' holds a {name!r}; the safe format rebuilds only {', '.join(classes)}."
+        )
+    version = payload["anomseg_version"]
+    if version != __version__:
+        warnings.warn(
+            f"[load_model] This model was saved by anomseg {version} and is "
+            f"loaded by {__version__}; results may differ.",
+            VersionMismatchWarning,
+            stacklevel=2,
+        )
+    try:
+        params = decode(json.loads(payload["params"]), classes)
+        attributes = decode(json.loads(payload["attributes"]), classes)
+        return classes[name]._import_state(params, attributes, payload["state_dict"], device)
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as exc:
+        raise ValueError(f"'{path}' does not hold a valid {name}: {exc}") from None

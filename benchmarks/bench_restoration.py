@@ -20,7 +20,7 @@ reduced run (every 4th evaluation slice, every 3rd healthy validation slice,
 and the convergence to 500 steps of the saved VAE from::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_restoration.py \
-      --convergence vae.vae.joblib --every 12 \
+      --convergence vae.vae.pt --every 12 \
       --record-steps 0,50,100,150,200,300,400,500
 
 Protocol, on the LGG FLAIR set at 128 x 128 (``../shared/data/lgg_flair``):
@@ -61,8 +61,7 @@ import numpy as np
 
 from anomseg.baselines import FlairThreshold
 from anomseg.datasets import exclude_lesions, extract_slices, load_lgg_flair
-from anomseg.metrics import evaluate
-from anomseg.metrics._pixel import calibrate_thresholds
+from anomseg.metrics import calibrate_thresholds, evaluate
 from anomseg.preprocessing import ForegroundMasker, IntensityScaler
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -297,9 +296,9 @@ def step_timing(default_params, n_slices=8, n_steps=3):
 def convergence_only(model_path, path, every, record_steps):
     """AUROC / AUPRC / best Dice after each number of restoration steps of a
     model saved by a previous run (``--json`` keeps it), at its TV weight."""
-    import joblib
+    from anomseg.base import load_model
 
-    model = joblib.load(model_path)
+    model = load_model(model_path)
     X, y, _ = slices(*prepare(path, "validation"), lesion_free=None)
     X, y = X[::every], y[::every]
     n_steps = max(record_steps)
@@ -401,9 +400,7 @@ def main():
         )
         rows += r
         if args.json:  # keep the model for follow-up measurements
-            import joblib
-
-            joblib.dump(model, args.json.with_suffix(f".{key}.joblib"))
+            model.save(args.json.with_suffix(f".{key}.pt"), overwrite=True)
         print(
             f"{cls.__name__}: {model.n_epochs_} epochs (best {model.best_epoch_}), "
             f"{model.training_time_:.0f} s, device {model.device_}",

@@ -250,6 +250,16 @@ class TestContract:
         np.testing.assert_array_equal(restored.score_samples(healthy_unseen), expected)
         assert restored.threshold_ == est.threshold_
 
+    def test_safe_file_round_trip(self, name, cls, fitted, healthy_unseen, tmp_path):
+        est = fitted[name]
+        loaded = cls.load(est.save(tmp_path / "model.pt"))
+        assert type(loaded) is cls
+        assert joblib.hash(loaded.get_params()) == joblib.hash(est.get_params())
+        np.testing.assert_array_equal(
+            loaded.score_samples(healthy_unseen), est.score_samples(healthy_unseen)
+        )
+        assert loaded.calibration_thresholds_ == est.calibration_thresholds_
+
     def test_in_a_pipeline(self, name, cls, healthy, healthy_unseen):
         from anomseg.preprocessing import IntensityScaler
 

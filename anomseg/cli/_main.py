@@ -7,37 +7,11 @@ import ast
 import sys
 from pathlib import Path
 
+from .._registry import METHODS, method_class
 from .._version import __version__
 
 __all__ = ["main"]
 
-#: Method names of ``anomseg fit --method``, mapped to "module:Class".
-#: Imported lazily, so that ``--help`` never imports torch.
-METHODS = {
-    "ascnet": "anomseg.adversarial:ASCNetSegmenter",
-    "flair-threshold": "anomseg.baselines:FlairThreshold",
-    "gmvae": "anomseg.restoration:GMVAERestorer",
-    "inpainting": "anomseg.inpainting:InpaintingLocalizer",
-    "inpainting-predictor": "anomseg.inpainting:InpaintingLossPredictor",
-    "vae": "anomseg.restoration:VAERestorer",
-    "vae-reconstruction": "anomseg.restoration:VAEReconstructor",
-}
-
-#: Methods whose step sizes and losses assume intensities of about [0, 1]:
-#: ``fit`` scales each scan, as a whole volume, before they see it.
-SCALED_METHODS = (
-    "ascnet",
-    "gmvae",
-    "inpainting",
-    "inpainting-predictor",
-    "vae",
-    "vae-reconstruction",
-)
-#: Parameters that hold an estimator, built from the method's own
-#: ``--param NAME__KEY=VALUE`` options (the predictor's generator).
-NESTED_ESTIMATORS = {"inpainting-predictor": ("inpainter", "inpainting")}
-#: Methods that also learn from unlabelled scans (``--unlabelled``).
-UNLABELLED_METHODS = ("ascnet",)
 #: The foreground percentile that scaling maps to 1. Not the maximum: one
 #: bright lesion would then shrink the whole scan, and with it the residuals
 #: (on synthetic volumes with about 2 % lesion, the GMVAE's true-positive
@@ -67,12 +41,6 @@ class CommandError(Exception):
     """A user error, reported in one line without a traceback."""
 
 
-def _method_class(name):
-    module_name, class_name = METHODS[name].split(":")
-    module = __import__(module_name, fromlist=[class_name])
-    return getattr(module, class_name)
-
-
 def _parse_param(text):
     key, sep, value = text.partition("=")
     if not sep or not key.isidentifier():
@@ -98,14 +66,9 @@ def _progress(iterable, description, enabled, total=None):
 
 
 def _load_scans(paths, progress, description="loading"):
-    from ..io import load_nifti
+    from ..io import load_niftis
 
-    images, references = [], []
-    for path in _progress(paths, description, progress):
-        data, reference = load_nifti(path)
-        images.append(data)
-        references.append(reference)
-    return images, references
+    return load_niftis(_progress(paths, description, progress))
 
 
 def _add_foreground_option(parser):
@@ -129,65 +92,68 @@ def _stem(path):
 
 
 # -- commands ------------------------------------------------------------------
-def cmd_fit(args):
-    from ..io import save_model
-
-    cls = _method_class(args.method)
-    params = dict(args.param)
-    params["max_fpr"] = args.max_fpr
-    if args.method in NESTED_ESTIMATORS:
-        name, method = NESTED_ESTIMATORS[args.method]
+def _estimator(method, params):
+    """The estimator of ``method`` with ``params`` (``NAME__KEY`` ones go to
+    the nested estimators the registry names), its parameters checked."""
+    nested = {}
+    for name, nested_method in METHODS[method].nested.items():
         prefix = f"{name}__"
-        nested = {k[len(prefix) :]: params.pop(k) for k in list(params) if k.startswith(prefix)}
+        own = {k[len(prefix) :]: params.pop(k) for k in list(params) if k.startswith(prefix)}
         try:
-            params[name] = _method_class(method)(**nested)
+            nested[name] = method_class(nested_method)(**own).check_params()
         except TypeError as exc:
-            raise CommandError(f"bad --param {prefix}... for {args.method}: {exc}") from None
+            raise CommandError(f"bad --param {prefix}... for {method}: {exc}") from None
     try:
-        estimator = cls(**params)
+        return method_class(method)(**params, **nested).check_params()
     except TypeError as exc:
-        raise CommandError(f"bad --param for {args.method}: {exc}") from None
-    if args.method in NESTED_ESTIMATORS:
-        getattr(estimator, NESTED_ESTIMATORS[args.method][0])._validate_params()
-    estimator._validate_params()  # a bad --param fails before the scans load
-    steps = _preprocessing_steps(args)
-    if steps:
-        from ..preprocessing import make_anomaly_pipeline
+        raise CommandError(f"bad --param for {method}: {exc}") from None
 
-        estimator = make_anomaly_pipeline(*steps, estimator)
-    if args.unlabelled and args.method not in UNLABELLED_METHODS:
+
+def cmd_fit(args):
+    from sklearn.utils import get_tags
+
+    from ..preprocessing import make_anomaly_pipeline
+
+    estimator = _estimator(args.method, {**dict(args.param), "max_fpr": args.max_fpr})
+    tags = get_tags(estimator).anomaly_tags
+    if args.unlabelled and not tags.learns_from_unlabelled:
+        takers = [
+            m for m in METHODS if get_tags(method_class(m)()).anomaly_tags.learns_from_unlabelled
+        ]
         raise CommandError(
-            f"--unlabelled is for {', '.join(UNLABELLED_METHODS)}; {args.method} "
-            "learns from healthy scans only."
+            f"--unlabelled is for {', '.join(takers)}; {args.method} learns from "
+            "healthy scans only."
         )
+    steps = _preprocessing_steps(args.foreground, tags.requires_scaled_input)
+    model = make_anomaly_pipeline(*steps, estimator) if steps else estimator
     images, _ = _load_scans(args.healthy, args.progress)
     print(f"fitting {args.method} on {len(images)} healthy scan(s)...", file=sys.stderr)
-    if args.method in UNLABELLED_METHODS:
+    if tags.learns_from_unlabelled and args.unlabelled:
         # Marked by y rather than passed apart, so that the preprocessing
         # steps of the pipeline transform them too.
         unlabelled, _ = _load_scans(args.unlabelled, args.progress, "loading unlabelled")
         print(f"  and {len(unlabelled)} unlabelled scan(s)", file=sys.stderr)
-        estimator.fit(images + unlabelled, [0] * len(images) + [-1] * len(unlabelled))
+        model.fit(images + unlabelled, [0] * len(images) + [-1] * len(unlabelled))
     else:
-        estimator.fit(images)
-    save_model(estimator, args.output, overwrite=args.overwrite)
-    final = estimator[-1] if hasattr(estimator, "steps") else estimator
+        model.fit(images)
+    model.save(args.output, format="pickle", overwrite=args.overwrite)
     print(
-        f"saved {args.output}: threshold {final.threshold_:.4g} at healthy "
-        f"FPR {final.max_fpr:g} (achieved {final.calibration_fpr_:.4f} on "
-        f"{final.n_calibration_pixels_} calibration voxels)"
+        f"saved {args.output}: threshold {estimator.threshold_:.4g} at healthy "
+        f"FPR {estimator.max_fpr:g} (achieved {estimator.calibration_fpr_:.4f} on "
+        f"{estimator.n_calibration_pixels_} calibration voxels)"
     )
 
 
-def _preprocessing_steps(args):
+def _preprocessing_steps(foreground, scale):
     """The steps ``fit`` puts before the method: a head mask derived from
     intensity with ``--foreground auto``, then, for the methods that assume
-    it, each scan's foreground scaled from [minimum, SCALING_PERCENTILE] to
-    [0, 1], unclipped so that lesions keep their contrast."""
+    it (their ``requires_scaled_input`` tag), each scan's foreground scaled
+    from [minimum, SCALING_PERCENTILE] to [0, 1], unclipped so that lesions
+    keep their contrast."""
     from ..preprocessing import ForegroundMasker, IntensityScaler
 
-    steps = [ForegroundMasker()] if args.foreground == "auto" else []
-    if args.method in SCALED_METHODS:
+    steps = [ForegroundMasker()] if foreground == "auto" else []
+    if scale:
         steps.append(IntensityScaler(upper_percentile=SCALING_PERCENTILE, clip=False))
     return steps
 
@@ -197,10 +163,10 @@ def _load_model(path):
     step for a bare estimator), so that every command treats both alike."""
     from sklearn.pipeline import Pipeline
 
-    from ..io import load_model
+    from ..base import load_model
     from ..preprocessing import AnomalyPipeline, make_anomaly_pipeline
 
-    model = load_model(path)
+    model = load_model(path, allow_pickle=True)
     if isinstance(model, Pipeline):
         return model if isinstance(model, AnomalyPipeline) else AnomalyPipeline(model.steps)
     return make_anomaly_pipeline(model)
@@ -224,7 +190,7 @@ def cmd_predict(args):
     for path, map_path, mask_path in _progress(planned, "predicting", args.progress):
         image, reference = load_nifti(path)
         anomaly_map = model.score_samples([image])[0]
-        mask = model.threshold_maps([anomaly_map])[0]
+        mask = model.threshold_maps([anomaly_map])[0]  # predict, scoring once
         save_nifti(anomaly_map, reference, map_path, overwrite=args.overwrite)
         save_nifti(mask, reference, mask_path, overwrite=args.overwrite)
         print(f"{path}: {int(mask.sum())} anomalous voxels -> {mask_path}")
@@ -246,6 +212,7 @@ def cmd_evaluate(args):
             raise CommandError(
                 f"mask '{truth}' has shape {mask.shape} but scan '{scan}' has {image.shape}."
             )
+    # masked outside the voxels the model scored (and calibrated on)
     maps = [
         model.masked_score_samples([image])[0]
         for image in _progress(images, "scoring", args.progress)
@@ -288,13 +255,10 @@ def build_parser():
         "--method",
         choices=sorted(METHODS),
         required=True,
-        help="The method: flair-threshold, the learning-free FLAIR baseline; "
-        "gmvae or vae, MAP restoration under a Gaussian-mixture or plain VAE "
-        "prior of healthy slices (You et al. 2019); vae-reconstruction, the "
-        "VAE's reconstruction residual; ascnet, adversarial selective "
-        "cutting (Dey and Hong 2021), which also learns from --unlabelled "
-        "scans that may hold lesions. The deep methods are 2D: each scan's "
-        "foreground is scaled linearly so that its minimum is 0 and its "
+        help="The method: "
+        + "; ".join(f"{name}, {method.summary}" for name, method in METHODS.items())
+        + ". The deep methods are 2D: each scan's foreground is scaled "
+        "linearly so that its minimum is 0 and its "
         f"{SCALING_PERCENTILE:g}th percentile 1 (brighter voxels, such as "
         "lesions, stay above 1), then the volume is cut into slices along "
         "its last (axial) axis.",

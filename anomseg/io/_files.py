@@ -1,59 +1,70 @@
-"""Models and figures on disk, written atomically and never clobbered."""
+"""Figures on disk, written atomically and never clobbered; and the model
+functions of anomseg 0.1, deprecated for the estimators' own ``save`` and
+:func:`anomseg.base.load_model`."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-
-import joblib
 
 from ._atomic import atomic_write
 
-__all__ = ["load_model", "save_figure", "save_model"]
+__all__ = ["load_model", "load_torch_model", "save_figure", "save_model", "save_torch_model"]
+
+
+def _deprecated(old, new):
+    warnings.warn(
+        f"anomseg.io.{old} is deprecated since anomseg 0.2 and will be removed in 0.3; use {new}.",
+        FutureWarning,
+        stacklevel=3,
+    )
 
 
 def save_model(estimator, path, *, overwrite=False):
-    """Save a fitted estimator or pipeline with joblib, atomically.
+    """Save a fitted estimator or pipeline as a joblib pickle, atomically.
 
-    The file is a pickle: load it only from sources you trust.
-
-    Parameters
-    ----------
-    estimator : object
-        A fitted anomseg estimator or pipeline.
-    path : str or path-like
-        Target file, conventionally ``*.joblib``.
-    overwrite : bool, default=False
-        Whether to replace an existing file.
-
-    Returns
-    -------
-    path : pathlib.Path
+    .. deprecated:: 0.2
+        Use ``estimator.save(path, format="pickle")``, or, to share a model,
+        the safe format of ``estimator.save(path)``.
     """
-    return atomic_write(path, lambda tmp: joblib.dump(estimator, tmp), overwrite=overwrite)
+    from .._persistence import write_pickle
+
+    _deprecated("save_model", "estimator.save(path, format='pickle')")
+    return write_pickle(estimator, path, overwrite=overwrite)
 
 
 def load_model(path):
-    """Load a model written by :func:`save_model` (a pickle: trusted files
-    only). Warns if another anomseg version saved it.
+    """Load a model pickle (trusted files only).
 
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    ValueError
-        If ``path`` does not hold an anomseg model.
+    .. deprecated:: 0.2
+        Use :func:`anomseg.base.load_model` with ``allow_pickle=True``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No model file at '{path}'.")
-    try:
-        model = joblib.load(path)
-    except Exception as exc:  # pickle raises many types on foreign files
-        raise ValueError(f"'{path}' is not a model file written by anomseg: {exc}") from None
-    final = model[-1] if hasattr(model, "steps") else model
-    if not (hasattr(final, "score_samples") and hasattr(final, "threshold_")):
-        raise ValueError(f"'{path}' holds a {type(model).__name__}, not a fitted anomseg model.")
-    return model
+    from ..base import load_model as _load_model
+
+    _deprecated("load_model", "anomseg.base.load_model(path, allow_pickle=True)")
+    return _load_model(path, allow_pickle=True)
+
+
+def save_torch_model(estimator, path, *, overwrite=False):
+    """Save a fitted estimator in the safe format.
+
+    .. deprecated:: 0.2
+        Use ``estimator.save(path)``.
+    """
+    _deprecated("save_torch_model", "estimator.save(path)")
+    return estimator.save(path, format="safe", overwrite=overwrite)
+
+
+def load_torch_model(path, *, device=None):
+    """Load an estimator saved in the safe format; never a pickle.
+
+    .. deprecated:: 0.2
+        Use :func:`anomseg.base.load_model`.
+    """
+    from ..base import load_model as _load_model
+
+    _deprecated("load_torch_model", "anomseg.base.load_model(path)")
+    return _load_model(path, device=device)
 
 
 def save_figure(figure, path, *, overwrite=False, dpi=120):

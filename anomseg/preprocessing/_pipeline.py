@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.utils.validation import check_is_fitted
 
+from .._persistence import write_pickle
+from ..base import load_model
 from ..utils import check_images
+from ..utils._param_validation import StrOptions, validate_parameter_constraints
 
 __all__ = ["AnomalyPipeline", "make_anomaly_pipeline"]
 
@@ -191,6 +195,54 @@ class AnomalyPipeline(Pipeline):
         if isinstance(maps, np.ndarray):
             return maps - threshold
         return [m - threshold for m in maps]
+
+    def save(self, path, *, format="pickle", overwrite=False):
+        """Save the fitted pipeline as a joblib pickle, atomically.
+
+        Loading a pickle runs any code it names: keep such files in your
+        own hands, or share the final estimator alone in the safe format
+        (``pipeline[-1].save(path)``).
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file to write; its directory must exist.
+        format : {"pickle"}, default="pickle"
+            The only format of pipelines in this version.
+        overwrite : bool, default=False
+            Whether to replace an existing file.
+
+        Returns
+        -------
+        path : pathlib.Path
+        """
+        validate_parameter_constraints(
+            {"format": [StrOptions({"pickle"})], "overwrite": ["boolean"]},
+            {"format": format, "overwrite": overwrite},
+            caller_name=f"{type(self).__name__}.save",
+        )
+        check_is_fitted(self)
+        return write_pickle(self, path, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path, *, allow_pickle=False):
+        """Load a pipeline saved by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or path-like
+        allow_pickle : bool, default=False
+            Pipelines are pickles, which run any code they name: pass True
+            only for files you trust.
+
+        Returns
+        -------
+        pipeline : AnomalyPipeline
+        """
+        model = load_model(path, allow_pickle=allow_pickle)
+        if not isinstance(model, cls):
+            raise TypeError(f"'{path}' holds a {type(model).__name__}, not a {cls.__name__}.")
+        return model
 
     def _validated(self, X, method):
         """``X`` validated once, as the first step validates it."""

@@ -1,5 +1,7 @@
-"""The safe file format of the torch estimators: exact round trips, plain
-data only, and refusal of what it cannot or must not build."""
+"""Saving and loading models: the safe format's exact round trips, plain
+data only, and refusal of what it cannot or must not build; pickles only on
+request; the files of earlier versions; the deprecated functions of
+anomseg.io."""
 
 import os
 import pickle
@@ -9,10 +11,10 @@ import pytest
 import torch
 
 from anomseg import __version__
+from anomseg.base import BaseAnomalySegmenter, load_model
 from anomseg.baselines import FlairThreshold
 from anomseg.datasets import make_healthy_images
 from anomseg.exceptions import AnomsegWarning, NotFittedError, VersionMismatchWarning
-from anomseg.io import load_torch_model, save_model, save_torch_model
 from anomseg.restoration import GMVAERestorer, VAEReconstructor
 
 
@@ -42,7 +44,7 @@ def reconstructor(images):
 
 @pytest.fixture
 def gmvae_file(gmvae, tmp_path):
-    return save_torch_model(gmvae, tmp_path / "gmvae.pt")
+    return gmvae.save(tmp_path / "gmvae.pt")
 
 
 def _rewrite(path, **changes):
@@ -55,7 +57,7 @@ def _rewrite(path, **changes):
 
 
 def test_round_trip_restorer(gmvae, gmvae_file, images):
-    loaded = load_torch_model(gmvae_file)
+    loaded = load_model(gmvae_file)
     assert type(loaded) is GMVAERestorer
     np.testing.assert_array_equal(loaded.score_samples(images), gmvae.score_samples(images))
     np.testing.assert_array_equal(loaded.predict(images), gmvae.predict(images))
@@ -77,7 +79,7 @@ def test_round_trip_restorer(gmvae, gmvae_file, images):
 
 
 def test_round_trip_reconstructor(reconstructor, images, tmp_path):
-    loaded = load_torch_model(save_torch_model(reconstructor, tmp_path / "vae.pt"))
+    loaded = load_model(reconstructor.save(tmp_path / "vae.pt"))
     assert type(loaded) is VAEReconstructor
     np.testing.assert_array_equal(
         loaded.score_samples(images), reconstructor.score_samples(images)
@@ -108,7 +110,7 @@ def test_other_arrays_and_scalars_round_trip(gmvae, tmp_path):
         "__tuple__": (1, "a", None),
         "tag_lookalike": {"__tuple__": [1]},
     }
-    extra = load_torch_model(save_torch_model(est, tmp_path / "x.pt")).extra_
+    extra = load_model(est.save(tmp_path / "x.pt")).extra_
     for key in ("empty", "ints", "scalar"):
         assert type(extra[key]) is type(est.extra_[key])
         assert extra[key].dtype == est.extra_[key].dtype
@@ -119,9 +121,11 @@ def test_other_arrays_and_scalars_round_trip(gmvae, tmp_path):
 
 
 def test_class_outside_allow_list_is_refused(gmvae_file):
-    for name in ("FlairThreshold", "os.system", "ConvGMVAE", ["GMVAERestorer"]):
-        with pytest.raises(ValueError, match="only builds"):
-            load_torch_model(_rewrite(gmvae_file, estimator=name))
+    for name in ("os.system", "ConvGMVAE", "BaseAnomalySegmenter"):
+        with pytest.raises(ValueError, match="rebuilds only"):
+            load_model(_rewrite(gmvae_file, estimator=name))
+    with pytest.raises(ValueError, match="not a safe anomseg model file"):
+        load_model(_rewrite(gmvae_file, estimator=["GMVAERestorer"]))
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the joblib file
@@ -134,70 +138,70 @@ def test_foreign_files_are_refused_without_running_code(tmp_path, gmvae):
 
     evil = tmp_path / "evil.pt"
     evil.write_bytes(pickle.dumps(Payload(), protocol=2))
-    with pytest.raises(ValueError, match="not a file written by save_torch_model"):
-        load_torch_model(evil)
+    with pytest.raises(ValueError, match="is a pickle.*allow_pickle=True"):
+        load_model(evil)
+    # a pickle inside a torch file is refused by torch.load(weights_only=True)
+    torch.save({"format": Payload()}, tmp_path / "inside.pt")
+    with pytest.raises(ValueError, match="not a safe anomseg model file"):
+        load_model(tmp_path / "inside.pt")
     assert not marker.exists()
-    joblib_file = save_model(gmvae, tmp_path / "model.joblib")
-    with pytest.raises(ValueError, match="not a file written by save_torch_model"):
-        load_torch_model(joblib_file)
+    joblib_file = gmvae.save(tmp_path / "model.joblib", format="pickle")
+    with pytest.raises(ValueError, match="is a pickle"):
+        load_model(joblib_file)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes((tmp_path / "inside.pt").read_bytes()[:100])
+    with pytest.raises(ValueError, match="not a safe anomseg model file"):
+        load_model(truncated)
     with pytest.raises(FileNotFoundError):
-        load_torch_model(tmp_path / "missing.pt")
+        load_model(tmp_path / "missing.pt")
 
 
 def test_tampered_content_is_refused(gmvae_file):
     with pytest.raises(ValueError, match="format version 2"):
-        load_torch_model(_rewrite(gmvae_file, format_version=2))
+        load_model(_rewrite(gmvae_file, format_version=2))
     with pytest.raises(ValueError, match="not a fitted attribute"):
-        load_torch_model(_rewrite(gmvae_file, attributes='{"__class__": "x"}'))
+        load_model(_rewrite(gmvae_file, attributes='{"__class__": "x"}'))
     with pytest.raises(ValueError, match="'width' parameter of GMVAERestorer"):
         params = torch.load(gmvae_file, weights_only=True)["params"]
-        load_torch_model(_rewrite(gmvae_file, params=params.replace('"width": 4', '"width": -1')))
+        load_model(_rewrite(gmvae_file, params=params.replace('"width": 4', '"width": -1')))
     with pytest.raises(ValueError, match="does not hold a valid GMVAERestorer"):
-        load_torch_model(_rewrite(gmvae_file, state_dict={}))
-
-
-def test_unfitted_and_non_torch_estimators_are_refused(tmp_path, images):
-    with pytest.raises(NotFittedError):
-        save_torch_model(GMVAERestorer(), tmp_path / "a.pt")
-    with pytest.raises(TypeError, match="got a FlairThreshold.*save_model"):
-        save_torch_model(FlairThreshold().fit(images), tmp_path / "b.pt")
-    assert os.listdir(tmp_path) == []
+        load_model(_rewrite(gmvae_file, state_dict={}))
 
 
 def test_non_plain_parameter_is_refused(gmvae, tmp_path):
     est = GMVAERestorer(random_state=np.random.default_rng(0))
     est.__dict__.update({k: v for k, v in vars(gmvae).items() if k.endswith("_")})
     with pytest.raises(TypeError, match="parameter 'random_state'.*Generator"):
-        save_torch_model(est, tmp_path / "g.pt")
+        est.save(tmp_path / "g.pt")
 
 
 def test_no_overwrite_unless_asked(gmvae, reconstructor, gmvae_file):
     before = gmvae_file.read_bytes()
     with pytest.raises(FileExistsError):
-        save_torch_model(reconstructor, gmvae_file)
+        reconstructor.save(gmvae_file)
     assert gmvae_file.read_bytes() == before
-    save_torch_model(reconstructor, gmvae_file, overwrite=True)
-    assert type(load_torch_model(gmvae_file)) is VAEReconstructor
+    reconstructor.save(gmvae_file, overwrite=True)
+    assert type(load_model(gmvae_file)) is VAEReconstructor
     assert sorted(p.name for p in gmvae_file.parent.iterdir()) == ["gmvae.pt"]
 
 
 def test_cuda_model_loads_on_cpu_with_warning(gmvae, tmp_path, monkeypatch, images):
     monkeypatch.setattr(gmvae, "device_", "cuda")
-    path = save_torch_model(gmvae, tmp_path / "cuda.pt")
+    path = gmvae.save(tmp_path / "cuda.pt")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.warns(AnomsegWarning, match=r"^\[load_torch_model\] .*CUDA"):
-        loaded = load_torch_model(path)
+    with pytest.warns(AnomsegWarning, match=r"^\[load_model\] .*CUDA"):
+        loaded = load_model(path)
     assert loaded.device_ == "cpu"
     assert next(loaded.module_.parameters()).device.type == "cpu"
     with pytest.raises(ValueError, match="no CUDA device"):
-        load_torch_model(path, device="cuda")
-    assert load_torch_model(path, device="cpu").device_ == "cpu"  # no warning
+        load_model(path, device="cuda")
+    assert load_model(path, device="cpu").device_ == "cpu"  # no warning
 
 
 def test_version_mismatch_warns(gmvae_file):
     changed = _rewrite(gmvae_file, anomseg_version="0.0.1")
-    with pytest.warns(VersionMismatchWarning, match=r"^\[load_torch_model\] .*0\.0\.1"):
-        load_torch_model(changed)
+    with pytest.warns(VersionMismatchWarning, match=r"^\[load_model\] .*0\.0\.1"):
+        load_model(changed)
 
 
 def test_round_trip_ascnet(images, tmp_path):
@@ -213,7 +217,7 @@ def test_round_trip_ascnet(images, tmp_path):
         device="cpu",
         random_state=0,
     ).fit(images[:8], X_unlabelled=images[8:])
-    loaded = load_torch_model(save_torch_model(est, tmp_path / "ascnet.pt"))
+    loaded = load_model(est.save(tmp_path / "ascnet.pt"))
     assert type(loaded) is ASCNetSegmenter
     np.testing.assert_array_equal(loaded.score_samples(images), est.score_samples(images))
     assert loaded.history_ == est.history_
@@ -228,7 +232,7 @@ def test_round_trip_inpainting_predictor(images, tmp_path):
     est = InpaintingLossPredictor(
         inpainter, width=4, n_steps=2, batch_size=4, device="cpu", random_state=0
     ).fit(images)
-    loaded = load_torch_model(save_torch_model(est, tmp_path / "predictor.pt"))
+    loaded = load_model(est.save(tmp_path / "predictor.pt"))
     assert type(loaded) is InpaintingLossPredictor
     assert isinstance(loaded.inpainter, InpaintingLocalizer)
     assert loaded.inpainter.get_params() == inpainter.get_params()
@@ -245,6 +249,77 @@ def test_frozen_inpainter_is_refused(images, tmp_path):
     est = InpaintingLossPredictor(
         FrozenEstimator(inpainter.fit(images)), width=4, n_steps=2, device="cpu"
     ).fit(images)
-    with pytest.raises(TypeError, match="parameter 'inpainter'.*FrozenEstimator"):
-        save_torch_model(est, tmp_path / "predictor.pt")
+    with pytest.raises(TypeError, match="parameter 'inpainter'.*FrozenEstimator.*format='pickle'"):
+        est.save(tmp_path / "predictor.pt")
     assert not (tmp_path / "predictor.pt").exists()
+
+
+def test_unfitted_and_unregistered_estimators_are_refused(tmp_path, images):
+    class Custom(FlairThreshold):
+        pass
+
+    with pytest.raises(NotFittedError):
+        GMVAERestorer().save(tmp_path / "a.pt")
+    with pytest.raises(
+        TypeError, match="registered estimators.*save a Custom with format='pickle'"
+    ):
+        Custom().fit(images).save(tmp_path / "b.pt")
+    assert os.listdir(tmp_path) == []
+
+
+def test_learning_free_estimators_round_trip(images, tmp_path):
+    est = FlairThreshold(max_fpr=0.1, min_component_size=3).fit(images)
+    path = est.save(tmp_path / "flair.pt")
+    assert torch.load(path, weights_only=True)["state_dict"] == {}
+    loaded = FlairThreshold.load(path)
+    assert loaded.get_params() == est.get_params()
+    assert loaded.calibration_thresholds_ == est.calibration_thresholds_
+    np.testing.assert_array_equal(loaded.predict(images), est.predict(images))
+    with pytest.raises(TypeError, match="holds a FlairThreshold, not a GMVAERestorer"):
+        GMVAERestorer.load(path)
+    assert type(BaseAnomalySegmenter.load(path)) is FlairThreshold
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_pickles_load_only_when_allowed(gmvae, images, tmp_path):
+    path = gmvae.save(tmp_path / "gmvae.joblib", format="pickle")
+    with pytest.raises(ValueError, match="is a pickle.*allow_pickle=True"):
+        GMVAERestorer.load(path)
+    loaded = GMVAERestorer.load(path, allow_pickle=True)
+    np.testing.assert_array_equal(loaded.score_samples(images), gmvae.score_samples(images))
+    with pytest.raises(ValueError, match="'device' applies to safe files only"):
+        load_model(path, device="cpu", allow_pickle=True)
+    with pytest.raises(ValueError, match="'format' parameter of GMVAERestorer.save"):
+        gmvae.save(tmp_path / "x", format="json")
+
+
+def test_pipelines_are_pickles(images, tmp_path):
+    from anomseg.preprocessing import AnomalyPipeline, IntensityScaler, make_anomaly_pipeline
+
+    pipe = make_anomaly_pipeline(IntensityScaler(), FlairThreshold()).fit(images)
+    with pytest.raises(ValueError, match="'format' parameter of AnomalyPipeline.save"):
+        pipe.save(tmp_path / "pipe.pt", format="safe")
+    path = pipe.save(tmp_path / "pipe.joblib")
+    with pytest.raises(ValueError, match="is a pickle"):
+        AnomalyPipeline.load(path)
+    loaded = AnomalyPipeline.load(path, allow_pickle=True)
+    np.testing.assert_array_equal(loaded.predict(images), pipe.predict(images))
+    with pytest.raises(TypeError, match="holds a FlairThreshold, not a AnomalyPipeline"):
+        AnomalyPipeline.load(FlairThreshold().fit(images).save(tmp_path / "f.pt"))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_the_deprecated_functions_of_anomseg_io_still_work(gmvae, images, tmp_path):
+    from anomseg import io
+
+    with pytest.warns(FutureWarning, match="save_torch_model is deprecated.*estimator.save"):
+        path = io.save_torch_model(gmvae, tmp_path / "g.pt")
+    with pytest.warns(FutureWarning, match="load_torch_model is deprecated"):
+        assert io.load_torch_model(path, device="cpu").threshold_ == gmvae.threshold_
+    with pytest.warns(FutureWarning, match="save_model is deprecated"):
+        path = io.save_model(gmvae, tmp_path / "g.joblib")
+    with pytest.warns(FutureWarning, match="load_model is deprecated"):
+        loaded = io.load_model(path)
+    np.testing.assert_array_equal(loaded.score_samples(images), gmvae.score_samples(images))
+    with pytest.warns(FutureWarning), pytest.raises(ValueError, match="is a pickle"):
+        io.load_torch_model(path)  # never a pickle, as before

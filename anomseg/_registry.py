@@ -1,0 +1,83 @@
+"""The one place where a method is registered.
+
+Each entry names a public estimator by the name the command line uses for
+it. From this table come the methods of ``anomseg fit --method`` and their
+help, the estimators that the safe model format may rebuild, and the
+parameters the command line builds as nested estimators. The classes are
+imported when first needed, so ``anomseg --help`` imports no torch.
+
+``tests/test_registry.py`` checks the table against every estimator that
+the subpackages export (:func:`anomseg.utils.all_estimators`), and the API
+reference (``docs/api.rst``) against the table.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+__all__ = ["METHODS", "Method", "estimator_classes", "method_class"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method.
+
+    Attributes
+    ----------
+    path : str
+        ``"module:Class"`` of its estimator.
+    summary : str
+        One line for ``anomseg fit --help``.
+    nested : dict of str to str
+        Parameters that hold another registered method's estimator, which
+        the command line builds from ``--param PARAMETER__KEY=VALUE``.
+    """
+
+    path: str
+    summary: str
+    nested: dict = field(default_factory=dict)
+
+
+METHODS = {
+    "flair-threshold": Method(
+        "anomseg.baselines:FlairThreshold",
+        "the learning-free FLAIR histogram-equalisation baseline (Meissen et al. 2021)",
+    ),
+    "gmvae": Method(
+        "anomseg.restoration:GMVAERestorer",
+        "MAP restoration under a Gaussian-mixture VAE prior of healthy slices (You et al. 2019)",
+    ),
+    "vae": Method(
+        "anomseg.restoration:VAERestorer",
+        "MAP restoration under a VAE prior of healthy slices (You et al. 2019)",
+    ),
+    "vae-reconstruction": Method(
+        "anomseg.restoration:VAEReconstructor", "the reconstruction residual of a VAE"
+    ),
+    "ascnet": Method(
+        "anomseg.adversarial:ASCNetSegmenter",
+        "adversarial selective cutting (Dey and Hong 2021), which also learns "
+        "from --unlabelled scans that may hold lesions",
+    ),
+    "inpainting": Method(
+        "anomseg.inpainting:InpaintingLocalizer",
+        "sliding-window inpainting heatmaps (Nguyen et al. 2020)",
+    ),
+    "inpainting-predictor": Method(
+        "anomseg.inpainting:InpaintingLossPredictor",
+        "the inpainting heatmap predicted by a small network (Mavropoulos 2021)",
+        nested={"inpainter": "inpainting"},
+    ),
+}
+
+
+def method_class(name):
+    """The estimator class of the method called ``name``."""
+    module_name, class_name = METHODS[name].path.split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def estimator_classes():
+    """Class name to class of every registered estimator (imports them)."""
+    return {cls.__name__: cls for cls in map(method_class, METHODS)}
