@@ -1,9 +1,13 @@
 # Set-up, demo, tests and docs in one place. Every target creates the
 # virtual environment first if needed.
 #
-#   make demo    set up, then run the FLAIR baseline on the embedded data
-#   make test    set up, then run the default test suite (slow tests excluded)
-#   make docs    set up, then build the HTML documentation offline
+#   make demo      set up, then run the FLAIR baseline on the embedded data
+#   make test      set up, then run the default test suite (slow tests excluded)
+#                  and the docstring examples
+#   make lint      set up, then check style and formatting with ruff
+#   make test-min  run the default suite against the lowest versions of the
+#                  dependencies (.ci/requirements-min.txt), at 2 torch threads
+#   make docs      set up, then build the HTML documentation offline
 #
 # torch is installed first and pinned, so that a CPU wheel of 2.13.0 present
 # locally is used and no CUDA packages are pulled in. Override TORCH to pick
@@ -11,10 +15,11 @@
 
 PYTHON ?= python3
 VENV ?= .venv
+VENV_MIN ?= .venv-min
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-all docs clean
+.PHONY: setup demo test test-all test-min lint docs clean
 
 $(BIN)/.anomseg-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +38,23 @@ test: setup
 test-all: setup
 	$(BIN)/python -m pytest -m "slow or not slow"
 
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+$(VENV_MIN)/bin/.anomseg-installed: pyproject.toml .ci/requirements-min.txt
+	$(PYTHON) -m venv $(VENV_MIN)
+	$(VENV_MIN)/bin/python -m pip install --quiet $(TORCH)
+	$(VENV_MIN)/bin/python -m pip install --quiet -r .ci/requirements-min.txt
+	$(VENV_MIN)/bin/python -m pip install --quiet --no-deps -e .
+	$(VENV_MIN)/bin/python -m pip check
+	touch $@
+
+test-min: $(VENV_MIN)/bin/.anomseg-installed
+	ANOMSEG_TEST_THREADS=2 $(VENV_MIN)/bin/python -m pytest
+
 docs: setup
 	$(BIN)/python -m sphinx -b html -W --keep-going docs docs/_build/html
 
 clean:
-	rm -rf docs/_build docs/auto_examples docs/gen_modules anomseg_demo_output
+	rm -rf docs/_build docs/auto_examples docs/gen_modules anomseg_demo_output $(VENV_MIN)

@@ -34,6 +34,7 @@ _TINY_PRIOR = {
 _TINY_RESTORATION = {"n_restoration_steps": 10, "tv_weights": (0.0, 1.0, 2.0)}
 _TINY_INPAINTER = {
     "window_size": 4,
+    "stride": 2,
     "width": 4,
     "n_steps": 10,
     "batch_size": 16,
@@ -66,15 +67,9 @@ TINY_PARAMS = {
 }
 
 #: (estimator name, check name) -> reason, for checks an estimator is known
-#: to fail. Keep it empty; every entry is a debt.
-EXPECTED_FAILURES = {
-    ("InpaintingLocalizer", "fpr"): (
-        "each pixel averages the losses of the windows over it, so false "
-        "positives come in image-wide clusters: the 6 calibration images of "
-        "this check give 0.04-0.06 on unseen images at max_fpr 0.1. "
-        "tests/inpainting checks the FPR with 40 calibration images."
-    ),
-}
+#: to fail: the check still runs, and is reported as xfail or xpass. Keep it
+#: empty; every entry is a debt.
+EXPECTED_FAILURES = {}
 
 ESTIMATORS = all_estimators()
 MAX_FPR = 0.1
@@ -105,10 +100,19 @@ def fitted(healthy):
     return {name: make_estimator(cls, **_seeded(cls)).fit(healthy) for name, cls in ESTIMATORS}
 
 
-def check(name, check_name):
+@pytest.fixture(scope="module")
+def healthy_more():
+    """24 healthy images to calibrate on, and 24 to measure the FPR on."""
+    images = make_healthy_images(n_images=48, shape=(32, 32), random_state=2)
+    return images[:24], images[24:]
+
+
+def check(request, name, check_name):
+    """Mark an expected failure without stopping the test: it runs, and its
+    outcome is reported (xfail, or xpass once the debt is paid)."""
     reason = EXPECTED_FAILURES.get((name, check_name))
     if reason:
-        pytest.xfail(reason)
+        request.applymarker(pytest.mark.xfail(reason=reason, strict=False))
 
 
 def test_there_are_estimators_to_check():
@@ -117,8 +121,8 @@ def test_there_are_estimators_to_check():
 
 @pytest.mark.parametrize("name, cls", ESTIMATORS)
 class TestContract:
-    def test_fit_returns_self_and_keeps_params(self, name, cls, healthy):
-        check(name, "fit")
+    def test_fit_returns_self_and_keeps_params(self, name, cls, healthy, request):
+        check(request, name, "fit")
         est = make_estimator(cls, **_seeded(cls))
         before = est.get_params()
         assert est.fit(healthy) is est
@@ -213,11 +217,15 @@ class TestContract:
             maps - np.float32(est.threshold_),
         )
 
-    def test_false_positive_rate_on_unseen_healthy(self, name, cls, fitted, healthy_unseen):
-        check(name, "fpr")
-        est = fitted[name]
-        foreground = healthy_unseen != 0
-        fpr = est.predict(healthy_unseen)[foreground].mean()
+    def test_false_positive_rate_on_unseen_healthy(self, name, cls, fitted, healthy_more, request):
+        """Calibrated on 24 healthy images, the FPR on 24 others is close to
+        max_fpr. (Fewer calibration images make it a matter of luck for the
+        learned maps, whose false positives come in clusters: with 6 of
+        them, 0.04-0.14 at max_fpr 0.1 over seeds and thread counts.)"""
+        check(request, name, "fpr")
+        calibration, unseen = healthy_more
+        est = pickle.loads(pickle.dumps(fitted[name])).calibrate(calibration)
+        fpr = est.predict(unseen)[unseen != 0].mean()
         assert abs(fpr - MAX_FPR) < 0.5 * MAX_FPR, fpr
         # and exactly at most max_fpr on the calibration pixels themselves
         assert est.calibration_fpr_ <= MAX_FPR
@@ -231,8 +239,8 @@ class TestContract:
         assert fpr <= 0.01
         assert est.threshold_ == est.calibration_thresholds_[0.01]
 
-    def test_same_seed_same_result(self, name, cls, healthy, healthy_unseen, fitted):
-        check(name, "seed")
+    def test_same_seed_same_result(self, name, cls, healthy, healthy_unseen, fitted, request):
+        check(request, name, "seed")
         again = make_estimator(cls, **_seeded(cls)).fit(healthy)
         np.testing.assert_array_equal(
             again.score_samples(healthy_unseen),

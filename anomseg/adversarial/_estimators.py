@@ -162,7 +162,8 @@ class ASCNetSegmenter(TorchSegmenter):
     >>> X = make_healthy_images(n_images=16, shape=(32, 32), random_state=0)
     >>> est = ASCNetSegmenter(width=4, n_stage1_cycles=2, n_stage2_cycles=1,
     ...                       discriminator_steps=2, generator_steps=2,
-    ...                       random_state=0).fit(X[:12], X_unlabelled=X[12:])
+    ...                       batch_size=4, random_state=0)
+    >>> est = est.fit(X[:12], X_unlabelled=X[12:])
     >>> est.score_samples(X[:2]).shape
     (2, 32, 32)
     """

@@ -138,7 +138,9 @@ class CurveMetrics:
             return cls(nan, ap, float(dice[best]), float(thresholds[best]), nan, nan, nan)
         tpr = tps / n_pos
         fpr = fps / n_neg
-        auroc = float(np.trapezoid(np.r_[0, tpr], np.r_[0, fpr]))
+        # The trapezoid rule, as numpy.trapezoid (numpy >= 2) computes it.
+        x, y = np.r_[0, fpr], np.r_[0, tpr]
+        auroc = float((np.diff(x) * (y[1:] + y[:-1]) / 2.0).sum())
         j = int(np.argmax(tpr - fpr))
         return cls(
             auroc,

@@ -83,12 +83,13 @@ def healthy_change_scorer(estimator, X, y=None):
     >>> from anomseg.datasets import make_healthy_images
     >>> from anomseg.model_selection import healthy_change_scorer
     >>> from anomseg.restoration import VAERestorer
-    >>> X = make_healthy_images(n_images=16, shape=(32, 32), random_state=0)
+    >>> X = make_healthy_images(n_images=8, shape=(32, 32), random_state=0)
     >>> restorer = VAERestorer(width=4, n_epochs=2, n_restoration_steps=5,
-    ...                        tv_weight=0.0, device="cpu", random_state=0)
-    >>> search = GridSearchCV(restorer, {"tv_weight": [0.0, 1.0, 2.0]},
+    ...                        validation_fraction=0, tv_weight=0.0,
+    ...                        device="cpu", random_state=0)
+    >>> search = GridSearchCV(restorer, {"tv_weight": [0.0, 2.0]},
     ...                       scoring=healthy_change_scorer, cv=2).fit(X)
-    >>> search.best_params_["tv_weight"] in (0.0, 1.0, 2.0)
+    >>> search.best_params_["tv_weight"] in (0.0, 2.0)
     True
     """
     final = _final_estimator(estimator)
