@@ -160,9 +160,10 @@ docdict["prior_notes"] = """\
 The network's losses and the restoration step sizes assume foreground
 intensities of about [0, 1]; ``fit`` warns when they are far above. Scale
 each volume as a whole before cutting it into slices, with a robust upper
-percentile and no clipping, such as
-``IntensityScaler(upper_percentile=90, clip=False)``: min-max scaling lets
-one bright lesion shrink the whole scan, and its residuals with it. The
+percentile and no clipping:
+:meth:`IntensityScaler.for_deep_methods() <anomseg.preprocessing.IntensityScaler.for_deep_methods>`
+(min-max scaling lets one bright lesion shrink the whole scan, and its
+residuals with it). The
 method is 2D: volumes are cut into slices along their last axis. Compared
 with the reference code, convolutions are zero-padded (so any input size
 works) and the latent means, not samples, are used during restoration and

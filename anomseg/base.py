@@ -397,7 +397,8 @@ class BaseAnomalySegmenter(BaseEstimator):
         batch = check_images(X, where=where, channel_axis=getattr(self, "channel_axis", None))
         n_channels = batch.images[0].shape[-1] if batch.channel_axis else 1
         if reset:
-            self.image_shape_ = self._model_input(batch).common_shape
+            shapes = {s[:2] if tags.slice_wise else s for s in batch.spatial_shapes}
+            self.image_shape_ = shapes.pop() if len(shapes) == 1 else None
             self.n_channels_ = n_channels
             if tags.requires_scaled_input:
                 self._warn_if_unscaled(batch, method)
@@ -429,8 +430,7 @@ class BaseAnomalySegmenter(BaseEstimator):
                 f"[{type(self).__name__}.{method}] The 99th percentile of the "
                 f"foreground intensities is {level:.4g}, but the method "
                 "assumes intensities of about [0, 1]; scale each volume "
-                "first, for example with "
-                "IntensityScaler(upper_percentile=90, clip=False).",
+                "first, with IntensityScaler.for_deep_methods().",
                 AnomsegWarning,
                 stacklevel=4,
             )
@@ -479,17 +479,14 @@ class BaseAnomalySegmenter(BaseEstimator):
         defined."""
         if maps is None:
             maps = self._score(self._model_input(batch))
-        maps = self._from_model_output(batch, maps)
-        out = []
+        maps = [np.asarray(m, dtype=np.float32) for m in self._from_model_output(batch, maps)]
         for i, (m, fg) in enumerate(zip(maps, batch.foreground)):
-            m = np.asarray(m, dtype=np.float32)
             if m.shape != fg.shape:  # a bug in the subclass, not user input
                 raise RuntimeError(
                     f"{type(self).__name__}._score returned shape {m.shape} "
                     f"for sample {i} of spatial shape {fg.shape}."
                 )
-            out.append(np.where(fg, m, np.float32(0)))
-        return out
+        return batch.zero_background(maps)
 
     def _tune_and_calibrate(self, batch):
         maps = self._tune(self._model_input(batch))

@@ -93,7 +93,7 @@ def prepare(path, split):
     patient ids."""
     data = load_lgg_flair(path, split=split)
     heads = ForegroundMasker().fit_transform(data.images)
-    scaled = IntensityScaler(upper_percentile=90, clip=False).fit_transform(heads)
+    scaled = IntensityScaler.for_deep_methods().fit_transform(heads)
     return scaled, data.masks, list(data.subjects)
 
 

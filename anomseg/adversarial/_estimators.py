@@ -447,11 +447,7 @@ class ASCNetSegmenter(TorchSegmenter):
         slices = self._model_input(batch)
         out = {}
         for key, images in zip(("fence", "wild", "reconstruction"), self._cut_slices(slices)):
-            volumes = self._from_model_output(batch, images)
-            out[key] = batch.wrap(
-                v * (fg[..., None] if v.ndim > fg.ndim else fg)
-                for v, fg in zip(volumes, batch.foreground)
-            )
+            out[key] = batch.wrap(batch.zero_background(self._from_model_output(batch, images)))
         return out
 
     # -- thresholds -----------------------------------------------------------------

@@ -12,13 +12,6 @@ from .._version import __version__
 
 __all__ = ["main"]
 
-#: The foreground percentile that scaling maps to 1. Not the maximum: one
-#: bright lesion would then shrink the whole scan, and with it the residuals
-#: (on synthetic volumes with about 2 % lesion, the GMVAE's true-positive
-#: rate fell from 0.77 to 0.14 and its FPR in healthy tissue from 0.05 to
-#: 0). The 90th percentile moves little below a lesion load of 10 %.
-SCALING_PERCENTILE = 90.0
-
 DESCRIPTION = """\
 Unsupervised anomaly segmentation of brain MRI.
 
@@ -147,14 +140,13 @@ def cmd_fit(args):
 def _preprocessing_steps(foreground, scale):
     """The steps ``fit`` puts before the method: a head mask derived from
     intensity with ``--foreground auto``, then, for the methods that assume
-    it (their ``requires_scaled_input`` tag), each scan's foreground scaled
-    from [minimum, SCALING_PERCENTILE] to [0, 1], unclipped so that lesions
-    keep their contrast."""
+    it (their ``requires_scaled_input`` tag), each scan scaled as
+    :meth:`IntensityScaler.for_deep_methods` says."""
     from ..preprocessing import ForegroundMasker, IntensityScaler
 
     steps = [ForegroundMasker()] if foreground == "auto" else []
     if scale:
-        steps.append(IntensityScaler(upper_percentile=SCALING_PERCENTILE, clip=False))
+        steps.append(IntensityScaler.for_deep_methods())
     return steps
 
 
@@ -258,10 +250,9 @@ def build_parser():
         help="The method: "
         + "; ".join(f"{name}, {method.summary}" for name, method in METHODS.items())
         + ". The deep methods are 2D: each scan's foreground is scaled "
-        "linearly so that its minimum is 0 and its "
-        f"{SCALING_PERCENTILE:g}th percentile 1 (brighter voxels, such as "
-        "lesions, stay above 1), then the volume is cut into slices along "
-        "its last (axial) axis.",
+        "linearly so that its minimum is 0 and its 90th percentile 1 "
+        "(brighter voxels, such as lesions, stay above 1), then the volume "
+        "is cut into slices along its last (axial) axis.",
     )
     fit.add_argument(
         "--unlabelled",

@@ -74,6 +74,31 @@ class IntensityScaler(_BaseImageTransformer):
         self.clip = clip
         self.channel_axis = channel_axis
 
+    @classmethod
+    def for_deep_methods(cls, **params):
+        """The scaling that anomseg's deep methods assume (their
+        ``requires_scaled_input`` tag), as the command line applies it.
+
+        Each sample's foreground minimum maps to 0 and its 90th percentile
+        to 1, unclipped, so that brighter voxels such as lesions keep their
+        contrast above 1. Not the maximum: one bright lesion would then
+        shrink the whole scan, and with it the residuals (on synthetic
+        volumes with about 2 % lesion, the GMVAE's true-positive rate fell
+        from 0.77 to 0.14 and its FPR in healthy tissue from 0.05 to 0). The
+        90th percentile moves little below a lesion load of 10 %. Scale
+        whole volumes, before cutting them into slices.
+
+        Parameters
+        ----------
+        **params
+            Parameters overriding these, such as ``channel_axis=-1``.
+
+        Returns
+        -------
+        scaler : IntensityScaler
+        """
+        return cls(**{"upper_percentile": 90.0, "clip": False, **params})
+
     _parameter_constraints: dict = {
         "lower_percentile": [Interval(Real, 0, 100, closed="left")],
         "upper_percentile": [Interval(Real, 0, 100, closed="right")],

@@ -33,15 +33,13 @@ __all__ = [
 DEFAULT_TV_WEIGHTS = tuple(float(v) for v in np.arange(20) / 5)
 
 
-def _residual(kind, observed, restored, foreground):
+def _residual(kind, observed, restored):
     """The anomaly map of a 2D image: ``|Y - X|`` ("absolute") or
     ``max(Y - X, 0)`` ("positive"), each averaged over channels (so opposite
-    changes in two channels do not cancel), 0 outside the foreground."""
+    changes in two channels do not cancel)."""
     diff = observed - restored
     diff = np.abs(diff) if kind == "absolute" else np.maximum(diff, 0)
-    if diff.ndim == 3:  # channels last
-        diff = diff.mean(axis=-1)
-    return diff * foreground
+    return diff.mean(axis=-1) if diff.ndim == 3 else diff  # channels last
 
 
 class _NormativePriorEstimator(TorchSegmenter):
@@ -144,12 +142,12 @@ class _NormativePriorEstimator(TorchSegmenter):
         slices = self._model_input(batch)
         out = [None] * len(slices)
         for indices in self._shape_groups(slices):
-            x, m = self._tensors(slices, indices)
+            x, _ = self._tensors(slices, indices)
             with torch.no_grad():
-                recon = self.module_.reconstruct(x) * m
+                recon = self.module_.reconstruct(x)
             for i, image in zip(indices, self._to_images(slices, indices, recon)):
                 out[i] = image
-        return batch.wrap(self._from_model_output(batch, out))
+        return batch.wrap(batch.zero_background(self._from_model_output(batch, out)))
 
 
 class _BaseRestorer(_NormativePriorEstimator):
@@ -208,10 +206,7 @@ class _BaseRestorer(_NormativePriorEstimator):
             )
         restored = self._restore_slices(batch, np.full(len(batch), self.tv_weight_))
         [images] = restored.values()
-        return [
-            _residual(self.residual, y, x, fg)
-            for y, x, fg in zip(batch.images, images, batch.foreground)
-        ]
+        return [_residual(self.residual, y, x) for y, x in zip(batch.images, images)]
 
     # -- the TV weight ---------------------------------------------------------
     def _healthy_change(self, slices, grid):
@@ -255,10 +250,7 @@ class _BaseRestorer(_NormativePriorEstimator):
         if len(chosen) < n:
             return None
         images = restored[best * n : (best + 1) * n]
-        return [
-            _residual(self.residual, y, x, fg)
-            for y, x, fg in zip(batch.images, images, batch.foreground)
-        ]
+        return [_residual(self.residual, y, x) for y, x in zip(batch.images, images)]
 
     # -- public ----------------------------------------------------------------
     @fill_doc
@@ -689,5 +681,5 @@ class VAEReconstructor(_NormativePriorEstimator):
             with torch.no_grad():
                 recon = self.module_.reconstruct(x)
             for i, image in zip(indices, self._to_images(batch, indices, recon)):
-                maps[i] = _residual(self.residual, batch.images[i], image, batch.foreground[i])
+                maps[i] = _residual(self.residual, batch.images[i], image)
         return maps

@@ -105,6 +105,15 @@ class ImageBatch:
             self.channel_axis,
         )
 
+    def zero_background(self, outputs):
+        """Per-sample ``outputs`` (maps, or images with the batch's channel
+        layout) with every pixel outside the foreground set to 0."""
+        zero = np.float32(0)
+        return [
+            np.where(fg[..., None] if out.ndim > fg.ndim else fg, out, zero)
+            for out, fg in zip(outputs, self.foreground)
+        ]
+
     def to_slices(self):
         """The 2D slices of the samples along their last spatial axis (the
         axial axis of volumes loaded by :func:`anomseg.io.load_nifti`), as a

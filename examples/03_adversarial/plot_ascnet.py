@@ -35,7 +35,7 @@ from anomseg.datasets import extract_slices, load_demo_mslub
 from anomseg.preprocessing import IntensityScaler
 
 data = load_demo_mslub()
-volumes = IntensityScaler(upper_percentile=90, clip=False).fit_transform(data.images)
+volumes = IntensityScaler.for_deep_methods().fit_transform(data.images)
 test = data.subjects.index("patient19")
 train = [i for i in range(len(volumes)) if i != test]
 reference = extract_slices(

@@ -104,3 +104,13 @@ def test_equalizer_channels_are_independent():
     X = np.stack([flair, 2 * flair + 5], axis=-1)  # same histogram shape
     out = HistogramEqualizer(channel_axis=-1).fit_transform(X)
     np.testing.assert_allclose(out[..., 0], out[..., 1], atol=1e-5)
+
+
+def test_the_scaling_of_the_deep_methods():
+    scaler = IntensityScaler.for_deep_methods(channel_axis=-1)
+    assert (scaler.lower_percentile, scaler.upper_percentile, scaler.clip) == (0, 90.0, False)
+    assert scaler.channel_axis == -1
+    image = np.arange(1, 101, dtype=float).reshape(1, 10, 10)  # 1..100, no background
+    scaled = scaler.set_params(channel_axis=None).fit_transform(image)
+    assert scaled.min() == 0 and scaled.max() > 1  # the top decile stays above 1
+    assert np.isclose(np.percentile(scaled.compressed(), 90), 1.0)
