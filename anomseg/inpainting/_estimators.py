@@ -94,16 +94,22 @@ class _WindowLocalizer(TorchSegmenter):
                 maps[i] = heatmap(grid, valid, window, stride, batch.foreground[i].shape)
         return maps
 
-    def _step_epochs(self):
-        """The updates of each epoch of training: ``n_steps`` updates in at
-        most ``_N_RECORDS`` epochs (records of ``history_``), the last
-        ending at the last update."""
+    def _step_plan(self, module, step):
+        """The plan of ``n_steps`` updates by ``step``, recorded in at most
+        ``_N_RECORDS`` epochs of ``history_``, each saying its last update."""
         ends = [
-            step
-            for step in range(1, self.n_steps + 1)
-            if step * _N_RECORDS // self.n_steps != (step - 1) * _N_RECORDS // self.n_steps
+            i
+            for i in range(1, self.n_steps + 1)
+            if i * _N_RECORDS // self.n_steps != (i - 1) * _N_RECORDS // self.n_steps
         ]
-        return [range(start + 1, end + 1) for start, end in zip([0, *ends], ends)]
+        epochs = [range(start + 1, end + 1) for start, end in zip([0, *ends], ends)]
+        return TrainingPlan(
+            module=module,
+            n_epochs=len(epochs),
+            steps=lambda epoch: epochs[epoch - 1],
+            step=step,
+            describe=lambda epoch: {"step": epochs[epoch - 1][-1]},
+        )
 
 
 @fill_doc
@@ -336,14 +342,7 @@ class InpaintingLocalizer(_WindowLocalizer):
                 "discriminator_loss": float(d_loss.detach()),
             }
 
-        epochs = self._step_epochs()
-        return TrainingPlan(
-            module=inpainter,
-            n_epochs=len(epochs),
-            steps=lambda epoch: epochs[epoch - 1],
-            step=step,
-            describe=lambda epoch: {"step": epochs[epoch - 1][-1]},
-        )
+        return self._step_plan(inpainter, step)
 
     def _patches(self, padded, slices, tops, lefts):
         """Patches of the images and of their foreground around windows."""
@@ -661,14 +660,7 @@ class InpaintingLossPredictor(_WindowLocalizer):
             update(optimizer, loss)
             return {"loss": float(loss.detach())}
 
-        epochs = self._step_epochs()
-        return TrainingPlan(
-            module=predictor,
-            n_epochs=len(epochs),
-            steps=lambda epoch: epochs[epoch - 1],
-            step=step,
-            describe=lambda epoch: {"step": epochs[epoch - 1][-1]},
-        )
+        return self._step_plan(predictor, step)
 
     # -- maps ---------------------------------------------------------------------
     def _window_losses(self, padded, slices, tops, lefts):
