@@ -17,7 +17,11 @@ from anomseg.inpainting import InpaintingLocalizer, InpaintingLossPredictor
 from anomseg.inpainting._windows import window_grid
 
 #: Enough training for the generator to inpaint 32 x 32 toy slices: a few
-#: seconds on one CPU thread.
+#: seconds on one CPU thread. Over 4 seeds at 1 torch thread and 2 at 2, the
+#: figures these tests bound were: last L1 0.06-0.24 of the first, lesion /
+#: healthy heatmap 1.79-2.82, AUROC 0.92-0.98, predictor-exact correlation
+#: 0.71-0.84, predictor AUROC 0.91-0.93 with perturbed windows and 0.08-0.27
+#: without, healthy FPR 0.098-0.111 at max_fpr 0.1.
 TRAINED = {
     "window_size": 4,
     "width": 8,
