@@ -107,6 +107,7 @@ def test_predictor_keeps_no_generator(exact, predictor):
     assert size < sum(p.numel() for p in exact.module_.parameters()) / 4
 
 
+@pytest.mark.slow  # the contract test checks every estimator's FPR on 24 images
 def test_healthy_fpr_with_enough_calibration_images(exact):
     est = pickle.loads(pickle.dumps(exact)).set_params(max_fpr=0.1)
     est.calibrate(make_healthy_images(n_images=40, shape=(32, 32), random_state=3))
@@ -211,6 +212,7 @@ def test_bad_inpainter(healthy, exact):
         InpaintingLossPredictor(perturbed_fraction=1.5).fit(healthy[:8])
 
 
+@pytest.mark.slow  # trains a second predictor
 def test_perturbed_windows_teach_the_predictor_about_lesions(exact, predictor, healthy, lesioned):
     # Trained on unaltered healthy windows only, the predictor learns which
     # healthy patterns are hard to inpaint, and misses the lesions.
