@@ -11,7 +11,7 @@ __all__ = ["healthy_change_scorer"]
 def _final_estimator(estimator):
     """The last step of a (possibly nested) pipeline, or the estimator."""
     while isinstance(estimator, Pipeline):
-        estimator = estimator.steps[-1][1]
+        estimator = estimator[-1]
     return estimator
 
 
