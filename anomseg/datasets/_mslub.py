@@ -70,7 +70,7 @@ def _load_directory(directory, modalities, subjects, loader):
 
 
 _RETURNS = """\
-    data : sklearn.utils.Bunch
+data : sklearn.utils.Bunch
         With fields
 
         images : list of numpy.ma.MaskedArray of float32
@@ -92,49 +92,49 @@ _RETURNS = """\
 def load_mslub(path, modalities=("flair",), subjects=None):
     """Load MSLUB multiple-sclerosis scans with their lesion masks.
 
-        The folder holds ``<subject>_{flair,t2,t1,mask}.nii.gz``: skull-stripped,
-        N4-corrected scans registered to MNI space (1 mm, 182 x 218 x 182), with
-        the consensus lesion masks. The brain is FLAIR > 0: this is the mask
-        behind the reference figures of the FLAIR baseline (AUROC 0.938, AUPRC
-        0.288, best Dice 0.382 pooled over the three patients).
+    The folder holds ``<subject>_{flair,t2,t1,mask}.nii.gz``: skull-stripped,
+    N4-corrected scans registered to MNI space (1 mm, 182 x 218 x 182), with
+    the consensus lesion masks. The brain is FLAIR > 0: this is the mask
+    behind the reference figures of the FLAIR baseline (AUROC 0.938, AUPRC
+    0.288, best Dice 0.382 pooled over the three patients).
 
-        Parameters
-        ----------
-        path : str or path-like
-            The ``mslub`` folder.
-        modalities : sequence of {"flair", "t2", "t1"}, default=("flair",)
-            Modalities to load, in channel order.
-        subjects : list of str or None, default=None
-            Load only these subjects, such as ``["patient07"]``, in this order;
-            None loads all, sorted.
+    Parameters
+    ----------
+    path : str or path-like
+        The ``mslub`` folder.
+    modalities : sequence of {"flair", "t2", "t1"}, default=("flair",)
+        Modalities to load, in channel order.
+    subjects : list of str or None, default=None
+        Load only these subjects, such as ``["patient07"]``, in this order;
+        None loads all, sorted.
 
-        Returns
-        -------
+    Returns
+    -------
     {returns}
 
-        Raises
-        ------
-        FileNotFoundError
-            If the folder or a subject's files are missing.
+    Raises
+    ------
+    FileNotFoundError
+        If the folder or a subject's files are missing.
 
-        See Also
-        --------
-        load_demo_mslub : A reduced copy embedded in anomseg.
+    See Also
+    --------
+    load_demo_mslub : A reduced copy embedded in anomseg.
 
-        References
-        ----------
-        .. [1] Z. Lesjak, F. Pernus, B. Likar, Z. Spiclin. "A Novel Public MR
-           Image Dataset of Multiple Sclerosis Patients With Lesion
-           Segmentations Based on Multi-rater Consensus". Neuroinformatics 16,
-           2018. doi:10.1007/s12021-017-9348-7
+    References
+    ----------
+    .. [1] Z. Lesjak, F. Pernus, B. Likar, Z. Spiclin. "A Novel Public MR
+       Image Dataset of Multiple Sclerosis Patients With Lesion
+       Segmentations Based on Multi-rater Consensus". Neuroinformatics 16,
+       2018. doi:10.1007/s12021-017-9348-7
 
-        Examples
-        --------
-        >>> from anomseg.datasets import load_mslub
-        >>> data = load_mslub("../shared/data/mslub",
-        ...                   modalities=("flair", "t2"))  # doctest: +SKIP
-        >>> data.images[0].shape  # doctest: +SKIP
-        (182, 218, 182, 2)
+    Examples
+    --------
+    >>> from anomseg.datasets import load_mslub
+    >>> data = load_mslub("../shared/data/mslub",
+    ...                   modalities=("flair", "t2"))  # doctest: +SKIP
+    >>> data.images[0].shape  # doctest: +SKIP
+    (182, 218, 182, 2)
     """
     loader = "load_mslub"
     modalities = _check_modalities(modalities, _MODALITIES, loader)
@@ -144,42 +144,42 @@ def load_mslub(path, modalities=("flair",), subjects=None):
 def load_demo_mslub(modalities=("flair",)):
     """Load the MSLUB demo data embedded in anomseg (3 patients, ~6 MB).
 
-        A reduced copy of :func:`load_mslub`'s data for examples and tests,
-        shipped under the CC-BY licence with its attribution (see
-        ``description``): FLAIR and T2 of patient07, patient19 and patient26 and
-        their lesion masks, in canonical orientation, cropped to the union of the
-        brain bounding boxes (132 x 165 x 127 voxels; the affine keeps MNI
-        coordinates), and quantised to uint8: 0 outside the brain, 1 to 255
-        inside, 255 being the 99.9th percentile of the brain of each volume and
-        modality. The FLAIR baseline gives AUROC 0.938, AUPRC 0.293 and best
-        Dice 0.390 on it (0.938, 0.288, 0.382 on the original data).
+    A reduced copy of :func:`load_mslub`'s data for examples and tests,
+    shipped under the CC-BY licence with its attribution (see
+    ``description``): FLAIR and T2 of patient07, patient19 and patient26 and
+    their lesion masks, in canonical orientation, cropped to the union of the
+    brain bounding boxes (132 x 165 x 127 voxels; the affine keeps MNI
+    coordinates), and quantised to uint8: 0 outside the brain, 1 to 255
+    inside, 255 being the 99.9th percentile of the brain of each volume and
+    modality. The FLAIR baseline gives AUROC 0.938, AUPRC 0.293 and best
+    Dice 0.390 on it (0.938, 0.288, 0.382 on the original data).
 
-        Parameters
-        ----------
-        modalities : sequence of {"flair", "t2"}, default=("flair",)
-            Modalities to load, in channel order.
+    Parameters
+    ----------
+    modalities : sequence of {"flair", "t2"}, default=("flair",)
+        Modalities to load, in channel order.
 
-        Returns
-        -------
+    Returns
+    -------
     {returns}
-            description : str
-                Source, licence and the changes made to the original data.
+        description : str
+            Source, licence and the changes made to the original data.
 
-        See Also
-        --------
-        load_mslub : The original data from a local folder.
-        get_demo_path : Path of the embedded files.
+    See Also
+    --------
+    load_mslub : The original data from a local folder.
+    get_demo_path : Path of the embedded files.
 
-        Examples
-        --------
-        >>> from anomseg.datasets import load_demo_mslub
-        >>> data = load_demo_mslub(modalities=("flair", "t2"))
-        >>> data.subjects
-        ['patient07', 'patient19', 'patient26']
-        >>> data.images[0].shape, data.images[0].dtype
-        ((132, 165, 127, 2), dtype('float32'))
-        >>> int(data.masks[0].sum())
-        1300
+    Examples
+    --------
+    >>> from anomseg.datasets import load_demo_mslub
+    >>> data = load_demo_mslub(modalities=("flair", "t2"))
+    >>> data.subjects
+    ['patient07', 'patient19', 'patient26']
+    >>> data.images[0].shape, data.images[0].dtype
+    ((132, 165, 127, 2), dtype('float32'))
+    >>> int(data.masks[0].sum())
+    1300
     """
     loader = "load_demo_mslub"
     modalities = _check_modalities(modalities, _DEMO_MODALITIES, loader)

@@ -360,9 +360,10 @@ class InpaintingLocalizer(_WindowLocalizer):
 
         Parameters
         ----------
-        patches : torch.Tensor of shape (n, n_channels_, context_size_, context_size_)
-            Image patches, 0 outside the foreground.
-        foreground : torch.Tensor of shape (n, 1, context_size_, context_size_)
+        patches : torch.Tensor of shape (n, C, S, S)
+            Image patches, 0 outside the foreground, with ``C`` the
+            ``n_channels_`` and ``S`` the ``context_size_`` seen in ``fit``.
+        foreground : torch.Tensor of shape (n, 1, S, S)
             Their foreground masks, 1 inside.
 
         Returns
