@@ -6,6 +6,8 @@
   :func:`load_lgg_flair`, :func:`load_mslub`, :func:`load_ixi_t1`.
 * :func:`load_demo_mslub` loads a reduced copy of MSLUB embedded in anomseg
   (CC-BY, with attribution), for examples and tests that need no download.
+* :func:`apply_brain_masks` restricts full-head scans to their brain masks,
+  where every method is meant to work.
 * :func:`exclude_lesions` keeps only the lesion-free tissue of delineated
   scans, as healthy calibration data.
 * :func:`extract_slices` cuts volumes into 2D slices, for example the
@@ -15,7 +17,7 @@
 """
 
 from ._base import get_demo_path
-from ._healthy import exclude_lesions
+from ._healthy import apply_brain_masks, exclude_lesions
 from ._ixi import load_ixi_t1
 from ._lgg import load_lgg_flair
 from ._mslub import load_demo_mslub, load_mslub
@@ -24,6 +26,7 @@ from ._synthetic import add_synthetic_lesions, make_healthy_images
 
 __all__ = [
     "add_synthetic_lesions",
+    "apply_brain_masks",
     "exclude_lesions",
     "extract_slices",
     "get_demo_path",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["exclude_lesions"]
+__all__ = ["apply_brain_masks", "exclude_lesions"]
 
 
 def exclude_lesions(images, masks, *, margin=0, whole_slices=False, axis=-1):
@@ -72,3 +72,59 @@ def exclude_lesions(images, masks, *, margin=0, whole_slices=False, axis=-1):
         extra = lesion if background.ndim == lesion.ndim else lesion[..., None]
         healthy.append(np.ma.MaskedArray(np.ma.getdata(image), mask=background | extra))
     return healthy
+
+
+def apply_brain_masks(images, brain_masks):
+    """Restrict images to their brain masks, as masked arrays.
+
+    Published anomaly segmentation methods work on skull-stripped scans: the
+    skull and scalp are bright in FLAIR and swamp every anomaly map. This
+    turns full-head images and their brain masks (such as the
+    ``brain_masks`` of :func:`load_lgg_flair`, or the output of
+    :class:`anomseg.preprocessing.BrainExtractor`) into masked arrays whose
+    background is everything outside the brain, so that every transformer,
+    estimator and metric downstream works inside the brain only.
+
+    Parameters
+    ----------
+    images : list of ndarray or numpy.ma.MaskedArray
+        Volumes (or 2D images), with an optional trailing channel axis; a
+        masked array's mask is kept as background.
+    brain_masks : list of ndarray of bool
+        Brain masks with the images' spatial shapes.
+
+    Returns
+    -------
+    brains : list of numpy.ma.MaskedArray
+        The images, sharing their data, with everything outside the brain
+        masked as background.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anomseg.datasets import apply_brain_masks
+    >>> image = np.arange(8.0).reshape(2, 4); brain = image > 4
+    >>> brains = apply_brain_masks([image], [brain])
+    >>> brains[0].compressed()
+    array([5., 6., 7.])
+    """
+    if len(images) != len(brain_masks):
+        raise ValueError(
+            "'images' and 'brain_masks' must have the same length; got "
+            f"{len(images)} and {len(brain_masks)}."
+        )
+    brains = []
+    for image, brain in zip(images, brain_masks):
+        brain = np.asarray(brain)
+        if brain.dtype != bool:
+            raise TypeError(f"'brain_masks' must hold bool arrays; got dtype {brain.dtype}.")
+        spatial = np.ma.getdata(image).shape[: brain.ndim]
+        if brain.shape != spatial:
+            raise ValueError(
+                f"A brain mask of shape {brain.shape} does not match its image's "
+                f"spatial shape {spatial}."
+            )
+        background = np.ma.getmaskarray(image)
+        outside = ~brain if background.ndim == brain.ndim else ~brain[..., None]
+        brains.append(np.ma.MaskedArray(np.ma.getdata(image), mask=background | outside))
+    return brains

@@ -16,13 +16,21 @@ _LOADER = "load_lgg_flair"
 
 
 def load_lgg_flair(path, split=None, subjects=None):
-    """Load the LGG FLAIR glioma data set (80 patients, tumour masks).
+    """Load the LGG FLAIR glioma data set (80 patients, tumour and brain masks).
 
-    The folder holds ``<case>_flair.nii.gz`` and ``<case>_mask.nii.gz``
-    (128 x 128 x n_slices, axial slices along the last axis) and
-    ``split.json`` with the development split: 60 ``train`` and 20
-    ``validation`` patients. Images are full head, not skull-stripped, so
-    pass them through a foreground masker before fitting.
+    The folder holds ``<case>_flair.nii.gz``, ``<case>_mask.nii.gz`` and
+    ``<case>_brainmask.nii.gz`` (128 x 128 x n_slices, axial slices along the
+    last axis) and ``split.json`` with the development split: 60 ``train`` and
+    20 ``validation`` patients. Images are full head, not skull-stripped. The
+    published methods all work inside the brain: mask the images with
+    ``brain_masks`` (see :func:`apply_brain_masks`) before fitting, and
+    evaluate inside them.
+
+    The brain masks were made with deepbet (Fisch et al., 2024); in the top
+    one or two slices of some thick-slice volumes they still hold some skull.
+    The files' affines are nominal (2 x 2 x 1 mm, labelled RAS) and their
+    orientation labels are not the true ones: on disk, axis 0 runs anterior
+    to posterior and axis 1 right to left.
 
     The data set has no licence text; it is read from a local folder only and
     never shipped with anomseg.
@@ -47,6 +55,8 @@ def load_lgg_flair(path, split=None, subjects=None):
             FLAIR volumes in canonical (RAS+) orientation.
         masks : list of ndarray of bool
             Tumour masks on the same grids.
+        brain_masks : list of ndarray of bool
+            Brain masks on the same grids.
         subjects : list of str
             Case ids, sorted unless ``subjects`` gave an order.
         references : list of anomseg.io.NiftiReference
@@ -74,10 +84,12 @@ def load_lgg_flair(path, split=None, subjects=None):
 
     Examples
     --------
-    >>> from anomseg.datasets import load_lgg_flair, extract_slices
+    >>> from anomseg.datasets import (load_lgg_flair, extract_slices,
+    ...                               apply_brain_masks)
     >>> data = load_lgg_flair("../shared/data/lgg_flair",
     ...                       split="train")  # doctest: +SKIP
-    >>> healthy = extract_slices(data.images, data.masks, lesion_free=True,
+    >>> brains = apply_brain_masks(data.images, data.brain_masks)  # doctest: +SKIP
+    >>> healthy = extract_slices(brains, data.masks, lesion_free=True,
     ...                          groups=data.subjects)  # doctest: +SKIP
     """
     directory = check_directory(path, _LOADER)
@@ -95,18 +107,20 @@ def load_lgg_flair(path, split=None, subjects=None):
     chosen = select_subjects(available, subjects, _LOADER)
     flair_files = [directory / f"{s}_flair.nii.gz" for s in chosen]
     mask_files = [directory / f"{s}_mask.nii.gz" for s in chosen]
-    check_files(flair_files + mask_files, _LOADER)
+    brain_files = [directory / f"{s}_brainmask.nii.gz" for s in chosen]
+    check_files(flair_files + mask_files + brain_files, _LOADER)
 
-    images, masks, references = [], [], []
-    for flair_file, mask_file in zip(flair_files, mask_files):
+    images, masks, brain_masks, references = [], [], [], []
+    for flair_file, mask_file, brain_file in zip(flair_files, mask_files, brain_files):
         image, reference = load_nifti(flair_file)
-        mask, _ = load_nifti(mask_file, dtype=bool)
         images.append(image)
-        masks.append(mask)
+        masks.append(load_nifti(mask_file, dtype=bool)[0])
+        brain_masks.append(load_nifti(brain_file, dtype=bool)[0])
         references.append(reference)
     return Bunch(
         images=images,
         masks=masks,
+        brain_masks=brain_masks,
         subjects=chosen,
         references=references,
         split=split_dict,

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from anomseg.datasets import (
+    apply_brain_masks,
     extract_slices,
     load_ixi_t1,
     load_lgg_flair,
@@ -44,6 +45,19 @@ def test_lgg_volumes(lgg_validation):
         assert mask.shape == image.shape == ref.canonical_shape
         assert isinstance(ref, NiftiReference)
     assert sum(m.any() for m in data.masks) > 0
+
+
+def test_lgg_brain_masks(lgg_validation):
+    data = lgg_validation
+    assert len(data.brain_masks) == 20
+    for image, mask, brain in zip(data.images, data.masks, data.brain_masks):
+        assert brain.dtype == bool and brain.shape == image.shape
+        # The brain is a part of the head, and holds (nearly) all of the tumour.
+        assert 0.05 < brain.mean() < 0.6  # 0.13-0.38 of the 128 x 128 x n grid
+        if mask.any():
+            assert brain[mask].mean() > 0.97
+    brains = apply_brain_masks(data.images, data.brain_masks)
+    assert all(b.count() == m.sum() for b, m in zip(brains, data.brain_masks))
 
 
 def test_lgg_subjects_and_errors(tmp_path):
