@@ -60,6 +60,11 @@ METHODS = {
         "adversarial selective cutting (Dey and Hong 2021), which also learns "
         "from --unlabelled scans that may hold lesions",
     ),
+    "denoising-ae": Method(
+        "anomseg.denoising:DenoisingAESegmenter",
+        "the residual of a U-Net trained to remove coarse noise from healthy slices "
+        "(Kascenas et al. 2022)",
+    ),
     "inpainting": Method(
         "anomseg.inpainting:InpaintingLocalizer",
         "sliding-window inpainting heatmaps (Nguyen et al. 2020)",

@@ -8,7 +8,7 @@ every plan the same way, in one seeded session: one ``history_`` format,
 divergence errors, early stopping, progress and device placement.
 
 Importing this module imports torch; only the deep-learning subpackages
-(:mod:`anomseg.restoration`, :mod:`anomseg.adversarial`,
+(:mod:`anomseg.restoration`, :mod:`anomseg.adversarial`, :mod:`anomseg.denoising`,
 :mod:`anomseg.inpainting`) do.
 """
 

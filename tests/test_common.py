@@ -55,6 +55,16 @@ TINY_PARAMS = {
         "calibration_fraction": 0.5,
         "device": "cpu",
     },
+    "DenoisingAESegmenter": {
+        "width": 4,
+        "depth": 3,
+        "noise_resolution": 4,
+        "n_epochs": 4,
+        "batch_size": 4,
+        "validation_fraction": 0.0,
+        "calibration_fraction": 0.5,
+        "device": "cpu",
+    },
     "InpaintingLocalizer": _TINY_INPAINTER,
     "InpaintingLossPredictor": {
         "inpainter": InpaintingLocalizer(**_TINY_INPAINTER, random_state=0),

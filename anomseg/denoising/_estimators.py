@@ -1,0 +1,319 @@
+"""The denoising autoencoder as an anomseg estimator (Kascenas et al., 2022)."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from .._docstrings import fill_doc
+from .._torch import TorchSegmenter, TrainingPlan, chunks, update
+from ..utils._param_validation import Interval, StrOptions
+from ._networks import DenoisingUNet, coarse_noise
+
+__all__ = ["DenoisingAESegmenter"]
+
+
+@fill_doc
+class DenoisingAESegmenter(TorchSegmenter):
+    """Anomaly segmentation by a denoising autoencoder.
+
+    A U-Net learns, on healthy slices only, to remove coarse, spatially
+    correlated Gaussian noise added inside the foreground. Faced with a
+    lesion, it "denoises" it towards healthy anatomy, so the residual
+    between a slice and its denoised version is the anomaly map. Scoring is
+    one forward pass per slice. Kascenas et al. report it as one of the few
+    learned methods that beat intensity thresholding on FLAIR.
+
+    Parameters
+    ----------
+    width : int >= 1, default=16
+        Channels of the U-Net at full resolution, doubling at each level
+        (64 in the paper).
+    depth : int >= 2, default=4
+        Resolution levels of the U-Net (4 in the paper). Slices are
+        zero-padded to multiples of ``2**(depth - 1)``.
+    noise_std : float > 0, default=0.2
+        Standard deviation of the training noise (0.2 in the paper, for
+        intensities scaled to about [0, 1]).
+    noise_resolution : int >= 1, default=16
+        Side of the grid of independent noise values, bilinearly upsampled
+        to the slice (16 in the paper, for 128 x 128 slices): the noise is
+        correlated over ``H / noise_resolution`` pixels.
+    n_epochs : int >= 1, default=30
+        Most passes over the training slices.
+    batch_size : int >= 1, default=16
+        Slices per update.
+    learning_rate : float > 0, default=1e-3
+        Adam's step size (AMSGrad, weight decay 1e-5, as in the paper; which
+        used 1e-4 for far more updates), annealed to 0 over ``n_epochs`` by
+        a cosine schedule.
+    validation_fraction : float in [0, 1), default=0.1
+        Fraction of the training slices held out for early stopping on the
+        denoising loss (with fixed noise); 0 keeps the last epoch.
+    patience : int >= 1, default=10
+        Epochs without a lower validation loss before training stops.
+    residual : {"absolute", "positive"}, default="positive"
+        The map is ``|X - f(X)|``, or with "positive" (the default, for
+        hyper-intense lesions such as FLAIR's) only where the slice is
+        brighter than its denoised version.
+    median_size : int >= 1, default=5
+        Side of the 2D median filter applied to the residual (5 in the
+        paper; 1: none).
+    edge_margin : int >= 0, default=2
+        The map is 0 within this many pixels of the background, where the
+        denoiser errs most (2 in the paper: its 5 x 5 erosion).
+    %(torch_runtime)s
+    %(max_fpr)s
+    %(calibration_fraction)s
+    %(random_state)s
+    %(verbose)s
+    %(channel_axis)s
+
+    Attributes
+    ----------
+    module_ : DenoisingUNet
+        The trained network, in evaluation mode, on ``device_``.
+    device_ : str
+        The device ``device`` resolved to in ``fit``.
+    history_ : list of dict
+        One record per epoch: ``epoch``, ``train_loss`` and
+        ``validation_loss`` (mean squared error per foreground pixel),
+        ``learning_rate`` and ``seconds`` since training started.
+    best_epoch_ : int
+        The epoch whose weights were kept.
+    n_epochs_ : int
+        Epochs run before early stopping.
+    training_time_ : float
+        Seconds spent training.
+    %(calibration_attributes)s
+
+    See Also
+    --------
+    anomseg.baselines.FlairThreshold : The learning-free baseline it should
+        beat.
+    anomseg.restoration.VAEReconstructor : The reconstruction residual of a
+        VAE, without noise.
+
+    Notes
+    -----
+    Training follows the reference code (``AntanasKascenas/DenoisingAE``):
+    the noise is added inside the foreground only, the loss is the squared
+    error against the clean slice over the foreground, and the map is the
+    channel-mean residual, median filtered, inside the eroded foreground.
+    Deliberate differences: the default network is 4 times narrower, trained
+    for tens of epochs with a higher learning rate rather than 67,000
+    updates, so that it trains on a CPU; plain convolutions replace the
+    weight-standardised ones; and the map is the positive residual by
+    default (``residual="absolute"`` is the paper's).
+
+    References
+    ----------
+    .. [1] A. Kascenas, N. Pugeault, A. Q. O'Neil. "Denoising autoencoders
+       for unsupervised anomaly detection in brain MRI". MIDL 2022.
+
+    Examples
+    --------
+    >>> from anomseg.datasets import make_healthy_images
+    >>> from anomseg.denoising import DenoisingAESegmenter
+    >>> X = make_healthy_images(n_images=16, shape=(32, 32), random_state=0)
+    >>> est = DenoisingAESegmenter(width=4, depth=3, n_epochs=2,
+    ...                            noise_resolution=4, random_state=0).fit(X)
+    >>> est.score_samples(X[:2]).shape
+    (2, 32, 32)
+    """
+
+    _module_class = DenoisingUNet
+    _module_params = ("width", "depth")
+
+    _parameter_constraints: dict = {
+        **TorchSegmenter._parameter_constraints,
+        "width": [Interval(Integral, 1, None, closed="left")],
+        "depth": [Interval(Integral, 2, None, closed="left")],
+        "noise_std": [Interval(Real, 0, None, closed="neither")],
+        "noise_resolution": [Interval(Integral, 1, None, closed="left")],
+        "n_epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "residual": [StrOptions({"absolute", "positive"})],
+        "median_size": [Interval(Integral, 1, None, closed="left")],
+        "edge_margin": [Interval(Integral, 0, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        *,
+        width=16,
+        depth=4,
+        noise_std=0.2,
+        noise_resolution=16,
+        n_epochs=30,
+        batch_size=16,
+        learning_rate=1e-3,
+        validation_fraction=0.1,
+        patience=10,
+        residual="positive",
+        median_size=5,
+        edge_margin=2,
+        inference_batch_size=64,
+        device="auto",
+        max_fpr=0.05,
+        calibration_fraction=0.2,
+        random_state=None,
+        verbose=0,
+        channel_axis=None,
+    ):
+        self.width = width
+        self.depth = depth
+        self.noise_std = noise_std
+        self.noise_resolution = noise_resolution
+        self.n_epochs = n_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.residual = residual
+        self.median_size = median_size
+        self.edge_margin = edge_margin
+        self.inference_batch_size = inference_batch_size
+        self.device = device
+        self.max_fpr = max_fpr
+        self.calibration_fraction = calibration_fraction
+        self.random_state = random_state
+        self.verbose = verbose
+        self.channel_axis = channel_axis
+
+    # -- tensors ----------------------------------------------------------------
+    def _padded(self, batch, indices):
+        """Images and foreground masks of ``indices``, zero-padded to the
+        next multiple of the U-Net's total downsampling."""
+        multiple = 2 ** (self.depth - 1)
+        h = max(batch.foreground[i].shape[0] for i in indices)
+        w = max(batch.foreground[i].shape[1] for i in indices)
+        shape = (-(-h // multiple) * multiple, -(-w // multiple) * multiple)
+        return self._tensors(batch, indices, shape)
+
+    # -- training -----------------------------------------------------------------
+    def _fit(self, batch):
+        super()._fit(batch)
+        self.n_epochs_ = len(self.history_)
+
+    def _training_plan(self, batch, rng, generator):
+        n = len(batch)
+        n_validation = round(self.validation_fraction * n)
+        if self.validation_fraction > 0 and not 1 <= n_validation < n:
+            raise ValueError(
+                f"'validation_fraction'={self.validation_fraction} of {type(self).__name__} "
+                f"leaves no training or no validation image among the {n} "
+                "training slices; change it or pass more images."
+            )
+        module = self._build_module()
+        order = rng.permutation(n)
+        validation, train = order[:n_validation], order[n_validation:]
+        optimizer = torch.optim.Adam(
+            module.parameters(), lr=self.learning_rate, amsgrad=True, weight_decay=1e-5
+        )
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.n_epochs)
+        # The validation noise is drawn once, so that the validation loss
+        # compares epochs on the same task.
+        validation_generator = torch.Generator(device=self.device_).manual_seed(
+            int(rng.integers(2**62))
+        )
+        validation_chunks = [
+            (indices, *self._noisy(batch, indices, validation_generator))
+            for indices in chunks(validation, self.inference_batch_size)
+        ]
+
+        def step(indices):
+            module.train()
+            clean, noisy, mask = self._noisy(batch, indices, generator)
+            loss = ((module(noisy) - clean) ** 2 * mask).sum()
+            pixels = mask.sum().clamp(min=1) * clean.shape[1]
+            update(optimizer, loss / pixels)
+            return {"train_loss": (float(loss.detach()), float(pixels))}
+
+        def end_epoch(epoch, record):
+            metrics = {"learning_rate": schedule.get_last_lr()[0]}
+            schedule.step()
+            if validation_chunks:
+                module.eval()
+                total, pixels = 0.0, 0.0
+                with torch.no_grad():
+                    for _indices, clean, noisy, mask in validation_chunks:
+                        total += float(((module(noisy) - clean) ** 2 * mask).sum())
+                        pixels += float(mask.sum()) * clean.shape[1]
+                metrics["validation_loss"] = total / max(pixels, 1.0)
+            return metrics
+
+        return TrainingPlan(
+            module=module,
+            n_epochs=self.n_epochs,
+            steps=lambda epoch: chunks(rng.permutation(train), self.batch_size),
+            step=step,
+            end_epoch=end_epoch,
+            monitor="validation_loss" if n_validation else None,
+            patience=self.patience if n_validation else None,
+        )
+
+    def _noisy(self, batch, indices, generator):
+        """Clean slices, slices with coarse noise inside the foreground, and
+        the foreground masks."""
+        clean, mask = self._padded(batch, indices)
+        noise = coarse_noise(clean.shape, self.noise_resolution, self.noise_std, generator)
+        return clean, clean + noise * mask, mask
+
+    # -- scoring ------------------------------------------------------------------
+    @fill_doc
+    def denoise(self, X):
+        """The network's denoised version of images, ``f(X)``.
+
+        Parameters
+        ----------
+        %(images)s
+
+        Returns
+        -------
+        denoised : ndarray of float32 or list of ndarray
+            In the layout of ``X``; 0 outside the foreground.
+        """
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self)
+        batch = self._validate_images(X, "denoise")
+        slices = self._model_input(batch)
+        out = [None] * len(slices)
+        for indices in self._shape_groups(slices):
+            for i, image in zip(indices, self._denoised(slices, indices)):
+                out[i] = image
+        return batch.wrap(batch.zero_background(self._from_model_output(batch, out)))
+
+    def _denoised(self, batch, indices):
+        x, _ = self._padded(batch, indices)
+        with torch.no_grad():
+            return self._to_images(batch, indices, self.module_(x))
+
+    def _score(self, batch):
+        maps = [None] * len(batch)
+        for indices in self._shape_groups(batch):
+            for i, denoised in zip(indices, self._denoised(batch, indices)):
+                maps[i] = self._map(batch.images[i], denoised, batch.foreground[i])
+        return maps
+
+    def _map(self, image, denoised, foreground):
+        diff = image - denoised
+        diff = np.abs(diff) if self.residual == "absolute" else np.maximum(diff, 0)
+        if diff.ndim == 3:  # channels last
+            diff = diff.mean(axis=-1)
+        diff = diff * foreground
+        if self.median_size > 1:
+            diff = ndimage.median_filter(diff, size=self.median_size, mode="constant")
+        inside = foreground
+        if self.edge_margin:
+            inside = ndimage.binary_erosion(
+                foreground, iterations=self.edge_margin, border_value=0
+            )
+        return (diff * inside).astype(np.float32)

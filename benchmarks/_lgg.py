@@ -1,0 +1,234 @@
+"""The LGG FLAIR protocol that every learned-method benchmark shares.
+
+On the LGG FLAIR set at 128 x 128 (``../shared/data/lgg_flair``):
+
+* every volume is restricted to its **brain mask** (``region="brain"``, the
+  default: the published methods all work on skull-stripped scans) or to its
+  head (``region="head"``, :class:`ForegroundMasker`), and scaled by the 90th
+  percentile of those voxels (unclipped, :meth:`IntensityScaler.for_deep_methods`)
+  as a whole, then cut into axial slices whose background is 0;
+* methods train on the tumour-free slices of the ``train`` patients;
+* thresholds (and hyper-parameters such as the TV weight) are calibrated on
+  the tumour-free slices of the ``validation`` patients, without any lesion
+  label;
+* metrics cover all slices of the ``validation`` patients, pooled over their
+  brain (or head) voxels, and per patient;
+* the FLAIR histogram-equalisation baseline (Meissen et al.) is measured on
+  exactly the same voxels, its threshold calibrated the same way.
+
+The tumour-free slices lie mostly at the ends of the volumes, which biases
+the "healthy" set; in the top 1-2 slices of some thick-slice volumes the
+brain masks still hold a little skull.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import numpy as np
+
+from anomseg.baselines import FlairThreshold
+from anomseg.datasets import apply_brain_masks, exclude_lesions, extract_slices, load_lgg_flair
+from anomseg.metrics import evaluate
+from anomseg.preprocessing import ForegroundMasker, IntensityScaler
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+MAX_FPR = 0.05
+RATES = (0.01, 0.05, 0.1)
+REGIONS = ("brain", "head")
+
+
+# -- process memory -------------------------------------------------------------
+def reset_peak_memory():
+    """Reset the peak resident set size of this process (Linux only)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_memory_mib():
+    """Peak resident set size of this process since the last reset, MiB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+# -- data -------------------------------------------------------------------------
+def prepare(path, split, region="brain"):
+    """Masked, per-volume scaled LGG volumes of a split, their tumour masks
+    and patient ids."""
+    if region not in REGIONS:
+        raise ValueError(f"region must be one of {REGIONS}; got {region!r}")
+    data = load_lgg_flair(path, split=split)
+    if region == "brain":
+        masked = apply_brain_masks(data.images, data.brain_masks)
+    else:
+        masked = ForegroundMasker().fit_transform(data.images)
+    scaled = IntensityScaler.for_deep_methods().fit_transform(masked)
+    return scaled, data.masks, list(data.subjects)
+
+
+def slices(volumes, masks, subjects, lesion_free):
+    """Axial slices (masked, background 0), their tumour masks and groups."""
+    s = extract_slices(volumes, masks, lesion_free=lesion_free, groups=subjects)
+    X = np.ma.stack(s.images)
+    X = np.ma.MaskedArray(np.ma.filled(X, 0.0), mask=np.ma.getmaskarray(X))
+    return X, np.asarray(s.masks), np.asarray(s.groups)
+
+
+def add_region_argument(parser):
+    parser.add_argument(
+        "--region",
+        choices=REGIONS,
+        default="brain",
+        help="Work inside the brain masks (default, as published) or the head.",
+    )
+
+
+# -- rows --------------------------------------------------------------------------
+def per_patient_dice(table):
+    calibrated = f"calibrated on healthy data at FPR {MAX_FPR:.0%}"
+    r = next(
+        r
+        for r in table.results
+        if (r.metric, r.aggregation, r.threshold) == ("Dice", "per-volume", calibrated)
+    )
+    return r.value, r.sd
+
+
+def row(name, table, seconds, extra):
+    calibrated = f"calibrated on healthy data at FPR {MAX_FPR:.0%}"
+    return {
+        "method": name,
+        "AUROC": table["AUROC", "pooled"],
+        "AUPRC": table["AUPRC", "pooled"],
+        "best Dice": table["Best Dice", "pooled"],
+        "Dice@5% pooled": table["Dice", "pooled", calibrated],
+        "Dice@5% per patient": per_patient_dice(table),
+        "s/slice": seconds,
+        **extra,
+    }
+
+
+def flair_row(val, test, every):
+    """The FLAIR baseline on the same voxels as the learned methods.
+
+    It equalises whole volumes over their masked voxels, as published; its
+    threshold is calibrated on the same volumes with their tumour slices
+    masked out (``exclude_lesions(..., whole_slices=True)``), which leaves the
+    tumour-free slices of the validation patients, the calibration set of
+    the learned methods. ``test`` must be ``slices(*val, lesion_free=None)``
+    thinned by ``every``.
+    """
+    volumes, masks, _subjects = val
+    healthy = exclude_lesions(volumes, masks, whole_slices=True)
+    model = FlairThreshold(max_fpr=MAX_FPR).fit(healthy)
+    reset_peak_memory()
+    start = time.perf_counter()
+    maps = model.score_samples(volumes)
+    seconds = (time.perf_counter() - start) / sum(v.shape[-1] for v in volumes)
+    peak = peak_memory_mib()
+    maps = np.concatenate([np.moveaxis(m, -1, 0) for m in maps])[::every]
+    X, y, groups = test
+    table = evaluate(
+        y,
+        maps,
+        foreground=~np.ma.getmaskarray(X),
+        thresholds=model.calibration_thresholds_,
+        groups=groups,
+    )
+    return (
+        table,
+        row(
+            "FLAIR baseline (Meissen et al.)",
+            table,
+            seconds,
+            {"steps": 0, "train s": 0.0, "peak MiB": peak, "tv_weight": None},
+        ),
+        maps,
+    )
+
+
+def load_protocol(path, region="brain", every=1, healthy_every=1):
+    """Everything a benchmark needs: ``train`` slices (tumour-free, of the
+    train patients, with groups), ``train_all`` (every train slice),
+    ``healthy_val`` (tumour-free validation slices, every
+    ``healthy_every``-th), ``test`` (every ``every``-th validation slice with
+    masks and groups) and ``val`` (the validation volumes, for the FLAIR
+    baseline)."""
+    train_volumes = prepare(path, "train", region)
+    val = prepare(path, "validation", region)
+    train = slices(*train_volumes, lesion_free=True)
+    train_all = slices(*train_volumes, lesion_free=None)
+    healthy_val = slices(*val, lesion_free=True)[0][::healthy_every]
+    test = tuple(a[::every] for a in slices(*val, lesion_free=None))
+    return {
+        "train": train,
+        "train_all": train_all,
+        "healthy_val": healthy_val,
+        "test": test,
+        "val": val,
+        "region": region,
+        "every": every,
+    }
+
+
+def describe(protocol):
+    train, healthy_val, test = protocol["train"], protocol["healthy_val"], protocol["test"]
+    return (
+        f"LGG FLAIR (128 x 128), inside the {protocol['region']}: {len(train[0])} tumour-free "
+        f"training slices of {len(set(train[2]))} patients, {len(healthy_val)} tumour-free "
+        f"validation slices for calibration, {len(test[0])} evaluation slices of "
+        f"{len(set(test[2]))} patients ({int(test[1].sum())} tumour pixels, "
+        f"{int((~np.ma.getmaskarray(test[0])).sum())} {protocol['region']} pixels)"
+    )
+
+
+#: Columns of the shared table.
+COLUMNS = [
+    "method",
+    "AUROC",
+    "AUPRC",
+    "best Dice",
+    "Dice@5% pooled",
+    "Dice@5% per patient",
+    "s/slice",
+    "train s",
+    "peak MiB",
+]
+#: Number formats of columns other than the default ".3f".
+FORMATS = {"train s": ".0f", "peak MiB": ".0f"}
+
+
+def print_table(rows, cols=COLUMNS, formats=None):
+    """Print ``rows`` (dicts) as a Markdown table of ``cols``: (mean, sd)
+    tuples as "mean ± sd", floats with ``formats[col]`` (default ".3f"),
+    missing values and None as empty cells."""
+    formats = {**FORMATS, **(formats or {})}
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            if isinstance(v, tuple):  # (mean, sd)
+                cells.append(f"{v[0]:.3f} ± {v[1]:.3f}")
+            elif isinstance(v, float):
+                cells.append(format(v, formats.get(c, ".3f")))
+            else:
+                cells.append("" if v is None else str(v))
+        print("| " + " | ".join(cells) + " |")
+
+
+def scored_row(name, maps, protocol, thresholds, seconds, extra=None):
+    """The row of maps of the test slices."""
+    X, y, groups = protocol["test"]
+    table = evaluate(
+        y, maps, foreground=~np.ma.getmaskarray(X), thresholds=thresholds, groups=groups
+    )
+    return row(name, table, seconds, extra or {})

@@ -1,0 +1,147 @@
+"""Benchmark of the denoising autoencoder (Kascenas et al. 2022) against the
+FLAIR baseline, inside the brain.
+
+Run from the repository root::
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_denoising.py [--data ../shared/data] \
+        [--param width=8] [--param n_epochs=20] [--save dae.safetensors-free.anomseg]
+
+The protocol is the shared one of ``_lgg.py`` (brain masks, per-volume
+scaling, training on the tumour-free slices of the ``train`` patients,
+calibration on the tumour-free slices of the ``validation`` patients,
+metrics over all their slices, pooled over brain pixels and per patient).
+
+Rows, all from one trained network and calibrated on the same healthy
+slices:
+
+* the FLAIR histogram-equalisation baseline on the same voxels;
+* the DAE's positive residual (the default) and absolute residual (the
+  paper's);
+* the positive residual times the equalised FLAIR intensity of the
+  baseline (``--no-combined`` leaves it out): the learned map weighted by
+  the intensity prior that FLAIR lesions are bright.
+
+``--load MODEL`` evaluates a model saved by ``--save`` instead of training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import time
+from pathlib import Path
+
+import numpy as np
+from _lgg import (
+    COLUMNS,
+    DEFAULT_DATA,
+    RATES,
+    add_region_argument,
+    describe,
+    flair_row,
+    load_protocol,
+    peak_memory_mib,
+    print_table,
+    reset_peak_memory,
+    scored_row,
+    slices,
+)
+
+from anomseg.baselines import FlairThreshold
+from anomseg.metrics import calibrate_thresholds
+
+
+def equalised_slices(protocol):
+    """The baseline's per-volume equalised intensity, cut into the healthy
+    calibration and the test slices."""
+    volumes, masks, subjects = protocol["val"]
+    eq = FlairThreshold().fit(volumes).score_samples(volumes)
+    eq = [np.ma.MaskedArray(e, mask=np.ma.getmaskarray(v)) for e, v in zip(eq, volumes)]
+    healthy = slices(eq, masks, subjects, lesion_free=True)[0]
+    test = slices(eq, masks, subjects, lesion_free=None)[0]
+    return (
+        np.ma.getdata(healthy)[:: protocol["healthy_every"]],
+        np.ma.getdata(test)[:: protocol["every"]],
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="The shared data folder.")
+    add_region_argument(parser)
+    parser.add_argument("--every", type=int, default=1, help="Evaluate every k-th slice only.")
+    parser.add_argument(
+        "--healthy-every", type=int, default=1, help="Calibrate on every k-th healthy slice only."
+    )
+    parser.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE", help="Estimator parameter."
+    )
+    parser.add_argument("--save", type=Path, help="Save the trained model here.")
+    parser.add_argument("--load", type=Path, help="Evaluate this saved model instead.")
+    parser.add_argument("--no-combined", action="store_true", help="Skip the combined row.")
+    args = parser.parse_args()
+    path = args.data / "lgg_flair"
+    if not path.is_dir():
+        print(f"skipped: {path} is absent")
+        return
+    from anomseg.base import load_model
+    from anomseg.denoising import DenoisingAESegmenter
+
+    protocol = load_protocol(path, args.region, args.every, args.healthy_every)
+    protocol["healthy_every"] = args.healthy_every
+    print(f"# Denoising autoencoder on {describe(protocol)}\n", flush=True)
+    rows = [flair_row(protocol["val"], protocol["test"], args.every)[1]]
+
+    if args.load:
+        model = load_model(args.load)
+    else:
+        params = {"random_state": 0}
+        for item in args.param:
+            key, _, value = item.partition("=")
+            params[key] = ast.literal_eval(value)
+        model = DenoisingAESegmenter(**params)
+        X, _, groups = protocol["train"]
+        model.fit(X, groups=groups, calibrate=False)
+        if args.save:
+            model.save(args.save, overwrite=True)
+    print(
+        f"{model.n_epochs_} epochs (best {model.best_epoch_}), {model.training_time_:.0f} s, "
+        f"device {model.device_}; parameters: {model.get_params()}\n",
+        flush=True,
+    )
+    X_test = protocol["test"][0]
+    healthy = protocol["healthy_val"]
+    positive = None
+    for residual in ("positive", "absolute"):
+        model.set_params(residual=residual)
+        model.calibrate(healthy)
+        reset_peak_memory()
+        start = time.perf_counter()
+        maps = model.score_samples(X_test)
+        seconds = (time.perf_counter() - start) / len(X_test)
+        name = f"DAE, {residual} residual (width {model.width}, {model.n_epochs_} epochs)"
+        extra = {"train s": model.training_time_, "peak MiB": peak_memory_mib()}
+        rows.append(
+            scored_row(name, maps, protocol, model.calibration_thresholds_, seconds, extra)
+        )
+        if residual == "positive":
+            positive = maps, model.score_samples(healthy), seconds
+    if not args.no_combined:
+        eq_healthy, eq_test = equalised_slices(protocol)
+        maps, healthy_maps, seconds = positive
+        fg = ~np.ma.getmaskarray(healthy)
+        thresholds = calibrate_thresholds((healthy_maps * eq_healthy)[fg], RATES)
+        rows.append(
+            scored_row(
+                "DAE positive residual x equalised FLAIR",
+                maps * eq_test,
+                protocol,
+                thresholds,
+                seconds,
+            )
+        )
+    print_table(rows, COLUMNS)
+
+
+if __name__ == "__main__":
+    main()
