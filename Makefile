@@ -6,7 +6,8 @@
 #                  and the docstring examples
 #   make lint      set up, then check style and formatting with ruff
 #   make test-min  run the default suite against the lowest versions of the
-#                  dependencies (.ci/requirements-min.txt), at 2 torch threads
+#                  dependencies (.ci/requirements-min.txt), at 2 torch threads;
+#                  without the optional deepbet (anomseg[brain]), whose tests skip
 #   make docs      set up, then build the HTML documentation offline
 #
 # torch is installed first and pinned, so that a CPU wheel of 2.13.0 present
@@ -24,7 +25,7 @@ BIN := $(VENV)/bin
 $(BIN)/.anomseg-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[dev,docs]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,docs,brain]"
 	touch $@
 
 setup: $(BIN)/.anomseg-installed

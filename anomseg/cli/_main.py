@@ -1,4 +1,4 @@
-"""The ``anomseg`` command line: fit, predict, evaluate and demo."""
+"""The ``anomseg`` command line: fit, predict, evaluate, brain-extract and demo."""
 
 from __future__ import annotations
 
@@ -25,9 +25,15 @@ data at a chosen false-positive rate.
   anomseg fit --method inpainting-predictor healthy/*.nii.gz -o fast.joblib
   anomseg predict model.joblib scans/*.nii.gz -o results/
   anomseg evaluate model.joblib scans/*.nii.gz --truth masks/*.nii.gz
+  anomseg fit --method flair-threshold --foreground brain heads/*.nii.gz -o m.joblib
+  anomseg brain-extract heads/*.nii.gz -o brains/   # brain masks, as NIfTI
 
 Run 'anomseg COMMAND --help' for the options of a command.
 """
+
+
+#: A volume to fit steps that learn nothing from images on.
+_TINY_VOLUME = [[[1.0]]]
 
 
 class CommandError(Exception):
@@ -64,15 +70,34 @@ def _load_scans(paths, progress, description="loading"):
     return load_niftis(_progress(paths, description, progress))
 
 
+_BRAIN_HELP = (
+    "'brain', the brain found by the deepbet network (BrainExtractor; "
+    "needs pip install 'anomseg[brain]') for 3D scans that are not skull-stripped"
+)
+
+
 def _add_foreground_option(parser):
     parser.add_argument(
         "--foreground",
-        choices=("nonzero", "auto"),
+        choices=("nonzero", "auto", "brain"),
         default="nonzero",
         help="How the brain/head is found: 'nonzero' voxels (skull-stripped "
-        "scans, the default) or 'auto', a head mask derived from intensity "
-        "for scans that are not skull-stripped. Only foreground voxels are "
-        "calibrated and evaluated.",
+        "scans, the default), 'auto', a head mask derived from intensity "
+        f"for scans that are not skull-stripped, or {_BRAIN_HELP}. Only "
+        "foreground voxels are calibrated and evaluated, and the model "
+        "applies the same step to the scans it predicts.",
+    )
+
+
+def _add_model_foreground_option(parser):
+    parser.add_argument(
+        "--foreground",
+        choices=("model", "brain"),
+        default="model",
+        help="How the brain/head is found: as the model was fitted ('model', "
+        f"the default), or {_BRAIN_HELP}, first, before the model's own steps "
+        "(for a model fitted on skull-stripped scans, for instance). Only "
+        "foreground voxels are scored.",
     )
 
 
@@ -139,35 +164,43 @@ def cmd_fit(args):
 
 def _preprocessing_steps(foreground, scale):
     """The steps ``fit`` puts before the method: a head mask derived from
-    intensity with ``--foreground auto``, then, for the methods that assume
+    intensity with ``--foreground auto``, the brain with ``--foreground
+    brain``, then, for the methods that assume
     it (their ``requires_scaled_input`` tag), each scan scaled as
     :meth:`IntensityScaler.for_deep_methods` says."""
-    from ..preprocessing import ForegroundMasker, IntensityScaler
+    from ..preprocessing import BrainExtractor, ForegroundMasker, IntensityScaler
 
-    steps = [ForegroundMasker()] if foreground == "auto" else []
+    steps = {"auto": [ForegroundMasker()], "brain": [BrainExtractor()]}.get(foreground, [])
     if scale:
         steps.append(IntensityScaler.for_deep_methods())
     return steps
 
 
-def _load_model(path):
+def _load_model(path, foreground="model"):
     """The model file's estimator or pipeline, as an AnomalyPipeline (of one
-    step for a bare estimator), so that every command treats both alike."""
+    step for a bare estimator), so that every command treats both alike;
+    with ``foreground="brain"``, a BrainExtractor goes first unless the
+    model starts with one."""
     from sklearn.pipeline import Pipeline
 
     from ..base import load_model
-    from ..preprocessing import AnomalyPipeline, make_anomaly_pipeline
+    from ..preprocessing import AnomalyPipeline, BrainExtractor
 
     model = load_model(path, allow_pickle=True)
-    if isinstance(model, Pipeline):
-        return model if isinstance(model, AnomalyPipeline) else AnomalyPipeline(model.steps)
-    return make_anomaly_pipeline(model)
+    steps = model.steps if isinstance(model, Pipeline) else [(type(model).__name__.lower(), model)]
+    if foreground == "brain" and not isinstance(steps[0][1], BrainExtractor):
+        # Fitting it only validates its parameters: it learns nothing.
+        extractor = BrainExtractor().fit([_TINY_VOLUME])
+        steps = [("brainextractor", extractor), *steps]
+    if isinstance(model, AnomalyPipeline) and len(steps) == len(model.steps):
+        return model
+    return AnomalyPipeline(steps)
 
 
 def cmd_predict(args):
     from ..io import load_nifti, save_nifti
 
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.foreground)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     planned = [
@@ -196,7 +229,7 @@ def cmd_evaluate(args):
             f"got {len(args.scans)} scan(s) but {len(args.truth)} --truth "
             "mask(s); give one mask per scan, in the same order."
         )
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.foreground)
     images, _ = _load_scans(args.scans, args.progress)
     truths, _ = _load_scans(args.truth, args.progress, "loading masks")
     for scan, truth, image, mask in zip(args.scans, args.truth, images, truths):
@@ -212,6 +245,26 @@ def cmd_evaluate(args):
     report = evaluate([t > 0 for t in truths], maps, thresholds=model[-1].calibration_thresholds_)
     print(f"{len(images)} scan(s), foreground voxels only; model {args.model}")
     print(report.to_table())
+
+
+def cmd_brain_extract(args):
+    from ..io import load_nifti, save_nifti
+    from ..preprocessing import BrainExtractor
+
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    planned = [(path, output / f"{_stem(path)}_brainmask.nii.gz") for path in args.scans]
+    if not args.overwrite:  # fail before any work rather than half-way
+        for _, target in planned:
+            if target.exists():
+                raise CommandError(f"'{target}' exists; pass --overwrite to replace it.")
+    params = {"threshold": args.threshold, "margin": args.margin, "device": args.device}
+    for path, mask_path in _progress(planned, "extracting", args.progress):
+        image, reference = load_nifti(path)
+        extractor = BrainExtractor(affine=reference, **params).fit([image])
+        mask = extractor.get_mask([image])[0]
+        save_nifti(mask, reference, mask_path, overwrite=args.overwrite)
+        print(f"{path}: brain {mask.mean():.1%} of the volume -> {mask_path}")
 
 
 def cmd_demo(args):
@@ -297,6 +350,7 @@ def build_parser():
     predict.add_argument("model", metavar="MODEL", help="A model written by 'anomseg fit'.")
     predict.add_argument("scans", nargs="+", metavar="SCAN.nii.gz")
     predict.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="Output folder.")
+    _add_model_foreground_option(predict)
     predict.add_argument("--overwrite", action="store_true", help="Replace existing outputs.")
 
     evaluate = add(
@@ -313,6 +367,42 @@ def build_parser():
         metavar="MASK.nii.gz",
         help="Ground-truth masks, one per scan, in the same order.",
     )
+    _add_model_foreground_option(evaluate)
+
+    brain = add(
+        "brain-extract",
+        "Write the brain mask of each 3D scan that is not skull-stripped "
+        "(NIfTI, uint8, on the scan's grid), found by the deepbet network; "
+        "needs pip install 'anomseg[brain]'.",
+        cmd_brain_extract,
+    )
+    brain.add_argument("scans", nargs="+", metavar="SCAN.nii.gz")
+    brain.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUTDIR",
+        help="Output folder; SCAN.nii.gz gives OUTDIR/SCAN_brainmask.nii.gz.",
+    )
+    brain.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="Brain probability above which a voxel is brain (default 0.5).",
+    )
+    brain.add_argument(
+        "--margin",
+        type=int,
+        default=0,
+        help="Voxels by which each mask is dilated (default 0).",
+    )
+    brain.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="Where the network runs (default: CUDA if available).",
+    )
+    brain.add_argument("--overwrite", action="store_true", help="Replace existing masks.")
 
     demo = add(
         "demo",
@@ -340,7 +430,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("anomseg: interrupted", file=sys.stderr)
         return 130
-    except (CommandError, ValueError, TypeError, OSError, FloatingPointError) as exc:
+    except (CommandError, ValueError, TypeError, OSError, FloatingPointError, ImportError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"anomseg {args.command}: error: {message}", file=sys.stderr)
         return 1

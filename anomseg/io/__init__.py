@@ -3,7 +3,8 @@
 This is the only module of anomseg that touches nibabel. Volumes are loaded
 in the closest canonical (RAS+) orientation, axial slices along the last axis,
 together with a :class:`NiftiReference` with which anomaly maps are written
-back onto the original grid. Every writer is atomic and refuses to replace an
+back onto the original grid; :func:`to_canonical` and :func:`from_canonical`
+do the same for arrays with an affine. Every writer is atomic and refuses to replace an
 existing file unless ``overwrite=True``.
 
 Models are saved by their own ``save`` method and loaded by
@@ -14,11 +15,19 @@ anomseg 0.3.
 
 from ._atomic import atomic_write
 from ._files import load_model, load_torch_model, save_figure, save_model, save_torch_model
-from ._nifti import NiftiReference, load_nifti, load_niftis, save_nifti
+from ._nifti import (
+    NiftiReference,
+    from_canonical,
+    load_nifti,
+    load_niftis,
+    save_nifti,
+    to_canonical,
+)
 
 __all__ = [
     "NiftiReference",
     "atomic_write",
+    "from_canonical",
     "load_model",
     "load_nifti",
     "load_niftis",
@@ -27,4 +36,5 @@ __all__ = [
     "save_model",
     "save_nifti",
     "save_torch_model",
+    "to_canonical",
 ]

@@ -15,11 +15,18 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
-from nibabel.orientations import apply_orientation, inv_ornt_aff, ornt_transform
+from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 
 from ._atomic import atomic_write
 
-__all__ = ["NiftiReference", "load_nifti", "load_niftis", "save_nifti"]
+__all__ = [
+    "NiftiReference",
+    "from_canonical",
+    "load_nifti",
+    "load_niftis",
+    "save_nifti",
+    "to_canonical",
+]
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _IDENTITY_ORNT = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
@@ -191,6 +198,75 @@ def load_niftis(paths, *, dtype=np.float32):
     return [d for d, _ in loaded], [r for _, r in loaded]
 
 
+def to_canonical(data, affine):
+    """Reorient an array to the closest canonical (RAS+) orientation.
+
+    The array-level counterpart of :func:`load_nifti`, for arrays whose
+    geometry is known by an affine rather than a file: axes are permuted and
+    flipped, never resampled. Only the orientation of ``affine`` is used.
+
+    Parameters
+    ----------
+    data : ndarray of shape (X, Y, Z, ...)
+        A volume; axes after the third (channels) are carried along.
+    affine : ndarray of shape (4, 4)
+        Voxel-to-world affine of ``data``.
+
+    Returns
+    -------
+    canonical : ndarray
+        A view of ``data`` whose first three axes run to the Right, Anterior
+        and Superior.
+    orientation : ndarray of shape (3, 2)
+        The nibabel orientation transform from the axes of ``data`` to the
+        canonical ones; :func:`from_canonical` undoes it.
+
+    Raises
+    ------
+    ValueError
+        If ``affine`` is not a finite 4 x 4 matrix with an invertible 3 x 3
+        part.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anomseg.io import from_canonical, to_canonical
+    >>> volume = np.arange(24).reshape(2, 3, 4)
+    >>> lps = np.diag([-1.0, -1.0, 1.0, 1.0])  # axes run Left, Posterior, Superior
+    >>> ras, orientation = to_canonical(volume, lps)
+    >>> int(ras[0, 0, 0]) == int(volume[-1, -1, 0])
+    True
+    >>> bool((from_canonical(ras, orientation) == volume).all())
+    True
+    """
+    affine = np.asarray(affine, dtype=float)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        raise ValueError(f"affine must be a finite 4 x 4 matrix; got shape {affine.shape}.")
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise ValueError("affine has a singular 3 x 3 part; it gives no orientation.")
+    orientation = io_orientation(affine)
+    return apply_orientation(data, orientation), orientation
+
+
+def from_canonical(data, orientation):
+    """Undo :func:`to_canonical`: put a canonical array back on the original
+    axes.
+
+    Parameters
+    ----------
+    data : ndarray of shape (X, Y, Z, ...)
+        An array on the canonical grid.
+    orientation : ndarray of shape (3, 2)
+        As returned by :func:`to_canonical`.
+
+    Returns
+    -------
+    original : ndarray
+        A view of ``data`` on the original axes.
+    """
+    return apply_orientation(data, ornt_transform(_IDENTITY_ORNT, orientation))
+
+
 def _storage_dtype(data):
     if data.dtype == bool:
         return np.uint8
@@ -221,8 +297,7 @@ def _to_original_image(data, reference):
             "save_nifti writes arrays returned on that grid by load_nifti."
         )
     dtype = _storage_dtype(data)
-    back = ornt_transform(_IDENTITY_ORNT, reference.orientation)
-    original = np.ascontiguousarray(apply_orientation(data, back).astype(dtype))
+    original = np.ascontiguousarray(from_canonical(data, reference.orientation).astype(dtype))
     header = reference.header.copy()
     header.set_data_shape(original.shape)
     header.set_data_dtype(dtype)

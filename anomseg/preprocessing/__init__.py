@@ -1,7 +1,9 @@
 """Pre-processing of brain MRI before anomaly segmentation.
 
-* Foreground: :class:`ForegroundMasker` (and :func:`foreground_mask`) masks
-  the background of scans that are not skull-stripped.
+* Foreground: :class:`BrainExtractor` masks everything but the brain of 3D
+  scans that are not skull-stripped, with the deepbet network (optional
+  dependency, ``pip install 'anomseg[brain]'``); :class:`ForegroundMasker`
+  (and :func:`foreground_mask`) masks their background, keeping the head.
 * Intensity, per sample and channel, inside the foreground:
   :class:`IntensityScaler`, :class:`HistogramMatcher`,
   :class:`HistogramEqualizer`.
@@ -14,6 +16,7 @@ Every transformer returns :class:`numpy.ma.MaskedArray` outputs whose mask
 is the background, so the foreground travels through a pipeline.
 """
 
+from ._brain import BrainExtractor
 from ._foreground import ForegroundMasker, foreground_mask
 from ._geometry import ForegroundCropper, Resizer
 from ._intensity import HistogramEqualizer, HistogramMatcher, IntensityScaler
@@ -21,6 +24,7 @@ from ._pipeline import AnomalyPipeline, make_anomaly_pipeline
 
 __all__ = [
     "AnomalyPipeline",
+    "BrainExtractor",
     "ForegroundCropper",
     "ForegroundMasker",
     "HistogramEqualizer",

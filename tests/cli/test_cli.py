@@ -217,7 +217,7 @@ def test_help_does_not_import_torch():
     code = (
         "import sys\n"
         "from anomseg.cli import main\n"
-        "for argv in (['--help'], ['fit', '--help']):\n"
+        "for argv in (['--help'], ['fit', '--help'], ['brain-extract', '--help']):\n"
         "    try:\n"
         "        main(argv)\n"
         "    except SystemExit:\n"
