@@ -1,6 +1,8 @@
 """DenoisingAESegmenter: what its training and maps must do (the shared
 contract is checked in tests/test_common.py)."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -61,7 +63,7 @@ def test_training_lowers_the_denoising_loss(fitted):
     # The learning rate follows a cosine from learning_rate down to 0.
     rates = [r["learning_rate"] for r in history]
     assert rates[0] == pytest.approx(PARAMS["learning_rate"])
-    assert all(a >= b for a, b in zip(rates, rates[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(rates))
 
 
 def test_denoising_beats_the_noisy_input(fitted, data):
