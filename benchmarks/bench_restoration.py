@@ -4,10 +4,16 @@ Run from the repository root::
 
     python benchmarks/bench_restoration.py [--data ../shared/data]
 
+Options: ``--region brain`` (the default: the brain masks of the data set,
+as the published methods work on skull-stripped scans) or ``--region head``
+(:class:`ForegroundMasker`); ``--methods``, ``--every`` and
+``--healthy-every`` reduce the work, ``--param`` overrides a restorer
+parameter.
+
 The full protocol restores every validation slice 500 times per model,
-hours on a 2-core CPU. The figures quoted in the issue came from this
-reduced run (every 4th evaluation slice, every 3rd healthy validation slice,
-150 steps, 15 epochs, 5 TV weights), one method per process::
+hours on a 2-core CPU. A reduced run (every 4th evaluation slice, every 3rd
+healthy validation slice, 150 steps, 15 epochs, 5 TV weights), one method
+per process::
 
     OPTS="--every 4 --healthy-every 3 --record-steps 0,25,50,100 \
       --param width=16 --param n_epochs=15 --param n_restoration_steps=150 \
@@ -23,18 +29,23 @@ and the convergence to 500 steps of the saved VAE from::
       --convergence vae.vae.pt --every 12 \
       --record-steps 0,50,100,150,200,300,400,500
 
-Protocol, on the LGG FLAIR set at 128 x 128 (``../shared/data/lgg_flair``):
+Measured figures are in the issue notes and the README / docs, with the
+region and options they came from.
 
-* every volume gets a head mask (:class:`ForegroundMasker`) and is scaled to
-  [0, 1] by its 90th foreground percentile (unclipped, as the CLI
-  does; :class:`IntensityScaler`) as a whole, then cut into axial slices;
+The protocol is the shared one of ``_lgg.py``, on the LGG FLAIR set at
+128 x 128 (``../shared/data/lgg_flair``):
+
+* every volume is restricted to its brain mask (or head, ``--region head``)
+  and scaled by the 90th percentile of those voxels (unclipped,
+  :meth:`IntensityScaler.for_deep_methods`) as a whole, then cut into axial
+  slices whose background is 0;
 * the priors train on the tumour-free slices of the ``train`` patients
   (10 % of the slices held out at random for early stopping);
 * the TV weight (``tv_weight="auto"``) and the threshold are chosen again on
   the tumour-free slices of the ``validation`` patients
   (``calibrate``), without any lesion label;
 * metrics cover all slices of the ``validation`` patients, pooled over
-  their head pixels and per patient.
+  their brain (or head) pixels and per patient.
 
 Rows: the FLAIR histogram-equalisation baseline (per volume, as published),
 the plain reconstruction residual of the VAE (the same network as the VAE
@@ -52,103 +63,26 @@ the same run, and the AUROC reached after each number of restoration steps.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import time
 from pathlib import Path
 
 import numpy as np
+from _lgg import (
+    DEFAULT_DATA,
+    MAX_FPR,
+    RATES,
+    add_region_argument,
+    flair_row,
+    peak_memory_mib,
+    prepare,
+    print_table,
+    reset_peak_memory,
+    row,
+    slices,
+)
 
-from anomseg.baselines import FlairThreshold
-from anomseg.datasets import exclude_lesions, extract_slices, load_lgg_flair
 from anomseg.metrics import calibrate_thresholds, evaluate
-from anomseg.preprocessing import ForegroundMasker, IntensityScaler
-
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-MAX_FPR = 0.05
-RATES = (0.01, 0.05, 0.1)
-
-
-# -- process memory -------------------------------------------------------------
-def reset_peak_memory():
-    """Reset the peak resident set size of this process (Linux only)."""
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_memory_mib():
-    """Peak resident set size of this process since the last reset, MiB."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-# -- data -------------------------------------------------------------------------
-def prepare(path, split):
-    """Head-masked, per-volume scaled LGG volumes of a split, their masks and
-    patient ids."""
-    data = load_lgg_flair(path, split=split)
-    heads = ForegroundMasker().fit_transform(data.images)
-    scaled = IntensityScaler.for_deep_methods().fit_transform(heads)
-    return scaled, data.masks, list(data.subjects)
-
-
-def slices(volumes, masks, subjects, lesion_free):
-    s = extract_slices(volumes, masks, lesion_free=lesion_free, groups=subjects)
-    return np.ma.stack(s.images), np.asarray(s.masks), np.asarray(s.groups)
-
-
-# -- rows --------------------------------------------------------------------------
-def row(name, table, seconds, extra):
-    calibrated = f"calibrated on healthy data at FPR {MAX_FPR:.0%}"
-    per_patient = next(
-        r
-        for r in table.results
-        if (r.metric, r.aggregation, r.threshold) == ("Dice", "per-volume", calibrated)
-    )
-    return {
-        "method": name,
-        "AUROC": table["AUROC", "pooled"],
-        "AUPRC": table["AUPRC", "pooled"],
-        "best Dice": table["Best Dice", "pooled"],
-        "Dice@5% pooled": table["Dice", "pooled", calibrated],
-        "Dice@5% per patient": (per_patient.value, per_patient.sd),
-        "s/slice": seconds,
-        **extra,
-    }
-
-
-def flair_row(val, test, every):
-    """The FLAIR baseline equalises whole volumes, as published; its
-    threshold is calibrated on the same volumes with their tumour slices
-    masked out, as in ``bench_flair_baseline.py``."""
-    volumes, masks, _subjects = val
-    healthy = exclude_lesions(volumes, masks, whole_slices=True)
-    model = FlairThreshold(max_fpr=MAX_FPR).fit(healthy)
-    reset_peak_memory()
-    start = time.perf_counter()
-    maps = model.score_samples(volumes)
-    seconds = (time.perf_counter() - start) / sum(v.shape[-1] for v in volumes)
-    peak = peak_memory_mib()
-    maps = np.concatenate([np.moveaxis(m, -1, 0) for m in maps])[::every]
-    X, y, groups = test
-    table = evaluate(
-        y,
-        maps,
-        foreground=~np.ma.getmaskarray(X),
-        thresholds=model.calibration_thresholds_,
-        groups=groups,
-    )
-    return table, row(
-        "FLAIR baseline (Meissen et al.)",
-        table,
-        seconds,
-        {"steps": 0, "train s": 0.0, "peak MiB": peak, "tv_weight": None},
-    )
 
 
 def restorer_rows(cls, params, train, healthy_val, test, record_steps, with_reconstruction):
@@ -241,28 +175,6 @@ COLUMNS = [
     "train s",
     "peak MiB",
 ]
-#: Number formats of columns other than the default ".3f".
-FORMATS = {"train s": ".0f", "peak MiB": ".0f"}
-
-
-def print_table(rows, cols=COLUMNS, formats=None):
-    """Print ``rows`` (dicts) as a Markdown table of ``cols``: (mean, sd)
-    tuples as "mean ± sd", floats with ``formats[col]`` (default ".3f"),
-    missing values and None as empty cells. The benchmarks share it."""
-    formats = {**FORMATS, **(formats or {})}
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
-    for r in rows:
-        cells = []
-        for c in cols:
-            v = r.get(c)
-            if isinstance(v, tuple):  # (mean, sd)
-                cells.append(f"{v[0]:.3f} ± {v[1]:.3f}")
-            elif isinstance(v, float):
-                cells.append(format(v, formats.get(c, ".3f")))
-            else:
-                cells.append("" if v is None else str(v))
-        print("| " + " | ".join(cells) + " |")
 
 
 def step_timing(default_params, n_slices=8, n_steps=3):
@@ -293,13 +205,13 @@ def step_timing(default_params, n_slices=8, n_steps=3):
     return out
 
 
-def convergence_only(model_path, path, every, record_steps):
+def convergence_only(model_path, path, every, record_steps, region="brain"):
     """AUROC / AUPRC / best Dice after each number of restoration steps of a
     model saved by a previous run (``--json`` keeps it), at its TV weight."""
     from anomseg.base import load_model
 
     model = load_model(model_path)
-    X, y, _ = slices(*prepare(path, "validation"), lesion_free=None)
+    X, y, _ = slices(*prepare(path, "validation", region), lesion_free=None)
     X, y = X[::every], y[::every]
     n_steps = max(record_steps)
     model.set_params(n_restoration_steps=n_steps)
@@ -308,8 +220,8 @@ def convergence_only(model_path, path, every, record_steps):
     seconds = time.perf_counter() - start
     print(
         f"# Convergence of {type(model).__name__} (TV weight {model.tv_weight_:g}) on "
-        f"{len(X)} validation slices (every {every}th): {seconds / len(X):.2f} s per "
-        f"slice for {n_steps} steps\n"
+        f"{len(X)} validation slices (every {every}th, inside the {region}): "
+        f"{seconds / len(X):.2f} s per slice for {n_steps} steps\n"
     )
     foreground = ~np.ma.getmaskarray(X)
     print("| steps | AUROC | AUPRC | best Dice |\n|---|---|---|---|")
@@ -324,6 +236,7 @@ def convergence_only(model_path, path, every, record_steps):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="The shared data folder.")
+    add_region_argument(parser)
     parser.add_argument(
         "--methods", default="flair,vae,gmvae", help="Comma-separated subset of flair, vae, gmvae."
     )
@@ -364,7 +277,7 @@ def main():
         return
     if args.convergence:
         steps = [int(s) for s in args.record_steps.split(",") if s]
-        convergence_only(args.convergence, path, args.every, steps)
+        convergence_only(args.convergence, path, args.every, steps, args.region)
         return
     params = {"random_state": 0, "device": "auto"}
     for item in args.param:
@@ -373,18 +286,19 @@ def main():
     methods = args.methods.split(",")
     record_steps = [int(s) for s in args.record_steps.split(",") if s]
 
-    train_volumes, train_masks, train_subjects = prepare(path, "train")
-    val = prepare(path, "validation")
+    train_volumes, train_masks, train_subjects = prepare(path, "train", args.region)
+    val = prepare(path, "validation", args.region)
     train = slices(train_volumes, train_masks, train_subjects, lesion_free=True)
     healthy_val = slices(*val, lesion_free=True)[0]
     test = slices(*val, lesion_free=None)
     test = tuple(a[:: args.every] for a in test)
     healthy_val = healthy_val[:: args.healthy_every]
     print(
-        f"# MAP restoration on LGG FLAIR (128 x 128): {len(train[0])} tumour-free training "
-        f"slices of {len(set(train[2]))} patients, {len(healthy_val)} tumour-free validation "
-        f"slices for the TV weight and the threshold, {len(test[0])} evaluation slices of "
-        f"{len(set(test[2]))} patients ({int(test[1].sum())} tumour pixels)\n"
+        f"# MAP restoration on LGG FLAIR (128 x 128), inside the {args.region}: "
+        f"{len(train[0])} tumour-free training slices of {len(set(train[2]))} patients, "
+        f"{len(healthy_val)} tumour-free validation slices for the TV weight and the "
+        f"threshold, {len(test[0])} evaluation slices of {len(set(test[2]))} patients "
+        f"({int(test[1].sum())} tumour pixels)\n"
     )
     rows, curves, convergence = [], {}, {}
     if "flair" in methods:
@@ -407,7 +321,7 @@ def main():
             flush=True,
         )
     print(f"\n## Quality and cost (Dice at a threshold calibrated at healthy FPR {MAX_FPR:.0%})\n")
-    print_table(rows)
+    print_table(rows, COLUMNS)
     for key, curve in curves.items():
         print(
             f"\n{key}: healthy change per TV weight: "
