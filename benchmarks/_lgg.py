@@ -31,7 +31,7 @@ import numpy as np
 
 from anomseg.baselines import FlairThreshold
 from anomseg.datasets import apply_brain_masks, exclude_lesions, extract_slices, load_lgg_flair
-from anomseg.metrics import evaluate
+from anomseg.metrics import calibrate_thresholds, evaluate
 from anomseg.preprocessing import ForegroundMasker, IntensityScaler
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -232,3 +232,49 @@ def scored_row(name, maps, protocol, thresholds, seconds, extra=None):
         y, maps, foreground=~np.ma.getmaskarray(X), thresholds=thresholds, groups=groups
     )
     return row(name, table, seconds, extra or {})
+
+
+# -- the intensity prior -------------------------------------------------------------
+def equalised_slices(val, every=1, healthy_every=1):
+    """The FLAIR baseline's per-volume equalised intensity of the validation
+    volumes ``val`` (from :func:`prepare`), cut like the healthy calibration
+    slices and the test slices: ``(eq_healthy, eq_test)``, plain arrays."""
+    volumes, masks, subjects = val
+    eq = FlairThreshold().fit(volumes).score_samples(volumes)
+    eq = [np.ma.MaskedArray(e, mask=np.ma.getmaskarray(v)) for e, v in zip(eq, volumes)]
+    healthy = np.ma.getdata(slices(eq, masks, subjects, lesion_free=True)[0])
+    test = np.ma.getdata(slices(eq, masks, subjects, lesion_free=None)[0])
+    return healthy[::healthy_every], test[::every]
+
+
+def prior_row(name, test, test_maps, eq_test, healthy=None, extra=None):
+    """The row of a method's maps times the equalised FLAIR intensity (the
+    intensity prior that FLAIR lesions are bright). ``healthy`` is
+    ``(healthy_slices, their maps, eq_healthy)`` to calibrate thresholds on,
+    or None for threshold-free figures only (the calibrated Dice cells stay
+    empty)."""
+    X, y, groups = test
+    thresholds = None
+    if healthy is not None:
+        slices_h, maps_h, eq_h = healthy
+        fg = ~np.ma.getmaskarray(slices_h)
+        thresholds = calibrate_thresholds((np.asarray(maps_h) * eq_h)[fg], RATES)
+    table = evaluate(
+        y,
+        np.asarray(test_maps) * eq_test,
+        foreground=~np.ma.getmaskarray(X),
+        thresholds=thresholds,
+        groups=groups,
+    )
+    out = {
+        "method": name,
+        "AUROC": table["AUROC", "pooled"],
+        "AUPRC": table["AUPRC", "pooled"],
+        "best Dice": table["Best Dice", "pooled"],
+        **(extra or {}),
+    }
+    if thresholds is not None:
+        calibrated = f"calibrated on healthy data at FPR {MAX_FPR:.0%}"
+        out["Dice@5% pooled"] = table["Dice", "pooled", calibrated]
+        out["Dice@5% per patient"] = per_patient_dice(table)
+    return out

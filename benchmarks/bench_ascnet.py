@@ -28,7 +28,9 @@ name the region they were measured in.
 One trained network gives every ASC-Net row: the reconstruction ``I_ro``
 thresholded at the healthy FPR or by the histogram-peak rule, each without
 and with the 2D post-processing (opening then closing, radius
-``--radius``), and the wild cut ``I_wc`` at the healthy FPR.
+``--radius``), and the wild cut ``I_wc`` at the healthy FPR; and each map
+times the FLAIR baseline's equalised intensity (the intensity prior),
+calibrated on the same healthy slices.
 """
 
 from __future__ import annotations
@@ -43,10 +45,12 @@ from _lgg import (
     DEFAULT_DATA,
     MAX_FPR,
     add_region_argument,
+    equalised_slices,
     flair_row,
     peak_memory_mib,
     prepare,
     print_table,
+    prior_row,
     reset_peak_memory,
     slices,
 )
@@ -70,7 +74,7 @@ def dice_rows(y, masks, groups):
     return dice(y, masks), (float(np.mean(per_patient)), float(np.std(per_patient)))
 
 
-def ascnet_rows(params, reference, unlabelled, healthy_val, test, radius):
+def ascnet_rows(params, reference, unlabelled, healthy_val, test, radius, prior):
     from anomseg.adversarial import ASCNetSegmenter
 
     X_ref, _, groups_ref = reference
@@ -92,6 +96,19 @@ def ascnet_rows(params, reference, unlabelled, healthy_val, test, radius):
         seconds = (time.perf_counter() - start) / len(X_test)
         peak = peak_memory_mib()
         table = evaluate(y_test, maps, foreground=foreground)
+        eq_healthy, eq_test = prior
+        rows.append(
+            prior_row(
+                f"ASC-Net {anomaly_map} x equalised FLAIR, FPR 5%",
+                test,
+                maps,
+                eq_test,
+                healthy=(healthy_val, model.score_samples(healthy_val), eq_healthy),
+                extra={"s/slice": seconds, "train s": model.training_time_},
+            )
+        )
+        rows[-1]["Dice pooled"] = rows[-1].pop("Dice@5% pooled")
+        rows[-1]["Dice per patient"] = rows[-1].pop("Dice@5% per patient")
         rules = [("FPR 5%", model.fpr_threshold_)]
         if anomaly_map == "reconstruction":
             rules.append(("histogram peak", model.histogram_threshold_))
@@ -194,7 +211,10 @@ def main():
         flair["Dice pooled"] = flair.pop("Dice@5% pooled")
         flair["Dice per patient"] = flair.pop("Dice@5% per patient")
         rows.append(flair)
-    ascnet, model = ascnet_rows(params, reference, unlabelled, healthy_val, test, args.radius)
+    prior = equalised_slices(val, args.every)
+    ascnet, model = ascnet_rows(
+        params, reference, unlabelled, healthy_val, test, args.radius, prior
+    )
     rows += ascnet
     if args.save:
         model.save(args.save)

@@ -19,6 +19,10 @@ The protocol is the shared one of ``_lgg.py``, on the LGG FLAIR set at
 * metrics cover every ``--every``-th slice of the ``validation`` patients,
   pooled over the region's pixels, and Dice also per patient.
 
+Each heatmap is also multiplied by the FLAIR baseline's equalised intensity
+(the intensity prior; the exact one threshold-free, since its heatmaps of
+the healthy slices would cost as much again).
+
 One generator is trained (``InpaintingLocalizer``); each predictor reuses it
 through :class:`sklearn.frozen.FrozenEstimator`, so the exact and predicted
 heatmaps come from the same generator and are timed in the same process, one
@@ -48,10 +52,12 @@ from _lgg import (
     DEFAULT_DATA,
     MAX_FPR,
     add_region_argument,
+    equalised_slices,
     flair_row,
     peak_memory_mib,
     prepare,
     print_table,
+    prior_row,
     reset_peak_memory,
     row,
     slices,
@@ -206,6 +212,12 @@ def main():
     foreground = ~np.ma.getmaskarray(test[0])
     exact_values = exact_maps[foreground]
     heatmaps = {"exact": exact_maps}
+    eq_healthy, eq_test = equalised_slices(val, args.every, args.healthy_every)
+    # Threshold-free: the exact heatmaps of the healthy slices would cost
+    # as much again.
+    prior_rows = [
+        prior_row("  exact x equalised FLAIR (threshold-free)", test, exact_maps, eq_test)
+    ]
 
     predictors = []
     for fraction in (predictor_params.pop("perturbed_fraction", 0.5), 0.0):
@@ -225,6 +237,15 @@ def main():
         rows.append(predicted_row)
         predictors.append(predictor)
         heatmaps[name] = maps
+        prior_rows.append(
+            prior_row(
+                f"  predicted (perturbed {fraction:g}) x equalised FLAIR",
+                test,
+                maps,
+                eq_test,
+                healthy=(healthy_val, predictor.score_samples(healthy_val), eq_healthy),
+            )
+        )
 
     naive = None
     if args.naive_slices:
@@ -244,7 +265,7 @@ def main():
         f"\n## Quality and cost (Dice at healthy FPR {MAX_FPR:.0%}; corr.: Pearson over "
         f"{args.region} pixels of the evaluation slices)\n"
     )
-    print_table(rows, COLUMNS, FORMATS)
+    print_table(rows + prior_rows, COLUMNS, FORMATS)
     print("\n## Speed, side by side in this run\n")
     base = rows[1]["s/slice"]
     print("| heatmap | s/slice | speed-up over the batched exact | model MiB |")

@@ -73,10 +73,12 @@ from _lgg import (
     MAX_FPR,
     RATES,
     add_region_argument,
+    equalised_slices,
     flair_row,
     peak_memory_mib,
     prepare,
     print_table,
+    prior_row,
     reset_peak_memory,
     row,
     slices,
@@ -85,7 +87,7 @@ from _lgg import (
 from anomseg.metrics import calibrate_thresholds, evaluate
 
 
-def restorer_rows(cls, params, train, healthy_val, test, record_steps, with_reconstruction):
+def restorer_rows(cls, params, train, healthy_val, test, record_steps, with_reconstruction, prior):
     X_train, _, groups_train = train
     X_test, y_test, groups_test = test
     foreground = ~np.ma.getmaskarray(X_test)
@@ -122,6 +124,15 @@ def restorer_rows(cls, params, train, healthy_val, test, record_steps, with_reco
                 },
             )
         )
+        out.append(
+            prior_row(
+                "  x equalised FLAIR",
+                test,
+                recon,
+                prior[1],
+                healthy=(healthy_val, healthy_maps, prior[0]),
+            )
+        )
     # One restoration of the evaluation slices gives the maps (exactly those
     # of score_samples, which the tests check) and the convergence curve.
     steps = sorted(set(record_steps) | {model.n_restoration_steps})
@@ -152,6 +163,26 @@ def restorer_rows(cls, params, train, healthy_val, test, record_steps, with_reco
             },
         )
     )
+    # The positive residual (FLAIR lesions are bright) and the intensity
+    # prior, from the same restorations; threshold-free, since calibrating
+    # them would restore the healthy slices again.
+    restored = recorded[model.n_restoration_steps]
+    positive = np.maximum(np.ma.getdata(X_test) - restored, 0) * foreground
+    table = evaluate(y_test, positive, foreground=foreground)
+    out.append(
+        {
+            "method": "  positive residual (threshold-free)",
+            "AUROC": table["AUROC", "pooled"],
+            "AUPRC": table["AUPRC", "pooled"],
+            "best Dice": table["Best Dice", "pooled"],
+        }
+    )
+    for label, maps in (("absolute", residual[model.n_restoration_steps]), ("positive", positive)):
+        out.append(
+            prior_row(
+                f"  {label} residual x equalised FLAIR (threshold-free)", test, maps, prior[1]
+            )
+        )
     curve = dict(zip(model.tv_weights_.tolist(), model.healthy_change_.tolist()))
     convergence = {}
     for s, m in residual.items():
@@ -310,7 +341,14 @@ def main():
             continue
         p = {k: v for k, v in params.items() if k in cls().get_params()}
         r, curves[key], convergence[key], model = restorer_rows(
-            cls, p, train, healthy_val, test, record_steps, with_reconstruction=key == "vae"
+            cls,
+            p,
+            train,
+            healthy_val,
+            test,
+            record_steps,
+            with_reconstruction=key == "vae",
+            prior=equalised_slices(val, args.every, args.healthy_every),
         )
         rows += r
         if args.json:  # keep the model for follow-up measurements
