@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from anomseg.datasets import exclude_lesions
+from anomseg.datasets import apply_brain_masks, exclude_lesions
 
 
 def test_exclude_lesions_voxels_margin_and_slices():
@@ -31,3 +31,26 @@ def test_exclude_lesions_channels_and_errors():
         exclude_lesions([image], [])
     with pytest.raises(ValueError, match="does not match"):
         exclude_lesions([image], [np.zeros((4, 4), bool)])
+
+
+def test_apply_brain_masks_keeps_data_and_background():
+    image = np.ma.MaskedArray(np.arange(12.0).reshape(3, 4), mask=np.zeros((3, 4), bool))
+    image.mask[0, 0] = True  # already background
+    brain = np.zeros((3, 4), bool)
+    brain[:2] = True
+    (out,) = apply_brain_masks([image], [brain])
+    assert np.shares_memory(np.ma.getdata(out), np.ma.getdata(image))
+    assert np.array_equal(np.ma.getmaskarray(out), ~brain | image.mask)
+    # A channel axis follows the spatial mask.
+    (multi,) = apply_brain_masks([np.ones((3, 4, 2))], [brain])
+    assert np.array_equal(np.ma.getmaskarray(multi)[..., 1], ~brain)
+
+
+def test_apply_brain_masks_errors():
+    image = np.ones((3, 4))
+    with pytest.raises(ValueError, match="same length"):
+        apply_brain_masks([image], [])
+    with pytest.raises(ValueError, match="does not match"):
+        apply_brain_masks([image], [np.ones((4, 3), bool)])
+    with pytest.raises(TypeError, match="bool"):
+        apply_brain_masks([image], [np.ones((3, 4), np.uint8)])
