@@ -7,6 +7,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from scipy import ndimage
+from skimage.exposure import equalize_hist
 
 from .._docstrings import fill_doc
 from .._torch import TorchSegmenter, TrainingPlan, chunks, update
@@ -65,6 +66,13 @@ class DenoisingAESegmenter(TorchSegmenter):
     edge_margin : int >= 0, default=2
         The map is 0 within this many pixels of the background, where the
         denoiser errs most (2 in the paper: its 5 x 5 erosion).
+    intensity_prior : bool, default=False
+        Multiply each map by its sample's histogram-equalised intensity
+        inside the foreground (the map of
+        :class:`~anomseg.baselines.FlairThreshold`; the first channel with a
+        channel axis), the prior that lesions are bright in FLAIR. Each
+        sample is equalised on its own: pass whole volumes, not slices, as
+        the published baseline does.
     %(torch_runtime)s
     %(max_fpr)s
     %(calibration_fraction)s
@@ -142,6 +150,7 @@ class DenoisingAESegmenter(TorchSegmenter):
         "residual": [StrOptions({"absolute", "positive"})],
         "median_size": [Interval(Integral, 1, None, closed="left")],
         "edge_margin": [Interval(Integral, 0, None, closed="left")],
+        "intensity_prior": ["boolean"],
     }
 
     def __init__(
@@ -159,6 +168,7 @@ class DenoisingAESegmenter(TorchSegmenter):
         residual="positive",
         median_size=5,
         edge_margin=2,
+        intensity_prior=False,
         inference_batch_size=64,
         device="auto",
         max_fpr=0.05,
@@ -179,6 +189,7 @@ class DenoisingAESegmenter(TorchSegmenter):
         self.residual = residual
         self.median_size = median_size
         self.edge_margin = edge_margin
+        self.intensity_prior = intensity_prior
         self.inference_batch_size = inference_batch_size
         self.device = device
         self.max_fpr = max_fpr
@@ -295,6 +306,16 @@ class DenoisingAESegmenter(TorchSegmenter):
         x, _ = self._padded(batch, indices)
         with torch.no_grad():
             return self._to_images(batch, indices, self.module_(x))
+
+    def _score_batch(self, batch, maps=None):
+        maps = super()._score_batch(batch, maps)
+        if not self.intensity_prior:
+            return maps
+        for image, fg, m in zip(batch.images, batch.foreground, maps):
+            if fg.any():
+                flair = image if batch.channel_axis is None else image[..., 0]
+                m *= equalize_hist(flair, nbins=256, mask=fg).astype(np.float32)
+        return maps
 
     def _score(self, batch):
         maps = [None] * len(batch)

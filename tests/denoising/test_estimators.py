@@ -1,6 +1,7 @@
 """DenoisingAESegmenter: what its training and maps must do (the shared
 contract is checked in tests/test_common.py)."""
 
+import copy
 import itertools
 
 import numpy as np
@@ -94,9 +95,7 @@ def test_maps_find_bright_lesions(fitted, data):
 def test_positive_residual_ignores_dark_changes(fitted, data):
     _, test, _, masks = data
     darker = np.where(masks, test * 0.3, test)
-    model = DenoisingAESegmenter(**PARAMS).set_params(residual="positive")
-    for key in ("module_", "n_channels_", "device_", "image_shape_"):
-        setattr(model, key, getattr(fitted, key))
+    model = copy.deepcopy(fitted).set_params(residual="positive")
     positive = model.score_samples(darker)
     absolute = model.set_params(residual="absolute").score_samples(darker)
     assert np.all(positive <= absolute + 1e-6)
@@ -105,8 +104,7 @@ def test_positive_residual_ignores_dark_changes(fitted, data):
 
 def test_map_is_zero_near_the_background_and_median_filtered(fitted, data):
     _, _, lesioned, _ = data
-    maps = fitted.set_params(edge_margin=3).score_samples(lesioned[:2])
-    fitted.set_params(edge_margin=PARAMS.get("edge_margin", 2))
+    maps = copy.deepcopy(fitted).set_params(edge_margin=3).score_samples(lesioned[:2])
     from scipy import ndimage
 
     for image, m in zip(lesioned[:2], maps):
@@ -124,3 +122,19 @@ def test_validation_fraction_needs_images():
     est = DenoisingAESegmenter(validation_fraction=0.01, n_epochs=1, depth=2, width=2)
     with pytest.raises(ValueError, match="'validation_fraction'"):
         est.fit(X, calibrate=False)
+
+
+def test_intensity_prior_weights_the_map_by_the_equalised_intensity(fitted, data):
+    from skimage.exposure import equalize_hist
+
+    _, healthy, lesioned, _ = data
+    model = copy.deepcopy(fitted)
+    plain = model.score_samples(lesioned[:3])
+    plain_threshold = model.calibrate(healthy).threshold_
+    model.set_params(intensity_prior=True)
+    weighted = model.score_samples(lesioned[:3])
+    for image, p, w in zip(lesioned[:3], plain, weighted):
+        eq = equalize_hist(image, nbins=256, mask=image > 0)
+        np.testing.assert_allclose(w, p * eq, rtol=1e-5, atol=1e-7)
+    # Calibration sees the weighted maps too: equalised values are below 1.
+    assert model.calibrate(healthy).threshold_ < plain_threshold
