@@ -148,7 +148,13 @@ def flair_row(val, test, every):
             "FLAIR baseline (Meissen et al.)",
             table,
             seconds,
-            {"steps": 0, "train s": 0.0, "peak MiB": peak, "tv_weight": None},
+            {
+                "steps": 0,
+                "train s": 0.0,
+                "peak MiB": peak,
+                "tv_weight": None,
+                "threshold": model.threshold_,
+            },
         ),
         maps,
     )

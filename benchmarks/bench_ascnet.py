@@ -74,7 +74,7 @@ def dice_rows(y, masks, groups):
     return dice(y, masks), (float(np.mean(per_patient)), float(np.std(per_patient)))
 
 
-def ascnet_rows(params, reference, unlabelled, healthy_val, test, radius, prior):
+def ascnet_rows(params, reference, unlabelled, healthy_val, test, radius, prior, model=None):
     from anomseg.adversarial import ASCNetSegmenter
 
     X_ref, _, groups_ref = reference
@@ -82,8 +82,9 @@ def ascnet_rows(params, reference, unlabelled, healthy_val, test, radius, prior)
     foreground = ~np.ma.getmaskarray(X_test)
     # The FPR threshold is calibrated on the validation patients' healthy
     # slices by calibrate(); fit only holds out a token calibration set.
-    model = ASCNetSegmenter(**{**params, "calibration_fraction": 0.05})
-    model.fit(X_ref, groups=groups_ref, X_unlabelled=unlabelled)
+    if model is None:
+        model = ASCNetSegmenter(**{**params, "calibration_fraction": 0.05})
+        model.fit(X_ref, groups=groups_ref, X_unlabelled=unlabelled)
     model.calibrate(healthy_val)
     rows = []
     for anomaly_map in ("reconstruction", "wild-cut"):
@@ -96,19 +97,6 @@ def ascnet_rows(params, reference, unlabelled, healthy_val, test, radius, prior)
         seconds = (time.perf_counter() - start) / len(X_test)
         peak = peak_memory_mib()
         table = evaluate(y_test, maps, foreground=foreground)
-        eq_healthy, eq_test = prior
-        rows.append(
-            prior_row(
-                f"ASC-Net {anomaly_map} x equalised FLAIR, FPR 5%",
-                test,
-                maps,
-                eq_test,
-                healthy=(healthy_val, model.score_samples(healthy_val), eq_healthy),
-                extra={"s/slice": seconds, "train s": model.training_time_},
-            )
-        )
-        rows[-1]["Dice pooled"] = rows[-1].pop("Dice@5% pooled")
-        rows[-1]["Dice per patient"] = rows[-1].pop("Dice@5% per patient")
         rules = [("FPR 5%", model.fpr_threshold_)]
         if anomaly_map == "reconstruction":
             rules.append(("histogram peak", model.histogram_threshold_))
@@ -133,6 +121,19 @@ def ascnet_rows(params, reference, unlabelled, healthy_val, test, radius, prior)
                         "peak MiB": peak,
                     }
                 )
+        eq_healthy, eq_test = prior
+        rows.append(
+            prior_row(
+                f"ASC-Net {anomaly_map} x equalised FLAIR, FPR 5%",
+                test,
+                maps,
+                eq_test,
+                healthy=(healthy_val, model.score_samples(healthy_val), eq_healthy),
+                extra={"s/slice": seconds, "train s": model.training_time_},
+            )
+        )
+        rows[-1]["Dice pooled"] = rows[-1].pop("Dice@5% pooled")
+        rows[-1]["Dice per patient"] = rows[-1].pop("Dice@5% per patient")
         model.set_params(opening_radius=0, closing_radius=0)
     return rows, model
 
@@ -177,6 +178,7 @@ def main():
         help="Override an ASCNetSegmenter parameter (Python literal).",
     )
     parser.add_argument("--save", type=Path, help="Write the trained model here (safe format).")
+    parser.add_argument("--load", type=Path, help="Evaluate a model saved by --save instead.")
     args = parser.parse_args()
     path = args.data / "lgg_flair"
     if not path.is_dir():
@@ -206,17 +208,38 @@ def main():
     )
     rows = []
     if not args.no_flair:
-        _, flair, _ = flair_row(val, test, args.every)
-        flair["threshold"] = None
+        _, flair, flair_maps = flair_row(val, test, args.every)
         flair["Dice pooled"] = flair.pop("Dice@5% pooled")
         flair["Dice per patient"] = flair.pop("Dice@5% per patient")
         rows.append(flair)
+        # The same post-processing as ASC-Net's, for a fair comparison.
+        masks = MorphologicalFilter("opening-closing", radius=args.radius).fit_transform(
+            flair_maps > flair["threshold"]
+        )
+        pooled, per_patient = dice_rows(test[1], masks & ~np.ma.getmaskarray(test[0]), test[2])
+        rows.append(
+            {
+                **flair,
+                "method": f"FLAIR baseline, open/close r={args.radius}",
+                "Dice pooled": pooled,
+                "Dice per patient": per_patient,
+            }
+        )
     prior = equalised_slices(val, args.every)
+    from anomseg.base import load_model
+
     ascnet, model = ascnet_rows(
-        params, reference, unlabelled, healthy_val, test, args.radius, prior
+        params,
+        reference,
+        unlabelled,
+        healthy_val,
+        test,
+        args.radius,
+        prior,
+        model=load_model(args.load) if args.load else None,
     )
     rows += ascnet
-    if args.save:
+    if args.save and not args.load:
         model.save(args.save)
     print(
         f"trained {model.n_unlabelled_} unlabelled + {model.n_reference_} reference "

@@ -117,6 +117,14 @@ class DenoisingAESegmenter(TorchSegmenter):
     weight-standardised ones; and the map is the positive residual by
     default (``residual="absolute"`` is the paper's).
 
+    On LGG FLAIR inside the brain (``benchmarks/bench_denoising.py``: 20
+    validation patients, pooled over brain pixels, threshold at a healthy FPR
+    of 5 %), width 8 and 20 epochs (24 minutes on one CPU thread) gave AUPRC
+    0.622, best Dice 0.598 and per-patient Dice 0.597 with the positive
+    residual, 0.565 / 0.575 / 0.524 with the absolute one and 0.648 / 0.623 /
+    0.593 with ``intensity_prior=True``, against 0.532 / 0.566 / 0.518 for
+    the FLAIR baseline on the same voxels.
+
     References
     ----------
     .. [1] A. Kascenas, N. Pugeault, A. Q. O'Neil. "Denoising autoencoders
