@@ -197,6 +197,19 @@ class TorchSegmenter(BaseAnomalySegmenter):
             generator = torch.Generator(device=self.device_).manual_seed(noise_seed)
             self._train(self._training_plan(batch, rng, generator, **fit_data))
 
+    def _validation_split(self, n, rng):
+        """Indices of the ``validation_fraction`` of ``n`` training slices
+        held out for early stopping, and of the others, drawn from ``rng``."""
+        n_validation = round(self.validation_fraction * n)
+        if self.validation_fraction > 0 and not 1 <= n_validation < n:
+            raise ValueError(
+                f"'validation_fraction'={self.validation_fraction} of {type(self).__name__} "
+                f"leaves no training or no validation image among the {n} "
+                "training slices; change it or pass more images."
+            )
+        order = rng.permutation(n)
+        return order[:n_validation], order[n_validation:]
+
     def _training_plan(self, batch, rng, generator, **fit_data):
         """The method's :class:`TrainingPlan` on the 2D training ``batch``."""
         raise NotImplementedError

@@ -66,17 +66,9 @@ class _NormativePriorEstimator(TorchSegmenter):
         self.n_epochs_ = len(self.history_)
 
     def _training_plan(self, batch, rng, generator):
-        n = len(batch)
-        n_validation = round(self.validation_fraction * n)
-        if self.validation_fraction > 0 and not 1 <= n_validation < n:
-            raise ValueError(
-                f"'validation_fraction'={self.validation_fraction} of {type(self).__name__} "
-                f"leaves no training or no validation image among the {n} "
-                "training slices; change it or pass more images."
-            )
+        validation, train = self._validation_split(len(batch), rng)
+        n_validation = len(validation)
         module = self._build_module()
-        order = rng.permutation(n)
-        validation, train = order[:n_validation], order[n_validation:]
         optimizer = torch.optim.Adam(module.parameters(), lr=self.learning_rate)
 
         def step(indices):
