@@ -102,17 +102,19 @@ def per_patient_dice(table):
 
 
 def row(name, table, seconds, extra):
+    """A table's figures; the calibrated Dice cells only if the table has
+    them (maps evaluated with thresholds)."""
     calibrated = f"calibrated on healthy data at FPR {MAX_FPR:.0%}"
-    return {
+    out = {
         "method": name,
         "AUROC": table["AUROC", "pooled"],
         "AUPRC": table["AUPRC", "pooled"],
         "best Dice": table["Best Dice", "pooled"],
-        "Dice@5% pooled": table["Dice", "pooled", calibrated],
-        "Dice@5% per patient": per_patient_dice(table),
-        "s/slice": seconds,
-        **extra,
     }
+    if any(r.threshold == calibrated for r in table.results):
+        out["Dice@5% pooled"] = table["Dice", "pooled", calibrated]
+        out["Dice@5% per patient"] = per_patient_dice(table)
+    return {**out, "s/slice": seconds, **extra}
 
 
 def flair_row(val, test, every):
