@@ -4,7 +4,7 @@ FLAIR baseline, inside the brain.
 Run from the repository root::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_denoising.py [--data ../shared/data] \
-        [--param width=8] [--param n_epochs=20] [--save dae.safetensors-free.anomseg]
+        [--param random_state=1] [--save dae.anomseg]
 
 The protocol is the shared one of ``_lgg.py`` (brain masks, per-volume
 scaling, training on the tumour-free slices of the ``train`` patients,
@@ -31,38 +31,20 @@ import ast
 import time
 from pathlib import Path
 
-import numpy as np
 from _lgg import (
     COLUMNS,
     DEFAULT_DATA,
-    RATES,
     add_region_argument,
     describe,
+    equalised_slices,
     flair_row,
     load_protocol,
     peak_memory_mib,
     print_table,
+    prior_row,
     reset_peak_memory,
     scored_row,
-    slices,
 )
-
-from anomseg.baselines import FlairThreshold
-from anomseg.metrics import calibrate_thresholds
-
-
-def equalised_slices(protocol):
-    """The baseline's per-volume equalised intensity, cut into the healthy
-    calibration and the test slices."""
-    volumes, masks, subjects = protocol["val"]
-    eq = FlairThreshold().fit(volumes).score_samples(volumes)
-    eq = [np.ma.MaskedArray(e, mask=np.ma.getmaskarray(v)) for e, v in zip(eq, volumes)]
-    healthy = slices(eq, masks, subjects, lesion_free=True)[0]
-    test = slices(eq, masks, subjects, lesion_free=None)[0]
-    return (
-        np.ma.getdata(healthy)[:: protocol["healthy_every"]],
-        np.ma.getdata(test)[:: protocol["every"]],
-    )
 
 
 def main():
@@ -88,7 +70,6 @@ def main():
     from anomseg.denoising import DenoisingAESegmenter
 
     protocol = load_protocol(path, args.region, args.every, args.healthy_every)
-    protocol["healthy_every"] = args.healthy_every
     print(f"# Denoising autoencoder on {describe(protocol)}\n", flush=True)
     rows = [flair_row(protocol["val"], protocol["test"], args.every)[1]]
 
@@ -127,17 +108,16 @@ def main():
         if residual == "positive":
             positive = maps, model.score_samples(healthy), seconds
     if not args.no_combined:
-        eq_healthy, eq_test = equalised_slices(protocol)
+        eq_healthy, eq_test = equalised_slices(protocol["val"], args.every, args.healthy_every)
         maps, healthy_maps, seconds = positive
-        fg = ~np.ma.getmaskarray(healthy)
-        thresholds = calibrate_thresholds((healthy_maps * eq_healthy)[fg], RATES)
         rows.append(
-            scored_row(
+            prior_row(
                 "DAE positive residual x equalised FLAIR",
-                maps * eq_test,
-                protocol,
-                thresholds,
-                seconds,
+                protocol["test"],
+                maps,
+                eq_test,
+                healthy=(healthy, healthy_maps, eq_healthy),
+                extra={"s/slice": seconds},
             )
         )
     print_table(rows, COLUMNS)
