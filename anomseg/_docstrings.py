@@ -61,11 +61,38 @@ calibration_fpr_ : float
     The false-positive rate ``threshold_`` achieves on the calibration pixels.
 n_calibration_pixels_ : int
     Number of foreground pixels the threshold was calibrated on.
+healthy_data_ : dict
+    What the calibration images looked like (:func:`anomseg.utils.describe_images`:
+    their number, shapes, foreground fractions and intensity percentiles).
+    Scoring images that fall well outside it warns (``DataDriftWarning``),
+    since the calibrated false-positive rate may not hold for them.
 image_shape_ : tuple of int or None
     Spatial shape of the images the model was trained on (of their 2D slices
     for slice-wise methods), or None if they differed.
 n_channels_ : int
     Number of channels seen in ``fit`` (1 without a channel axis)."""
+
+
+docdict["save_parameters"] = """\
+path : str or path-like
+    The file to write; its directory must exist. ``.anomseg`` is the
+    conventional suffix of safe files.
+format : {"safe", "pickle"}, default="safe"
+    "safe" writes plain data (parameters and fitted attributes as JSON, a
+    summary of the calibration) and the networks' weights, with a SHA-256
+    checksum of it all; :func:`~anomseg.base.load_model` reads it back
+    without running code from the file, so it is the format to share
+    models in. It holds the estimators, transformers and pipelines of
+    anomseg; parameters that hold a fitted estimator (a
+    :class:`~sklearn.frozen.FrozenEstimator`) cannot be saved so. "pickle"
+    writes a joblib pickle of anything, whose loading can run any code the
+    file names: for files that never leave your hands.
+overwrite : bool, default=False
+    Whether to replace an existing file.
+metadata : dict or None, default=None
+    Plain JSON data stored with a safe file, read back by
+    :func:`~anomseg.base.model_info`, such as the modality of the healthy
+    scans."""
 
 
 docdict["prior_network"] = """\

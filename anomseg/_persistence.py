@@ -24,6 +24,8 @@ Every write is atomic and refuses to replace a file unless asked to.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +36,10 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "check_file",
+    "checksum",
     "decode",
     "encode",
-    "is_pickle_file",
+    "file_kind",
     "read_pickle",
     "read_safe",
     "write_pickle",
@@ -44,10 +47,11 @@ __all__ = [
 ]
 
 FORMAT = "anomseg.torch_model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _ZIP_MAGIC = b"PK\x03\x04"
 _ARRAY_KINDS = "biuf"  # booleans, integers and floats: exact in JSON
-_PAYLOAD_KEYS = {"anomseg_version", "estimator", "params", "attributes", "state_dict"}
+_V1_KEYS = {"anomseg_version", "estimator", "params", "attributes", "state_dict"}
+_V2_KEYS = {"anomseg_version", "model", "info", "state_dict", "checksum"}
 
 
 # -- plain data <-> JSON ---------------------------------------------------------
@@ -132,21 +136,49 @@ _DECODERS = {
 
 
 # -- files ---------------------------------------------------------------------------
-def write_safe(path, payload, *, overwrite=False):
-    """Write ``payload`` (the keys of a safe file but the format's own) as a
-    safe file, atomically."""
+def checksum(model, info, state_dict):
+    """The SHA-256 of a safe file's content: its ``model`` and ``info`` JSON
+    texts and every weight's name, dtype, shape and bytes. It tells a damaged
+    or altered file from a whole one; it is no signature, since whoever
+    alters a file can recompute it."""
+    import torch
+
+    digest = hashlib.sha256()
+    for text in (model, info):
+        digest.update(len(text).to_bytes(8, "little") + text.encode())
+    for key in sorted(state_dict):
+        tensor = state_dict[key].detach().cpu().contiguous()
+        header = json.dumps([key, str(tensor.dtype), list(tensor.shape)])
+        digest.update(header.encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def write_safe(path, model, info, state_dict, *, overwrite=False):
+    """Write a safe file, atomically: ``model`` (the JSON text of the
+    estimator or pipeline), ``info`` (the JSON text of what a user reads
+    before trusting it) and ``state_dict`` (name to CPU tensor)."""
     import torch
 
     from ._version import __version__
 
-    full = {"format": FORMAT, "format_version": FORMAT_VERSION, "anomseg_version": __version__}
-    full.update(payload)
-    return atomic_write(path, lambda tmp: torch.save(full, tmp), overwrite=overwrite)
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "anomseg_version": __version__,
+        "model": model,
+        "info": info,
+        "state_dict": state_dict,
+        "checksum": checksum(model, info, state_dict),
+    }
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp), overwrite=overwrite)
 
 
 def read_safe(path):
-    """The payload of a safe file, its layout checked; raises ValueError on
-    any other file."""
+    """The content of a safe file, its layout and checksum checked: a dict
+    of ``anomseg_version``, ``format_version``, ``model`` (the estimator's
+    or pipeline's record, still tagged: see :func:`decode`), ``info`` and
+    ``state_dict``. Raises ValueError on any other file."""
     import torch
 
     try:
@@ -159,34 +191,81 @@ def read_safe(path):
         ) from exc
     if not (isinstance(payload, dict) and payload.get("format") == FORMAT):
         raise ValueError(f"'{path}' is not a safe anomseg model file.")
-    if payload.get("format_version") != FORMAT_VERSION:
+    version = payload.get("format_version")
+    if version not in (1, FORMAT_VERSION):
         raise ValueError(
-            f"'{path}' has format version {payload.get('format_version')!r}; "
-            f"this anomseg reads version {FORMAT_VERSION}. Load it with the "
-            f"anomseg version that saved it ({payload.get('anomseg_version')})."
+            f"'{path}' has format version {version!r}; this anomseg reads versions "
+            f"1 to {FORMAT_VERSION}. Load it with the anomseg version that saved "
+            f"it ({payload.get('anomseg_version')}), or a newer one."
         )
-    missing = _PAYLOAD_KEYS - payload.keys()
+    keys = _V1_KEYS if version == 1 else _V2_KEYS
+    missing = keys - payload.keys()
     if missing:
         raise ValueError(f"'{path}' lacks {', '.join(sorted(missing))}.")
     state_dict = payload["state_dict"]
+    texts = [payload[k] for k in keys - {"state_dict"}]
     if not (
-        isinstance(payload["params"], str)
-        and isinstance(payload["attributes"], str)
-        and isinstance(payload["estimator"], str)
+        all(isinstance(text, str) for text in texts)
         and isinstance(state_dict, dict)
-        and all(isinstance(t, torch.Tensor) for t in state_dict.values())
+        and all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in state_dict.items())
     ):
         raise ValueError(f"'{path}' is not a safe anomseg model file.")
-    return payload
+    if version == 1:  # no checksum, and the record spread over three keys
+        model = {"estimator": payload["estimator"], "params": payload["params"]}
+        model["attributes"] = payload["attributes"]
+        content = {"model": _parse(path, model, json.loads), "info": {}}
+    else:
+        if payload["checksum"] != checksum(payload["model"], payload["info"], state_dict):
+            raise ValueError(
+                f"'{path}' does not match its checksum: the file was damaged or "
+                "altered after it was written; do not use it."
+            )
+        content = {
+            "model": _parse(path, payload["model"], json.loads),
+            "info": _parse(path, payload["info"], json.loads),
+        }
+    content.update(
+        anomseg_version=payload["anomseg_version"],
+        format_version=version,
+        state_dict=state_dict,
+    )
+    return content
 
 
-def is_pickle_file(path):
-    """Whether ``path`` is not a safe file: a pickle, or something else that
-    unpickling will refuse. Safe files are zip archives (as torch writes
-    them), which start with a zip entry; a pickle may hold one inside, so
-    only the first bytes tell."""
+def _parse(path, value, loads):
+    try:
+        if isinstance(value, dict):
+            return {k: loads(v) if k != "estimator" else v for k, v in value.items()}
+        return loads(value)
+    except ValueError as exc:
+        raise ValueError(f"'{path}' holds malformed JSON: {exc}") from None
+
+
+#: How pickles begin: protocol 2 and later, then the compressions joblib
+#: can apply (zlib, gzip, bz2, xz, lzma, lz4).
+_PICKLE_MAGICS = (
+    b"\x80",
+    b"\x78",
+    b"\x1f\x8b",
+    b"BZh",
+    b"\xfd7zXZ",
+    b"]\x00\x00",
+    b"\x04\x22\x4d\x18",
+)
+
+
+def file_kind(path):
+    """What ``path`` holds, told from its first bytes: "safe" (a zip
+    archive, as torch writes them; a pickle may hold one inside, so only
+    the start tells), "pickle" (or a compressed joblib file), or
+    "unknown"."""
     with open(path, "rb") as file:
-        return file.read(4) != _ZIP_MAGIC
+        start = file.read(8)
+    if start.startswith(_ZIP_MAGIC):
+        return "safe"
+    if start.startswith(_PICKLE_MAGICS):
+        return "pickle"
+    return "unknown"
 
 
 def write_pickle(obj, path, *, overwrite=False):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 
-__all__ = ["METHODS", "Method", "estimator_classes", "method_class"]
+__all__ = ["METHODS", "Method", "estimator_classes", "method_class", "safe_classes"]
 
 
 @dataclass(frozen=True)
@@ -86,3 +86,14 @@ def method_class(name):
 def estimator_classes():
     """Class name to class of every registered estimator (imports them)."""
     return {cls.__name__: cls for cls in map(method_class, METHODS)}
+
+
+def safe_classes():
+    """Class name to class of everything a safe model file may rebuild: the
+    registered estimators, the preprocessing transformers and
+    :class:`~anomseg.preprocessing.AnomalyPipeline` (imports them)."""
+    from . import preprocessing
+
+    public = (getattr(preprocessing, name) for name in preprocessing.__all__)
+    classes = {cls.__name__: cls for cls in public if isinstance(cls, type)}
+    return {**estimator_classes(), **classes}

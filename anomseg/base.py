@@ -38,17 +38,22 @@ from ._persistence import (
     check_file,
     decode,
     encode,
-    is_pickle_file,
+    file_kind,
     read_pickle,
     read_safe,
     write_pickle,
     write_safe,
 )
-from ._registry import estimator_classes
 from ._version import __version__
-from .exceptions import AnomsegWarning, ShapeMismatchError, VersionMismatchWarning
+from .exceptions import (
+    AnomsegWarning,
+    DataDriftWarning,
+    ShapeMismatchError,
+    VersionMismatchWarning,
+)
 from .metrics._pixel import calibrate_thresholds
-from .utils import check_generator, check_images
+from .utils import ImageBatch, check_generator, check_images, describe_images
+from .utils._drift import drift_messages
 from .utils._param_validation import (
     COMMON_CONSTRAINTS,
     StrOptions,
@@ -62,6 +67,8 @@ __all__ = [
     "AnomalyTags",
     "BaseAnomalySegmenter",
     "load_model",
+    "model_info",
+    "save_model",
 ]
 
 #: False-positive rates at which every estimator also stores a threshold.
@@ -395,6 +402,9 @@ class BaseAnomalySegmenter(BaseEstimator):
         where = f"{name}.{method}"
         tags = self._anomaly_tags
         batch = check_images(X, where=where, channel_axis=getattr(self, "channel_axis", None))
+        if not (reset or method == "calibrate" or isinstance(X, ImageBatch)):
+            # An ImageBatch comes from a pipeline, which checks its own input.
+            warn_if_drifted(getattr(self, "healthy_data_", None), batch, where)
         n_channels = batch.images[0].shape[-1] if batch.channel_axis else 1
         if reset:
             shapes = {s[:2] if tags.slice_wise else s for s in batch.spatial_shapes}
@@ -498,30 +508,20 @@ class BaseAnomalySegmenter(BaseEstimator):
                 "no foreground pixel; check the foreground masks."
             )
         rates = sorted(set(STANDARD_FPRS) | {float(self.max_fpr)})
+        self.healthy_data_ = describe_images(batch)
         self.calibration_thresholds_ = calibrate_thresholds(values, rates)
         self.threshold_ = self._select_threshold()
         self.calibration_fpr_ = float(np.mean(values > self.threshold_))
         self.n_calibration_pixels_ = int(values.size)
 
     # -- persistence ----------------------------------------------------------
-    def save(self, path, *, format="safe", overwrite=False):
+    @fill_doc
+    def save(self, path, *, format="safe", overwrite=False, metadata=None):
         """Save the fitted estimator, atomically.
 
         Parameters
         ----------
-        path : str or path-like
-            The file to write; its directory must exist.
-        format : {"safe", "pickle"}, default="safe"
-            "safe" writes plain data (parameters and fitted attributes as
-            JSON) and the network's weights, which :meth:`load` reads back
-            without running code from the file: the format to share models
-            in. Parameters that hold a fitted estimator (a
-            :class:`~sklearn.frozen.FrozenEstimator`) cannot be saved so.
-            "pickle" writes a joblib pickle of anything, whose loading can
-            run any code the file names: for files that never leave your
-            hands.
-        overwrite : bool, default=False
-            Whether to replace an existing file.
+        %(save_parameters)s
 
         Returns
         -------
@@ -531,6 +531,7 @@ class BaseAnomalySegmenter(BaseEstimator):
         See Also
         --------
         load_model : Loads either format.
+        model_info : What a safe file holds, read without building the model.
 
         Examples
         --------
@@ -540,41 +541,12 @@ class BaseAnomalySegmenter(BaseEstimator):
         >>> X = make_healthy_images(n_images=8, shape=(32, 32), random_state=0)
         >>> model = FlairThreshold().fit(X)
         >>> with tempfile.TemporaryDirectory() as tmp:
-        ...     path = model.save(pathlib.Path(tmp) / "model.pt")
+        ...     path = model.save(pathlib.Path(tmp) / "model.anomseg")
         ...     loaded = FlairThreshold.load(path)
         >>> loaded.threshold_ == model.threshold_
         True
         """
-        name = type(self).__name__
-        validate_parameter_constraints(
-            {"format": [StrOptions({"safe", "pickle"})], "overwrite": ["boolean"]},
-            {"format": format, "overwrite": overwrite},
-            caller_name=f"{name}.save",
-        )
-        check_is_fitted(self)
-        if format == "pickle":
-            return write_pickle(self, path, overwrite=overwrite)
-        classes = estimator_classes()
-        if classes.get(name) is not type(self):
-            raise TypeError(
-                f"The safe format holds the registered estimators of anomseg "
-                f"({', '.join(classes)}); save a {name} with format='pickle'."
-            )
-        params, attributes, weights = self._export_state()
-        payload = {
-            "estimator": name,
-            "params": json.dumps(
-                {k: encode(v, f"parameter '{k}' of {name}", classes) for k, v in params.items()}
-            ),
-            "attributes": json.dumps(
-                {
-                    k: encode(v, f"attribute '{k}' of {name}", classes)
-                    for k, v in attributes.items()
-                }
-            ),
-            "state_dict": weights,
-        }
-        return write_safe(path, payload, overwrite=overwrite)
+        return save_model(self, path, format=format, overwrite=overwrite, metadata=metadata)
 
     @classmethod
     def load(cls, path, *, device=None, allow_pickle=False):
@@ -609,21 +581,12 @@ class BaseAnomalySegmenter(BaseEstimator):
     def _export_state(self):
         """The parameters, fitted attributes and network weights that a safe
         file holds."""
-        attributes = {k: v for k, v in vars(self).items() if _is_fitted_attribute(k)}
-        return self.get_params(deep=False), attributes, {}
+        return _plain_state(self)
 
     @classmethod
     def _import_state(cls, params, attributes, weights, device):
         """The estimator that :meth:`_export_state` described."""
-        validate_parameter_constraints(
-            cls._parameter_constraints, params, caller_name=cls.__name__
-        )
-        estimator = cls(**params)
-        for key, value in _upgrade_state(attributes).items():
-            if not _is_fitted_attribute(key):
-                raise ValueError(f"'{key}' is not a fitted attribute")
-            setattr(estimator, key, value)
-        return estimator
+        return _plain_import(cls, params, attributes)
 
     def __getstate__(self):
         # A copy: object.__getstate__ returns the instance's own __dict__.
@@ -665,6 +628,167 @@ def _upgrade_state(state):
     return state
 
 
+def _plain_state(obj):
+    """The parameters and fitted attributes of ``obj``, and no weights."""
+    attributes = {k: v for k, v in vars(obj).items() if _is_fitted_attribute(k)}
+    return obj.get_params(deep=False), attributes, {}
+
+
+def _plain_import(cls, params, attributes):
+    """An instance of ``cls`` with ``params``, validated, and ``attributes``."""
+    constraints = getattr(cls, "_parameter_constraints", None)
+    if constraints is not None:
+        validate_parameter_constraints(constraints, params, caller_name=cls.__name__)
+    estimator = cls(**params)
+    for key, value in _upgrade_state(attributes).items():
+        if not _is_fitted_attribute(key):
+            raise ValueError(f"'{key}' is not a fitted attribute")
+        setattr(estimator, key, value)
+    return estimator
+
+
+def warn_if_drifted(reference, batch, where):
+    """Warn, with the figures, if the images of ``batch`` look unlike the
+    healthy images that ``reference`` (a ``healthy_data_``) describes."""
+    if not reference:
+        return
+    messages = drift_messages(reference, batch)
+    if messages:
+        warnings.warn(
+            f"[{where}] The images look unlike the healthy images the threshold "
+            f"was calibrated on, so its false-positive rate may not hold for "
+            f"them: {'; '.join(messages)}.",
+            DataDriftWarning,
+            stacklevel=4,
+        )
+
+
+# -- model files ---------------------------------------------------------------
+def _safe_classes():
+    from ._registry import safe_classes
+
+    return safe_classes()
+
+
+def _to_record(model, classes):
+    """The plain-data record of a fitted estimator, transformer or pipeline
+    (tagged by :func:`encode`), and its weights."""
+    name = type(model).__name__
+    if classes.get(name) is not type(model):
+        raise TypeError(
+            f"The safe format holds the estimators, transformers and pipelines "
+            f"of anomseg ({', '.join(classes)}); save a {name} with format='pickle'."
+        )
+
+    def encoded(mapping, kind):
+        return {k: encode(v, f"{kind} '{k}' of {name}", classes) for k, v in mapping.items()}
+
+    if isinstance(model, Pipeline):
+        steps, weights = [], {}
+        for step_name, step in model.steps:
+            record, step_weights = _to_record(step, classes)
+            steps.append([step_name, record])
+            weights.update({f"{step_name}/{k}": v for k, v in step_weights.items()})
+        params, attributes, _ = _plain_state(model)
+        del params["steps"]
+    else:
+        export = getattr(model, "_export_state", None)
+        params, attributes, weights = export() if export else _plain_state(model)
+    record = {
+        "estimator": name,
+        "params": encoded(params, "parameter"),
+        "attributes": encoded(attributes, "attribute"),
+    }
+    if isinstance(model, Pipeline):
+        record["steps"] = steps
+    return record, weights
+
+
+def _from_record(record, weights, classes, device):
+    """The inverse of :func:`_to_record`: the model, rebuilt from the
+    allow-listed ``classes`` only."""
+    name = record["estimator"]
+    if not isinstance(name, str) or name not in classes:
+        raise ValueError(f"it names {name!r}; the safe format rebuilds only {', '.join(classes)}")
+    cls = classes[name]
+    params = decode(record["params"], classes)
+    if issubclass(cls, Pipeline) != ("steps" in record):
+        raise ValueError(f"its {name} is malformed")
+    attributes = decode(record["attributes"], classes)
+    if "steps" in record:
+        steps = []
+        for step_name, step in record["steps"]:
+            prefix = f"{step_name}/"
+            own = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+            steps.append((step_name, _from_record(step, own, classes, device)))
+        return _plain_import(cls, {"steps": steps, **params}, attributes)
+    importer = getattr(cls, "_import_state", None)
+    if importer is not None:
+        return importer(params, attributes, weights, device)
+    return _plain_import(cls, params, attributes)
+
+
+def _final(model):
+    return model[-1] if isinstance(model, Pipeline) else model
+
+
+def _calibration_info(model):
+    """What a user reads before trusting a model: its calibration and the
+    healthy data behind it."""
+    final = _final(model)
+    return {
+        "threshold": float(final.threshold_),
+        "max_fpr": float(final.max_fpr),
+        "achieved_fpr": float(final.calibration_fpr_),
+        "n_calibration_pixels": int(final.n_calibration_pixels_),
+        "healthy_data": getattr(model, "healthy_data_", None)
+        or getattr(final, "healthy_data_", None),
+    }
+
+
+@fill_doc
+def save_model(model, path, *, format="safe", overwrite=False, metadata=None):
+    """Save a fitted estimator or :class:`~anomseg.preprocessing.AnomalyPipeline`,
+    atomically: what their ``save`` methods do.
+
+    Parameters
+    ----------
+    model : BaseAnomalySegmenter or AnomalyPipeline
+        A fitted, calibrated model.
+    %(save_parameters)s
+
+    Returns
+    -------
+    path : pathlib.Path
+    """
+    where = f"{type(model).__name__}.save"
+    validate_parameter_constraints(
+        {
+            "format": [StrOptions({"safe", "pickle"})],
+            "overwrite": ["boolean"],
+            "metadata": [None, dict],
+        },
+        {"format": format, "overwrite": overwrite, "metadata": metadata},
+        caller_name=where,
+    )
+    check_is_fitted(_final(model), "threshold_")
+    if format == "pickle":
+        if metadata is not None:
+            raise ValueError(f"'metadata' of {where} is for format='safe' only.")
+        return write_pickle(model, path, overwrite=overwrite)
+    classes = _safe_classes()
+    record, weights = _to_record(model, classes)
+    info = {"calibration": _calibration_info(model), "metadata": metadata or {}}
+    try:
+        info_text = json.dumps(info, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"'metadata' of {where} must hold plain JSON data (dicts of str keys, "
+            f"lists, strings, finite numbers, booleans and None): {exc}."
+        ) from None
+    return write_safe(path, json.dumps(record), info_text, weights, overwrite=overwrite)
+
+
 @validate_params(
     {"device": [None, StrOptions({"auto", "cpu", "cuda"})], "allow_pickle": ["boolean"]},
     prefer_skip_nested_validation=True,
@@ -673,10 +797,12 @@ def load_model(path, *, device=None, allow_pickle=False):
     """Load a model saved by ``save``: an anomseg estimator, or a pipeline.
 
     A safe file is read with ``torch.load(..., weights_only=True)``, which
-    accepts plain data and tensors only, and the estimator is rebuilt from
-    the registered anomseg classes: loading runs no code from the file. A
-    pickle runs whatever code it names, so it is loaded only with
-    ``allow_pickle=True``.
+    accepts plain data and tensors only; its checksum is checked, and the
+    model is rebuilt from an allow-list of anomseg classes (the registered
+    estimators, the preprocessing transformers and
+    :class:`~anomseg.preprocessing.AnomalyPipeline`): loading runs no code
+    from the file. A pickle runs whatever code it names, so it is loaded
+    only with ``allow_pickle=True``.
 
     Parameters
     ----------
@@ -692,7 +818,7 @@ def load_model(path, *, device=None, allow_pickle=False):
 
     Returns
     -------
-    model : BaseAnomalySegmenter or Pipeline
+    model : BaseAnomalySegmenter or AnomalyPipeline
         The fitted model, ready for ``score_samples`` and ``predict``.
 
     Raises
@@ -701,7 +827,8 @@ def load_model(path, *, device=None, allow_pickle=False):
         If ``path`` does not exist.
     ValueError
         If ``path`` is a pickle and ``allow_pickle`` is False, is no model
-        file of anomseg, names a class that is not registered, or holds
+        file of anomseg, does not match its checksum, comes from a newer
+        format version, names a class off the allow-list, or holds
         parameters, attributes or weights that do not fit that class; or
         if ``device="cuda"`` and torch finds no CUDA device.
 
@@ -711,6 +838,10 @@ def load_model(path, *, device=None, allow_pickle=False):
         If another anomseg version saved the model.
     AnomsegWarning
         If the model was trained on CUDA, which is not available here.
+
+    See Also
+    --------
+    model_info : What a safe file holds, read without building the model.
 
     Examples
     --------
@@ -723,14 +854,20 @@ def load_model(path, *, device=None, allow_pickle=False):
     ...                     n_restoration_steps=5, tv_weight=1.0,
     ...                     device="cpu", random_state=0).fit(X)
     >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     path = est.save(pathlib.Path(tmp) / "gmvae.pt")
+    ...     path = est.save(pathlib.Path(tmp) / "gmvae.anomseg")
     ...     loaded = load_model(path, device="cpu")
     >>> bool((loaded.score_samples(X) == est.score_samples(X)).all())
     True
     """
     path = check_file(path)
-    if is_pickle_file(path):
+    kind = file_kind(path)
+    if kind != "safe":
         if not allow_pickle:
+            if kind == "unknown":
+                raise ValueError(
+                    f"'{path}' is not an anomseg model file: it is neither a safe "
+                    "file nor a pickle."
+                )
             raise ValueError(
                 f"'{path}' is a pickle, and loading a pickle runs any code it "
                 "names; pass allow_pickle=True only for files you trust, and "
@@ -742,30 +879,90 @@ def load_model(path, *, device=None, allow_pickle=False):
                 "loads on the device it was saved from (or the CPU)."
             )
         model = read_pickle(path)
-        final = model[-1] if isinstance(model, Pipeline) else model
-        if not (hasattr(final, "score_samples") and hasattr(final, "threshold_")):
+        if not (hasattr(_final(model), "score_samples") and hasattr(_final(model), "threshold_")):
             raise ValueError(
                 f"'{path}' holds a {type(model).__name__}, not a fitted anomseg model."
             )
         return model
-    payload = read_safe(path)
-    classes = estimator_classes()
-    name = payload["estimator"]
-    if name not in classes:
-        raise ValueError(
-            f"'{path}' holds a {name!r}; the safe format rebuilds only {', '.join(classes)}."
-        )
-    version = payload["anomseg_version"]
+    content = read_safe(path)
+    _warn_if_other_version(content["anomseg_version"])
+    try:
+        return _from_record(content["model"], content["state_dict"], _safe_classes(), device)
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, IndexError) as exc:
+        name = content["model"].get("estimator") if isinstance(content["model"], dict) else None
+        raise ValueError(f"'{path}' does not hold a valid {name or 'model'}: {exc}") from None
+
+
+def _warn_if_other_version(version):
     if version != __version__:
         warnings.warn(
             f"[load_model] This model was saved by anomseg {version} and is "
             f"loaded by {__version__}; results may differ.",
             VersionMismatchWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    try:
-        params = decode(json.loads(payload["params"]), classes)
-        attributes = decode(json.loads(payload["attributes"]), classes)
-        return classes[name]._import_state(params, attributes, payload["state_dict"], device)
-    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as exc:
-        raise ValueError(f"'{path}' does not hold a valid {name}: {exc}") from None
+
+
+def model_info(path):
+    """What a safe model file holds, read and checked without building the
+    model or running any code from it: for a user to decide whether to
+    trust it.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A safe file written by ``save``.
+
+    Returns
+    -------
+    info : dict
+        ``anomseg_version`` and ``format_version`` that wrote it;
+        ``estimator`` (the final estimator's class) and ``steps`` (the class
+        of every step, the estimator last); ``params`` (the estimator's
+        parameters); ``calibration`` (``threshold``, ``max_fpr``,
+        ``achieved_fpr``, ``n_calibration_pixels`` and ``healthy_data``,
+        the summary of the healthy images of :func:`describe_images`); and
+        ``metadata``, what its writer added (the command line records the
+        modality, voxel sizes and number of the healthy scans). Files of
+        format version 1 carry no calibration summary.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If ``path`` is not a safe model file, or does not match its checksum.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from anomseg.base import model_info
+    >>> from anomseg.baselines import FlairThreshold
+    >>> from anomseg.datasets import make_healthy_images
+    >>> X = make_healthy_images(n_images=8, shape=(32, 32), random_state=0)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = FlairThreshold(max_fpr=0.01).fit(X).save(pathlib.Path(tmp) / "m.anomseg")
+    ...     info = model_info(path)
+    >>> info["estimator"], info["calibration"]["max_fpr"]
+    ('FlairThreshold', 0.01)
+    >>> info["calibration"]["healthy_data"]["n_images"]  # it learns nothing: all 8
+    8
+    """
+    path = check_file(path)
+    if file_kind(path) != "safe":
+        raise ValueError(
+            f"'{path}' is not a safe model file; only those can be read without running code."
+        )
+    content = read_safe(path)
+    record = content["model"]
+    records = [step for _, step in record["steps"]] if "steps" in record else [record]
+    classes = _safe_classes()
+    return {
+        "anomseg_version": content["anomseg_version"],
+        "format_version": content["format_version"],
+        "estimator": records[-1]["estimator"],
+        "steps": [step["estimator"] for step in records],
+        "params": decode(records[-1]["params"], classes),
+        "calibration": content["info"].get("calibration", {}),
+        "metadata": content["info"].get("metadata", {}),
+    }

@@ -8,6 +8,7 @@ from sklearn.exceptions import NotFittedError
 
 __all__ = [
     "AnomsegWarning",
+    "DataDriftWarning",
     "NotFittedError",
     "ShapeMismatchError",
     "VersionMismatchWarning",
@@ -24,3 +25,9 @@ class AnomsegWarning(UserWarning):
 
 class VersionMismatchWarning(AnomsegWarning):
     """A model saved by another anomseg version was loaded."""
+
+
+class DataDriftWarning(AnomsegWarning):
+    """Images to score look unlike the healthy images a model was calibrated
+    on (intensity, foreground fraction, shape or voxel size), so its
+    calibrated false-positive rate may not hold for them."""

@@ -3,6 +3,7 @@ data only, and refusal of what it cannot or must not build; pickles only on
 request; the files of earlier versions; the deprecated functions of
 anomseg.io."""
 
+import json
 import os
 import pickle
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from anomseg import __version__
-from anomseg.base import BaseAnomalySegmenter, load_model
+from anomseg.base import BaseAnomalySegmenter, load_model, model_info
 from anomseg.baselines import FlairThreshold
 from anomseg.datasets import make_healthy_images
 from anomseg.exceptions import AnomsegWarning, NotFittedError, VersionMismatchWarning
@@ -48,10 +49,26 @@ def gmvae_file(gmvae, tmp_path):
 
 
 def _rewrite(path, **changes):
-    """A copy of a saved file with some entries of its payload changed."""
+    """A copy of a saved file with some entries of its payload changed (the
+    checksum left as it was)."""
     payload = torch.load(path, weights_only=True)
     payload.update(changes)
     out = path.with_name("changed.pt")
+    torch.save(payload, out)
+    return out
+
+
+def _recrafted(path, edit):
+    """A copy of a saved file whose model record ``edit(record)`` changed,
+    with a checksum recomputed to match, as an attacker would."""
+    from anomseg._persistence import checksum
+
+    payload = torch.load(path, weights_only=True)
+    record = json.loads(payload["model"])
+    edit(record)
+    payload["model"] = json.dumps(record)
+    payload["checksum"] = checksum(payload["model"], payload["info"], payload["state_dict"])
+    out = path.with_name("recrafted.pt")
     torch.save(payload, out)
     return out
 
@@ -90,11 +107,14 @@ def test_round_trip_reconstructor(reconstructor, images, tmp_path):
 
 def test_file_is_plain_data(gmvae, gmvae_file):
     payload = torch.load(gmvae_file, map_location="cpu", weights_only=True)
-    assert payload["estimator"] == "GMVAERestorer"
+    assert payload["format_version"] == 2
     assert payload["anomseg_version"] == __version__
-    assert isinstance(payload["params"], str) and isinstance(payload["attributes"], str)
+    record = json.loads(payload["model"])
+    assert record["estimator"] == "GMVAERestorer"
+    assert record["params"]["width"] == 4 and "threshold_" in record["attributes"]
     assert payload["state_dict"].keys() == gmvae.module_.state_dict().keys()
     assert all(t.device.type == "cpu" for t in payload["state_dict"].values())
+    assert payload["checksum"].startswith("sha256:") and len(payload["checksum"]) == 71
 
 
 def test_other_arrays_and_scalars_round_trip(gmvae, tmp_path):
@@ -121,11 +141,10 @@ def test_other_arrays_and_scalars_round_trip(gmvae, tmp_path):
 
 
 def test_class_outside_allow_list_is_refused(gmvae_file):
-    for name in ("os.system", "ConvGMVAE", "BaseAnomalySegmenter"):
+    for name in ("os.system", "ConvGMVAE", "BaseAnomalySegmenter", "Pipeline", ["x"]):
+        crafted = _recrafted(gmvae_file, lambda record, name=name: record.update(estimator=name))
         with pytest.raises(ValueError, match="rebuilds only"):
-            load_model(_rewrite(gmvae_file, estimator=name))
-    with pytest.raises(ValueError, match="not a safe anomseg model file"):
-        load_model(_rewrite(gmvae_file, estimator=["GMVAERestorer"]))
+            load_model(crafted)
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the joblib file
@@ -157,15 +176,33 @@ def test_foreign_files_are_refused_without_running_code(tmp_path, gmvae):
 
 
 def test_tampered_content_is_refused(gmvae_file):
-    with pytest.raises(ValueError, match="format version 2"):
-        load_model(_rewrite(gmvae_file, format_version=2))
+    payload = torch.load(gmvae_file, weights_only=True)
+    with pytest.raises(ValueError, match="format version 3; this anomseg reads versions 1 to 2"):
+        load_model(_rewrite(gmvae_file, format_version=3))
+    with pytest.raises(ValueError, match="does not match its checksum"):
+        changed = payload["model"].replace('"width": 4', '"width": 5')
+        load_model(_rewrite(gmvae_file, model=changed))
+    weights = {k: v.clone() for k, v in payload["state_dict"].items()}
+    next(iter(weights.values())).view(-1)[0] += 1
+    with pytest.raises(ValueError, match="does not match its checksum"):
+        load_model(_rewrite(gmvae_file, state_dict=weights))
+    with pytest.raises(ValueError, match="does not match its checksum"):
+        load_model(_rewrite(gmvae_file, checksum="sha256:" + "0" * 64))
+    # content whose checksum was recomputed still has to fit the class
+    crafted = _recrafted(gmvae_file, lambda record: record.update(attributes={"__class__": "x"}))
     with pytest.raises(ValueError, match="not a fitted attribute"):
-        load_model(_rewrite(gmvae_file, attributes='{"__class__": "x"}'))
+        load_model(crafted)
+    crafted = _recrafted(gmvae_file, lambda record: record["params"].update(width=-1))
     with pytest.raises(ValueError, match="'width' parameter of GMVAERestorer"):
-        params = torch.load(gmvae_file, weights_only=True)["params"]
-        load_model(_rewrite(gmvae_file, params=params.replace('"width": 4', '"width": -1')))
+        load_model(crafted)
     with pytest.raises(ValueError, match="does not hold a valid GMVAERestorer"):
-        load_model(_rewrite(gmvae_file, state_dict={}))
+        load_model(_rewrite(gmvae_file, state_dict={}, checksum=_checksum_of(payload, {})))
+
+
+def _checksum_of(payload, state_dict):
+    from anomseg._persistence import checksum
+
+    return checksum(payload["model"], payload["info"], state_dict)
 
 
 def test_non_plain_parameter_is_refused(gmvae, tmp_path):
@@ -261,7 +298,7 @@ def test_unfitted_and_unregistered_estimators_are_refused(tmp_path, images):
     with pytest.raises(NotFittedError):
         GMVAERestorer().save(tmp_path / "a.pt")
     with pytest.raises(
-        TypeError, match="registered estimators.*save a Custom with format='pickle'"
+        TypeError, match="transformers and pipelines.*save a Custom with format='pickle'"
     ):
         Custom().fit(images).save(tmp_path / "b.pt")
     assert os.listdir(tmp_path) == []
@@ -293,19 +330,46 @@ def test_pickles_load_only_when_allowed(gmvae, images, tmp_path):
         gmvae.save(tmp_path / "x", format="json")
 
 
-def test_pipelines_are_pickles(images, tmp_path):
-    from anomseg.preprocessing import AnomalyPipeline, IntensityScaler, make_anomaly_pipeline
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_pipelines_round_trip_in_the_safe_format(images, tmp_path):
+    from anomseg.preprocessing import (
+        AnomalyPipeline,
+        ForegroundCropper,
+        IntensityScaler,
+        Resizer,
+        make_anomaly_pipeline,
+    )
 
-    pipe = make_anomaly_pipeline(IntensityScaler(), FlairThreshold()).fit(images)
-    with pytest.raises(ValueError, match="'format' parameter of AnomalyPipeline.save"):
-        pipe.save(tmp_path / "pipe.pt", format="safe")
-    path = pipe.save(tmp_path / "pipe.joblib")
+    prior = GMVAERestorer(
+        width=4, n_clusters=3, n_epochs=1, n_restoration_steps=3, tv_weight=1.0, device="cpu"
+    )
+    pipe = make_anomaly_pipeline(
+        ForegroundCropper(margin=2), Resizer((16, 16)), IntensityScaler(), prior
+    ).fit(images)
+    path = pipe.save(tmp_path / "pipe.anomseg", metadata={"modality": "FLAIR"})
+    loaded = AnomalyPipeline.load(path)
+    assert [type(s) for _, s in loaded.steps] == [type(s) for _, s in pipe.steps]
+    assert loaded[0].window_ == pipe[0].window_
+    np.testing.assert_array_equal(loaded.score_samples(images), pipe.score_samples(images))
+    np.testing.assert_array_equal(loaded.predict(images), pipe.predict(images))
+    assert loaded.healthy_data_ == pipe.healthy_data_
+    weights = torch.load(path, weights_only=True)["state_dict"]
+    assert weights and all(key.startswith("gmvaerestorer/") for key in weights)
+    info = model_info(path)
+    assert info["steps"] == ["ForegroundCropper", "Resizer", "IntensityScaler", "GMVAERestorer"]
+    assert info["metadata"] == {"modality": "FLAIR"}
+    assert info["calibration"]["threshold"] == pipe.threshold_
+    assert info["calibration"]["healthy_data"]["n_images"] == len(images)
+    pickled = pipe.save(tmp_path / "pipe.joblib", format="pickle")
     with pytest.raises(ValueError, match="is a pickle"):
-        AnomalyPipeline.load(path)
-    loaded = AnomalyPipeline.load(path, allow_pickle=True)
+        AnomalyPipeline.load(pickled)
+    loaded = AnomalyPipeline.load(pickled, allow_pickle=True)
     np.testing.assert_array_equal(loaded.predict(images), pipe.predict(images))
     with pytest.raises(TypeError, match="holds a FlairThreshold, not a AnomalyPipeline"):
         AnomalyPipeline.load(FlairThreshold().fit(images).save(tmp_path / "f.pt"))
+    with pytest.raises(ValueError, match="'metadata' of AnomalyPipeline.save must hold plain"):
+        pipe.save(tmp_path / "bad.anomseg", metadata={"when": object()})
+    assert not (tmp_path / "bad.anomseg").exists()
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.utils.validation import check_is_fitted
 
-from .._persistence import write_pickle
-from ..base import load_model
-from ..utils import check_images
-from ..utils._param_validation import StrOptions, validate_parameter_constraints
+from .._docstrings import fill_doc
+from ..base import load_model, save_model, warn_if_drifted
+from ..utils import check_images, describe_images
 
 __all__ = ["AnomalyPipeline", "make_anomaly_pipeline"]
 
@@ -47,6 +45,11 @@ class AnomalyPipeline(Pipeline):
     ----------
     threshold_ : float
         The final estimator's ``threshold_``.
+    healthy_data_ : dict
+        What the healthy images of ``fit`` (or ``calibrate``) looked like
+        before the steps (:func:`anomseg.utils.describe_images`). Scoring
+        images that fall well outside it warns (``DataDriftWarning``), in
+        the units of the pipeline's input.
 
     See Also
     --------
@@ -94,7 +97,10 @@ class AnomalyPipeline(Pipeline):
         -------
         self : AnomalyPipeline
         """
-        return super().fit(self._validated(X, "fit"), y, **params)
+        batch = self._validated(X, "fit")
+        super().fit(batch, y, **params)
+        self.healthy_data_ = describe_images(batch)
+        return self
 
     def calibrate(self, X):
         """Calibrate the final estimator's threshold on other healthy images,
@@ -109,7 +115,9 @@ class AnomalyPipeline(Pipeline):
         -------
         self : AnomalyPipeline
         """
-        self[-1].calibrate(self._transform_to_final(X, "calibrate"))
+        batch = self._validated(X, "calibrate")
+        self[-1].calibrate(self._transform(batch))
+        self.healthy_data_ = describe_images(batch)
         return self
 
     def score_samples(self, X):
@@ -196,50 +204,53 @@ class AnomalyPipeline(Pipeline):
             return maps - threshold
         return [m - threshold for m in maps]
 
-    def save(self, path, *, format="pickle", overwrite=False):
-        """Save the fitted pipeline as a joblib pickle, atomically.
-
-        Loading a pickle runs any code it names: keep such files in your
-        own hands, or share the final estimator alone in the safe format
-        (``pipeline[-1].save(path)``).
+    @fill_doc
+    def save(self, path, *, format="safe", overwrite=False, metadata=None):
+        """Save the fitted pipeline, atomically.
 
         Parameters
         ----------
-        path : str or path-like
-            The file to write; its directory must exist.
-        format : {"pickle"}, default="pickle"
-            The only format of pipelines in this version.
-        overwrite : bool, default=False
-            Whether to replace an existing file.
+        %(save_parameters)s
 
         Returns
         -------
         path : pathlib.Path
+
+        Examples
+        --------
+        >>> import tempfile, pathlib
+        >>> from anomseg.base import load_model
+        >>> from anomseg.baselines import FlairThreshold
+        >>> from anomseg.datasets import make_healthy_images
+        >>> from anomseg.preprocessing import IntensityScaler, make_anomaly_pipeline
+        >>> X = make_healthy_images(n_images=8, shape=(32, 32), random_state=0)
+        >>> pipe = make_anomaly_pipeline(IntensityScaler(), FlairThreshold()).fit(X)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     loaded = load_model(pipe.save(pathlib.Path(tmp) / "pipe.anomseg"))
+        >>> [type(step).__name__ for _, step in loaded.steps]
+        ['IntensityScaler', 'FlairThreshold']
         """
-        validate_parameter_constraints(
-            {"format": [StrOptions({"pickle"})], "overwrite": ["boolean"]},
-            {"format": format, "overwrite": overwrite},
-            caller_name=f"{type(self).__name__}.save",
-        )
-        check_is_fitted(self)
-        return write_pickle(self, path, overwrite=overwrite)
+        return save_model(self, path, format=format, overwrite=overwrite, metadata=metadata)
 
     @classmethod
-    def load(cls, path, *, allow_pickle=False):
-        """Load a pipeline saved by :meth:`save`.
+    def load(cls, path, *, device=None, allow_pickle=False):
+        """Load a pipeline saved by :meth:`save` (see
+        :func:`~anomseg.base.load_model`).
 
         Parameters
         ----------
         path : str or path-like
+        device : {"auto", "cpu", "cuda"} or None, default=None
+            Safe files only: where to put the networks of torch estimators.
         allow_pickle : bool, default=False
-            Pipelines are pickles, which run any code they name: pass True
-            only for files you trust.
+            Whether to load a pickle, which runs any code it names: pass
+            True only for files you trust.
 
         Returns
         -------
         pipeline : AnomalyPipeline
         """
-        model = load_model(path, allow_pickle=allow_pickle)
+        model = load_model(path, device=device, allow_pickle=allow_pickle)
         if not isinstance(model, cls):
             raise TypeError(f"'{path}' holds a {type(model).__name__}, not a {cls.__name__}.")
         return model
@@ -251,7 +262,13 @@ class AnomalyPipeline(Pipeline):
         return check_images(X, where=where, channel_axis=getattr(first, "channel_axis", None))
 
     def _transform_to_final(self, X, method="score_samples"):
-        X = self._validated(X, method)
+        batch = self._validated(X, method)
+        warn_if_drifted(
+            getattr(self, "healthy_data_", None), batch, f"{type(self).__name__}.{method}"
+        )
+        return self._transform(batch)
+
+    def _transform(self, X):
         for _, _, transformer in self._iter(with_final=False):
             X = transformer.transform(X)
         return X

@@ -1,6 +1,7 @@
 """Input validation and small helpers shared by every estimator."""
 
 from ._discovery import all_estimators
+from ._drift import describe_images, drift_messages
 from ._validation import (
     ImageBatch,
     check_generator,
@@ -14,4 +15,6 @@ __all__ = [
     "check_generator",
     "check_images",
     "check_maps",
+    "describe_images",
+    "drift_messages",
 ]
