@@ -1,10 +1,38 @@
-"""The ``anomseg`` command line: fit, predict, evaluate, brain-extract and demo."""
+"""The ``anomseg`` command line: fit, predict, evaluate, info, brain-extract
+and demo.
+
+What a user of the command line can rely on:
+
+* **Model files run no code.** ``fit`` writes the safe format, and
+  ``predict``, ``evaluate`` and ``info`` read it; a pickle is read only with
+  ``--trust-pickle``, with a warning.
+* **Outputs are whole or absent.** Each scan's map and mask are written to
+  temporary files and moved into place together; SIGINT and SIGTERM
+  (``kill``, ``timeout``, job schedulers) remove the temporary files of the
+  scan in progress, and the scans already finished stay.
+* **Inputs are checked before any work**: every scan's header, the output
+  names (clashes), the model file. A scan that fails while it is scored
+  (unreadable voxels, say) does not stop the others: ``predict`` finishes
+  every good scan, reporting each bad one in one line, and exits with
+  status 1. Rerun it to retry them: scans whose outputs are complete are
+  skipped; an output file that exists without its partner was not written
+  by anomseg, so it is left alone (``--overwrite`` redoes it).
+* **Every error is one line** naming the file or option and what is wrong;
+  ``ANOMSEG_DEBUG=1`` shows the traceback of unexpected ones. Warnings are
+  one line too, such as a scan that looks unlike the model's healthy data.
+"""
 
 from __future__ import annotations
 
 import argparse
 import ast
+import functools
+import os
+import re
+import signal
 import sys
+import threading
+import warnings
 from pathlib import Path
 
 from .._registry import METHODS, method_class
@@ -20,13 +48,17 @@ binary lesion mask for new scans. The mask threshold is calibrated on healthy
 data at a chosen false-positive rate.
 
   anomseg demo                                 # try it on the embedded data
-  anomseg fit --method flair-threshold healthy/*.nii.gz -o model.joblib
-  anomseg fit --method ascnet healthy/*.nii.gz --unlabelled scans/*.nii.gz -o m.joblib
-  anomseg fit --method inpainting-predictor healthy/*.nii.gz -o fast.joblib
-  anomseg predict model.joblib scans/*.nii.gz -o results/
-  anomseg evaluate model.joblib scans/*.nii.gz --truth masks/*.nii.gz
-  anomseg fit --method flair-threshold --foreground brain heads/*.nii.gz -o m.joblib
+  anomseg fit --method flair-threshold healthy/*.nii.gz -o model.anomseg
+  anomseg fit --method ascnet healthy/*.nii.gz --unlabelled scans/*.nii.gz -o m.anomseg
+  anomseg fit --method inpainting-predictor healthy/*.nii.gz -o fast.anomseg
+  anomseg info model.anomseg                   # what a model file holds
+  anomseg predict model.anomseg scans/*.nii.gz -o results/
+  anomseg evaluate model.anomseg scans/*.nii.gz --truth masks/*.nii.gz
+  anomseg fit --method flair-threshold --foreground brain heads/*.nii.gz -o m.anomseg
   anomseg brain-extract heads/*.nii.gz -o brains/   # brain masks, as NIfTI
+
+Model files are written in a safe format that runs no code when read.
+Outputs appear whole or not at all; a rerun skips scans already done.
 
 Run 'anomseg COMMAND --help' for the options of a command.
 """
@@ -35,9 +67,28 @@ Run 'anomseg COMMAND --help' for the options of a command.
 #: A volume to fit steps that learn nothing from images on.
 _TINY_VOLUME = [[[1.0]]]
 
+#: Voxel sizes beyond this factor of the healthy scans' range warn.
+_VOXEL_SIZE_FACTOR = 1.5
+
+#: The outputs of ``predict`` for each scan, by suffix.
+_PREDICT_OUTPUTS = ("_anomaly_map.nii.gz", "_mask.nii.gz")
+
 
 class CommandError(Exception):
     """A user error, reported in one line without a traceback."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an exception so that cleanup code runs as it does
+    for SIGINT."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, pointing to ``--help``, rather than the
+    usage block followed by the error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def _parse_param(text):
@@ -64,10 +115,77 @@ def _progress(iterable, description, enabled, total=None):
     )
 
 
-def _load_scans(paths, progress, description="loading"):
-    from ..io import load_niftis
+def _say(command, kind, message):
+    print(f"anomseg {command}: {kind}: {message}", file=sys.stderr)
 
-    return load_niftis(_progress(paths, description, progress))
+
+# -- scans -----------------------------------------------------------------------
+def _check_headers(paths, unique=True):
+    """Every scan's grid, read from its header, before any work: a missing,
+    foreign, 2D or 4D file (or, with ``unique``, one given twice) stops the
+    command at once."""
+    from ..io import load_nifti_reference
+
+    seen = set()
+    for path in paths:
+        key = os.path.realpath(path)
+        if unique and key in seen:
+            raise CommandError(f"'{path}' is given twice.")
+        seen.add(key)
+    return [load_nifti_reference(path) for path in paths]
+
+
+def _read_scan(path):
+    """A scan's voxels and grid, refused if scoring it would mean nothing."""
+    import numpy as np
+
+    from ..io import load_nifti
+
+    image, reference = load_nifti(path)
+    n_bad = image.size - int(np.count_nonzero(np.isfinite(image)))
+    if n_bad:
+        raise CommandError(
+            f"'{path}' has {n_bad} NaN or infinite voxel(s); anomseg needs finite "
+            "intensities: set them to 0 (background) or repair the file."
+        )
+    if image.min() == image.max():
+        raise CommandError(
+            f"'{path}' is constant (every voxel is {image.flat[0]:g}, shape "
+            f"{image.shape}): there is nothing to segment."
+        )
+    return image, reference
+
+
+def _load_scans(paths, progress, description="loading"):
+    loaded = [_read_scan(path) for path in _progress(paths, description, progress)]
+    return [image for image, _ in loaded], [reference for _, reference in loaded]
+
+
+def _voxel_sizes(references):
+    return [[float(z) for z in ref.header.get_zooms()[:3]] for ref in references]
+
+
+def _voxel_size_warning(path, reference, metadata):
+    """A warning if ``reference``'s voxels differ from the healthy scans'."""
+    sizes = metadata.get("voxel_size")
+    if not sizes:
+        return None
+    [zooms] = _voxel_sizes([reference])
+    low, high = sizes
+    if any(
+        z < a / _VOXEL_SIZE_FACTOR or z > b * _VOXEL_SIZE_FACTOR
+        for z, a, b in zip(zooms, low, high)
+    ):
+        return (
+            f"'{path}' has voxels of {_mm(zooms)} but the model's healthy scans had "
+            f"{_mm(low)} to {_mm(high)}; resample it, or the calibrated "
+            "false-positive rate may not hold."
+        )
+    return None
+
+
+def _mm(sizes):
+    return " x ".join(f"{s:.3g}" for s in sizes) + " mm"
 
 
 _BRAIN_HELP = (
@@ -89,7 +207,7 @@ def _add_foreground_option(parser):
     )
 
 
-def _add_model_foreground_option(parser):
+def _add_model_options(parser):
     parser.add_argument(
         "--foreground",
         choices=("model", "brain"),
@@ -98,6 +216,14 @@ def _add_model_foreground_option(parser):
         f"the default), or {_BRAIN_HELP}, first, before the model's own steps "
         "(for a model fitted on skull-stripped scans, for instance). Only "
         "foreground voxels are scored.",
+    )
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="Read MODEL even if it is a pickle (written by 'anomseg fit' "
+        "before version 0.2, or by save(format='pickle')). Loading a pickle "
+        "runs any code it holds: pass this only for files you wrote or whose "
+        "source you trust.",
     )
 
 
@@ -109,7 +235,53 @@ def _stem(path):
     return Path(name).stem
 
 
-# -- commands ------------------------------------------------------------------
+def _output_folder(output):
+    """``output`` as an existing folder, created if need be."""
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise CommandError(f"output folder '{output}' is a file.")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(
+            f"cannot create the output folder '{output}': {exc.strerror}."
+        ) from None
+    return output
+
+
+def _plan_outputs(scans, output, suffixes, keep_tree):
+    """The output files of each scan, named after it (under the scan's folder
+    relative to the scans' common folder with ``keep_tree``); two scans that
+    would write the same file stop the command before any work."""
+    folders = [Path(os.path.realpath(path)).parent for path in scans]
+    root = Path(os.path.commonpath(folders)) if keep_tree else None
+    planned, writers = [], {}
+    for path, folder in zip(scans, folders):
+        where = output / folder.relative_to(root) if keep_tree else output
+        targets = [where / f"{_stem(path)}{suffix}" for suffix in suffixes]
+        for target in targets:
+            if target in writers:
+                raise CommandError(
+                    f"'{writers[target]}' and '{path}' would both write '{target}'; "
+                    "pass --keep-tree to mirror the scans' folders under the output "
+                    "folder, or rename one."
+                )
+            writers[target] = path
+        planned.append((path, targets))
+    return planned
+
+
+def _complete(targets, reference):
+    """Whether every output of a scan exists, on the scan's grid."""
+    from ..io import load_nifti_reference
+
+    try:
+        return all(load_nifti_reference(t).shape == reference.shape for t in targets)
+    except (OSError, ValueError):
+        return False
+
+
+# -- models ----------------------------------------------------------------------
 def _estimator(method, params):
     """The estimator of ``method`` with ``params`` (``NAME__KEY`` ones go to
     the nested estimators the registry names), its parameters checked."""
@@ -127,12 +299,85 @@ def _estimator(method, params):
         raise CommandError(f"bad --param for {method}: {exc}") from None
 
 
+def _load_model(path, foreground="model", trust_pickle=False, command="predict"):
+    """The model file's estimator or pipeline, as an AnomalyPipeline (of one
+    step for a bare estimator), so that every command treats both alike,
+    and the metadata its writer stored; with ``foreground="brain"``, a
+    BrainExtractor goes first unless the model starts with one."""
+    from sklearn.pipeline import Pipeline
+
+    from .._persistence import check_file, file_kind
+    from ..base import load_model, model_info
+    from ..preprocessing import AnomalyPipeline, BrainExtractor
+
+    path = check_file(path)
+    kind = file_kind(path)
+    if kind == "pickle" and not trust_pickle:
+        raise CommandError(
+            f"'{path}' is a pickle, and loading a pickle runs any code it holds; "
+            "pass --trust-pickle only if you wrote it or trust its source, or "
+            "refit the model (anomseg fit writes safe files)."
+        )
+    if kind == "safe":
+        model, metadata = load_model(path), model_info(path)["metadata"]
+    elif kind == "pickle":
+        _say(command, "warning", f"loading the pickle '{path}', which may run any code it holds.")
+        model, metadata = load_model(path, allow_pickle=True), {}
+    else:
+        raise CommandError(f"'{path}' is not an anomseg model file (neither safe nor a pickle).")
+    bare = not isinstance(model, Pipeline)
+    steps = [(type(model).__name__.lower(), model)] if bare else model.steps
+    if foreground == "brain" and not isinstance(steps[0][1], BrainExtractor):
+        # Fitting it only validates its parameters: it learns nothing.
+        extractor = BrainExtractor().fit([_TINY_VOLUME])
+        steps = [("brainextractor", extractor), *steps]
+    if isinstance(model, AnomalyPipeline) and len(steps) == len(model.steps):
+        return model, metadata
+    pipeline = AnomalyPipeline(steps)
+    if bare and len(steps) == 1:  # the estimator sees the scans as they are
+        pipeline.healthy_data_ = getattr(model, "healthy_data_", None)
+    return pipeline, metadata
+
+
+def _scored(model, path, image, reference, metadata, command, masked=False):
+    """The anomaly map of one scan (masked outside the voxels scored, with
+    ``masked``), with its warnings said in one line each."""
+    import numpy as np
+
+    score = model.masked_score_samples if masked else model.score_samples
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        anomaly_map = score([image])[0]
+    notes = [_voxel_size_warning(path, reference, metadata)]
+    notes += [f"'{path}': {_plain(w.message)}" for w in caught]
+    for note in filter(None, notes):
+        _say(command, "warning", note)
+    if not np.isfinite(np.ma.getdata(anomaly_map)).all():
+        raise CommandError(
+            f"'{path}' gave non-finite anomaly scores; its intensities "
+            f"(up to {np.abs(image).max():.3g}) are beyond what the model handles."
+        )
+    return anomaly_map
+
+
+def _plain(message):
+    """A library message as the command line says it: without the
+    ``[Class.method]`` prefix, and with its options for the API's
+    arguments."""
+    text = re.sub(r"^\[[^\]]*\] ", "", str(message).strip().splitlines()[0])
+    return text.replace("pass overwrite=True", "pass --overwrite")
+
+
+# -- commands ------------------------------------------------------------------
 def cmd_fit(args):
     from sklearn.utils import get_tags
 
     from ..preprocessing import make_anomaly_pipeline
 
-    estimator = _estimator(args.method, {**dict(args.param), "max_fpr": args.max_fpr})
+    params = dict(args.param)
+    if "max_fpr" in params:
+        raise CommandError("set max_fpr with --max-fpr, not --param.")
+    estimator = _estimator(args.method, {**params, "max_fpr": args.max_fpr})
     tags = get_tags(estimator).anomaly_tags
     if args.unlabelled and not tags.learns_from_unlabelled:
         takers = [
@@ -142,6 +387,14 @@ def cmd_fit(args):
             f"--unlabelled is for {', '.join(takers)}; {args.method} learns from "
             "healthy scans only."
         )
+    output = Path(args.output)
+    if output.is_dir():
+        raise CommandError(f"-o '{output}' is a folder; give the model file to write.")
+    if not output.parent.is_dir():
+        raise CommandError(f"cannot write '{output}': folder '{output.parent}' does not exist.")
+    if output.exists() and not args.overwrite:
+        raise CommandError(f"'{output}' exists; pass --overwrite to replace it.")
+    references = _check_headers([*args.healthy, *args.unlabelled], unique=False)
     steps = _preprocessing_steps(args.foreground, tags.requires_scaled_input)
     model = make_anomaly_pipeline(*steps, estimator) if steps else estimator
     images, _ = _load_scans(args.healthy, args.progress)
@@ -154,9 +407,17 @@ def cmd_fit(args):
         model.fit(images + unlabelled, [0] * len(images) + [-1] * len(unlabelled))
     else:
         model.fit(images)
-    model.save(args.output, format="pickle", overwrite=args.overwrite)
+    sizes = _voxel_sizes(references[: len(args.healthy)])
+    metadata = {
+        "written_by": f"anomseg {__version__} fit --method {args.method}",
+        "modality": args.modality,
+        "n_healthy_scans": len(images),
+        "voxel_size": [[min(axis) for axis in zip(*sizes)], [max(axis) for axis in zip(*sizes)]],
+        "foreground": args.foreground,
+    }
+    model.save(output, overwrite=args.overwrite, metadata=metadata)
     print(
-        f"saved {args.output}: threshold {estimator.threshold_:.4g} at healthy "
+        f"saved {output}: threshold {estimator.threshold_:.4g} at healthy "
         f"FPR {estimator.max_fpr:g} (achieved {estimator.calibration_fpr_:.4f} on "
         f"{estimator.n_calibration_pixels_} calibration voxels)"
     )
@@ -176,52 +437,55 @@ def _preprocessing_steps(foreground, scale):
     return steps
 
 
-def _load_model(path, foreground="model"):
-    """The model file's estimator or pipeline, as an AnomalyPipeline (of one
-    step for a bare estimator), so that every command treats both alike;
-    with ``foreground="brain"``, a BrainExtractor goes first unless the
-    model starts with one."""
-    from sklearn.pipeline import Pipeline
-
-    from ..base import load_model
-    from ..preprocessing import AnomalyPipeline, BrainExtractor
-
-    model = load_model(path, allow_pickle=True)
-    steps = model.steps if isinstance(model, Pipeline) else [(type(model).__name__.lower(), model)]
-    if foreground == "brain" and not isinstance(steps[0][1], BrainExtractor):
-        # Fitting it only validates its parameters: it learns nothing.
-        extractor = BrainExtractor().fit([_TINY_VOLUME])
-        steps = [("brainextractor", extractor), *steps]
-    if isinstance(model, AnomalyPipeline) and len(steps) == len(model.steps):
-        return model
-    return AnomalyPipeline(steps)
-
-
 def cmd_predict(args):
-    from ..io import load_nifti, save_nifti
+    from ..io import save_niftis
 
-    model = _load_model(args.model, args.foreground)
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
-    planned = [
-        (path, output / f"{_stem(path)}_anomaly_map.nii.gz", output / f"{_stem(path)}_mask.nii.gz")
-        for path in args.scans
-    ]
-    if not args.overwrite:  # fail before any work rather than half-way
-        for _, *targets in planned:
-            for target in targets:
-                if target.exists():
-                    raise CommandError(f"'{target}' exists; pass --overwrite to replace it.")
-    for path, map_path, mask_path in _progress(planned, "predicting", args.progress):
-        image, reference = load_nifti(path)
-        anomaly_map = model.score_samples([image])[0]
-        mask = model.threshold_maps([anomaly_map])[0]  # predict, scoring once
-        save_nifti(anomaly_map, reference, map_path, overwrite=args.overwrite)
-        save_nifti(mask, reference, mask_path, overwrite=args.overwrite)
-        print(f"{path}: {int(mask.sum())} anomalous voxels -> {mask_path}")
+    references = _check_headers(args.scans)
+    model, metadata = _load_model(args.model, args.foreground, args.trust_pickle)
+    output = _output_folder(args.output)
+    planned = _plan_outputs(args.scans, output, _PREDICT_OUTPUTS, args.keep_tree)
+    counts = {"scored": 0, "skipped": 0, "failed": 0}
+    for (path, targets), reference in _progress(
+        list(zip(planned, references)), "predicting", args.progress
+    ):
+        present = [t for t in targets if os.path.lexists(t)]
+        if present and not args.overwrite:
+            if _complete(targets, reference):
+                counts["skipped"] += 1
+                continue
+            # Not written by an anomseg run, whose outputs appear together.
+            counts["failed"] += 1
+            _say(
+                "predict",
+                "error",
+                f"'{present[0]}' exists, but the outputs of '{path}' are incomplete "
+                "(missing, or not NIfTI on its grid); pass --overwrite to redo them.",
+            )
+            continue
+        try:
+            image, reference = _read_scan(path)
+            anomaly_map = _scored(model, path, image, reference, metadata, "predict")
+            mask = model.threshold_maps([anomaly_map])[0]  # predict, scoring once
+            targets[0].parent.mkdir(parents=True, exist_ok=True)
+            save_niftis(
+                [(anomaly_map, reference, targets[0]), (mask, reference, targets[1])],
+                overwrite=args.overwrite,
+            )
+        except Exception as exc:  # one bad scan does not stop the cohort
+            counts["failed"] += 1
+            _say("predict", "error", _message(exc, path))
+            continue
+        counts["scored"] += 1
+        print(f"{path}: {int(mask.sum())} anomalous voxels -> {targets[1]}")
+    if len(planned) > 1 or counts["skipped"]:
+        summary = ", ".join(f"{n} {what}" for what, n in counts.items())
+        print(f"{summary} (skipped: outputs complete already)", file=sys.stderr)
+    return 1 if counts["failed"] else 0
 
 
 def cmd_evaluate(args):
+    import numpy as np
+
     from ..metrics import evaluate
 
     if len(args.scans) != len(args.truth):
@@ -229,38 +493,87 @@ def cmd_evaluate(args):
             f"got {len(args.scans)} scan(s) but {len(args.truth)} --truth "
             "mask(s); give one mask per scan, in the same order."
         )
-    model = _load_model(args.model, args.foreground)
-    images, _ = _load_scans(args.scans, args.progress)
-    truths, _ = _load_scans(args.truth, args.progress, "loading masks")
-    for scan, truth, image, mask in zip(args.scans, args.truth, images, truths):
-        if image.shape != mask.shape:
+    references = _check_headers(args.scans, unique=False)
+    truth_references = _check_headers(args.truth, unique=False)
+    for scan, truth, reference, truth_reference in zip(
+        args.scans, args.truth, references, truth_references
+    ):
+        if reference.canonical_shape != truth_reference.canonical_shape or not np.allclose(
+            reference.canonical_affine, truth_reference.canonical_affine, atol=1e-3
+        ):
             raise CommandError(
-                f"mask '{truth}' has shape {mask.shape} but scan '{scan}' has {image.shape}."
+                f"mask '{truth}' is not on the grid of scan '{scan}' (shape "
+                f"{truth_reference.shape} vs {reference.shape}, or another affine); "
+                "resample it onto the scan."
             )
+    model, metadata = _load_model(args.model, args.foreground, args.trust_pickle, "evaluate")
+    images, _ = _load_scans(args.scans, args.progress)
+    truths = [_read_truth(path) for path in args.truth]
     # masked outside the voxels the model scored (and calibrated on)
-    maps = [
-        model.masked_score_samples([image])[0]
-        for image in _progress(images, "scoring", args.progress)
-    ]
-    report = evaluate([t > 0 for t in truths], maps, thresholds=model[-1].calibration_thresholds_)
+    maps = []
+    for path, image, reference in zip(
+        args.scans, _progress(images, "scoring", args.progress), references
+    ):
+        maps.append(_scored(model, path, image, reference, metadata, "evaluate", masked=True))
+    report = evaluate(truths, maps, thresholds=model[-1].calibration_thresholds_)
     print(f"{len(images)} scan(s), foreground voxels only; model {args.model}")
     print(report.to_table())
 
 
+def _read_truth(path):
+    """A ground-truth mask, which must hold 0 and 1 only."""
+    import numpy as np
+
+    from ..io import load_nifti
+
+    truth, _ = load_nifti(path)
+    values = np.unique(truth)
+    if not np.isin(values, (0, 1)).all():
+        shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if values.size > 5 else "")
+        raise CommandError(
+            f"mask '{path}' is not binary: it holds {values.size} values ({shown}); "
+            "give masks of 0 (healthy) and 1 (lesion)."
+        )
+    return truth > 0
+
+
+def cmd_info(args):
+    from .._persistence import check_file, file_kind
+    from ..base import model_info
+
+    path = check_file(args.model)
+    if file_kind(path) == "pickle":
+        raise CommandError(
+            f"'{path}' is a pickle, which cannot be read without running the code it "
+            "holds; only safe files can be inspected."
+        )
+    info = model_info(path)
+    calibration = info["calibration"]
+    print(f"{path}: a safe anomseg model file (format {info['format_version']}, checksum OK)")
+    print(f"  written by anomseg {info['anomseg_version']}")
+    print(f"  steps: {' -> '.join(info['steps'])}")
+    for key, value in sorted(info["params"].items()):
+        print(f"  {info['estimator']}.{key} = {value!r}")
+    for key, value in calibration.items():
+        print(f"  calibration {key}: {value}")
+    for key, value in info["metadata"].items():
+        print(f"  {key}: {value}")
+
+
 def cmd_brain_extract(args):
-    from ..io import load_nifti, save_nifti
+    from ..io import save_nifti
     from ..preprocessing import BrainExtractor
 
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
-    planned = [(path, output / f"{_stem(path)}_brainmask.nii.gz") for path in args.scans]
+    _check_headers(args.scans)
+    output = _output_folder(args.output)
+    planned = _plan_outputs(args.scans, output, ("_brainmask.nii.gz",), keep_tree=False)
     if not args.overwrite:  # fail before any work rather than half-way
-        for _, target in planned:
+        for _, [target] in planned:
             if target.exists():
                 raise CommandError(f"'{target}' exists; pass --overwrite to replace it.")
     params = {"threshold": args.threshold, "margin": args.margin, "device": args.device}
-    for path, mask_path in _progress(planned, "extracting", args.progress):
-        image, reference = load_nifti(path)
+    for path, [mask_path] in _progress(planned, "extracting", args.progress):
+        image, reference = _read_scan(path)
         extractor = BrainExtractor(affine=reference, **params).fit([image])
         mask = extractor.get_mask([image])[0]
         save_nifti(mask, reference, mask_path, overwrite=args.overwrite)
@@ -275,7 +588,7 @@ def cmd_demo(args):
 
 # -- parser --------------------------------------------------------------------
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="anomseg",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -318,7 +631,12 @@ def build_parser():
         "alone, which works less well.",
     )
     fit.add_argument(
-        "-o", "--output", required=True, metavar="MODEL", help="Model file to write (.joblib)."
+        "-o",
+        "--output",
+        required=True,
+        metavar="MODEL",
+        help="Model file to write, in the safe format (plain data, weights and "
+        "a checksum; reading it runs no code); .anomseg by convention.",
     )
     fit.add_argument(
         "--max-fpr",
@@ -326,6 +644,12 @@ def build_parser():
         default=0.05,
         help="Largest voxel false-positive rate on healthy data that the "
         "mask threshold allows (default 0.05).",
+    )
+    fit.add_argument(
+        "--modality",
+        default=None,
+        help="The healthy scans' modality, such as FLAIR, recorded in the model "
+        "file for its users ('anomseg info').",
     )
     fit.add_argument(
         "--param",
@@ -344,14 +668,33 @@ def build_parser():
 
     predict = add(
         "predict",
-        "Write an anomaly map and a mask (NIfTI, on each scan's grid) per scan.",
+        "Write an anomaly map and a mask (NIfTI, on each scan's grid) per scan. "
+        "Both appear together or not at all; scans whose outputs are complete "
+        "are skipped, so an interrupted run can be rerun. A scan that fails "
+        "does not stop the others: the failures are reported at the end, and "
+        "the exit status is 1.",
         cmd_predict,
     )
     predict.add_argument("model", metavar="MODEL", help="A model written by 'anomseg fit'.")
     predict.add_argument("scans", nargs="+", metavar="SCAN.nii.gz")
-    predict.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="Output folder.")
-    _add_model_foreground_option(predict)
-    predict.add_argument("--overwrite", action="store_true", help="Replace existing outputs.")
+    predict.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUTDIR",
+        help="Output folder; SCAN.nii.gz gives OUTDIR/SCAN_anomaly_map.nii.gz "
+        "and OUTDIR/SCAN_mask.nii.gz.",
+    )
+    predict.add_argument(
+        "--keep-tree",
+        action="store_true",
+        help="Mirror the scans' folders (relative to their common folder) under "
+        "OUTDIR, for scans that share a file name.",
+    )
+    _add_model_options(predict)
+    predict.add_argument(
+        "--overwrite", action="store_true", help="Redo and replace complete outputs too."
+    )
 
     evaluate = add(
         "evaluate",
@@ -365,9 +708,18 @@ def build_parser():
         nargs="+",
         required=True,
         metavar="MASK.nii.gz",
-        help="Ground-truth masks, one per scan, in the same order.",
+        help="Ground-truth masks of 0 and 1, one per scan, in the same order, "
+        "on the scans' grids.",
     )
-    _add_model_foreground_option(evaluate)
+    _add_model_options(evaluate)
+
+    info = add(
+        "info",
+        "Show what a model file holds (its steps, parameters, calibration and "
+        "healthy data) after checking its checksum, without running code from it.",
+        cmd_info,
+    )
+    info.add_argument("model", metavar="MODEL")
 
     brain = add(
         "brain-extract",
@@ -421,17 +773,45 @@ def build_parser():
     return parser
 
 
+def _message(exc, path=None):
+    """One line for the user: the exception's first line in the command
+    line's words, naming ``path`` unless the message already does."""
+    text = _plain(exc) if str(exc).strip() else type(exc).__name__
+    if not isinstance(exc, (CommandError, ValueError, TypeError, OSError)):
+        text = f"unexpected {type(exc).__name__}: {text} (ANOMSEG_DEBUG=1 shows the traceback)"
+    if path is not None and str(path) not in text:
+        text = f"'{path}': {text}"
+    return text
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
+def _show_warning(command, message, category, filename, lineno, file=None, line=None):
+    _say(command, "warning", _plain(message))
+
+
 def main(argv=None):
     """Run the command line; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
-        args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = functools.partial(_show_warning, args.command)
+            return args.func(args) or 0
+    except Terminated:
+        _say(args.command, "error", "terminated (SIGTERM); no output is left half-written")
+        return 143
     except KeyboardInterrupt:
-        print("anomseg: interrupted", file=sys.stderr)
+        _say(args.command, "error", "interrupted; no output is left half-written")
         return 130
-    except (CommandError, ValueError, TypeError, OSError, FloatingPointError, ImportError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"anomseg {args.command}: error: {message}", file=sys.stderr)
+    except Exception as exc:
+        if os.environ.get("ANOMSEG_DEBUG"):
+            raise
+        _say(args.command, "error", _message(exc))
         return 1
-    return 0
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)

@@ -13,28 +13,33 @@ Models are saved by their own ``save`` method and loaded by
 anomseg 0.3.
 """
 
-from ._atomic import atomic_write
+from ._atomic import atomic_write, atomic_write_all
 from ._files import load_model, load_torch_model, save_figure, save_model, save_torch_model
 from ._nifti import (
     NiftiReference,
     from_canonical,
     load_nifti,
+    load_nifti_reference,
     load_niftis,
     save_nifti,
+    save_niftis,
     to_canonical,
 )
 
 __all__ = [
     "NiftiReference",
     "atomic_write",
+    "atomic_write_all",
     "from_canonical",
     "load_model",
     "load_nifti",
+    "load_nifti_reference",
     "load_niftis",
     "load_torch_model",
     "save_figure",
     "save_model",
     "save_nifti",
+    "save_niftis",
     "save_torch_model",
     "to_canonical",
 ]

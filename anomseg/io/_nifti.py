@@ -9,6 +9,8 @@ saved for ``scan.nii.gz`` overlays that scan in any viewer.
 
 from __future__ import annotations
 
+import functools
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,14 +19,16 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 
-from ._atomic import atomic_write
+from ._atomic import atomic_write_all
 
 __all__ = [
     "NiftiReference",
     "from_canonical",
     "load_nifti",
+    "load_nifti_reference",
     "load_niftis",
     "save_nifti",
+    "save_niftis",
     "to_canonical",
 ]
 
@@ -108,6 +112,40 @@ def _load_image(path):
     return image
 
 
+def load_nifti_reference(path):
+    """The grid of a NIfTI file, read from its header alone (no voxels).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.nii`` or ``.nii.gz`` file holding a 3D volume.
+
+    Returns
+    -------
+    reference : NiftiReference
+        What :func:`load_nifti` returns with the voxels; its ``header``
+        gives the voxel size (``header.get_zooms()``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` is not an existing file.
+    ValueError
+        If the file is not a NIfTI image, or not a 3D volume.
+    """
+    return _reference(path, _load_image(path))
+
+
+def _reference(path, image):
+    return NiftiReference(
+        path=str(path),
+        affine=image.affine.copy(),
+        shape=tuple(int(n) for n in image.shape),
+        header=image.header.copy(),
+        orientation=nib.io_orientation(image.affine),
+    )
+
+
 def load_nifti(path, *, dtype=np.float32):
     """Load a 3D NIfTI image in the closest canonical (RAS+) orientation.
 
@@ -134,7 +172,8 @@ def load_nifti(path, *, dtype=np.float32):
     FileNotFoundError
         If ``path`` is not an existing file.
     ValueError
-        If the file is not a NIfTI image, or not a 3D volume.
+        If the file is not a NIfTI image, not a 3D volume, holds complex
+        values, or its voxels cannot be read (a truncated or corrupt file).
 
     See Also
     --------
@@ -153,18 +192,18 @@ def load_nifti(path, *, dtype=np.float32):
     True
     """
     image = _load_image(path)
-    orientation = nib.io_orientation(image.affine)
+    if np.issubdtype(image.get_data_dtype(), np.complexfloating):
+        raise ValueError(
+            f"'{path}' holds complex values ({image.get_data_dtype()}); anomseg "
+            "reads real-valued scans: save their magnitude."
+        )
     canonical = nib.as_closest_canonical(image)
-    data = np.asanyarray(canonical.dataobj)
+    try:
+        data = np.asanyarray(canonical.dataobj)
+    except (OSError, EOFError, ValueError, zlib.error) as exc:  # truncated or corrupt
+        raise ValueError(f"Could not read the voxels of '{path}': {exc}") from None
     data = data != 0 if np.dtype(dtype) == bool else data.astype(dtype, copy=False)
-    reference = NiftiReference(
-        path=str(path),
-        affine=image.affine.copy(),
-        shape=tuple(int(n) for n in image.shape),
-        header=image.header.copy(),
-        orientation=orientation,
-    )
-    return data, reference
+    return data, _reference(path, image)
 
 
 def load_niftis(paths, *, dtype=np.float32):
@@ -361,9 +400,45 @@ def save_nifti(data, reference, path, *, overwrite=False):
     ...     bool((mask == (flair > 200)).all()), ref_out.shape == ref.shape
     (True, True)
     """
-    path = Path(path)
-    if not path.name.endswith(_NIFTI_SUFFIXES):
-        raise ValueError(f"'{path}' must end in .nii or .nii.gz to be saved as NIfTI.")
-    image = _to_original_image(data, reference)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
-    return atomic_write(path, lambda tmp: nib.save(image, tmp), overwrite=overwrite, suffix=suffix)
+    return save_niftis([(data, reference, path)], overwrite=overwrite)[0]
+
+
+def save_niftis(items, *, overwrite=False):
+    """Write several arrays as NIfTI files, as one: all of them or none.
+
+    What :func:`save_nifti` does for each, except that the files appear
+    together: each is written to a temporary file first, and they are moved
+    into place only when all are complete (see
+    :func:`~anomseg.io.atomic_write_all`), so an anomaly map never appears
+    without its mask, even when the run is interrupted.
+
+    Parameters
+    ----------
+    items : list of (data, reference, path)
+        As the arguments of :func:`save_nifti`.
+    overwrite : bool, default=False
+        Whether to replace existing files.
+
+    Returns
+    -------
+    paths : list of pathlib.Path
+
+    Raises
+    ------
+    FileExistsError
+        If a target exists and ``overwrite`` is False; nothing is written.
+    FileNotFoundError
+        If the directory of a target does not exist.
+    ValueError
+        If an array does not have the canonical shape of its reference, or a
+        path is not a NIfTI file name.
+    """
+    writes = []
+    for data, reference, path in items:
+        path = Path(path)
+        if not path.name.endswith(_NIFTI_SUFFIXES):
+            raise ValueError(f"'{path}' must end in .nii or .nii.gz to be saved as NIfTI.")
+        image = _to_original_image(data, reference)
+        suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
+        writes.append((path, functools.partial(nib.save, image), suffix))
+    return atomic_write_all(writes, overwrite=overwrite)

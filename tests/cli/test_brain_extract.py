@@ -64,7 +64,7 @@ def test_fit_and_predict_with_foreground_brain(deepbet, lps_scan, tmp_path):
     path, data = lps_scan
     model = tmp_path / "model.joblib"
     assert run(*FIT, path, "-o", model, "--foreground", "brain") == 0
-    pipeline = _load_model(model, "brain")
+    pipeline, _ = _load_model(model, "brain")
     assert isinstance(pipeline[0], BrainExtractor)
     assert not any(isinstance(step, BrainExtractor) for _, step in pipeline.steps[1:])
     out = tmp_path / "out"
@@ -89,8 +89,8 @@ def test_foreground_brain_puts_a_brain_extractor_first(deepbet, tmp_path):
     scan = get_demo_path("patient07_flair.nii.gz")
     model = tmp_path / "model.joblib"
     assert run(*FIT, scan, "-o", model) == 0
-    assert not isinstance(_load_model(model)[0], BrainExtractor)
-    pipeline = _load_model(model, "brain")
+    assert not isinstance(_load_model(model)[0][0], BrainExtractor)
+    pipeline, _ = _load_model(model, "brain")
     assert isinstance(pipeline, AnomalyPipeline) and len(pipeline.steps) == 2
     assert isinstance(pipeline[0], BrainExtractor)
 

@@ -92,9 +92,14 @@ def test_never_overwrites_without_flag(scans, tmp_path, capsys):
     out.mkdir()
     (out / "scans0_mask.nii.gz").write_bytes(b"keep")
     assert run("predict", model, *scans["scans"], "-o", out) == 1
+    assert "pass --overwrite to redo them" in capsys.readouterr().err
     assert (out / "scans0_mask.nii.gz").read_bytes() == b"keep"
-    # it failed before writing anything
-    assert sorted(p.name for p in out.iterdir()) == ["scans0_mask.nii.gz"]
+    # the other scan was done, whole
+    assert sorted(p.name for p in out.iterdir()) == [
+        "scans0_mask.nii.gz",
+        "scans1_anomaly_map.nii.gz",
+        "scans1_mask.nii.gz",
+    ]
 
 
 @pytest.mark.parametrize(
