@@ -33,16 +33,20 @@ def save_model(estimator, path, *, overwrite=False):
     return write_pickle(estimator, path, overwrite=overwrite)
 
 
-def load_model(path):
-    """Load a model pickle (trusted files only).
+def load_model(path, *, allow_pickle=False):
+    """Load a model file: a safe file, or a pickle with ``allow_pickle=True``.
 
     .. deprecated:: 0.2
-        Use :func:`anomseg.base.load_model` with ``allow_pickle=True``.
+        Use :func:`anomseg.base.load_model`.
+
+    .. versionchanged:: 0.2
+        Pickles, which run any code they name, need ``allow_pickle=True``:
+        this function no longer loads them unasked.
     """
     from ..base import load_model as _load_model
 
-    _deprecated("load_model", "anomseg.base.load_model(path, allow_pickle=True)")
-    return _load_model(path, allow_pickle=True)
+    _deprecated("load_model", "anomseg.base.load_model(path)")
+    return _load_model(path, allow_pickle=allow_pickle)
 
 
 def save_torch_model(estimator, path, *, overwrite=False):

@@ -197,11 +197,11 @@ def load_nifti(path, *, dtype=np.float32):
             f"'{path}' holds complex values ({image.get_data_dtype()}); anomseg "
             "reads real-valued scans: save their magnitude."
         )
-    canonical = nib.as_closest_canonical(image)
-    try:
-        data = np.asanyarray(canonical.dataobj)
+    try:  # reorienting may read the voxels already
+        data = np.asanyarray(nib.as_closest_canonical(image).dataobj)
     except (OSError, EOFError, ValueError, zlib.error) as exc:  # truncated or corrupt
-        raise ValueError(f"Could not read the voxels of '{path}': {exc}") from None
+        message = f"'{path}' is truncated or corrupt: its voxels could not be read ({exc})."
+        raise ValueError(message) from None
     data = data != 0 if np.dtype(dtype) == bool else data.astype(dtype, copy=False)
     return data, _reference(path, image)
 

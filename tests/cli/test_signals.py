@@ -1,0 +1,73 @@
+"""SIGTERM (what ``kill``, ``timeout`` and job schedulers send) and SIGINT
+in the middle of ``anomseg predict`` leave every scan's outputs whole or
+absent, never a temporary file or a map without its mask, and a rerun
+finishes the cohort, skipping the scans already done."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from .bad_inputs import outputs_whole, write
+
+N_SCANS = 6
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """Scans large enough (128 x 128 x 40) that scoring and writing each
+    takes a good fraction of a second, and a model for them."""
+    from anomseg.baselines import FlairThreshold
+
+    root = tmp_path_factory.mktemp("cohort")
+    rng = np.random.default_rng(0)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in (128, 128, 40)], indexing="ij"))
+    inside = (grid**2).sum(axis=0) < 0.8
+    scans = []
+    for i in range(N_SCANS):
+        data = np.where(inside, rng.normal(100, 10, inside.shape), 0).astype(np.float32)
+        scans.append(write(root / f"sub-{i:02d}.nii.gz", data))
+    model = FlairThreshold().fit([data, data * 1.01])
+    return scans, str(model.save(root / "model.anomseg"))
+
+
+def _predict(cohort, out):
+    scans, model = cohort
+    command = [sys.executable, "-m", "anomseg", "predict", model, *scans, "-o", str(out)]
+    return subprocess.Popen(
+        [*command, "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _wait_for_first_output(out, process, timeout=120):
+    start = time.monotonic()
+    while time.monotonic() - start < timeout and process.poll() is None:
+        if out.exists() and list(out.glob("*_mask.nii.gz")):
+            return
+        time.sleep(0.02)
+    raise AssertionError("no output appeared before the run ended")
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_interrupted_predict_leaves_whole_outputs_and_resumes(cohort, tmp_path, signum, status):
+    out = tmp_path / "out"
+    process = _predict(cohort, out)
+    _wait_for_first_output(out, process)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == status, stderr
+    assert "Traceback" not in stderr
+    assert len([line for line in stderr.splitlines() if "error" in line]) == 1
+    done = len(list(out.glob("*_mask.nii.gz")))
+    assert 1 <= done < N_SCANS  # interrupted mid-run
+    assert outputs_whole(tmp_path, {})  # no temporary file, no map without its mask
+
+    rerun = _predict(cohort, out)
+    _, stderr = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, stderr
+    assert f"{N_SCANS - done} scored, {done} skipped, 0 failed" in stderr
+    assert len(list(out.glob("*_anomaly_map.nii.gz"))) == N_SCANS
+    assert outputs_whole(tmp_path, {})
