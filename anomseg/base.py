@@ -52,7 +52,7 @@ from .exceptions import (
     VersionMismatchWarning,
 )
 from .metrics._pixel import calibrate_thresholds
-from .utils import ImageBatch, check_generator, check_images, describe_images
+from .utils import check_generator, check_images, describe_images
 from .utils._drift import drift_messages
 from .utils._param_validation import (
     COMMON_CONSTRAINTS,
@@ -149,6 +149,10 @@ class BaseAnomalySegmenter(BaseEstimator):
     ----------
     %(calibration_attributes)s
     """
+
+    #: What the drift check compares between the healthy calibration images
+    #: and the images scored (see :func:`anomseg.utils.drift_messages`).
+    _drift_figures = ("intensity_p50", "foreground_fraction", "shape")
 
     #: What each parameter accepts (scikit-learn's declarative constraints);
     #: every subclass lists all the parameters of its ``__init__``.
@@ -402,9 +406,11 @@ class BaseAnomalySegmenter(BaseEstimator):
         where = f"{name}.{method}"
         tags = self._anomaly_tags
         batch = check_images(X, where=where, channel_axis=getattr(self, "channel_axis", None))
-        if not (reset or method == "calibrate" or isinstance(X, ImageBatch)):
-            # An ImageBatch comes from a pipeline, which checks its own input.
-            warn_if_drifted(getattr(self, "healthy_data_", None), batch, where)
+        if not (reset or method == "calibrate"):
+            # In a pipeline too: what matters is what the threshold saw.
+            warn_if_drifted(
+                getattr(self, "healthy_data_", None), batch, where, self._drift_figures
+            )
         n_channels = batch.images[0].shape[-1] if batch.channel_axis else 1
         if reset:
             shapes = {s[:2] if tags.slice_wise else s for s in batch.spatial_shapes}
@@ -647,12 +653,12 @@ def _plain_import(cls, params, attributes):
     return estimator
 
 
-def warn_if_drifted(reference, batch, where):
-    """Warn, with the figures, if the images of ``batch`` look unlike the
-    healthy images that ``reference`` (a ``healthy_data_``) describes."""
+def warn_if_drifted(reference, batch, where, figures):
+    """Warn, with the ``figures``, if the images of ``batch`` look unlike
+    the healthy images that ``reference`` (a ``healthy_data_``) describes."""
     if not reference:
         return
-    messages = drift_messages(reference, batch)
+    messages = drift_messages(reference, batch, figures)
     if messages:
         warnings.warn(
             f"[{where}] The images look unlike the healthy images the threshold "
@@ -741,8 +747,7 @@ def _calibration_info(model):
         "max_fpr": float(final.max_fpr),
         "achieved_fpr": float(final.calibration_fpr_),
         "n_calibration_pixels": int(final.n_calibration_pixels_),
-        "healthy_data": getattr(model, "healthy_data_", None)
-        or getattr(final, "healthy_data_", None),
+        "healthy_data": getattr(final, "healthy_data_", None),
     }
 
 

@@ -70,6 +70,10 @@ class FlairThreshold(BaseAnomalySegmenter):
     0.05
     """
 
+    #: Each image is equalised on its own, so its intensity scale does not
+    #: change the rates at which healthy voxels cross the threshold.
+    _drift_figures = ("foreground_fraction", "shape")
+
     _parameter_constraints: dict = {
         "max_fpr": COMMON_CONSTRAINTS["max_fpr"],
         "n_bins": [Interval(Integral, 2, None, closed="left")],

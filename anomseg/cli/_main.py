@@ -333,10 +333,7 @@ def _load_model(path, foreground="model", trust_pickle=False, command="predict")
         steps = [("brainextractor", extractor), *steps]
     if isinstance(model, AnomalyPipeline) and len(steps) == len(model.steps):
         return model, metadata
-    pipeline = AnomalyPipeline(steps)
-    if bare and len(steps) == 1:  # the estimator sees the scans as they are
-        pipeline.healthy_data_ = getattr(model, "healthy_data_", None)
-    return pipeline, metadata
+    return AnomalyPipeline(steps), metadata
 
 
 def _scored(model, path, image, reference, metadata, command, masked=False):
@@ -377,6 +374,9 @@ def cmd_fit(args):
     params = dict(args.param)
     if "max_fpr" in params:
         raise CommandError("set max_fpr with --max-fpr, not --param.")
+    if not 0 < args.max_fpr < 1:  # NaN too
+        message = f"--max-fpr must be a false-positive rate in (0, 1); got {args.max_fpr}."
+        raise CommandError(message)
     estimator = _estimator(args.method, {**params, "max_fpr": args.max_fpr})
     tags = get_tags(estimator).anomaly_tags
     if args.unlabelled and not tags.learns_from_unlabelled:

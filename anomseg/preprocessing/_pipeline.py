@@ -6,8 +6,8 @@ import numpy as np
 from sklearn.pipeline import Pipeline, make_pipeline
 
 from .._docstrings import fill_doc
-from ..base import load_model, save_model, warn_if_drifted
-from ..utils import check_images, describe_images
+from ..base import load_model, save_model
+from ..utils import check_images
 
 __all__ = ["AnomalyPipeline", "make_anomaly_pipeline"]
 
@@ -45,11 +45,6 @@ class AnomalyPipeline(Pipeline):
     ----------
     threshold_ : float
         The final estimator's ``threshold_``.
-    healthy_data_ : dict
-        What the healthy images of ``fit`` (or ``calibrate``) looked like
-        before the steps (:func:`anomseg.utils.describe_images`). Scoring
-        images that fall well outside it warns (``DataDriftWarning``), in
-        the units of the pipeline's input.
 
     See Also
     --------
@@ -97,10 +92,7 @@ class AnomalyPipeline(Pipeline):
         -------
         self : AnomalyPipeline
         """
-        batch = self._validated(X, "fit")
-        super().fit(batch, y, **params)
-        self.healthy_data_ = describe_images(batch)
-        return self
+        return super().fit(self._validated(X, "fit"), y, **params)
 
     def calibrate(self, X):
         """Calibrate the final estimator's threshold on other healthy images,
@@ -115,9 +107,7 @@ class AnomalyPipeline(Pipeline):
         -------
         self : AnomalyPipeline
         """
-        batch = self._validated(X, "calibrate")
-        self[-1].calibrate(self._transform(batch))
-        self.healthy_data_ = describe_images(batch)
+        self[-1].calibrate(self._transform_to_final(X, "calibrate"))
         return self
 
     def score_samples(self, X):
@@ -262,13 +252,7 @@ class AnomalyPipeline(Pipeline):
         return check_images(X, where=where, channel_axis=getattr(first, "channel_axis", None))
 
     def _transform_to_final(self, X, method="score_samples"):
-        batch = self._validated(X, method)
-        warn_if_drifted(
-            getattr(self, "healthy_data_", None), batch, f"{type(self).__name__}.{method}"
-        )
-        return self._transform(batch)
-
-    def _transform(self, X):
+        X = self._validated(X, method)
         for _, _, transformer in self._iter(with_final=False):
             X = transformer.transform(X)
         return X

@@ -62,26 +62,56 @@ def _outside(value, low, high, key):
     return too_low or value > high + margin
 
 
-#: The figures compared. The median intensity, not the top percentiles,
-#: which lesions raise: a scan is not drifted for holding a lesion.
-_COMPARED = ("intensity_p50", "foreground_fraction")
+#: The figures a drift check may compare. The median intensity, not the top
+#: percentiles, which lesions raise: a scan is not drifted for holding a
+#: lesion.
+FIGURES = ("intensity_p50", "foreground_fraction", "shape")
 
 #: Sizes beyond this factor of the healthy images' range, along any axis,
 #: warn; scans of one protocol differ in their number of slices.
 _SHAPE_FACTOR = 3
 
 
-def drift_messages(reference, batch):
-    """Where the images of ``batch`` fall well outside the ``reference``
-    summary (from :func:`describe_images`): one sentence per figure, giving
-    how many images are off and their values; empty if all look alike."""
+def drift_messages(reference, batch, figures=FIGURES):
+    """Where the images of ``batch`` (an ImageBatch) fall well outside the
+    ``reference`` summary of :func:`describe_images`.
+
+    Parameters
+    ----------
+    reference : dict
+        The summary of the healthy images.
+    batch : ImageBatch
+        The images to score.
+    figures : tuple of str, default=FIGURES
+        What to compare, among "intensity_p50" (the median foreground
+        intensity), "foreground_fraction" (larger only: a head where a brain
+        was expected; the top slices of a brain have a smaller one) and
+        "shape" (any axis beyond a factor of 3 of the healthy range). A
+        method that is blind to some figure leaves it out, such as the
+        intensity scale for one that equalises each image.
+
+    Returns
+    -------
+    messages : list of str
+        One sentence per figure, giving how many images are off and their
+        values; empty if all look alike.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anomseg.utils import check_images, describe_images, drift_messages
+    >>> healthy = check_images(np.ones((4, 8, 8)) + np.eye(8))
+    >>> drift_messages(describe_images(healthy), check_images(np.ones((1, 8, 8)) * 50 + np.eye(8)))
+    ['intensity p50 50 in 1 of 1 image(s) (healthy data: 1)']
+    """
     per_image = [_image_figures(im, fg) for im, fg in zip(batch.images, batch.foreground)]
     shape_min, shape_max = reference.get("shape_min"), reference.get("shape_max")
     # Volumes scored by a model calibrated on their slices (or the reverse)
     # differ in foreground fraction and shape without any drift.
     same_kind = bool(shape_min) and all(len(shape_min) == fg.ndim for fg in batch.foreground)
+    compared = [f for f in figures if same_kind or f == "intensity_p50"]
     messages = []
-    for key in _COMPARED if same_kind else _COMPARED[:1]:
+    for key in compared:
         if key not in reference:
             continue
         low, high = reference[key]
@@ -91,7 +121,7 @@ def drift_messages(reference, batch):
                 f"{key.replace('_', ' ')} {_span(off)} in {len(off)} of {len(per_image)} "
                 f"image(s) (healthy data: {_span([low, high])})"
             )
-    if same_kind:
+    if "shape" in compared:
         off = [
             fg.shape
             for fg in batch.foreground

@@ -21,6 +21,7 @@ say) and prints the count of each class::
 
     python tests/cli/bad_inputs.py                       # this checkout
     python tests/cli/bad_inputs.py --pythonpath ../old   # another one
+    PYTHONPATH=../old python tests/cli/bad_inputs.py --interface api
 """
 
 from __future__ import annotations
@@ -83,6 +84,14 @@ class Fixtures:
         result = cli(fit, self.root)
         if result.status != 0:
             raise RuntimeError(f"the fixture model could not be fitted: {result.stderr}")
+        # The file that crafted model files are made from, written by the
+        # anomseg of this process (the command line under test may be
+        # another one).
+        self.safe_model = str(self.root / "safe.anomseg")
+        from anomseg.baselines import FlairThreshold
+
+        healthy = [np.asarray(nib.load(path).dataobj) for path in self.healthy]
+        FlairThreshold().fit(healthy).save(self.safe_model)
 
 
 # -- cases ---------------------------------------------------------------------------
@@ -187,15 +196,15 @@ for _name, _data in (
 ):
     _scan_case(_name, "error", r"bad\.nii\.gz.*constant", lambda p, d=_data: write(p, d))
 _scan_case(
-    "1e30 intensities",
-    "warning",
-    r"bad\.nii\.gz.*(intensity|non-finite)",
+    "1e30 intensities (valid: equalised, the maps are finite and meaningful)",
+    "ok",
+    "",
     lambda p: write(p, volume(3) * 1e30),
 )
 _scan_case(
-    "intensities x1000",
-    "warning",
-    r"bad\.nii\.gz.*intensity p50",
+    "intensities x1000 (valid: FLAIR equalisation is blind to the scale)",
+    "ok",
+    "",
     lambda p: write(p, volume(3) * 1000),
 )
 _scan_case(
@@ -307,7 +316,7 @@ def _model_case(name, words, make, expect="error", command="predict", extra=()):
 def _safe_payload(fx):
     import torch
 
-    return torch.load(fx.model, weights_only=True)
+    return torch.load(fx.safe_model, weights_only=True)
 
 
 def _save_payload(path, payload):
@@ -376,7 +385,7 @@ def _tampered(path, fx, marker):
 
 
 def _truncated_model(path, fx, marker):
-    path.write_bytes(Path(fx.model).read_bytes()[:300])
+    path.write_bytes(Path(fx.safe_model).read_bytes()[:300])
 
 
 _model_case("pickle payload", r"pickle.*--trust-pickle", _pickle)
@@ -432,7 +441,7 @@ def _(tmp, fx):
     from anomseg.base import load_model
 
     path = tmp / "model.joblib"
-    load_model(fx.model).save(path, format="pickle")
+    load_model(fx.safe_model).save(path, format="pickle")
     return ["predict", str(path), fx.scan, "-o", _out(tmp), "--trust-pickle"]
 
 
@@ -454,7 +463,7 @@ def _fit_case(name, words, *extra, method="flair-threshold", expect="error"):
 
 
 for value in ("0", "1", "-0.1", "1.5", "nan", "inf"):
-    _fit_case(f"--max-fpr {value}", r"max_fpr", "--max-fpr", value)
+    _fit_case(f"--max-fpr {value}", r"--max-fpr.*\(0, 1\)", "--max-fpr", value)
 _fit_case("--max-fpr abc", r"max-fpr.*abc", "--max-fpr", "abc")
 _fit_case("max_fpr through --param", r"max_fpr.*--max-fpr", "--param", "max_fpr=0.5")
 _fit_case("unknown method", r"method.*bogus", method="bogus")
@@ -661,7 +670,10 @@ def _(tmp, fx):
 
 @_api_case("scoring images of another intensity scale", "warning", r"intensity p50")
 def _(tmp, fx):
-    model = _flair().fit(_images())
+    from anomseg.restoration import VAERestorer
+
+    model = VAERestorer(width=4, n_epochs=1, n_restoration_steps=1, tv_weight=1.0, device="cpu")
+    model.fit(_images())
     return lambda: model.score_samples(_images() * 1000)
 
 
@@ -908,21 +920,27 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pythonpath", help="Import anomseg from here (an older checkout).")
-    parser.add_argument("--api", action="store_true", help="Run the API cases too, in process.")
+    parser.add_argument(
+        "--interface", choices=("cli", "api"), default="cli", help="Which cases to run."
+    )
     args = parser.parse_args(argv)
     cli = subprocess_runner(args.pythonpath)
-    counts = {"clear": 0, "misleading": 0, "traceback": 0, "silent": 0}
+    counts = {"clear": 0, "misleading": 0, "traceback": 0, "silent": 0, "not applicable": 0}
     with tempfile.TemporaryDirectory() as root:
         fixtures = Fixtures(Path(root) / "fixtures", cli)
         for i, case_ in enumerate(CASES):
-            if case_.interface == "api" and not args.api:
+            if case_.interface != args.interface:
                 continue
             tmp = Path(root) / f"case{i}"
             tmp.mkdir()
-            kind, result = run_case(case_, tmp, fixtures, cli)
+            try:
+                kind, result = run_case(case_, tmp, fixtures, cli)
+            except Exception as exc:  # a case that needs what this anomseg lacks
+                kind, result = "not applicable", Result(0, "", f"build: {exc!r}")
             counts[kind] += 1
-            message = (_error_lines(result.stderr) + _warning_lines(result.stderr) + [""])[0]
-            print(f"{kind:10s} {case_.name}: exit {result.status}; {message[:150]}")
+            lines = _error_lines(result.stderr) + _warning_lines(result.stderr)
+            message = (lines or [result.stderr.strip()[-150:]])[0]
+            print(f"{kind:10s} {case_.name}: exit {result.status}; {message[:150]}", flush=True)
     print(" | ".join(f"{k} {v}" for k, v in counts.items()), f"| total {sum(counts.values())}")
 
 

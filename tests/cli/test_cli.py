@@ -111,7 +111,7 @@ def test_never_overwrites_without_flag(scans, tmp_path, capsys):
         ),
         (
             ["fit", "--method", "flair-threshold", "HEALTHY", "-o", "m.joblib", "--max-fpr", "2"],
-            "max_fpr",
+            "--max-fpr",
         ),
         (
             [
