@@ -43,7 +43,7 @@ def run_demo(output_dir, *, overwrite=False, progress=True):
     """
     from ..baselines import FlairThreshold
     from ..datasets import load_demo_mslub
-    from ..io import save_figure, save_nifti
+    from ..io import save_figure, save_niftis
     from ..metrics import evaluate
     from ..plotting import plot_anomaly_overview
     from ..utils import check_images
@@ -79,13 +79,13 @@ def run_demo(output_dir, *, overwrite=False, progress=True):
 
     predicted = [m > t[DEMO_MAX_FPR] for m, t in zip(maps, thresholds)]
     for subject, anomaly_map, mask, reference in zip(subjects, maps, predicted, data.references):
-        save_nifti(
-            anomaly_map,
-            reference,
-            output_dir / f"{subject}_anomaly_map.nii.gz",
+        save_niftis(  # a map and its mask appear together or not at all
+            [
+                (anomaly_map, reference, output_dir / f"{subject}_anomaly_map.nii.gz"),
+                (mask, reference, output_dir / f"{subject}_mask.nii.gz"),
+            ],
             overwrite=overwrite,
         )
-        save_nifti(mask, reference, output_dir / f"{subject}_mask.nii.gz", overwrite=overwrite)
 
     figure = plot_anomaly_overview(
         [np.ma.getdata(im) for im in data.images],
