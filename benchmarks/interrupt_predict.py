@@ -1,0 +1,131 @@
+"""Interrupt ``anomseg predict`` at random moments and inspect what it left.
+
+Each run scores a cohort of synthetic scans (128 x 128 x 40, large enough
+that scoring and writing one takes a good fraction of a second) and gets
+SIGTERM (what ``kill``, ``timeout`` and job schedulers send) or SIGINT at a
+moment drawn uniformly over an uninterrupted run's duration. The output
+folder is then inspected: temporary files left behind, maps without their
+mask (or masks without their map), and files that do not load as NIfTI.
+
+    python benchmarks/interrupt_predict.py --runs 20
+    python benchmarks/interrupt_predict.py --runs 20 --pythonpath ../old-checkout
+
+``--pythonpath`` runs another anomseg (an older checkout, say) for a
+before/after comparison; its own ``anomseg fit`` writes the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+SHAPE = (128, 128, 40)
+
+
+def make_cohort(root, n_scans):
+    rng = np.random.default_rng(0)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in SHAPE], indexing="ij"))
+    inside = (grid**2).sum(axis=0) < 0.8
+    paths = []
+    for i in range(n_scans):
+        data = np.where(inside, rng.normal(100, 10, SHAPE), 0).astype(np.float32)
+        path = root / f"sub-{i:02d}.nii.gz"
+        nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+        paths.append(str(path))
+    return paths
+
+
+def anomseg_command(pythonpath):
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = str(Path(pythonpath).resolve())
+    return [sys.executable, "-m", "anomseg"], env
+
+
+def inspect(folder):
+    """Counts of what ``folder`` holds: complete pairs, temporary files,
+    lone maps or masks, and files that do not load."""
+    state = {"pairs": 0, "temporary": 0, "lone": 0, "unreadable": 0}
+    if not folder.exists():
+        return state
+    names = {p.name for p in folder.iterdir()}
+    for path in folder.iterdir():
+        if path.name.startswith("."):
+            state["temporary"] += 1
+            continue
+        try:
+            np.asarray(nib.load(path).dataobj)
+        except Exception:
+            state["unreadable"] += 1
+        if path.name.endswith("_anomaly_map.nii.gz"):
+            partner = path.name.replace("_anomaly_map.nii.gz", "_mask.nii.gz")
+            state["pairs" if partner in names else "lone"] += 1
+        elif (
+            path.name.endswith("_mask.nii.gz")
+            and path.name.replace("_mask.nii.gz", "_anomaly_map.nii.gz") not in names
+        ):
+            state["lone"] += 1
+    return state
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=20, help="Runs per signal (default 20).")
+    parser.add_argument("--scans", type=int, default=8, help="Scans per run (default 8).")
+    parser.add_argument("--pythonpath", help="Import anomseg from here (an older checkout).")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    command, env = anomseg_command(args.pythonpath)
+    draw = random.Random(args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        scans = make_cohort(root, args.scans)
+        model = root / "model.anomseg"
+        fit = [*command, "fit", "--method", "flair-threshold", *scans[:2], "-o", str(model)]
+        subprocess.run([*fit, "--no-progress"], env=env, check=True, capture_output=True)
+        predict = [*command, "predict", str(model), *scans, "--no-progress", "-o"]
+        start = time.perf_counter()
+        subprocess.run([*predict, str(root / "full")], env=env, check=True, capture_output=True)
+        duration = time.perf_counter() - start
+        print(
+            f"anomseg from {args.pythonpath or 'this checkout'}; an uninterrupted run "
+            f"of {args.scans} scans takes {duration:.1f} s"
+        )
+        print(
+            "| signal | runs | stopped mid-run | whole | temporary files | lone map or mask "
+            "| unreadable |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            totals = {"mid": 0, "whole": 0, "temporary": 0, "lone": 0, "unreadable": 0}
+            for run in range(args.runs):
+                out = root / f"{signum.name}-{run}"
+                process = subprocess.Popen(
+                    [*predict, str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+                )
+                time.sleep(draw.uniform(0.1, duration))
+                process.send_signal(signum)
+                process.communicate()
+                state = inspect(out)
+                totals["mid"] += state["pairs"] < args.scans
+                totals["whole"] += not (state["temporary"] or state["lone"] or state["unreadable"])
+                for key in ("temporary", "lone", "unreadable"):
+                    totals[key] += state[key] > 0
+            print(
+                f"| {signum.name} | {args.runs} | {totals['mid']} | {totals['whole']} | "
+                f"{totals['temporary']} | {totals['lone']} | {totals['unreadable']} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
