@@ -8,7 +8,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from anomseg.io import NiftiReference, load_nifti, load_niftis, save_nifti
+from anomseg.io import (
+    NiftiReference,
+    load_nifti,
+    load_nifti_reference,
+    load_niftis,
+    save_nifti,
+    save_niftis,
+)
 
 # A permuted, flipped, anisotropic grid (axis codes P, S, L) with an offset,
 # the kind of file a scanner writes and viewers must overlay exactly.
@@ -211,3 +218,68 @@ def test_load_niftis(scan):
     volumes, refs = load_niftis([path, path])
     assert len(volumes) == len(refs) == 2
     np.testing.assert_array_equal(volumes[0], volumes[1])
+
+
+@pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt])
+def test_save_niftis_writes_all_or_none(scan, tmp_path, monkeypatch, error):
+    path, _ = scan
+    loaded, ref = load_nifti(path)
+    real_save, calls = nib.save, []
+
+    def second_fails(image, filename):
+        calls.append(filename)
+        real_save(image, filename)
+        if len(calls) == 2:
+            raise error
+
+    monkeypatch.setattr(nib, "save", second_fails)
+    targets = [(loaded, ref, tmp_path / "a_map.nii.gz"), (loaded > 0.5, ref, tmp_path / "a.nii")]
+    with pytest.raises(type(error) if isinstance(error, Exception) else error):
+        save_niftis(targets)
+    assert sorted(os.listdir(tmp_path)) == ["scan.nii.gz"]  # not even the first
+    monkeypatch.setattr(nib, "save", real_save)
+    written = save_niftis(targets)
+    assert [p.name for p in written] == ["a_map.nii.gz", "a.nii"]
+    np.testing.assert_array_equal(load_nifti(written[1], dtype=bool)[0], loaded > 0.5)
+
+
+def test_save_niftis_undoes_the_first_when_the_second_target_appears(scan, tmp_path, monkeypatch):
+    path, _ = scan
+    loaded, ref = load_nifti(path)
+    real_save = nib.save
+    late = tmp_path / "b_mask.nii.gz"
+
+    def save_then_race(image, filename):
+        real_save(image, filename)
+        if not late.exists():
+            late.write_bytes(b"other")
+
+    monkeypatch.setattr(nib, "save", save_then_race)
+    with pytest.raises(FileExistsError, match="b_mask.nii.gz"):
+        save_niftis([(loaded, ref, tmp_path / "b_map.nii.gz"), (loaded, ref, late)])
+    assert late.read_bytes() == b"other"
+    assert sorted(os.listdir(tmp_path)) == ["b_mask.nii.gz", "scan.nii.gz"]
+
+
+def test_load_nifti_reference_reads_the_header_alone(scan):
+    path, _ = scan
+    reference = load_nifti_reference(path)
+    _, full = load_nifti(path)
+    assert reference.shape == full.shape == SHAPE
+    np.testing.assert_array_equal(reference.affine, full.affine)
+    assert reference.canonical_shape == full.canonical_shape
+    assert reference.header.get_zooms() == full.header.get_zooms()
+
+
+def test_truncated_and_complex_files_are_named(scan, tmp_path):
+    _, data = scan
+    truncated = tmp_path / "truncated.nii.gz"
+    large = np.random.default_rng(0).random((40, 40, 40)).astype(np.float32)
+    nib.save(nib.Nifti1Image(large, NON_CANONICAL_AFFINE), truncated)
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    with pytest.raises(ValueError, match="truncated.nii.gz' is truncated or corrupt"):
+        load_nifti(truncated)
+    complex_path = tmp_path / "complex.nii.gz"
+    nib.save(nib.Nifti1Image(data.astype(np.complex64), np.eye(4)), complex_path)
+    with pytest.raises(ValueError, match="complex.nii.gz' holds complex values"):
+        load_nifti(complex_path)
