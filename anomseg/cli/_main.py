@@ -437,17 +437,14 @@ def _preprocessing_steps(foreground, scale):
     return steps
 
 
-def cmd_predict(args):
-    from ..io import save_niftis
-
-    references = _check_headers(args.scans)
-    model, metadata = _load_model(args.model, args.foreground, args.trust_pickle)
-    output = _output_folder(args.output)
-    planned = _plan_outputs(args.scans, output, _PREDICT_OUTPUTS, args.keep_tree)
-    counts = {"scored": 0, "skipped": 0, "failed": 0}
-    for (path, targets), reference in _progress(
-        list(zip(planned, references)), "predicting", args.progress
-    ):
+def _each_scan(command, planned, references, args, work):
+    """Run ``work(path, targets)`` on every scan that has no complete
+    outputs yet, printing the line it returns; a scan that fails is
+    reported in one line, and the others go on. Returns the exit status:
+    1 if any scan failed."""
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    items = list(zip(planned, references))
+    for (path, targets), reference in _progress(items, command, args.progress):
         present = [t for t in targets if os.path.lexists(t)]
         if present and not args.overwrite:
             if _complete(targets, reference):
@@ -456,31 +453,47 @@ def cmd_predict(args):
             # Not written by an anomseg run, whose outputs appear together.
             counts["failed"] += 1
             _say(
-                "predict",
+                command,
                 "error",
                 f"'{present[0]}' exists, but the outputs of '{path}' are incomplete "
                 "(missing, or not NIfTI on its grid); pass --overwrite to redo them.",
             )
             continue
         try:
-            image, reference = _read_scan(path)
-            anomaly_map = _scored(model, path, image, reference, metadata, "predict")
-            mask = model.threshold_maps([anomaly_map])[0]  # predict, scoring once
             targets[0].parent.mkdir(parents=True, exist_ok=True)
-            save_niftis(
-                [(anomaly_map, reference, targets[0]), (mask, reference, targets[1])],
-                overwrite=args.overwrite,
-            )
+            line = work(path, targets)
         except Exception as exc:  # one bad scan does not stop the cohort
             counts["failed"] += 1
-            _say("predict", "error", _message(exc, path))
+            _say(command, "error", _message(exc, path))
             continue
-        counts["scored"] += 1
-        print(f"{path}: {int(mask.sum())} anomalous voxels -> {targets[1]}")
-    if len(planned) > 1 or counts["skipped"]:
+        counts["done"] += 1
+        print(line)
+    if len(items) > 1 or counts["skipped"]:
         summary = ", ".join(f"{n} {what}" for what, n in counts.items())
-        print(f"{summary} (skipped: outputs complete already)", file=sys.stderr)
+        note = " (skipped: their outputs were complete already)" if counts["skipped"] else ""
+        _say(command, "summary", summary + note)
     return 1 if counts["failed"] else 0
+
+
+def cmd_predict(args):
+    from ..io import save_niftis
+
+    references = _check_headers(args.scans)
+    model, metadata = _load_model(args.model, args.foreground, args.trust_pickle)
+    output = _output_folder(args.output)
+    planned = _plan_outputs(args.scans, output, _PREDICT_OUTPUTS, args.keep_tree)
+
+    def predict(path, targets):
+        image, reference = _read_scan(path)
+        anomaly_map = _scored(model, path, image, reference, metadata, "predict")
+        mask = model.threshold_maps([anomaly_map])[0]  # predict, scoring once
+        save_niftis(
+            [(anomaly_map, reference, targets[0]), (mask, reference, targets[1])],
+            overwrite=args.overwrite,
+        )
+        return f"{path}: {int(mask.sum())} anomalous voxels -> {targets[1]}"
+
+    return _each_scan("predict", planned, references, args, predict)
 
 
 def cmd_evaluate(args):
@@ -564,20 +577,19 @@ def cmd_brain_extract(args):
     from ..io import save_nifti
     from ..preprocessing import BrainExtractor
 
-    _check_headers(args.scans)
+    references = _check_headers(args.scans)
     output = _output_folder(args.output)
     planned = _plan_outputs(args.scans, output, ("_brainmask.nii.gz",), keep_tree=False)
-    if not args.overwrite:  # fail before any work rather than half-way
-        for _, [target] in planned:
-            if target.exists():
-                raise CommandError(f"'{target}' exists; pass --overwrite to replace it.")
     params = {"threshold": args.threshold, "margin": args.margin, "device": args.device}
-    for path, [mask_path] in _progress(planned, "extracting", args.progress):
+
+    def extract(path, targets):
         image, reference = _read_scan(path)
         extractor = BrainExtractor(affine=reference, **params).fit([image])
         mask = extractor.get_mask([image])[0]
-        save_nifti(mask, reference, mask_path, overwrite=args.overwrite)
-        print(f"{path}: brain {mask.mean():.1%} of the volume -> {mask_path}")
+        save_nifti(mask, reference, targets[0], overwrite=args.overwrite)
+        return f"{path}: brain {mask.mean():.1%} of the volume -> {targets[0]}"
+
+    return _each_scan("brain-extract", planned, references, args, extract)
 
 
 def cmd_demo(args):

@@ -55,9 +55,11 @@ def test_brain_extract_writes_masks_on_each_scans_grid(deepbet, lps_scan, tmp_pa
     assert set(np.unique(mask)) == {0, 1}
     assert _dice(mask == 1, data != 0) >= 0.95  # skull-stripped: the brain is non-zero
     assert "scan_brainmask.nii.gz" in capsys.readouterr().out
-    # A second run refuses to overwrite, before any work.
-    assert run("brain-extract", path, "-o", out) == 1
-    assert "--overwrite" in capsys.readouterr().err
+    # A second run skips the scan, whose mask is complete, and leaves it alone.
+    before = (out / "scan_brainmask.nii.gz").stat().st_mtime_ns
+    assert run("brain-extract", path, "-o", out) == 0
+    assert "0 done, 1 skipped, 0 failed" in capsys.readouterr().err
+    assert (out / "scan_brainmask.nii.gz").stat().st_mtime_ns == before
 
 
 def test_fit_and_predict_with_foreground_brain(deepbet, lps_scan, tmp_path):

@@ -68,6 +68,6 @@ def test_interrupted_predict_leaves_whole_outputs_and_resumes(cohort, tmp_path, 
     rerun = _predict(cohort, out)
     _, stderr = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, stderr
-    assert f"{N_SCANS - done} scored, {done} skipped, 0 failed" in stderr
+    assert f"{N_SCANS - done} done, {done} skipped, 0 failed" in stderr
     assert len(list(out.glob("*_anomaly_map.nii.gz"))) == N_SCANS
     assert outputs_whole(tmp_path, {})
