@@ -162,7 +162,8 @@ def _load_scans(paths, progress, description="loading"):
 
 
 def _voxel_sizes(references):
-    return [[float(z) for z in ref.header.get_zooms()[:3]] for ref in references]
+    # zooms are float32: 1.2 would read 1.2000000476837158
+    return [[round(float(z), 6) for z in ref.header.get_zooms()[:3]] for ref in references]
 
 
 def _voxel_size_warning(path, reference, metadata):
@@ -567,10 +568,21 @@ def cmd_info(args):
     print(f"  steps: {' -> '.join(info['steps'])}")
     for key, value in sorted(info["params"].items()):
         print(f"  {info['estimator']}.{key} = {value!r}")
+    healthy = calibration.pop("healthy_data", None) or {}
     for key, value in calibration.items():
-        print(f"  calibration {key}: {value}")
+        print(f"  calibration {key}: {_figure(value)}")
+    for key, value in healthy.items():  # as the final estimator saw them
+        print(f"  healthy data {key.replace('_', ' ')}: {_figure(value)}")
     for key, value in info["metadata"].items():
-        print(f"  {key}: {value}")
+        print(f"  {key.replace('_', ' ')}: {_figure(value)}")
+
+
+def _figure(value):
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return " to ".join(map(_figure, value)) if len(value) == 2 else str(value)
+    return str(value)
 
 
 def cmd_brain_extract(args):

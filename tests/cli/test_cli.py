@@ -481,3 +481,16 @@ def test_bad_nested_inpainter_param(scans, tmp_path, capsys):
     )
     assert "bad --param inpainter__" in capsys.readouterr().err
     assert not (tmp_path / "m.joblib").exists()
+
+
+def test_info_shows_what_a_model_file_holds(scans, tmp_path, capsys):
+    model = tmp_path / "model.anomseg"
+    fit = ["fit", "--method", "flair-threshold", *scans["healthy"], "-o", model]
+    assert run(*fit, "--max-fpr", "0.02", "--modality", "FLAIR") == 0
+    capsys.readouterr()
+    assert run("info", model) == 0
+    out = capsys.readouterr().out
+    assert "a safe anomseg model file (format 2, checksum OK)" in out
+    assert "FlairThreshold.max_fpr = 0.02" in out and "modality: FLAIR" in out
+    assert "healthy data n images: 4" in out
+    assert "voxel size: [1.2, 1.0, 2.0] to [1.2, 1.0, 2.0]" in out
