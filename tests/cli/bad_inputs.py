@@ -398,6 +398,25 @@ _model_case(
     _recrafted(_record_edit(lambda r: r.update(estimator="Pipeline"))),
 )
 _model_case(
+    "another class on the allow-list",
+    r"crafted.*not hold a valid VAERestorer",
+    _recrafted(_record_edit(lambda r: r.update(estimator="VAERestorer"))),
+)
+_model_case(
+    "a pipeline whose step is off the allow-list",
+    r"crafted.*rebuilds only",
+    _recrafted(
+        _record_edit(
+            lambda r: r.update(
+                estimator="AnomalyPipeline",
+                params={"memory": None, "verbose": False, "transform_input": None},
+                attributes={},
+                steps=[["evil", {"estimator": "eval", "params": {}, "attributes": {}}]],
+            )
+        )
+    ),
+)
+_model_case(
     "nested estimator off the allow-list",
     r"crafted.*not an estimator of anomseg",
     _recrafted(
