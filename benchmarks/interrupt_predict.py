@@ -1,9 +1,10 @@
 """Interrupt ``anomseg predict`` at random moments and inspect what it left.
 
-Each run scores a cohort of synthetic scans (128 x 128 x 40, large enough
+Each run scores a cohort of synthetic scans (192 x 192 x 96, large enough
 that scoring and writing one takes a good fraction of a second) and gets
-SIGTERM (what ``kill``, ``timeout`` and job schedulers send) or SIGINT at a
-moment drawn uniformly over an uninterrupted run's duration. The output
+SIGTERM (what ``kill``, ``timeout`` and job schedulers send) or SIGINT in the
+middle of the cohort: after a random number of scans are done, at a random
+moment within the next scan's scoring and writing. The output
 folder is then inspected: temporary files left behind, maps without their
 mask (or masks without their map), and files that do not load as NIfTI.
 
@@ -29,7 +30,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-SHAPE = (128, 128, 40)
+SHAPE = (192, 192, 96)
 
 
 def make_cohort(root, n_scans):
@@ -50,6 +51,32 @@ def anomseg_command(pythonpath):
     if pythonpath:
         env["PYTHONPATH"] = str(Path(pythonpath).resolve())
     return [sys.executable, "-m", "anomseg"], env
+
+
+def start(predict, out, env):
+    """``anomseg predict`` writing to ``out``, with SIGINT handled as in a
+    terminal even when this script runs in the background (where shells
+    start children with SIGINT ignored)."""
+    process = subprocess.Popen(
+        [*predict, str(out)],
+        env=env,
+        cwd=out.parent,  # python -m would import anomseg from the working folder first
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    process.started = time.perf_counter()
+    return process
+
+
+def wait_for_outputs(out, process, count):
+    """Wait until ``out`` holds ``count`` output files (or the process
+    ends); returns the seconds since the process started."""
+    while process.poll() is None:
+        if out.exists() and sum(not p.name.startswith(".") for p in out.iterdir()) >= count:
+            break
+        time.sleep(0.005)
+    return time.perf_counter() - process.started
 
 
 def inspect(folder):
@@ -92,14 +119,18 @@ def main(argv=None):
         scans = make_cohort(root, args.scans)
         model = root / "model.anomseg"
         fit = [*command, "fit", "--method", "flair-threshold", *scans[:2], "-o", str(model)]
-        subprocess.run([*fit, "--no-progress"], env=env, check=True, capture_output=True)
+        subprocess.run([*fit, "--no-progress"], env=env, cwd=root, check=True, capture_output=True)
         predict = [*command, "predict", str(model), *scans, "--no-progress", "-o"]
-        start = time.perf_counter()
-        subprocess.run([*predict, str(root / "full")], env=env, check=True, capture_output=True)
-        duration = time.perf_counter() - start
+        reference = start(predict, root / "full", env)
+        first = wait_for_outputs(root / "full", reference, 2)
+        last = wait_for_outputs(root / "full", reference, 2 * args.scans)
+        reference.communicate()
+        per_scan = (last - first) / (args.scans - 1)
         print(
-            f"anomseg from {args.pythonpath or 'this checkout'}; an uninterrupted run "
-            f"of {args.scans} scans takes {duration:.1f} s"
+            f"anomseg from {args.pythonpath or 'this checkout'}: the first scan's outputs "
+            f"appear after {first:.1f} s, then one scan's every {per_scan:.2f} s; each "
+            "signal comes after the outputs of k scans appeared (k drawn from 1 to "
+            f"{args.scans - 1}) plus a moment drawn uniformly within one scan's time"
         )
         print(
             "| signal | runs | stopped mid-run | whole | temporary files | lone map or mask "
@@ -110,10 +141,9 @@ def main(argv=None):
             totals = {"mid": 0, "whole": 0, "temporary": 0, "lone": 0, "unreadable": 0}
             for run in range(args.runs):
                 out = root / f"{signum.name}-{run}"
-                process = subprocess.Popen(
-                    [*predict, str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-                )
-                time.sleep(draw.uniform(0.1, duration))
+                process = start(predict, out, env)
+                wait_for_outputs(out, process, 2 * draw.randint(1, args.scans - 1))
+                time.sleep(draw.uniform(0, per_scan))
                 process.send_signal(signum)
                 process.communicate()
                 state = inspect(out)

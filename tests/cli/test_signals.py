@@ -38,7 +38,12 @@ def _predict(cohort, out):
     scans, model = cohort
     command = [sys.executable, "-m", "anomseg", "predict", model, *scans, "-o", str(out)]
     return subprocess.Popen(
-        [*command, "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*command, "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # SIGINT as in a terminal, even where CI starts this with it ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
