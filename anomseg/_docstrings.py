@@ -62,8 +62,9 @@ calibration_fpr_ : float
 n_calibration_pixels_ : int
     Number of foreground pixels the threshold was calibrated on.
 healthy_data_ : dict
-    What the calibration images looked like (:func:`anomseg.utils.describe_images`:
-    their number, shapes, foreground fractions and intensity percentiles).
+    What the healthy images of ``fit`` (or of ``calibrate``) looked like
+    (:func:`anomseg.utils.describe_images`: their number, shapes, foreground
+    fractions and intensity percentiles).
     Scoring images that fall well outside it warns (``DataDriftWarning``),
     since the calibrated false-positive rate may not hold for them.
 image_shape_ : tuple of int or None

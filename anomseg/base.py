@@ -209,6 +209,8 @@ class BaseAnomalySegmenter(BaseEstimator):
             self._tune_and_calibrate(healthy.subset(calibration))
         else:
             self._fit(self._model_input(healthy), **fit_data)
+        if calibrate:  # all of them: the calibration part alone may be a few images
+            self.healthy_data_ = describe_images(healthy)
         return self
 
     def calibrate(self, X):
@@ -229,7 +231,9 @@ class BaseAnomalySegmenter(BaseEstimator):
         """
         check_is_fitted(self)
         self.check_params()
-        self._tune_and_calibrate(self._validate_images(X, "calibrate"))
+        batch = self._validate_images(X, "calibrate")
+        self._tune_and_calibrate(batch)
+        self.healthy_data_ = describe_images(batch)
         return self
 
     def score_samples(self, X):
@@ -514,7 +518,6 @@ class BaseAnomalySegmenter(BaseEstimator):
                 "no foreground pixel; check the foreground masks."
             )
         rates = sorted(set(STANDARD_FPRS) | {float(self.max_fpr)})
-        self.healthy_data_ = describe_images(batch)
         self.calibration_thresholds_ = calibrate_thresholds(values, rates)
         self.threshold_ = self._select_threshold()
         self.calibration_fpr_ = float(np.mean(values > self.threshold_))
@@ -950,7 +953,7 @@ def model_info(path):
     ...     info = model_info(path)
     >>> info["estimator"], info["calibration"]["max_fpr"]
     ('FlairThreshold', 0.01)
-    >>> info["calibration"]["healthy_data"]["n_images"]  # it learns nothing: all 8
+    >>> info["calibration"]["healthy_data"]["n_images"]  # all the healthy images
     8
     """
     path = check_file(path)

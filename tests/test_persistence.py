@@ -341,7 +341,13 @@ def test_pipelines_round_trip_in_the_safe_format(images, tmp_path):
     )
 
     prior = GMVAERestorer(
-        width=4, n_clusters=3, n_epochs=1, n_restoration_steps=3, tv_weight=1.0, device="cpu"
+        width=4,
+        n_clusters=3,
+        n_epochs=1,
+        n_restoration_steps=3,
+        tv_weight=1.0,
+        device="cpu",
+        random_state=0,
     )
     pipe = make_anomaly_pipeline(
         ForegroundCropper(margin=2), Resizer((16, 16)), IntensityScaler(), prior

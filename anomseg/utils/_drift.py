@@ -51,13 +51,17 @@ def describe_images(batch):
     return summary
 
 
+#: The least margin beyond the healthy range, as a fraction of its
+#: magnitude: images from one source vary, their foreground fraction most.
+_RELATIVE_MARGIN = {"intensity_p50": 0.25, "foreground_fraction": 0.5}
+
+
 def _outside(value, low, high, key):
     """Whether ``value`` lies well outside ``[low, high]``: by more than the
-    range's width and more than a quarter of its magnitude, so that images
-    from the same source, which vary, pass. A smaller foreground fraction is
-    no drift (the top slices of a brain); a larger one is (a head where a
-    brain was expected)."""
-    margin = max(high - low, 0.25 * max(abs(low), abs(high)), 1e-6)
+    range's width and more than a fraction of its magnitude. A smaller
+    foreground fraction is no drift (the top slices of a brain); a larger
+    one is (a head where a brain was expected)."""
+    margin = max(high - low, _RELATIVE_MARGIN[key] * max(abs(low), abs(high)), 1e-6)
     too_low = value < low - margin and key != "foreground_fraction"
     return too_low or value > high + margin
 
