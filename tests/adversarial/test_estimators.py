@@ -238,12 +238,17 @@ def test_histogram_mode_warns_on_a_single_peak(data):
         ASCNetSegmenter(**{**TINY, "threshold_method": "histogram-peak"}).fit(reference)
 
 
-def test_networks_keep_shapes_and_ranges():
-    module = ASCNetModule(in_channels=2, width=2)
-    x = torch.rand(3, 2, 21, 35)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_networks_keep_shapes_and_ranges(seed):
+    # Seeded: unseeded, a rare draw (torch.rand gives exact zeros, float32
+    # sigmoids saturate) made the ranges fail once in CI.
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        module = ASCNetModule(in_channels=2, width=2)
+        x = torch.rand(3, 2, 21, 35)
     outputs = module(x)
     for t in outputs:
-        assert t.shape == x.shape and ((t > 0) & (t < 1)).all()
+        assert t.shape == x.shape and ((t >= 0) & (t <= 1)).all()
     discriminator = CutDiscriminator(in_channels=2, width=2, input_shape=(21, 35))
     d = discriminator(outputs[0])
     assert d.shape == (3,) and (d.abs() < 1).all()
