@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import functools
 import os
 import re
@@ -446,6 +447,7 @@ def _each_scan(command, planned, references, args, work):
     counts = {"done": 0, "skipped": 0, "failed": 0}
     items = list(zip(planned, references))
     for (path, targets), reference in _progress(items, command, args.progress):
+        _SIGNALS.check()
         present = [t for t in targets if os.path.lexists(t)]
         if present and not args.overwrite:
             if _complete(targets, reference):
@@ -808,8 +810,59 @@ def _message(exc, path=None):
     return text
 
 
-def _terminate(signum, frame):
-    raise Terminated
+class _Signals:
+    """SIGINT and SIGTERM, raised as exceptions where the program is, and
+    remembered: Python swallows an exception raised inside a finaliser
+    (``__del__``, during garbage collection), so the scan loop checks
+    between scans too, and ``sys.unraisablehook`` keeps such a swallowed
+    interrupt from printing a traceback."""
+
+    def __init__(self):
+        self.received = None
+
+    def handle(self, signum, frame):
+        self.received = signum
+        raise self.exception()
+
+    def exception(self):
+        return Terminated() if self.received == signal.SIGTERM else KeyboardInterrupt()
+
+    def check(self):
+        """Raise the signal received, if any, that nothing has acted on."""
+        if self.received is not None:
+            raise self.exception()
+
+    @contextlib.contextmanager
+    def installed(self):
+        """Handle SIGINT and SIGTERM while the block runs (main thread only)."""
+        self.received = None
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        # A signal ignored by whoever started us (SIGINT in background jobs)
+        # stays ignored, as Python itself does.
+        signals = [
+            signum
+            for signum in (signal.SIGINT, signal.SIGTERM)
+            if signal.getsignal(signum) != signal.SIG_IGN
+        ]
+        previous = {signum: signal.signal(signum, self.handle) for signum in signals}
+        hook = sys.unraisablehook
+
+        def unraisable(record):
+            if not isinstance(record.exc_value, KeyboardInterrupt):
+                hook(record)
+
+        sys.unraisablehook = unraisable
+        try:
+            yield
+        finally:
+            sys.unraisablehook = hook
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+_SIGNALS = _Signals()
 
 
 def _show_warning(command, message, category, filename, lineno, file=None, line=None):
@@ -819,12 +872,12 @@ def _show_warning(command, message, category, filename, lineno, file=None, line=
 def main(argv=None):
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
-        with warnings.catch_warnings():
+        with _SIGNALS.installed(), warnings.catch_warnings():
             warnings.showwarning = functools.partial(_show_warning, args.command)
-            return args.func(args) or 0
+            status = args.func(args) or 0
+            _SIGNALS.check()  # one that a finaliser swallowed
+            return status
     except Terminated:
         _say(args.command, "error", "terminated (SIGTERM); no output is left half-written")
         return 143
@@ -836,6 +889,3 @@ def main(argv=None):
             raise
         _say(args.command, "error", _message(exc))
         return 1
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)

@@ -3,6 +3,7 @@ in the middle of ``anomseg predict`` leave every scan's outputs whole or
 absent, never a temporary file or a map without its mask, and a rerun
 finishes the cohort, skipping the scans already done."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -76,3 +77,22 @@ def test_interrupted_predict_leaves_whole_outputs_and_resumes(cohort, tmp_path, 
     assert f"{N_SCANS - done} done, {done} skipped, 0 failed" in stderr
     assert len(list(out.glob("*_anomaly_map.nii.gz"))) == N_SCANS
     assert outputs_whole(tmp_path, {})
+
+
+def test_an_interrupt_swallowed_by_a_finaliser_still_stops_the_run(capsys):
+    """Python swallows an exception raised in ``__del__`` (as nibabel's
+    finalisers run during garbage collection): the signal is remembered and
+    acted on at the next check, without a traceback."""
+    from anomseg.cli._main import _SIGNALS, Terminated
+
+    class Finalised:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)  # handled inside __del__
+
+    with _SIGNALS.installed():
+        Finalised()  # collected at once
+        with pytest.raises(Terminated):
+            _SIGNALS.check()
+    assert capsys.readouterr().err == ""
+    with _SIGNALS.installed():
+        _SIGNALS.check()  # a new run starts clean
