@@ -125,9 +125,21 @@ device : {"auto", "cpu", "cuda"}, default="auto"
     Where the network runs; "auto" picks CUDA when torch finds it. Maps are
     always returned as NumPy arrays."""
 
+docdict["restoration_runtime"] = """\
+inference_batch_size : int >= 1, default=16
+    Slices restored (or scored) together; bounds memory. On the CPU, 16
+    slices of 128 x 128 ran a restoration step about 20 % faster per slice
+    than 64 (``benchmarks/bench_restoration_speed.py``); on a GPU, larger
+    batches use it better.
+device : {"auto", "cpu", "cuda"}, default="auto"
+    Where the network runs; "auto" picks CUDA when torch finds it. Maps are
+    always returned as NumPy arrays."""
+
 docdict["verbose"] = """\
 verbose : int >= 0, default=0
-    Print the loss of every epoch (and the TV-weight curve) when positive."""
+    Print the loss of every epoch (and the TV-weight curve) when positive;
+    restorers also report the TV weight search and restoration batches,
+    with the time left, at most every 10 seconds."""
 
 docdict["prior_attributes"] = """\
 module_ : torch.nn.Module
@@ -154,20 +166,38 @@ tv_weight : "auto" or float >= 0, default="auto"
     held-out calibration images (again on the images of ``calibrate``), as
     You et al. do.
 tv_weights : sequence of float >= 0, default=DEFAULT_TV_WEIGHTS
-    The grid searched by ``tv_weight="auto"``: 0, 0.2, ..., 3.8, as in the
-    reference code.
+    The values ``tv_weight="auto"`` chooses from: 0, 0.2, ..., 3.8, as in
+    the reference code.
+tv_search : {"golden", "grid"}, default="golden"
+    How ``tv_weight="auto"`` finds the smallest healthy change among
+    ``tv_weights``. "grid" evaluates every value, as You et al. do.
+    "golden" runs a golden-section search over the sorted values, which
+    assumes epsilon(lambda) falls then rises (as it does: too small a
+    weight lets restoration drift to the prior's mean, too large a one
+    makes the TV term dominate) and evaluates about ``log(n) / log(1.618)
+    + 2`` of them: 8 of the default 20.
 max_tv_images : int >= 1, default=16
     At most this many evenly spaced calibration slices are restored at
-    every grid value to choose the TV weight. This bounds the cost of
-    ``tv_weight="auto"`` to ``max_tv_images * len(tv_weights)``
-    restorations; on LGG FLAIR, 12 slices already gave a clean U-shaped
-    curve (``benchmarks/bench_restoration.py``).
-n_restoration_steps : int >= 1, default=500
-    Gradient steps of the restoration (500 in the reference code).
-step_sizes : pair of float > 0, default=(5e-3, 2e-3)
-    The step size before and after ``step_size_switch`` steps.
-step_size_switch : int >= 0, default=100
-    The step after which the second step size is used.
+    every evaluated weight to choose the TV weight; on LGG FLAIR, 12 slices
+    already gave a clean U-shaped curve
+    (``benchmarks/bench_restoration.py``).
+schedule : {"fast", "paper"}, default="fast"
+    The restoration schedule whose values ``n_restoration_steps``,
+    ``step_sizes`` and ``step_size_switch`` take when they are None (see
+    :data:`~anomseg.restoration.RESTORATION_SCHEDULES`). "paper" is the
+    reference code's: 500 plain gradient steps of 5e-3, then 2e-3 after
+    100. "fast" covers the same distance in 45 steps with heavy-ball
+    momentum 0.9 (18 of 0.5 / 18, then 27 of 0.8 / 27); on LGG FLAIR it
+    matched the paper schedule's AUROC, AUPRC and best Dice at a fraction
+    of the time (``benchmarks/bench_restoration_speed.py``).
+n_restoration_steps : int >= 1 or None, default=None
+    Steps of the restoration; None takes the schedule's (45 or 500).
+step_sizes : pair of float > 0 or None, default=None
+    The step size before and after ``step_size_switch`` steps; None takes
+    the schedule's.
+step_size_switch : int >= 0 or None, default=None
+    The step after which the second step size is used; None takes the
+    schedule's.
 gradient_clip : float > 0, default=100.0
     Elementwise bound on the restoration gradient.
 residual : {"absolute", "positive"}, default="absolute"
@@ -178,10 +208,13 @@ docdict["restoration_attributes"] = """\
 tv_weight_ : float
     The TV weight used by ``score_samples``.
 tv_weights_ : ndarray
-    With ``tv_weight="auto"``: the grid searched.
+    With ``tv_weight="auto"``: the weights evaluated, in increasing order
+    (all of ``tv_weights`` with ``tv_search="grid"``).
 healthy_change_ : ndarray
     With ``tv_weight="auto"``: epsilon(lambda) at each value of
-    ``tv_weights_``, to plot the curve."""
+    ``tv_weights_``, to plot the curve.
+tv_search_time_ : float
+    With ``tv_weight="auto"``: seconds spent choosing the TV weight."""
 
 
 docdict["prior_notes"] = """\

@@ -29,7 +29,10 @@ from .exceptions import AnomsegWarning
 from .utils import check_generator
 from .utils._param_validation import COMMON_CONSTRAINTS
 
-__all__ = ["TorchSegmenter", "TrainingPlan", "chunks", "resolve_device", "update"]
+__all__ = ["Progress", "TorchSegmenter", "TrainingPlan", "chunks", "resolve_device", "update"]
+
+#: Seconds between two progress messages of a long piece of work.
+PROGRESS_INTERVAL = 10.0
 
 
 def resolve_device(device, owner):
@@ -56,6 +59,42 @@ def update(optimizer, loss):
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
+
+
+class Progress:
+    """Progress messages of a long piece of work, with the time left.
+
+    ``update(n)`` counts ``n`` more units done; a message goes to ``log``
+    when :data:`PROGRESS_INTERVAL` seconds have passed since the last one,
+    and ``close()`` reports the total time if any message was given. With
+    ``log=None`` nothing is printed (and nothing is timed but the start).
+    """
+
+    def __init__(self, log, stage, total, unit):
+        self.log, self.stage, self.total, self.unit = log, stage, total, unit
+        self.done = 0.0
+        self.started = self.last = time.perf_counter()
+        self.reported = False
+
+    def update(self, n=1):
+        self.done += n
+        if self.log is None:
+            return
+        now = time.perf_counter()
+        # (A tolerance, since fractions of a unit may be counted.)
+        if now - self.last >= PROGRESS_INTERVAL and self.done < self.total - 1e-6:
+            elapsed = now - self.started
+            left = elapsed / self.done * (self.total - self.done)
+            self.log(
+                f"{self.stage}: {self.done:.0f}/{self.total} {self.unit}, "
+                f"{elapsed:.0f} s, about {left:.0f} s left"
+            )
+            self.last, self.reported = now, True
+
+    def close(self):
+        if self.log is not None and self.reported:
+            elapsed = time.perf_counter() - self.started
+            self.log(f"{self.stage}: {self.total} {self.unit} in {elapsed:.0f} s")
 
 
 @dataclass
@@ -233,9 +272,11 @@ class TorchSegmenter(BaseAnomalySegmenter):
                 record.update(plan.end_epoch(epoch, record))
             record["seconds"] = time.perf_counter() - started
             history.append(record)
+            left = record["seconds"] / epoch * (plan.n_epochs - epoch)
             self._log(
                 f"epoch {epoch}/{plan.n_epochs}: "
                 + ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "epoch")
+                + (f"; at most about {left:.0f} s left" if epoch < plan.n_epochs else "")
             )
             for key, value in record.items():
                 if not np.isfinite(value):
@@ -273,6 +314,11 @@ class TorchSegmenter(BaseAnomalySegmenter):
     def _log(self, message):
         if self.verbose:
             print(f"[{type(self).__name__}] {message}", flush=True)
+
+    def _progress(self, stage, total, unit):
+        """A :class:`Progress` of ``total`` ``unit`` that reports through
+        :meth:`_log` when ``verbose``."""
+        return Progress(self._log if self.verbose else None, stage, total, unit)
 
     # -- persistence ---------------------------------------------------------------
     def _export_state(self):

@@ -595,7 +595,14 @@ class BaseAnomalySegmenter(BaseEstimator):
     @classmethod
     def _import_state(cls, params, attributes, weights, device):
         """The estimator that :meth:`_export_state` described."""
-        return _plain_import(cls, params, attributes)
+        return _plain_import(cls, cls._upgrade_params(params), attributes)
+
+    @classmethod
+    def _upgrade_params(cls, params):
+        """Parameters saved by an older anomseg, in today's form, so that
+        the model computes what it computed then (the parameters a version
+        added take the value that reproduces the old behaviour)."""
+        return params
 
     def __getstate__(self):
         # A copy: object.__getstate__ returns the instance's own __dict__.
@@ -613,7 +620,10 @@ class BaseAnomalySegmenter(BaseEstimator):
                 VersionMismatchWarning,
                 stacklevel=2,
             )
-        super().__setstate__(_upgrade_state(state))
+        state = _upgrade_state(state)
+        names = [name for name in self._get_param_names() if name in state]
+        upgraded = type(self)._upgrade_params({name: state[name] for name in names})
+        super().__setstate__({**state, **upgraded})
 
 
 def _is_fitted_attribute(name):

@@ -31,6 +31,7 @@ def gmvae(images):
         n_clusters=3,
         n_epochs=2,
         n_restoration_steps=5,
+        step_sizes=(0.05, 0.02),
         tv_weight="auto",
         tv_weights=(0.0, 1.0),
         device="cpu",

@@ -1,5 +1,6 @@
 import io
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from anomseg.exceptions import AnomsegWarning, NotFittedError
 from anomseg.restoration import (
     DEFAULT_TV_WEIGHTS,
     PUBLISHED_GMVAE,
+    RESTORATION_SCHEDULES,
     GMVAERestorer,
     VAEReconstructor,
     VAERestorer,
@@ -199,7 +201,8 @@ def test_healthy_change_ignores_masked_background(tiny, unseen):
 # -- the TV weight --------------------------------------------------------------
 def test_auto_tv_weight_minimises_the_healthy_change(healthy):
     grid = (0.0, 0.05, 0.3, 1.5)
-    est = VAERestorer(**{**TINY, "tv_weight": "auto", "tv_weights": grid}).fit(healthy)
+    est = VAERestorer(**{**TINY, "tv_weight": "auto", "tv_weights": grid, "tv_search": "grid"})
+    est.fit(healthy)
     np.testing.assert_array_equal(est.tv_weights_, grid)
     assert est.healthy_change_.shape == (4,)
     assert est.tv_weight_ == grid[int(np.argmin(est.healthy_change_))]
@@ -232,7 +235,7 @@ def test_auto_tv_weight_on_a_subset_of_calibration_images(healthy):
 def test_calibrate_chooses_the_tv_weight_again(trained, unseen):
     est = pickle.loads(pickle.dumps(trained["VAERestorer"]))
     grid = (0.0, 0.1, 0.4, 2.0)
-    est.set_params(tv_weight="auto", tv_weights=grid)
+    est.set_params(tv_weight="auto", tv_weights=grid, tv_search="grid")
     est.calibrate(unseen)
     assert est.tv_weight_ == grid[int(np.argmin(est.healthy_change_))]
     np.testing.assert_allclose(est.healthy_change(unseen, grid), est.healthy_change_, rtol=1e-5)
@@ -363,8 +366,11 @@ def test_auto_device_resolves(healthy):
 def test_published_configuration():
     est = GMVAERestorer.published()
     assert (est.width, est.n_clusters, est.learning_rate) == (64, 9, 5e-5)
-    assert est.get_params()["n_restoration_steps"] == PUBLISHED_GMVAE["n_restoration_steps"] == 500
-    assert tuple(est.step_sizes) == (5e-3, 2e-3) and est.step_size_switch == 100
+    assert PUBLISHED_GMVAE["schedule"] == est.schedule == "paper"
+    assert est.tv_search == "grid"
+    plan = est.restoration_schedule()
+    assert plan["n_restoration_steps"] == 500 and plan["momentum"] == 0.0
+    assert plan["step_sizes"] == (5e-3, 2e-3) and plan["step_size_switch"] == 100
     assert est.gradient_clip == 100.0
     other = GMVAERestorer.published(n_epochs=3, width=8)
     assert (other.n_epochs, other.width, other.n_clusters) == (3, 8, 9)
@@ -406,3 +412,120 @@ def test_a_fixed_tv_weight_scores_without_calibration(healthy, unseen):
     with pytest.raises(NotFittedError, match="tv_weight='auto'.*call calibrate"):
         auto.score_samples(unseen)
     assert auto.calibrate(unseen).tv_weight_ in (0.0, 1.0)
+
+
+# -- schedules and the TV weight search -----------------------------------------------
+@pytest.mark.parametrize("cls", [VAERestorer, GMVAERestorer])
+def test_schedules(cls):
+    fast = cls().restoration_schedule()
+    assert fast == RESTORATION_SCHEDULES["fast"]
+    assert fast["momentum"] == 0.9 and fast["n_restoration_steps"] == 45
+    paper = cls(schedule="paper").restoration_schedule()
+    assert (paper["n_restoration_steps"], paper["step_sizes"], paper["step_size_switch"]) == (
+        500,
+        (5e-3, 2e-3),
+        100,
+    )
+    assert paper["momentum"] == 0.0
+    # the same distance along the descent path: 0.5 then 0.8
+    for plan in (fast, paper):
+        first, then = plan["step_sizes"]
+        switch = plan["step_size_switch"]
+        assert first * switch == pytest.approx(0.5)
+        assert then * (plan["n_restoration_steps"] - switch) == pytest.approx(0.8)
+    # parameters that are not None replace the preset's
+    custom = cls(schedule="paper", n_restoration_steps=7, step_sizes=(0.1, 0.2))
+    custom = custom.restoration_schedule()
+    assert custom["n_restoration_steps"] == 7 and custom["step_sizes"] == (0.1, 0.2)
+    assert custom["step_size_switch"] == 100 and custom["momentum"] == 0.0
+
+
+def test_paper_schedule_restores_as_the_reference_loop(tiny, unseen):
+    """schedule="paper" runs exactly the reference code's explicit steps."""
+    from anomseg.restoration import map_restore
+
+    est = clone(tiny).set_params(schedule="paper", n_restoration_steps=4, step_size_switch=2)
+    est.module_, est.tv_weight_, est.n_channels_, est.device_ = (
+        tiny.module_,
+        0.5,
+        tiny.n_channels_,
+        tiny.device_,
+    )
+    est.threshold_ = tiny.threshold_
+    y = torch.from_numpy(np.asarray(unseen, dtype=np.float32))[:, None]
+    mask = (y != 0).float()  # the foreground of these images
+    expected, _ = map_restore(
+        tiny.module_, y, mask, torch.full((len(y),), 0.5), [2e-2, 2e-2, 1e-2, 1e-2], 100.0
+    )
+    got = est.restore(unseen)
+    np.testing.assert_allclose(got, expected[:, 0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls, extra", RESTORERS)
+def test_golden_search_returns_the_grid_argmin_on_a_known_curve(cls, extra, healthy, monkeypatch):
+    """With the restorations replaced by known U-shaped curves, the search
+    returns the grid's argmin after at most 8 of 20 evaluations."""
+    grid = np.asarray(DEFAULT_TV_WEIGHTS)
+    rng = np.random.default_rng(0)
+    for minimum in [0.0, 0.2, 1.0, 1.8, 2.6, 3.8, *rng.uniform(0, 3.8, 4)]:
+        calls = []
+
+        def change(self, slices, weights, stage=None, minimum=minimum, calls=calls):
+            calls.extend(weights)
+            curve = 0.1 + (np.asarray(weights) - minimum) ** 2 + 0.3 * np.abs(weights - minimum)
+            return curve, [image for _ in weights for image in slices.images]
+
+        monkeypatch.setattr(cls, "_healthy_change", change)
+        golden = cls(**{**TINY, **extra, "tv_weight": "auto", "max_tv_images": 3})
+        golden.fit(healthy)
+        monkeypatch.undo()
+        expected = grid[int(np.argmin(0.1 + (grid - minimum) ** 2 + 0.3 * abs(grid - minimum)))]
+        assert golden.tv_weight_ == expected
+        assert len(calls) == len(set(calls)) <= 8  # each weight restored once
+        assert list(golden.tv_weights_) == sorted(calls)
+
+
+def test_golden_and_grid_search_agree_on_a_real_curve(healthy):
+    grid_search = VAERestorer(**{**TRAINED, "tv_weight": "auto", "tv_search": "grid"})
+    grid_search.set_params(tv_weights=(0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0), max_tv_images=4)
+    grid_search.fit(healthy)
+    golden = clone(grid_search).set_params(tv_search="golden").fit(healthy)
+    assert len(golden.tv_weights_) < len(grid_search.tv_weights_)
+    # the same restorations at the weights both evaluated
+    for w, c in zip(golden.tv_weights_, golden.healthy_change_):
+        k = list(grid_search.tv_weights_).index(w)
+        assert c == pytest.approx(grid_search.healthy_change_[k], rel=1e-5)
+    # the curve falls then rises, so both find the same minimum
+    assert golden.tv_weight_ == grid_search.tv_weight_
+    assert golden.tv_search_time_ > 0
+
+
+def test_verbose_reports_progress_and_time_left(healthy, monkeypatch, capsys):
+    import anomseg._torch
+
+    monkeypatch.setattr(anomseg._torch, "PROGRESS_INTERVAL", 0.0)
+    est = GMVAERestorer(**{**TINY, "n_clusters": 3, "tv_weight": "auto", "verbose": 1})
+    est.set_params(tv_weights=(0.0, 0.5, 1.0, 2.0), max_tv_images=3)
+    est.fit(healthy)
+    est.score_samples(healthy[:5])
+    out = capsys.readouterr().out
+    assert "epoch 1/2" in out and "at most about" in out
+    assert "TV weight search: healthy change" in out and "of at most 3 weights" in out
+    assert re.search(r"restoring: \d+/5 slices, \d+ s, about \d+ s left", out)
+    assert re.search(r"restoring: 5 slices in \d+ s", out)
+    quiet = clone(est).set_params(verbose=0).fit(healthy)
+    quiet.score_samples(healthy[:5])
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("name", ["vaerestorer", "gmvaerestorer"])
+def test_models_saved_before_the_fast_schedule_keep_the_paper_one(name):
+    from pathlib import Path
+
+    from anomseg.base import load_model
+
+    path = Path(__file__).parents[1] / "data" / "legacy" / f"{name}.pt"
+    with pytest.warns(AnomsegWarning):
+        model = load_model(path)
+    assert model.schedule == "paper" and model.tv_search == "grid"
+    assert model.restoration_schedule()["momentum"] == 0.0
