@@ -116,6 +116,24 @@ def _progress(iterable, description, enabled, total=None):
     )
 
 
+@contextlib.contextmanager
+def _reporting(estimator, enabled):
+    """With progress on, the method reports its own long work (training
+    epochs, the TV weight search, restoration batches, with the time left)
+    on stderr, through its ``verbose``; its ``verbose`` is restored after,
+    so the saved model does not print."""
+    params = estimator.get_params(deep=False)
+    if not enabled or "verbose" not in params or params["verbose"]:
+        yield
+        return
+    estimator.set_params(verbose=1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        estimator.set_params(verbose=params["verbose"])
+
+
 def _say(command, kind, message):
     print(f"anomseg {command}: {kind}: {message}", file=sys.stderr)
 
@@ -406,9 +424,11 @@ def cmd_fit(args):
         # steps of the pipeline transform them too.
         unlabelled, _ = _load_scans(args.unlabelled, args.progress, "loading unlabelled")
         print(f"  and {len(unlabelled)} unlabelled scan(s)", file=sys.stderr)
-        model.fit(images + unlabelled, [0] * len(images) + [-1] * len(unlabelled))
+        with _reporting(estimator, args.progress):
+            model.fit(images + unlabelled, [0] * len(images) + [-1] * len(unlabelled))
     else:
-        model.fit(images)
+        with _reporting(estimator, args.progress):
+            model.fit(images)
     sizes = _voxel_sizes(references[: len(args.healthy)])
     metadata = {
         "written_by": f"anomseg {__version__} fit --method {args.method}",
@@ -488,7 +508,8 @@ def cmd_predict(args):
 
     def predict(path, targets):
         image, reference = _read_scan(path)
-        anomaly_map = _scored(model, path, image, reference, metadata, "predict")
+        with _reporting(model[-1], args.progress):
+            anomaly_map = _scored(model, path, image, reference, metadata, "predict")
         mask = model.threshold_maps([anomaly_map])[0]  # predict, scoring once
         save_niftis(
             [(anomaly_map, reference, targets[0]), (mask, reference, targets[1])],
@@ -530,7 +551,8 @@ def cmd_evaluate(args):
     for path, image, reference in zip(
         args.scans, _progress(images, "scoring", args.progress), references
     ):
-        maps.append(_scored(model, path, image, reference, metadata, "evaluate", masked=True))
+        with _reporting(model[-1], args.progress):
+            maps.append(_scored(model, path, image, reference, metadata, "evaluate", masked=True))
     report = evaluate(truths, maps, thresholds=model[-1].calibration_thresholds_)
     print(f"{len(images)} scan(s), foreground voxels only; model {args.model}")
     print(report.to_table())
@@ -629,7 +651,8 @@ def build_parser():
             "--no-progress",
             dest="progress",
             action="store_false",
-            help="Do not show progress bars.",
+            help="Do not show progress bars, nor the method's own progress "
+            "(training epochs, searches, restoration batches).",
         )
         return sub
 

@@ -494,3 +494,31 @@ def test_info_shows_what_a_model_file_holds(scans, tmp_path, capsys):
     assert "FlairThreshold.max_fpr = 0.02" in out and "modality: FLAIR" in out
     assert "healthy data n images: 4" in out
     assert "voxel size: [1.2, 1.0, 2.0] to [1.2, 1.0, 2.0]" in out
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_restorers_report_progress_on_stderr(scans, tmp_path, capsys, monkeypatch, progress):
+    """fit and predict show the method's own progress (epochs, the TV weight
+    search, restoration, with the time left) by default, on stderr only;
+    the saved model stays quiet."""
+    import anomseg._torch
+
+    monkeypatch.setattr(anomseg._torch, "PROGRESS_INTERVAL", 0.0)
+    model = tmp_path / "vae.anomseg"
+    tiny = ["width=4", "n_epochs=2", "tv_weights=[0.0, 1.0, 2.0]", "device=cpu"]
+    flags = [] if progress else ["--no-progress"]
+    args = [arg for param in tiny for arg in ("--param", param)]
+
+    def run(*args):  # with progress unless flags say otherwise
+        return main([*map(str, args), *flags])
+
+    assert run("fit", "--method", "vae", *scans["healthy"], "-o", model, *args) == 0
+    out, err = capsys.readouterr()
+    assert "[VAERestorer]" not in out
+    assert ("epoch 1/2" in err and "TV weight search" in err) is progress
+    assert ("about" in err and "s left" in err) is progress
+    assert load_model(model)[-1].verbose == 0
+    assert run("predict", model, scans["scans"][0], "-o", tmp_path / "out") == 0
+    out, err = capsys.readouterr()
+    assert "[VAERestorer]" not in out
+    assert ("[VAERestorer] restoring:" in err) is progress
