@@ -188,8 +188,8 @@ schedule : {"fast", "paper"}, default="fast"
     reference code's: 500 plain gradient steps of 5e-3, then 2e-3 after
     100. "fast" covers the same distance in 45 steps with heavy-ball
     momentum 0.9 (18 of 0.5 / 18, then 27 of 0.8 / 27); on LGG FLAIR it
-    matched the paper schedule's AUROC, AUPRC and best Dice at a fraction
-    of the time (``benchmarks/bench_restoration_speed.py``).
+    matched or beat the paper schedule's AUROC, AUPRC and best Dice in
+    10 to 12 times less time (``benchmarks/bench_restoration_speed.py``).
 n_restoration_steps : int >= 1 or None, default=None
     Steps of the restoration; None takes the schedule's (45 or 500).
 step_sizes : pair of float > 0 or None, default=None
