@@ -498,9 +498,34 @@ def _each_scan(command, planned, references, args, work):
     return 1 if counts["failed"] else 0
 
 
+def _scan_paths(args):
+    """The scans given as arguments, then those listed in each ``--list``
+    file (one path per line, relative to the working folder; blank lines
+    and lines starting with # are skipped), for cohorts too large for a
+    command line."""
+    scans = list(args.scans)
+    for listing in args.list or []:
+        path = Path(listing)
+        if not path.is_file():
+            raise CommandError(
+                f"--list '{listing}' is not a file; give a text file of scan paths."
+            )
+        try:
+            lines = path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CommandError(f"--list '{listing}' could not be read as text ({exc}).") from exc
+        scans += [
+            line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")
+        ]
+    if not scans:
+        raise CommandError("no scans given: pass SCAN.nii.gz paths or --list FILE.")
+    return scans
+
+
 def cmd_predict(args):
     from ..io import save_niftis
 
+    args.scans = _scan_paths(args)
     references = _check_headers(args.scans)
     model, metadata = _load_model(args.model, args.foreground, args.trust_pickle)
     output = _output_folder(args.output)
@@ -613,6 +638,7 @@ def cmd_brain_extract(args):
     from ..io import save_nifti
     from ..preprocessing import BrainExtractor
 
+    args.scans = _scan_paths(args)
     references = _check_headers(args.scans)
     output = _output_folder(args.output)
     planned = _plan_outputs(args.scans, output, ("_brainmask.nii.gz",), keep_tree=False)
@@ -725,7 +751,15 @@ def build_parser():
         cmd_predict,
     )
     predict.add_argument("model", metavar="MODEL", help="A model written by 'anomseg fit'.")
-    predict.add_argument("scans", nargs="+", metavar="SCAN.nii.gz")
+    predict.add_argument("scans", nargs="*", metavar="SCAN.nii.gz")
+    predict.add_argument(
+        "--list",
+        action="append",
+        metavar="FILE",
+        help="A text file of scan paths, one per line (relative to the working "
+        "folder; blank lines and # comments skipped), for cohorts too large for "
+        "a command line; repeatable, and added after SCAN arguments.",
+    )
     predict.add_argument(
         "-o",
         "--output",
@@ -777,7 +811,15 @@ def build_parser():
         "needs pip install 'anomseg[brain]'.",
         cmd_brain_extract,
     )
-    brain.add_argument("scans", nargs="+", metavar="SCAN.nii.gz")
+    brain.add_argument("scans", nargs="*", metavar="SCAN.nii.gz")
+    brain.add_argument(
+        "--list",
+        action="append",
+        metavar="FILE",
+        help="A text file of scan paths, one per line (relative to the working "
+        "folder; blank lines and # comments skipped), for cohorts too large for "
+        "a command line; repeatable, and added after SCAN arguments.",
+    )
     brain.add_argument(
         "-o",
         "--output",

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -522,3 +523,32 @@ def test_restorers_report_progress_on_stderr(scans, tmp_path, capsys, monkeypatc
     out, err = capsys.readouterr()
     assert "[VAERestorer]" not in out
     assert ("[VAERestorer] restoring:" in err) is progress
+
+
+def test_predict_reads_scans_from_a_list(scans, tmp_path, capsys, monkeypatch):
+    """--list FILE gives the scans of a cohort too large for a command line:
+    the same outputs as the arguments, comments and blank lines skipped."""
+    model = tmp_path / "m.anomseg"
+    assert run("fit", "--method", "flair-threshold", *scans["healthy"], "-o", model) == 0
+    direct, listed = tmp_path / "direct", tmp_path / "listed"
+    assert run("predict", model, *scans["scans"], "-o", direct) == 0
+    monkeypatch.chdir(tmp_path)  # relative paths are relative to the working folder
+    listing = tmp_path / "cohort.txt"
+    names = [Path(p).name for p in scans["scans"]]
+    listing.write_text(f"# the cohort\n{names[0]}\n\n  {names[1]}  \n")
+    assert run("predict", model, "--list", listing, "-o", listed) == 0
+    for name in sorted(p.name for p in direct.iterdir()):
+        np.testing.assert_array_equal(
+            nib.load(listed / name).get_fdata(), nib.load(direct / name).get_fdata()
+        )
+    assert sorted(p.name for p in listed.iterdir()) == sorted(p.name for p in direct.iterdir())
+    capsys.readouterr()
+    # arguments and lists combine; a scan given twice is refused as before
+    assert run("predict", model, scans["scans"][0], "--list", listing, "-o", listed) == 1
+    assert "is given twice" in capsys.readouterr().err
+    assert run("predict", model, "--list", tmp_path / "missing.txt", "-o", listed) == 1
+    assert "--list" in capsys.readouterr().err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n\n")
+    assert run("predict", model, "--list", empty, "-o", listed) == 1
+    assert "no scans given" in capsys.readouterr().err
