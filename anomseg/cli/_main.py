@@ -227,6 +227,20 @@ def _add_foreground_option(parser):
     )
 
 
+def _add_scan_arguments(parser):
+    """The scans of a command: paths, and ``--list`` files of paths (read by
+    :func:`_scan_paths`)."""
+    parser.add_argument("scans", nargs="*", metavar="SCAN.nii.gz")
+    parser.add_argument(
+        "--list",
+        action="append",
+        metavar="FILE",
+        help="A text file of scan paths, one per line (relative to the working "
+        "folder; blank lines and # comments skipped), for cohorts too large for "
+        "a command line; repeatable, and added after SCAN arguments.",
+    )
+
+
 def _add_model_options(parser):
     parser.add_argument(
         "--foreground",
@@ -751,15 +765,7 @@ def build_parser():
         cmd_predict,
     )
     predict.add_argument("model", metavar="MODEL", help="A model written by 'anomseg fit'.")
-    predict.add_argument("scans", nargs="*", metavar="SCAN.nii.gz")
-    predict.add_argument(
-        "--list",
-        action="append",
-        metavar="FILE",
-        help="A text file of scan paths, one per line (relative to the working "
-        "folder; blank lines and # comments skipped), for cohorts too large for "
-        "a command line; repeatable, and added after SCAN arguments.",
-    )
+    _add_scan_arguments(predict)
     predict.add_argument(
         "-o",
         "--output",
@@ -811,15 +817,7 @@ def build_parser():
         "needs pip install 'anomseg[brain]'.",
         cmd_brain_extract,
     )
-    brain.add_argument("scans", nargs="*", metavar="SCAN.nii.gz")
-    brain.add_argument(
-        "--list",
-        action="append",
-        metavar="FILE",
-        help="A text file of scan paths, one per line (relative to the working "
-        "folder; blank lines and # comments skipped), for cohorts too large for "
-        "a command line; repeatable, and added after SCAN arguments.",
-    )
+    _add_scan_arguments(brain)
     brain.add_argument(
         "-o",
         "--output",
