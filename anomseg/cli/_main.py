@@ -28,6 +28,7 @@ import argparse
 import ast
 import contextlib
 import functools
+import glob
 import os
 import re
 import signal
@@ -38,6 +39,7 @@ from pathlib import Path
 
 from .._registry import METHODS, method_class
 from .._version import __version__
+from ..cohort import complete, plan_outputs, read_scan, score_scan
 
 __all__ = ["main"]
 
@@ -67,12 +69,6 @@ Run 'anomseg COMMAND --help' for the options of a command.
 
 #: A volume to fit steps that learn nothing from images on.
 _TINY_VOLUME = [[[1.0]]]
-
-#: Voxel sizes beyond this factor of the healthy scans' range warn.
-_VOXEL_SIZE_FACTOR = 1.5
-
-#: The outputs of ``predict`` for each scan, by suffix.
-_PREDICT_OUTPUTS = ("_anomaly_map.nii.gz", "_mask.nii.gz")
 
 
 class CommandError(Exception):
@@ -154,58 +150,14 @@ def _check_headers(paths, unique=True):
     return [load_nifti_reference(path) for path in paths]
 
 
-def _read_scan(path):
-    """A scan's voxels and grid, refused if scoring it would mean nothing."""
-    import numpy as np
-
-    from ..io import load_nifti
-
-    image, reference = load_nifti(path)
-    n_bad = image.size - int(np.count_nonzero(np.isfinite(image)))
-    if n_bad:
-        raise CommandError(
-            f"'{path}' has {n_bad} NaN or infinite voxel(s); anomseg needs finite "
-            "intensities: set them to 0 (background) or repair the file."
-        )
-    if image.min() == image.max():
-        raise CommandError(
-            f"'{path}' is constant (every voxel is {image.flat[0]:g}, shape "
-            f"{image.shape}): there is nothing to segment."
-        )
-    return image, reference
-
-
 def _load_scans(paths, progress, description="loading"):
-    loaded = [_read_scan(path) for path in _progress(paths, description, progress)]
+    loaded = [read_scan(path) for path in _progress(paths, description, progress)]
     return [image for image, _ in loaded], [reference for _, reference in loaded]
 
 
 def _voxel_sizes(references):
     # zooms are float32: 1.2 would read 1.2000000476837158
     return [[round(float(z), 6) for z in ref.header.get_zooms()[:3]] for ref in references]
-
-
-def _voxel_size_warning(path, reference, metadata):
-    """A warning if ``reference``'s voxels differ from the healthy scans'."""
-    sizes = metadata.get("voxel_size")
-    if not sizes:
-        return None
-    [zooms] = _voxel_sizes([reference])
-    low, high = sizes
-    if any(
-        z < a / _VOXEL_SIZE_FACTOR or z > b * _VOXEL_SIZE_FACTOR
-        for z, a, b in zip(zooms, low, high)
-    ):
-        return (
-            f"'{path}' has voxels of {_mm(zooms)} but the model's healthy scans had "
-            f"{_mm(low)} to {_mm(high)}; resample it, or the calibrated "
-            "false-positive rate may not hold."
-        )
-    return None
-
-
-def _mm(sizes):
-    return " x ".join(f"{s:.3g}" for s in sizes) + " mm"
 
 
 _BRAIN_HELP = (
@@ -239,6 +191,15 @@ def _add_scan_arguments(parser):
         "folder; blank lines and # comments skipped), for cohorts too large for "
         "a command line; repeatable, and added after SCAN arguments.",
     )
+    parser.add_argument(
+        "--glob",
+        action="append",
+        metavar="PATTERN",
+        help="Scans matching a pattern, with ** for any folders, such as "
+        "'bids/sub-*/anat/*_FLAIR.nii.gz' or 'cohort/**/*.nii.gz' (quote it, so "
+        "that the shell does not expand it); repeatable, added after --list, "
+        "each pattern's matches in sorted order.",
+    )
 
 
 def _add_model_options(parser):
@@ -261,14 +222,6 @@ def _add_model_options(parser):
     )
 
 
-def _stem(path):
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
-
-
 def _output_folder(output):
     """``output`` as an existing folder, created if need be."""
     output = Path(output)
@@ -281,38 +234,6 @@ def _output_folder(output):
             f"cannot create the output folder '{output}': {exc.strerror}."
         ) from None
     return output
-
-
-def _plan_outputs(scans, output, suffixes, keep_tree):
-    """The output files of each scan, named after it (under the scan's folder
-    relative to the scans' common folder with ``keep_tree``); two scans that
-    would write the same file stop the command before any work."""
-    folders = [Path(os.path.realpath(path)).parent for path in scans]
-    root = Path(os.path.commonpath(folders)) if keep_tree else None
-    planned, writers = [], {}
-    for path, folder in zip(scans, folders):
-        where = output / folder.relative_to(root) if keep_tree else output
-        targets = [where / f"{_stem(path)}{suffix}" for suffix in suffixes]
-        for target in targets:
-            if target in writers:
-                raise CommandError(
-                    f"'{writers[target]}' and '{path}' would both write '{target}'; "
-                    "pass --keep-tree to mirror the scans' folders under the output "
-                    "folder, or rename one."
-                )
-            writers[target] = path
-        planned.append((path, targets))
-    return planned
-
-
-def _complete(targets, reference):
-    """Whether every output of a scan exists, on the scan's grid."""
-    from ..io import load_nifti_reference
-
-    try:
-        return all(load_nifti_reference(t).shape == reference.shape for t in targets)
-    except (OSError, ValueError):
-        return False
 
 
 # -- models ----------------------------------------------------------------------
@@ -373,21 +294,9 @@ def _load_model(path, foreground="model", trust_pickle=False, command="predict")
 def _scored(model, path, image, reference, metadata, command, masked=False):
     """The anomaly map of one scan (masked outside the voxels scored, with
     ``masked``), with its warnings said in one line each."""
-    import numpy as np
-
-    score = model.masked_score_samples if masked else model.score_samples
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        anomaly_map = score([image])[0]
-    notes = [_voxel_size_warning(path, reference, metadata)]
-    notes += [f"'{path}': {_plain(w.message)}" for w in caught]
-    for note in filter(None, notes):
-        _say(command, "warning", note)
-    if not np.isfinite(np.ma.getdata(anomaly_map)).all():
-        raise CommandError(
-            f"'{path}' gave non-finite anomaly scores; its intensities "
-            f"(up to {np.abs(image).max():.3g}) are beyond what the model handles."
-        )
+    anomaly_map, notes = score_scan(model, path, image, reference, metadata, masked=masked)
+    for note in notes:
+        _say(command, "warning", _plain(note))
     return anomaly_map
 
 
@@ -484,7 +393,7 @@ def _each_scan(command, planned, references, args, work):
         _SIGNALS.check()
         present = [t for t in targets if os.path.lexists(t)]
         if present and not args.overwrite:
-            if _complete(targets, reference):
+            if complete(targets, reference):
                 counts["skipped"] += 1
                 continue
             # Not written by an anomseg run, whose outputs appear together.
@@ -505,18 +414,15 @@ def _each_scan(command, planned, references, args, work):
             continue
         counts["done"] += 1
         print(line)
-    if len(items) > 1 or counts["skipped"]:
-        summary = ", ".join(f"{n} {what}" for what, n in counts.items())
-        note = " (skipped: their outputs were complete already)" if counts["skipped"] else ""
-        _say(command, "summary", summary + note)
+    _say_summary(command, counts, len(items))
     return 1 if counts["failed"] else 0
 
 
 def _scan_paths(args):
     """The scans given as arguments, then those listed in each ``--list``
     file (one path per line, relative to the working folder; blank lines
-    and lines starting with # are skipped), for cohorts too large for a
-    command line."""
+    and lines starting with # are skipped), then those matching each
+    ``--glob`` pattern, for cohorts too large for a command line."""
     scans = list(args.scans)
     for listing in args.list or []:
         path = Path(listing)
@@ -531,32 +437,78 @@ def _scan_paths(args):
         scans += [
             line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")
         ]
+    for pattern in getattr(args, "glob", None) or []:
+        matches = sorted(glob.glob(pattern, recursive=True))
+        matches = [m for m in matches if os.path.isfile(m)]
+        if not matches:
+            raise CommandError(f"--glob '{pattern}' matches no file.")
+        scans += matches
     if not scans:
-        raise CommandError("no scans given: pass SCAN.nii.gz paths or --list FILE.")
+        raise CommandError(
+            "no scans given: pass SCAN.nii.gz paths, --list FILE or --glob PATTERN."
+        )
     return scans
 
 
 def cmd_predict(args):
-    from ..io import save_niftis
+    from ..cohort import predict_cohort
 
     args.scans = _scan_paths(args)
-    references = _check_headers(args.scans)
+    if args.n_jobs is not None and args.n_jobs < 1 and args.n_jobs != -1:
+        raise CommandError(
+            f"--n-jobs must be a positive number or -1 (every core); got {args.n_jobs}."
+        )
     model, metadata = _load_model(args.model, args.foreground, args.trust_pickle)
     output = _output_folder(args.output)
-    planned = _plan_outputs(args.scans, output, _PREDICT_OUTPUTS, args.keep_tree)
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    stdout = sys.stdout  # the method's progress goes to stderr meanwhile
 
-    def predict(path, targets):
-        image, reference = _read_scan(path)
-        with _reporting(model[-1], args.progress):
-            anomaly_map = _scored(model, path, image, reference, metadata, "predict")
-        mask = model.threshold_maps([anomaly_map])[0]  # predict, scoring once
-        save_niftis(
-            [(anomaly_map, reference, targets[0]), (mask, reference, targets[1])],
+    def report(record):
+        counts[record["status"]] += 1
+        for note in record["warnings"]:
+            _say("predict", "warning", _plain(note))
+        if record["status"] == "failed":
+            _say("predict", "error", _plain(record["message"]))
+        elif record["status"] == "done":
+            print(
+                f"{record['scan']}: {record['anomalous_voxels']} anomalous voxels "
+                f"({record['lesion_volume_ml']:.3g} mL, {record['n_components']} "
+                f"component(s)) -> {record['mask']}",
+                file=stdout,
+                flush=True,
+            )
+        _SIGNALS.check()
+
+    # The method reports its own progress only where it runs: in this process.
+    here = args.n_jobs in (None, 1) and args.dask_scheduler is None
+    with _reporting(model[-1], args.progress and here):
+        predict_cohort(
+            model,
+            args.scans,
+            output,
+            n_jobs=args.n_jobs,
+            scheduler=args.dask_scheduler,
+            keep_tree=args.keep_tree,
             overwrite=args.overwrite,
+            summary=args.summary,
+            metadata=metadata,
+            progress=args.progress,
+            callback=report,
         )
-        return f"{path}: {int(mask.sum())} anomalous voxels -> {targets[1]}"
+    _say_summary("predict", counts, len(args.scans), args.summary and output / args.summary)
+    return 1 if counts["failed"] else 0
 
-    return _each_scan("predict", planned, references, args, predict)
+
+def _say_summary(command, counts, n_scans, summary=None):
+    """The counts of a run over several scans (or with some skipped), and
+    where its summary file is."""
+    if n_scans > 1 or counts["skipped"]:
+        line = ", ".join(f"{n} {what}" for what, n in counts.items())
+        if counts["skipped"]:
+            line += " (skipped: their outputs were complete already)"
+        if summary:
+            line += f"; per scan in {summary}"
+        _say(command, "summary", line)
 
 
 def cmd_evaluate(args):
@@ -655,11 +607,11 @@ def cmd_brain_extract(args):
     args.scans = _scan_paths(args)
     references = _check_headers(args.scans)
     output = _output_folder(args.output)
-    planned = _plan_outputs(args.scans, output, ("_brainmask.nii.gz",), keep_tree=False)
+    planned = plan_outputs(args.scans, output, ("_brainmask.nii.gz",), keep_tree=False)
     params = {"threshold": args.threshold, "margin": args.margin, "device": args.device}
 
     def extract(path, targets):
-        image, reference = _read_scan(path)
+        image, reference = read_scan(path)
         extractor = BrainExtractor(affine=reference, **params).fit([image])
         mask = extractor.get_mask([image])[0]
         save_nifti(mask, reference, targets[0], overwrite=args.overwrite)
@@ -783,6 +735,38 @@ def build_parser():
     _add_model_options(predict)
     predict.add_argument(
         "--overwrite", action="store_true", help="Redo and replace complete outputs too."
+    )
+    predict.add_argument(
+        "--summary",
+        default="summary.csv",
+        metavar="FILE",
+        help="The per-scan summary (status, seconds, lesion volume in mL, "
+        "connected components), CSV or JSON by its suffix, relative to OUTDIR "
+        "(default: summary.csv); written atomically, and rewritten by a rerun.",
+    )
+    predict.add_argument(
+        "--no-summary",
+        dest="summary",
+        action="store_const",
+        const=None,
+        help="Write no summary file.",
+    )
+    where = predict.add_mutually_exclusive_group()
+    where.add_argument(
+        "--n-jobs",
+        type=int,
+        metavar="N",
+        help="Score N scans at once in worker processes of this machine "
+        "(joblib); -1 for one per core. Each worker uses an equal share of the "
+        "cores.",
+    )
+    where.add_argument(
+        "--dask-scheduler",
+        metavar="ADDRESS",
+        help="Score the scans on the workers of a Dask cluster, such as "
+        "tcp://10.0.0.1:8786 (started with 'dask scheduler' and 'dask worker'); "
+        "they must see the scans and OUTDIR at the same paths. Needs pip install "
+        "'dask[distributed]'.",
     )
 
     evaluate = add(

@@ -1,5 +1,6 @@
 """The command line end to end, on temporary NIfTI files."""
 
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -100,6 +101,7 @@ def test_never_overwrites_without_flag(scans, tmp_path, capsys):
         "scans0_mask.nii.gz",
         "scans1_anomaly_map.nii.gz",
         "scans1_mask.nii.gz",
+        "summary.csv",
     ]
 
 
@@ -525,9 +527,29 @@ def test_restorers_report_progress_on_stderr(scans, tmp_path, capsys, monkeypatc
     assert ("[VAERestorer] restoring:" in err) is progress
 
 
+def _assert_same_outputs(a, b):
+    """The same NIfTI outputs, voxel for voxel, and the same figures in the
+    summaries."""
+    names = sorted(p.name for p in a.iterdir())
+    assert names == sorted(p.name for p in b.iterdir())
+    for name in names:
+        if name.endswith(".nii.gz"):
+            np.testing.assert_array_equal(
+                nib.load(b / name).get_fdata(), nib.load(a / name).get_fdata()
+            )
+    figures = ("status", "anomalous_voxels", "lesion_volume_ml", "n_components")
+    summaries = []
+    for folder in (a, b):
+        with open(folder / "summary.csv") as f:
+            summaries.append([[row[k] for k in figures] for row in csv.DictReader(f)])
+    assert summaries[0] == summaries[1]
+    assert summaries[0][0][0] == "done"
+
+
 def test_predict_reads_scans_from_a_list(scans, tmp_path, capsys, monkeypatch):
     """--list FILE gives the scans of a cohort too large for a command line:
-    the same outputs as the arguments, comments and blank lines skipped."""
+    the same outputs as the arguments, comments and blank lines skipped;
+    so does --glob PATTERN, and --n-jobs 2 gives them too."""
     model = tmp_path / "m.anomseg"
     assert run("fit", "--method", "flair-threshold", *scans["healthy"], "-o", model) == 0
     direct, listed = tmp_path / "direct", tmp_path / "listed"
@@ -537,12 +559,16 @@ def test_predict_reads_scans_from_a_list(scans, tmp_path, capsys, monkeypatch):
     names = [Path(p).name for p in scans["scans"]]
     listing.write_text(f"# the cohort\n{names[0]}\n\n  {names[1]}  \n")
     assert run("predict", model, "--list", listing, "-o", listed) == 0
-    for name in sorted(p.name for p in direct.iterdir()):
-        np.testing.assert_array_equal(
-            nib.load(listed / name).get_fdata(), nib.load(direct / name).get_fdata()
-        )
-    assert sorted(p.name for p in listed.iterdir()) == sorted(p.name for p in direct.iterdir())
+    _assert_same_outputs(direct, listed)
+    # so does --glob, and --n-jobs scores them in worker processes
+    globbed = tmp_path / "globbed"
+    assert run("predict", model, "--glob", "scans*.nii.gz", "-o", globbed, "--n-jobs", "2") == 0
+    _assert_same_outputs(direct, globbed)
     capsys.readouterr()
+    assert run("predict", model, "--glob", "nothing*/*.nii.gz", "-o", globbed) == 1
+    assert "--glob 'nothing*/*.nii.gz' matches no file" in capsys.readouterr().err
+    assert run("predict", model, *scans["scans"], "-o", globbed, "--n-jobs", "0") == 1
+    assert "--n-jobs must be a positive number or -1" in capsys.readouterr().err
     # arguments and lists combine; a scan given twice is refused as before
     assert run("predict", model, scans["scans"][0], "--list", listing, "-o", listed) == 1
     assert "is given twice" in capsys.readouterr().err
