@@ -4,6 +4,8 @@
 #   make demo      set up, then run the FLAIR baseline on the embedded data
 #   make test      set up, then run the default test suite (slow tests excluded)
 #                  and the docstring examples
+#   make test-scale  set up, then run the loopback tests of the engines that run
+#                  anomseg at scale (a local Dask cluster, torchrun); in .ci/run
 #   make lint      set up, then check style and formatting with ruff
 #   make test-min  run the default suite against the lowest versions of the
 #                  dependencies (.ci/requirements-min.txt), at 2 torch threads;
@@ -20,12 +22,12 @@ VENV_MIN ?= .venv-min
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-all test-min lint docs clean
+.PHONY: setup demo test test-scale test-all test-min lint docs clean
 
 $(BIN)/.anomseg-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[dev,docs,brain]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,docs,brain,cluster]"
 	touch $@
 
 setup: $(BIN)/.anomseg-installed
@@ -35,6 +37,9 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+test-scale: setup
+	$(BIN)/python -m pytest -m scale
 
 test-all: setup
 	$(BIN)/python -m pytest -m "slow or not slow"
