@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SUMMARY_FIELDS", "predict_cohort"]
+__all__ = ["SUMMARY_FIELDS", "mask_statistics", "predict_cohort", "predict_scan", "read_summary"]
 
 #: The outputs written for each scan, by suffix of its name.
 OUTPUT_SUFFIXES = ("_anomaly_map.nii.gz", "_mask.nii.gz")
