@@ -1,6 +1,11 @@
 """Data-parallel training on 2 CPU processes (gloo, on loopback), started by
 ``torchrun`` as a user would start it: through the API
-(``tests/distributed_worker.py``) and through the command line."""
+(``tests/distributed_worker.py``) and through the command line.
+
+Each ``torchrun`` costs seconds of process start-up on 2 cores; the default
+run keeps one launch for the API (the VAE, on two seeds) and one for the
+command line (about 40 s together), and ``-m slow`` adds every other torch
+estimator and a failing command line (about 35 s more)."""
 
 import json
 import os
@@ -9,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -121,3 +127,110 @@ def test_two_processes_train_like_one_with_the_global_batch(vae_runs, seed):
     assert np.corrcoef(maps.ravel(), expected.ravel())[0, 1] > 0.95
     assert model.threshold_ == ranks[0]["threshold"]
     assert model.threshold_ == pytest.approx(one.threshold_, rel=0.1)
+
+
+def tiny(n_images, seed=0):
+    return {"n_images": n_images, "shape": SHAPE, "random_state": seed}
+
+
+#: A tiny configuration of every other torch estimator, trained for a few updates.
+OTHERS = {
+    "denoising-ae": {
+        "params": {"width": 4, "depth": 3, "n_epochs": 2, "batch_size": 4, "noise_resolution": 4},
+        "data": tiny(24),
+    },
+    "ascnet": {
+        "params": {
+            "width": 4,
+            "n_stage1_cycles": 1,
+            "n_stage2_cycles": 1,
+            "discriminator_steps": 2,
+            "generator_steps": 2,
+            "batch_size": 4,
+        },
+        "data": tiny(16),
+        "unlabelled": tiny(5, seed=1),
+    },
+    "inpainting": {"params": {"width": 4, "n_steps": 4, "batch_size": 8}, "data": tiny(12)},
+    "inpainting-predictor": {
+        "params": {
+            "width": 4,
+            "n_steps": 4,
+            "batch_size": 16,
+            "inpainter": {"width": 4, "n_steps": 4, "batch_size": 8},
+        },
+        "data": tiny(12),
+    },
+}
+
+
+@pytest.mark.slow
+def test_every_torch_estimator_trains_on_two_processes(tmp_path):
+    """Each trains and calibrates, both processes agree on everything (the
+    ASC-Net discriminator's input shape, the inpainter's window count and
+    the predictor's loss scale included), and rank 0's model loads."""
+    fits = {
+        method: {
+            "method": method,
+            **spec,
+            "params": {**spec["params"], "device": "cpu", "random_state": 0},
+        }
+        for method, spec in OTHERS.items()
+    }
+    for method, (ranks, model_path) in fit_on_two_processes(tmp_path, fits).items():
+        assert_processes_agree(ranks)
+        model = load_model(model_path)
+        assert model.threshold_ == ranks[0]["threshold"], method
+        X_test = make_healthy_images(**tiny(2, seed=9))
+        assert model.score_samples(X_test).shape == X_test.shape
+
+
+@pytest.fixture
+def healthy_scans(tmp_path):
+    slices = make_healthy_images(n_images=24, shape=SHAPE, random_state=0)
+    paths = []
+    for i in range(4):
+        path = tmp_path / f"healthy{i}.nii.gz"
+        volume = np.moveaxis(slices[6 * i : 6 * (i + 1)], 0, -1).astype(np.float32)
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), path)
+        paths.append(path)
+    return paths
+
+
+def test_the_command_line_fits_on_two_processes_and_saves_once(healthy_scans, tmp_path):
+    output = tmp_path / "models" / "model.anomseg"
+    output.parent.mkdir()
+    params = [
+        "width=4",
+        "n_epochs=2",
+        "batch_size=4",
+        "max_tv_images=2",
+        "tv_weights=(1.0,)",
+        "device=cpu",
+        "random_state=0",
+    ]
+    done = torchrun(
+        "-m", "anomseg", "fit", "--method", "vae", *healthy_scans, "-o", output,
+        *(arg for p in params for arg in ("--param", p)),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("saved ") == 1, done.stdout
+    assert done.stderr.count("fitting vae on 4 healthy scan(s)") == 1, done.stderr
+    assert done.stderr.count("[VAERestorer] epoch 2/2") == 1, done.stderr
+    assert [p.name for p in output.parent.iterdir()] == ["model.anomseg"]
+    model = load_model(output)
+    assert len(model[-1].history_) == 2
+
+
+@pytest.mark.slow
+def test_the_command_line_fails_on_every_process_on_bad_input(tmp_path):
+    """A scan that is not there fails every process before training: the
+    run ends (no process waits for the others) with a non-zero status."""
+    output = tmp_path / "model.anomseg"
+    done = torchrun(
+        "-m", "anomseg", "fit", "--method", "vae", tmp_path / "missing.nii.gz", "-o", output,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "missing.nii.gz" in done.stderr
+    assert not output.exists()
