@@ -5,7 +5,10 @@ and persistence.
 A method describes its training as a :class:`TrainingPlan` (its networks, the
 inputs of each update and the update itself); :class:`TorchSegmenter` runs
 every plan the same way, in one seeded session: one ``history_`` format,
-divergence errors, early stopping, progress and device placement.
+divergence errors, early stopping, progress and device placement, and
+data parallelism over the processes of a :mod:`torch.distributed` group (see
+:mod:`anomseg.distributed`): sharding, synchronised weights, averaged
+gradients (in :func:`update`) and one ``history_`` on every process.
 
 Importing this module imports torch; only the deep-learning subpackages
 (:mod:`anomseg.restoration`, :mod:`anomseg.adversarial`, :mod:`anomseg.denoising`,
@@ -24,9 +27,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import distributed
 from .base import BaseAnomalySegmenter
+from .distributed import _average_gradients, _broadcast_tensors, _shard_indices
 from .exceptions import AnomsegWarning
-from .utils import check_generator
+from .utils import ImageBatch, check_generator
 from .utils._param_validation import COMMON_CONSTRAINTS
 
 __all__ = ["Progress", "TorchSegmenter", "TrainingPlan", "chunks", "resolve_device", "update"]
@@ -55,10 +60,30 @@ def chunks(indices, size):
 
 
 def update(optimizer, loss):
-    """One optimisation step of ``loss``."""
+    """One optimisation step of ``loss``.
+
+    Every update of the torch estimators passes here, so this is where data
+    parallelism averages the gradients over the processes of a
+    :mod:`torch.distributed` group before the step (methods compute their
+    losses through their own methods, not ``forward``, so
+    :class:`~torch.nn.parallel.DistributedDataParallel` would not see them).
+    """
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if distributed.world_size() > 1:
+        _average_gradients([p for group in optimizer.param_groups for p in group["params"]])
     optimizer.step()
+
+
+def _pooled(totals):
+    """The ``(total, count)`` metrics of every process summed key by key, in
+    rank order (so that every process gets the same floats)."""
+    out = {}
+    for part in totals:
+        for key, (total, count) in part.items():
+            before = out.get(key, (0.0, 0.0))
+            out[key] = (before[0] + total, before[1] + count)
+    return out
 
 
 class Progress:
@@ -129,6 +154,10 @@ class TrainingPlan:
     patience : int or None
         Stop after this many epochs without a new lowest ``monitor``; None
         never stops early.
+    networks : tuple of torch.nn.Module
+        The other networks that the updates train (discriminators): under
+        data parallelism their parameters and buffers start from, and their
+        buffers return each epoch to, those of process 0, as ``module``'s.
     """
 
     module: torch.nn.Module
@@ -139,6 +168,7 @@ class TrainingPlan:
     end_epoch: Callable[[int, dict], dict] | None = None
     monitor: str | None = None
     patience: int | None = None
+    networks: tuple = ()
 
 
 class TorchSegmenter(BaseAnomalySegmenter):
@@ -149,6 +179,14 @@ class TorchSegmenter(BaseAnomalySegmenter):
     ``fit`` runs the plan and stores the trained network as ``module_``. The
     parameters ``inference_batch_size``, ``device``, ``random_state`` and
     ``verbose`` are expected.
+
+    Training is data-parallel whenever a :mod:`torch.distributed` process
+    group of more than one process is initialised (see
+    :mod:`anomseg.distributed`): each process trains on its shard of the
+    slices with ``batch_size`` slices per update (so an update sees
+    ``world_size * batch_size``), gradients are averaged over the processes,
+    and every process ends with the same ``module_`` and ``history_``. With
+    no group, or a group of one, training is exactly as on one process.
     """
 
     _module_class = None
@@ -226,15 +264,57 @@ class TorchSegmenter(BaseAnomalySegmenter):
         Generator on ``device_`` (for the noise of the networks) are derived
         from ``random_state``, and torch's global generator (weight
         initialisation, dropout) is seeded inside
-        :func:`torch.random.fork_rng`, so global state is never touched."""
+        :func:`torch.random.fork_rng`, so global state is never touched.
+
+        Under data parallelism, the seeds are process 0's; each process
+        gets its shard of ``batch`` and of the batches of ``fit_data``, and
+        its own sampling, noise and dropout seeds (the initial weights are
+        process 0's). Whatever describes the whole training set must be
+        computed before this is called."""
         self.device_ = resolve_device(self.device, type(self).__name__)
         rng = check_generator(self.random_state)
         init_seed, noise_seed = (int(s) for s in rng.integers(2**62, size=2))
-        devices = [torch.device(self.device_).index or 0] if self.device_ == "cuda" else []
+        parallel = distributed.world_size() > 1
+        if parallel:
+            # Process 0's seeds, so that random_state=None agrees too.
+            seeds = (init_seed, noise_seed, int(rng.integers(2**62)))
+            init_seed, noise_seed, shard_seed = distributed.all_gather_object(seeds)[0]
+            rank = distributed.rank()
+            rng = np.random.default_rng([shard_seed, rank])
+            noise_seed += rank
+            batch, fit_data = self._shard(batch, fit_data, shard_seed)
+        devices = [torch.cuda.current_device()] if self.device_ == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(init_seed)
             generator = torch.Generator(device=self.device_).manual_seed(noise_seed)
-            self._train(self._training_plan(batch, rng, generator, **fit_data))
+            plan = self._training_plan(batch, rng, generator, **fit_data)
+            if parallel:
+                _broadcast_tensors(self._synchronised(plan, parameters=True))
+                torch.manual_seed(init_seed + rank)  # dropout differs per process
+            self._train(plan)
+
+    @staticmethod
+    def _shard(batch, fit_data, seed):
+        """This process's shard of ``batch`` and of the image batches of
+        ``fit_data`` (the other fit data are shared)."""
+        fit_data = {
+            key: value.subset(_shard_indices(len(value), seed))
+            if isinstance(value, ImageBatch)
+            else value
+            for key, value in fit_data.items()
+        }
+        return batch.subset(_shard_indices(len(batch), seed)), fit_data
+
+    @staticmethod
+    def _synchronised(plan, parameters=False):
+        """The buffers (and parameters) that data parallelism keeps equal to
+        process 0's."""
+        out = []
+        for network in (plan.module, *plan.networks):
+            out.extend(network.buffers())
+            if parameters:
+                out.extend(network.parameters())
+        return out
 
     def _validation_split(self, n, rng):
         """Indices of the ``validation_fraction`` of ``n`` training slices
@@ -250,12 +330,14 @@ class TorchSegmenter(BaseAnomalySegmenter):
         return order[:n_validation], order[n_validation:]
 
     def _training_plan(self, batch, rng, generator, **fit_data):
-        """The method's :class:`TrainingPlan` on the 2D training ``batch``."""
+        """The method's :class:`TrainingPlan` on the 2D training ``batch``
+        (this process's shard under data parallelism)."""
         raise NotImplementedError
 
     def _train(self, plan):
         """Run ``plan``: set ``history_``, ``training_time_``,
         ``best_epoch_`` (with a monitored metric) and ``module_``."""
+        parallel = distributed.world_size() > 1
         self.history_ = history = []
         best = (np.inf, 0, None)
         started = time.perf_counter()
@@ -266,11 +348,19 @@ class TorchSegmenter(BaseAnomalySegmenter):
                     total, count = value if isinstance(value, tuple) else (value, 1)
                     before = totals.get(key, (0.0, 0.0))
                     totals[key] = (before[0] + total, before[1] + count)
+            if parallel:
+                totals = _pooled(distributed.all_gather_object(totals))
+                _broadcast_tensors(self._synchronised(plan))
             record = {"epoch": epoch, **(plan.describe(epoch) if plan.describe else {})}
             record.update({key: total / max(count, 1) for key, (total, count) in totals.items()})
-            if plan.end_epoch is not None:
-                record.update(plan.end_epoch(epoch, record))
-            record["seconds"] = time.perf_counter() - started
+            end = plan.end_epoch(epoch, record) if plan.end_epoch is not None else {}
+            seconds = time.perf_counter() - started
+            if parallel:  # the same record everywhere, or early stopping diverges
+                gathered = distributed.all_gather_object((end, seconds))
+                end = {k: float(np.mean([e[k] for e, _ in gathered])) for k in end}
+                seconds = gathered[0][1]
+            record.update(end)
+            record["seconds"] = seconds
             history.append(record)
             left = record["seconds"] / epoch * (plan.n_epochs - epoch)
             self._log(
@@ -312,13 +402,14 @@ class TorchSegmenter(BaseAnomalySegmenter):
         self.module_ = module.to(self.device_)
 
     def _log(self, message):
-        if self.verbose:
+        if self.verbose and distributed.is_main_process():
             print(f"[{type(self).__name__}] {message}", flush=True)
 
     def _progress(self, stage, total, unit):
         """A :class:`Progress` of ``total`` ``unit`` that reports through
-        :meth:`_log` when ``verbose``."""
-        return Progress(self._log if self.verbose else None, stage, total, unit)
+        :meth:`_log` when ``verbose`` (on process 0 only)."""
+        quiet = not (self.verbose and distributed.is_main_process())
+        return Progress(None if quiet else self._log, stage, total, unit)
 
     # -- persistence ---------------------------------------------------------------
     def _export_state(self):

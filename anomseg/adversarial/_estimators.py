@@ -324,7 +324,11 @@ class ASCNetSegmenter(TorchSegmenter):
         return np.isin(y, _REFERENCE)
 
     def _fit(self, batch, unlabelled):
-        super()._fit(batch, unlabelled=unlabelled)
+        # The discriminator's input shape, from all the slices (under data
+        # parallelism, each process trains on a shard of them).
+        everything = batch.concatenate(unlabelled)
+        shape = tuple(max(s[k] for s in everything.spatial_shapes) for k in (0, 1))
+        super()._fit(batch, unlabelled=unlabelled, shape=shape)
         self.n_reference_ = len(batch)
         self.n_unlabelled_ = len(unlabelled)
         self._set_histogram_threshold(unlabelled if len(unlabelled) else batch)
@@ -333,13 +337,11 @@ class ASCNetSegmenter(TorchSegmenter):
             f"{self.histogram_threshold_:.4g}"
         )
 
-    def _training_plan(self, batch, rng, generator, unlabelled):
+    def _training_plan(self, batch, rng, generator, unlabelled, shape):
         """Cycles of the two stages; each cycle is ``discriminator_steps``
         updates of the discriminator, then ``generator_steps`` of the main
-        module."""
+        module. Slices are zero-padded to ``shape``."""
         inputs = unlabelled if len(unlabelled) else batch
-        everything = batch.concatenate(unlabelled)
-        shape = tuple(max(s[k] for s in everything.spatial_shapes) for k in (0, 1))
         module = self._build_module()
         discriminator = CutDiscriminator(self.n_channels_, self.width, shape).to(self.device_)
         optimizers = {
@@ -406,6 +408,7 @@ class ASCNetSegmenter(TorchSegmenter):
             steps=steps,
             step=lambda stage: main_step() if stage is None else discriminator_step(stage),
             describe=lambda epoch: {"stage": stages[epoch - 1]},
+            networks=(discriminator,),
         )
 
     # -- maps ----------------------------------------------------------------------

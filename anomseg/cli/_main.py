@@ -312,6 +312,7 @@ def _plain(message):
 def cmd_fit(args):
     from sklearn.utils import get_tags
 
+    from ..distributed import is_main_process, process_group
     from ..preprocessing import make_anomaly_pipeline
 
     params = dict(args.param)
@@ -340,18 +341,29 @@ def cmd_fit(args):
     references = _check_headers([*args.healthy, *args.unlabelled], unique=False)
     steps = _preprocessing_steps(args.foreground, tags.requires_scaled_input)
     model = make_anomaly_pipeline(*steps, estimator) if steps else estimator
-    images, _ = _load_scans(args.healthy, args.progress)
-    print(f"fitting {args.method} on {len(images)} healthy scan(s)...", file=sys.stderr)
-    if tags.learns_from_unlabelled and args.unlabelled:
-        # Marked by y rather than passed apart, so that the preprocessing
-        # steps of the pipeline transform them too.
-        unlabelled, _ = _load_scans(args.unlabelled, args.progress, "loading unlabelled")
-        print(f"  and {len(unlabelled)} unlabelled scan(s)", file=sys.stderr)
-        with _reporting(estimator, args.progress):
-            model.fit(images + unlabelled, [0] * len(images) + [-1] * len(unlabelled))
-    else:
-        with _reporting(estimator, args.progress):
-            model.fit(images)
+    # Under torchrun, every process loads the scans and trains on its share
+    # (see anomseg.distributed); only rank 0 reports and saves.
+    with process_group(estimator.get_params().get("device", "cpu")):
+        main = is_main_process()
+        if not main:
+            warnings.simplefilter("ignore")  # rank 0 says the same
+        progress = args.progress and main
+        images, _ = _load_scans(args.healthy, progress)
+        if main:
+            print(f"fitting {args.method} on {len(images)} healthy scan(s)...", file=sys.stderr)
+        if tags.learns_from_unlabelled and args.unlabelled:
+            # Marked by y rather than passed apart, so that the preprocessing
+            # steps of the pipeline transform them too.
+            unlabelled, _ = _load_scans(args.unlabelled, progress, "loading unlabelled")
+            if main:
+                print(f"  and {len(unlabelled)} unlabelled scan(s)", file=sys.stderr)
+            with _reporting(estimator, progress):
+                model.fit(images + unlabelled, [0] * len(images) + [-1] * len(unlabelled))
+        else:
+            with _reporting(estimator, progress):
+                model.fit(images)
+    if not main:
+        return 0
     sizes = _voxel_sizes(references[: len(args.healthy)])
     metadata = {
         "written_by": f"anomseg {__version__} fit --method {args.method}",

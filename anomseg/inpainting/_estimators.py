@@ -12,6 +12,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.utils.validation import check_is_fitted
 from torch.nn import functional as F
 
+from .. import distributed
 from .._docstrings import fill_doc
 from .._torch import TorchSegmenter, TrainingPlan, chunks, update
 from ..utils import check_generator
@@ -94,7 +95,7 @@ class _WindowLocalizer(TorchSegmenter):
                 maps[i] = heatmap(grid, valid, window, stride, batch.foreground[i].shape)
         return maps
 
-    def _step_plan(self, module, step):
+    def _step_plan(self, module, step, networks=()):
         """The plan of ``n_steps`` updates by ``step``, recorded in at most
         ``_N_RECORDS`` epochs of ``history_``, each saying its last update."""
         ends = [
@@ -109,6 +110,7 @@ class _WindowLocalizer(TorchSegmenter):
             steps=lambda epoch: epochs[epoch - 1],
             step=step,
             describe=lambda epoch: {"step": epochs[epoch - 1][-1]},
+            networks=networks,
         )
 
 
@@ -305,10 +307,16 @@ class InpaintingLocalizer(_WindowLocalizer):
         self.min_foreground_ = float(self.min_foreground)
 
     # -- fit ----------------------------------------------------------------------
-    def _training_plan(self, batch, rng, generator):
+    def _fit(self, batch):
+        # From all the slices: under data parallelism, each process trains
+        # on a shard of them.
         self._set_geometry(batch)
         candidates = window_candidates(batch.foreground, self.window_size_, self.min_foreground_)
         self.n_training_windows_ = int(candidates[0].size)
+        super()._fit(batch)
+
+    def _training_plan(self, batch, rng, generator):
+        candidates = window_candidates(batch.foreground, self.window_size_, self.min_foreground_)
         padded = self._padded(batch, range(len(batch)))
         inpainter = self._build_module()
         discriminator = WindowDiscriminator(self.n_channels_, self.width).to(self.device_)
@@ -342,7 +350,7 @@ class InpaintingLocalizer(_WindowLocalizer):
                 "discriminator_loss": float(d_loss.detach()),
             }
 
-        return self._step_plan(inpainter, step)
+        return self._step_plan(inpainter, step, networks=(discriminator,))
 
     def _patches(self, padded, slices, tops, lefts):
         """Patches of the images and of their foreground around windows."""
@@ -650,6 +658,8 @@ class InpaintingLossPredictor(_WindowLocalizer):
         healthy = torch.cat([t[n_perturbed:] for _, t in first]).cpu().numpy()
         if healthy.size == 0:  # every window perturbed
             healthy = torch.cat([t for _, t in first]).cpu().numpy()
+        # The same scale on every process, from the windows of all of them.
+        healthy = np.concatenate(distributed.all_gather_object(healthy))
         self.loss_scale_ = LOSS_SCALE_FACTOR * max(float(np.percentile(healthy, 99)), 1e-6)
         optimizer = torch.optim.Adam(predictor.parameters(), lr=self.learning_rate)
         predictor.train()
