@@ -33,11 +33,9 @@ from .distributed import _average_gradients, _broadcast_tensors, _shard_indices
 from .exceptions import AnomsegWarning
 from .utils import ImageBatch, check_generator
 from .utils._param_validation import COMMON_CONSTRAINTS
+from .utils._progress import Progress
 
 __all__ = ["Progress", "TorchSegmenter", "TrainingPlan", "chunks", "resolve_device", "update"]
-
-#: Seconds between two progress messages of a long piece of work.
-PROGRESS_INTERVAL = 10.0
 
 
 def resolve_device(device, owner):
@@ -84,42 +82,6 @@ def _pooled(totals):
             before = out.get(key, (0.0, 0.0))
             out[key] = (before[0] + total, before[1] + count)
     return out
-
-
-class Progress:
-    """Progress messages of a long piece of work, with the time left.
-
-    ``update(n)`` counts ``n`` more units done; a message goes to ``log``
-    when :data:`PROGRESS_INTERVAL` seconds have passed since the last one,
-    and ``close()`` reports the total time if any message was given. With
-    ``log=None`` nothing is printed (and nothing is timed but the start).
-    """
-
-    def __init__(self, log, stage, total, unit):
-        self.log, self.stage, self.total, self.unit = log, stage, total, unit
-        self.done = 0.0
-        self.started = self.last = time.perf_counter()
-        self.reported = False
-
-    def update(self, n=1):
-        self.done += n
-        if self.log is None:
-            return
-        now = time.perf_counter()
-        # (A tolerance, since fractions of a unit may be counted.)
-        if now - self.last >= PROGRESS_INTERVAL and self.done < self.total - 1e-6:
-            elapsed = now - self.started
-            left = elapsed / self.done * (self.total - self.done)
-            self.log(
-                f"{self.stage}: {self.done:.0f}/{self.total} {self.unit}, "
-                f"{elapsed:.0f} s, about {left:.0f} s left"
-            )
-            self.last, self.reported = now, True
-
-    def close(self):
-        if self.log is not None and self.reported:
-            elapsed = time.perf_counter() - self.started
-            self.log(f"{self.stage}: {self.total} {self.unit} in {elapsed:.0f} s")
 
 
 @dataclass

@@ -78,6 +78,9 @@ STANDARD_FPRS = (0.01, 0.05, 0.1)
 #: about [0, 1] warn that the images look unscaled.
 _MAX_SCALED_INTENSITY = 10.0
 
+#: Voxels enough to check the scale of a training set.
+_MAX_SCALE_SAMPLE = 2**24
+
 
 @dataclass(slots=True)
 class AnomalyTags:
@@ -172,8 +175,11 @@ class BaseAnomalySegmenter(BaseEstimator):
 
         Parameters
         ----------
-        X : array-like, list or ImageBatch
-            Healthy images, in any layout of :mod:`anomseg.utils`.
+        X : array-like, list, ImageBatch or list of str
+            Healthy images, in any layout of :mod:`anomseg.utils`, or paths
+            of NIfTI scans, which are read one at a time and held in
+            memory-mapped temporary files rather than in memory (see
+            :func:`anomseg.preprocessing.AnomalyPipeline.fit`).
         y : None
             Ignored; present for scikit-learn compatibility. Training is
             unsupervised. (Methods that also learn from unlabelled images,
@@ -197,6 +203,12 @@ class BaseAnomalySegmenter(BaseEstimator):
             The fitted estimator.
         """
         self.check_params()
+        from .preprocessing._stream import is_file_list, streamed_images, verbose_log
+
+        if is_file_list(X):
+            where = f"{type(self).__name__}.fit"
+            with streamed_images(X, where=where, log=verbose_log(self)) as batch:
+                return self.fit(batch, y, groups, calibrate=calibrate, **fit_params)
         batch = self._validate_images(X, "fit", reset=True)
         healthy, groups, fit_data = self._fit_inputs(batch, y, groups, **fit_params)
         if not self._anomaly_tags.learns_from_images:
@@ -441,8 +453,15 @@ class BaseAnomalySegmenter(BaseEstimator):
         return batch
 
     def _warn_if_unscaled(self, batch, method):
+        # At most about _MAX_SCALE_SAMPLE voxels, evenly spaced, so that the
+        # check holds no copy of a large training set.
+        total = sum(int(np.count_nonzero(fg)) for fg in batch.foreground)
+        stride = max(1, total // _MAX_SCALE_SAMPLE)
         values = np.concatenate(
-            [np.abs(image[fg]).ravel() for image, fg in zip(batch.images, batch.foreground)]
+            [
+                np.abs(image[fg]).ravel()[::stride]
+                for image, fg in zip(batch.images, batch.foreground)
+            ]
         )
         level = float(np.percentile(values, 99)) if values.size else 0.0
         if level > _MAX_SCALED_INTENSITY:

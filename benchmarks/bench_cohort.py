@@ -18,9 +18,11 @@ a cluster is a running service). Each figure is the wall time of the
 command, start-up included.
 
 Memory: the peak resident memory of ``anomseg predict`` (serial, and its
-largest process with ``--n-jobs 2``) on cohorts of 10, 50 and 100 scans,
-each in a fresh process. Cohorts beyond the 80 patients repeat scans under
-other names.
+largest process with ``--n-jobs 2``) on cohorts of 10, 50 and 100 scans
+(the FLAIR baseline; 4 for the VAE), and of ``anomseg fit --method
+flair-threshold`` on 10, 50 and 100 healthy scans (read one at a time into
+memory-mapped files), each in a fresh process. Cohorts beyond the 80
+patients repeat scans under other names.
 
     python benchmarks/bench_cohort.py                 # about 10 minutes on 2 cores
     python benchmarks/bench_cohort.py --vae-scans 4 --flair-scans 12 --sizes 5 10
@@ -126,6 +128,7 @@ def main(argv=None):
     parser.add_argument("--flair-scans", type=int, default=40)
     parser.add_argument("--vae-scans", type=int, default=8)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 100])
+    parser.add_argument("--vae-memory-scans", type=int, default=4)
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
     args = parser.parse_args(argv)
     scans = sorted(args.data.glob("*_flair.nii.gz"))
@@ -137,7 +140,7 @@ def main(argv=None):
     cohort_scans = [p for p in scans if p not in healthy]
     from distributed import Client, LocalCluster
 
-    results = {"throughput": [], "memory": []}
+    results = {"throughput": [], "memory": [], "fit_memory": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         models = fit_models(tmp, healthy)
@@ -173,7 +176,7 @@ def main(argv=None):
                     )
                     print(results["throughput"][-1], flush=True)
         for name in ("flair", "vae"):
-            sizes = args.sizes if name == "flair" else args.sizes[:1]
+            sizes = args.sizes if name == "flair" else [args.vae_memory_scans]
             for n in sizes:
                 listing = cohort(tmp, cohort_scans, n)
                 row = {"model": name, "scans": n}
@@ -185,6 +188,18 @@ def main(argv=None):
                     row[f"peak MiB, {engine}"] = round(peak(command + options), 1)
                 results["memory"].append(row)
                 print(row, flush=True)
+        for n in args.sizes:
+            listing = cohort(tmp, cohort_scans, n)
+            paths = listing.read_text().split()
+            command = _anomseg(
+                "fit", "--method", "flair-threshold", *paths, "-o", tmp / f"fit{n}.anomseg",
+                "--foreground", "auto", "--no-progress",
+            )  # fmt: skip
+            started = time.perf_counter()
+            row = {"scans": n, "peak MiB": round(peak(command), 1)}
+            row["seconds"] = round(time.perf_counter() - started, 1)
+            results["fit_memory"].append(row)
+            print(row, flush=True)
 
     print("\n## Throughput (volumes per minute; 2 cores)\n")
     print("| model | engine | scans | slices | wall s | volumes/min | vs this process |")
@@ -208,6 +223,11 @@ def main(argv=None):
             f"| {row['model']} | {row['scans']} | {row['peak MiB, serial']} | "
             f"{row['peak MiB, n_jobs 2']} |"
         )
+    print("\n## Peak resident memory of anomseg fit (flair-threshold, --foreground auto)\n")
+    print("| healthy scans | peak MiB | wall s |")
+    print("|---|---|---|")
+    for row in results["fit_memory"]:
+        print(f"| {row['scans']} | {row['peak MiB']} | {row['seconds']} |")
     flair = [r["peak MiB, serial"] for r in results["memory"] if r["model"] == "flair"]
     print(f"\nflair serial peak: spread {np.ptp(flair):.1f} MiB over {args.sizes} scans")
     if args.json:

@@ -2,10 +2,11 @@
 ``torchrun`` as a user would start it: through the API
 (``tests/distributed_worker.py``) and through the command line.
 
-Each ``torchrun`` costs seconds of process start-up on 2 cores; the default
-run keeps one launch for the API (the VAE, on two seeds) and one for the
-command line (about 40 s together), and ``-m slow`` adds every other torch
-estimator and a failing command line (about 35 s more)."""
+Each ``torchrun`` costs seconds of process start-up on 2 cores, so these
+tests are marked ``scale`` and run by ``make test-scale`` (in .ci/run),
+about 75 s together: one launch for the API (the VAE, on two seeds), one
+for the command line, every other torch estimator, and a failing command
+line."""
 
 import json
 import os
@@ -21,6 +22,8 @@ import pytest
 from anomseg._registry import method_class
 from anomseg.base import load_model
 from anomseg.datasets import make_healthy_images
+
+pytestmark = pytest.mark.scale
 
 ROOT = Path(__file__).parents[1]
 WORKER = Path(__file__).with_name("distributed_worker.py")
@@ -164,7 +167,6 @@ OTHERS = {
 }
 
 
-@pytest.mark.slow
 def test_every_torch_estimator_trains_on_two_processes(tmp_path):
     """Each trains and calibrates, both processes agree on everything (the
     ASC-Net discriminator's input shape, the inpainter's window count and
@@ -222,7 +224,6 @@ def test_the_command_line_fits_on_two_processes_and_saves_once(healthy_scans, tm
     assert len(model[-1].history_) == 2
 
 
-@pytest.mark.slow
 def test_the_command_line_fails_on_every_process_on_bad_input(tmp_path):
     """A scan that is not there fails every process before training: the
     run ends (no process waits for the others) with a non-zero status."""

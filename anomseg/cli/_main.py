@@ -348,27 +348,29 @@ def cmd_fit(args):
         if not main:
             warnings.simplefilter("ignore")  # rank 0 says the same
         progress = args.progress and main
-        images, _ = _load_scans(args.healthy, progress)
+        # Paths, not arrays: the scans are read and preprocessed one at a
+        # time into memory-mapped files, so memory does not grow with them.
+        healthy = list(args.healthy)
         if main:
-            print(f"fitting {args.method} on {len(images)} healthy scan(s)...", file=sys.stderr)
+            print(f"fitting {args.method} on {len(healthy)} healthy scan(s)...", file=sys.stderr)
         if tags.learns_from_unlabelled and args.unlabelled:
             # Marked by y rather than passed apart, so that the preprocessing
             # steps of the pipeline transform them too.
-            unlabelled, _ = _load_scans(args.unlabelled, progress, "loading unlabelled")
+            unlabelled = list(args.unlabelled)
             if main:
                 print(f"  and {len(unlabelled)} unlabelled scan(s)", file=sys.stderr)
             with _reporting(estimator, progress):
-                model.fit(images + unlabelled, [0] * len(images) + [-1] * len(unlabelled))
+                model.fit(healthy + unlabelled, [0] * len(healthy) + [-1] * len(unlabelled))
         else:
             with _reporting(estimator, progress):
-                model.fit(images)
+                model.fit(healthy)
     if not main:
         return 0
     sizes = _voxel_sizes(references[: len(args.healthy)])
     metadata = {
         "written_by": f"anomseg {__version__} fit --method {args.method}",
         "modality": args.modality,
-        "n_healthy_scans": len(images),
+        "n_healthy_scans": len(args.healthy),
         "voxel_size": [[min(axis) for axis in zip(*sizes)], [max(axis) for axis in zip(*sizes)]],
         "foreground": args.foreground,
     }

@@ -225,6 +225,9 @@ class BrainExtractor(_BaseImageTransformer):
     >>> masks = BrainExtractor().fit(data.images).get_mask(data.images)  # doctest: +SKIP
     """
 
+    #: Learns nothing across scans: fits on NIfTI paths, one scan at a time.
+    _per_scan = True
+
     _parameter_constraints: dict = {
         "affine": [None, "array-like", NiftiReference],
         "threshold": [Interval(Real, 0, 1, closed="neither")],

@@ -200,6 +200,9 @@ class ForegroundMasker(_BaseImageTransformer):
         self.largest_component = largest_component
         self.channel_axis = channel_axis
 
+    #: Learns nothing across scans: fits on NIfTI paths, one scan at a time.
+    _per_scan = True
+
     _parameter_constraints: dict = _MASKER_CONSTRAINTS
 
     def _transform(self, batch):

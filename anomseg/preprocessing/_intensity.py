@@ -99,6 +99,9 @@ class IntensityScaler(_BaseImageTransformer):
         """
         return cls(**{"upper_percentile": 90.0, "clip": False, **params})
 
+    #: Learns nothing across scans: fits on NIfTI paths, one scan at a time.
+    _per_scan = True
+
     _parameter_constraints: dict = {
         "lower_percentile": [Interval(Real, 0, 100, closed="left")],
         "upper_percentile": [Interval(Real, 0, 100, closed="right")],
@@ -248,6 +251,9 @@ class HistogramEqualizer(_BaseImageTransformer):
     def __init__(self, n_bins=256, channel_axis=None):
         self.n_bins = n_bins
         self.channel_axis = channel_axis
+
+    #: Learns nothing across scans: fits on NIfTI paths, one scan at a time.
+    _per_scan = True
 
     _parameter_constraints: dict = {
         "n_bins": [Interval(Integral, 2, None, closed="left")],

@@ -8,6 +8,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from .._docstrings import fill_doc
 from ..base import load_model, save_model
 from ..utils import check_images
+from ._stream import is_file_list, streamed_images, verbose_log
 
 __all__ = ["AnomalyPipeline", "make_anomaly_pipeline"]
 
@@ -80,8 +81,15 @@ class AnomalyPipeline(Pipeline):
 
         Parameters
         ----------
-        X : array-like or list
-            Images accepted by the first step.
+        X : array-like, list or list of str
+            Images accepted by the first step, or the paths of NIfTI scans
+            (3D), for healthy data that need not fit in memory: each scan is
+            read (in the closest canonical orientation, as
+            :func:`anomseg.io.load_nifti` reads it), preprocessed by the
+            steps, which must treat each scan on their own, and appended to
+            memory-mapped files in a temporary folder (``TMPDIR``; 5 bytes
+            per voxel), from which the method trains; the folder is removed
+            after. The model is the one the same scans loaded as arrays give.
         y : array-like, default=None
             Passed to the final estimator's ``fit`` (ignored by most).
         **params
@@ -92,7 +100,28 @@ class AnomalyPipeline(Pipeline):
         -------
         self : AnomalyPipeline
         """
+        if is_file_list(X):
+            return self._fit_files(X, y, **params)
         return super().fit(self._validated(X, "fit"), y, **params)
+
+    def _fit_files(self, paths, y, **params):
+        """``fit`` on NIfTI paths: the steps fitted on the first scan (they
+        learn nothing across scans) and applied one scan at a time, the
+        final estimator fitted on the memory-mapped result."""
+        *transformers, (name, final) = self.steps
+        foreign = [key for key in params if not key.startswith(f"{name}__")]
+        if foreign:
+            raise ValueError(
+                f"{type(self).__name__}.fit on NIfTI paths passes parameters to the "
+                f"final step '{name}' only; got {', '.join(foreign)}."
+            )
+        final_params = {key[len(name) + 2 :]: value for key, value in params.items()}
+        log = verbose_log(final)
+        where = f"{type(self).__name__}.fit"
+        steps = [step for _, step in transformers if step not in (None, "passthrough")]
+        with streamed_images(paths, steps, where=where, log=log) as batch:
+            final.fit(batch, y, **final_params)
+        return self
 
     def calibrate(self, X):
         """Calibrate the final estimator's threshold on other healthy images,

@@ -504,9 +504,9 @@ def test_restorers_report_progress_on_stderr(scans, tmp_path, capsys, monkeypatc
     """fit and predict show the method's own progress (epochs, the TV weight
     search, restoration, with the time left) by default, on stderr only;
     the saved model stays quiet."""
-    import anomseg._torch
+    import anomseg.utils._progress
 
-    monkeypatch.setattr(anomseg._torch, "PROGRESS_INTERVAL", 0.0)
+    monkeypatch.setattr(anomseg.utils._progress, "PROGRESS_INTERVAL", 0.0)
     model = tmp_path / "vae.anomseg"
     tiny = ["width=4", "n_epochs=2", "tv_weights=[0.0, 1.0, 2.0]", "device=cpu"]
     flags = [] if progress else ["--no-progress"]

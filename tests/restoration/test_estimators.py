@@ -501,9 +501,9 @@ def test_golden_and_grid_search_agree_on_a_real_curve(healthy):
 
 
 def test_verbose_reports_progress_and_time_left(healthy, monkeypatch, capsys):
-    import anomseg._torch
+    import anomseg.utils._progress
 
-    monkeypatch.setattr(anomseg._torch, "PROGRESS_INTERVAL", 0.0)
+    monkeypatch.setattr(anomseg.utils._progress, "PROGRESS_INTERVAL", 0.0)
     est = GMVAERestorer(**{**TINY, "n_clusters": 3, "tv_weight": "auto", "verbose": 1})
     est.set_params(tv_weights=(0.0, 0.5, 1.0, 2.0), max_tv_images=3)
     est.fit(healthy)

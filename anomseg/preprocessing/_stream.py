@@ -1,0 +1,109 @@
+"""Fitting on NIfTI files: healthy data that need not fit in memory.
+
+``fit`` of an estimator or an :class:`AnomalyPipeline` also takes a list of
+NIfTI paths. The scans are then read one at a time, preprocessed by the
+pipeline's steps (each scan on its own, as those steps do in memory) and
+appended to two files in a temporary folder (``TMPDIR``): the voxels as
+float32 and the foreground as bytes, 5 bytes per voxel. The method then
+trains on memory-mapped views of those files, so the operating system pages
+in the slices of each mini-batch and the process keeps only what it uses;
+the folder is removed when ``fit`` returns. The model is the one that the
+same scans, loaded as arrays, would give.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..utils import ImageBatch, check_images
+
+__all__ = ["is_file_list", "streamed_images", "verbose_log"]
+
+
+def is_file_list(X):
+    """Whether ``X`` is a non-empty list or tuple of file paths."""
+    return (
+        isinstance(X, (list, tuple))
+        and len(X) > 0
+        and all(isinstance(x, (str, os.PathLike)) for x in X)
+    )
+
+
+def verbose_log(estimator):
+    """Where the progress of reading scans goes: the estimator's messages
+    (``[Class] ...`` on stdout) if it is ``verbose``, else nowhere."""
+    if not getattr(estimator, "verbose", 0):
+        return None
+    return lambda message: print(f"[{type(estimator).__name__}] {message}", flush=True)
+
+
+@contextlib.contextmanager
+def streamed_images(paths, transformers=(), *, where, log=None):
+    """An :class:`ImageBatch` of the preprocessed scans of ``paths``, held
+    in memory-mapped files for the duration of the block.
+
+    Parameters
+    ----------
+    paths : list of str or path-like
+        NIfTI scans (3D), read in the closest canonical orientation, as
+        :func:`anomseg.io.load_nifti` reads them.
+    transformers : sequence of transformers
+        Unfitted preprocessing steps that treat each scan on its own (a
+        ``_per_scan`` class attribute says so); they are fitted on the first
+        scan, then transform every scan in turn.
+    where : str
+        ``Class.method`` for the messages.
+    log : callable or None
+        Receives a progress line about every 10 seconds.
+    """
+    from ..cohort import read_scan
+    from ..utils._progress import Progress
+
+    alone = [type(t).__name__ for t in transformers if not getattr(t, "_per_scan", False)]
+    if alone:
+        raise ValueError(
+            f"{where} was given NIfTI paths, which are preprocessed one scan at a "
+            f"time, but {', '.join(alone)} learn(s) from all the images together; "
+            "load the scans as arrays instead, or use steps that treat each scan "
+            "on its own (ForegroundMasker, IntensityScaler, HistogramEqualizer, "
+            "BrainExtractor)."
+        )
+    progress = Progress(log, "reading scans", len(paths), "scans")
+    with tempfile.TemporaryDirectory(prefix="anomseg-fit-") as folder:
+        voxels_file, foreground_file = Path(folder) / "voxels.f32", Path(folder) / "fg.u8"
+        layout, offset = [], 0
+        with open(voxels_file, "wb") as voxels, open(foreground_file, "wb") as foreground:
+            for k, path in enumerate(paths):
+                image, _ = read_scan(path)
+                batch = check_images([image], where=where)
+                for transformer in transformers:
+                    if k == 0:
+                        transformer.fit(batch)
+                    batch = transformer.transform(batch)
+                # Slices first on disk, so that each slice is contiguous.
+                image = np.moveaxis(batch.images[0], 2, 0).astype(np.float32, copy=False)
+                mask = np.moveaxis(batch.foreground[0], 2, 0).astype(np.uint8)
+                voxels.write(np.ascontiguousarray(image).tobytes())
+                foreground.write(np.ascontiguousarray(mask).tobytes())
+                layout.append((offset, image.shape))
+                offset += image.size
+                progress.update()
+        progress.close()
+        all_voxels = np.memmap(voxels_file, np.float32, "r", shape=(offset,))
+        all_foreground = np.memmap(foreground_file, np.bool_, "r", shape=(offset,))
+        images, foregrounds = [], []
+        for start, shape in layout:
+            end = start + int(np.prod(shape))
+            images.append(np.moveaxis(all_voxels[start:end].reshape(shape), 0, 2))
+            foregrounds.append(np.moveaxis(all_foreground[start:end].reshape(shape), 0, 2))
+        started = time.perf_counter()
+        yield ImageBatch(images, foregrounds, stacked=False, channel_axis=None)
+        if log is not None:
+            log(f"trained on the scans' files in {time.perf_counter() - started:.0f} s")
+        del images, foregrounds, all_voxels, all_foreground
