@@ -31,7 +31,9 @@ patients repeat scans under other names.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -86,7 +88,7 @@ def fit_models(folder, healthy):
 
 def cohort(folder, scans, n):
     """A list file of ``n`` scans: the first ``len(scans)``, then repeats
-    under other names (symbolic links)."""
+    under other names (hard links)."""
     listed = []
     for k in range(n):
         source = scans[k % len(scans)]
@@ -95,11 +97,19 @@ def cohort(folder, scans, n):
             continue
         link = folder / f"repeat{k}_{source.name}"
         if not link.exists():
-            link.symlink_to(source)
+            os.link(source, link)  # another name: predict refuses a scan given twice
         listed.append(link)
     listing = folder / f"cohort{n}.txt"
     listing.write_text("".join(f"{p}\n" for p in listed))
     return listing
+
+
+def _check_done(out, n):
+    """Every scan was scored by this run (none skipped, none failed)."""
+    with open(out / "summary.csv") as f:
+        statuses = [row["status"] for row in csv.DictReader(f)]
+    if statuses != ["done"] * n:
+        raise RuntimeError(f"{out}: expected {n} scans done, got {statuses}")
 
 
 def timed(command):
@@ -158,12 +168,13 @@ def main(argv=None):
             for name, n in (("flair", args.flair_scans), ("vae", args.vae_scans)):
                 listing = cohort(tmp, cohort_scans, n)
                 slices = sum(nib.load(p).shape[2] for p in listing.read_text().split())
-                for engine, options in engines.items():
-                    out = tmp / f"out-{name}-{len(options)}"
+                for k, (engine, options) in enumerate(engines.items()):
+                    out = tmp / f"out-{name}-{k}"
                     command = _anomseg(
                         "predict", models[name], "--list", listing, "-o", out, "--no-progress"
                     )
                     seconds = timed(command + options)
+                    _check_done(out, n)
                     results["throughput"].append(
                         {
                             "model": name,
@@ -181,11 +192,12 @@ def main(argv=None):
                 listing = cohort(tmp, cohort_scans, n)
                 row = {"model": name, "scans": n}
                 for engine, options in (("serial", []), ("n_jobs 2", ["--n-jobs", "2"])):
-                    out = tmp / f"mem-{name}-{n}-{len(options)}"
+                    out = tmp / f"mem-{name}-{n}-{engine.replace(' ', '')}"
                     command = _anomseg(
                         "predict", models[name], "--list", listing, "-o", out, "--no-progress"
                     )
                     row[f"peak MiB, {engine}"] = round(peak(command + options), 1)
+                    _check_done(out, n)
                 results["memory"].append(row)
                 print(row, flush=True)
         for n in args.sizes:
