@@ -240,7 +240,7 @@ def test_dask_cluster_gives_the_serial_outputs(real_cohort, cluster, serial_run,
 def test_dask_completes_the_cohort_when_a_worker_dies(real_cohort, cluster, serial_run, tmp_path):
     """A worker killed (SIGKILL) mid-run: Dask reschedules its scans on the
     other worker (and the restarted one); every output is whole and equal to
-    the serial run's."""
+    the serial run's, and none failed."""
     model, scans = real_cohort
     _, client = cluster
     serial_out, _ = serial_run
@@ -257,6 +257,9 @@ def test_dask_completes_the_cohort_when_a_worker_dies(real_cohort, cluster, seri
 
     records = predict_cohort(model, scans, tmp_path, scheduler=client, callback=kill_a_busy_worker)
     assert killed, "no worker was busy to kill"
-    assert all(r["status"] == "done" for r in records), [r.get("message") for r in records]
+    # A scan that the killed worker had written before it died is found
+    # complete when Dask reruns it: skipped, which is right.
+    statuses = [r["status"] for r in records]
+    assert set(statuses) <= {"done", "skipped"}, [r.get("message") for r in records]
     _assert_same_outputs(serial_out, tmp_path)
     client.wait_for_workers(2, timeout=60)  # the nanny restarted it
