@@ -51,9 +51,10 @@ from .exceptions import (
     ShapeMismatchError,
     VersionMismatchWarning,
 )
-from .metrics._pixel import calibrate_thresholds
+from .metrics._pixel import fpr_rank
 from .utils import check_generator, check_images, describe_images
 from .utils._drift import drift_messages
+from .utils._values import ValueStore
 from .utils._param_validation import (
     COMMON_CONSTRAINTS,
     StrOptions,
@@ -77,6 +78,10 @@ STANDARD_FPRS = (0.01, 0.05, 0.1)
 #: Above this 99th foreground percentile, estimators that need intensities of
 #: about [0, 1] warn that the images look unscaled.
 _MAX_SCALED_INTENSITY = 10.0
+
+#: Calibration scores at most about this many voxels at a time (64 MiB of
+#: float32 maps), so that its memory does not grow with the healthy data.
+_SCORE_CHUNK_VOXELS = 2**24
 
 #: Voxels enough to check the scale of a training set.
 _MAX_SCALE_SAMPLE = 2**24
@@ -527,20 +532,38 @@ class BaseAnomalySegmenter(BaseEstimator):
                 )
         return batch.zero_background(maps)
 
+    def _foreground_values(self, batch, store, maps=None):
+        """Append to ``store`` (a ValueStore) the foreground values of the
+        maps of ``batch``: the given ``maps`` (model-input layout), or maps
+        scored a chunk of about ``_SCORE_CHUNK_VOXELS`` at a time, so that
+        only the values are kept, and those in bounded memory."""
+        if maps is not None:
+            chunks = [(batch, maps)]
+        else:
+            chunks = ((batch.subset(part), None) for part in _voxel_chunks(batch))
+        for part, part_maps in chunks:
+            for m, fg in zip(self._score_batch(part, part_maps), part.foreground):
+                store.append(m[fg])
+
     def _tune_and_calibrate(self, batch):
         maps = self._tune(self._model_input(batch))
-        maps = self._score_batch(batch, maps)
-        values = np.concatenate([m[fg] for m, fg in zip(maps, batch.foreground)])
-        if values.size == 0:
-            raise ValueError(
-                f"The healthy calibration images of {type(self).__name__} have "
-                "no foreground pixel; check the foreground masks."
-            )
-        rates = sorted(set(STANDARD_FPRS) | {float(self.max_fpr)})
-        self.calibration_thresholds_ = calibrate_thresholds(values, rates)
-        self.threshold_ = self._select_threshold()
-        self.calibration_fpr_ = float(np.mean(values > self.threshold_))
-        self.n_calibration_pixels_ = int(values.size)
+        with ValueStore() as values:
+            self._foreground_values(batch, values, maps)
+            del maps
+            n = len(values)
+            if n == 0:
+                raise ValueError(
+                    f"The healthy calibration images of {type(self).__name__} have "
+                    "no foreground pixel; check the foreground masks."
+                )
+            rates = sorted(set(STANDARD_FPRS) | {float(self.max_fpr)})
+            thresholds = values.order_statistics([fpr_rank(n, rate) for rate in rates])
+            self.calibration_thresholds_ = {
+                float(rate): float(t) for rate, t in zip(rates, thresholds)
+            }
+            self.threshold_ = self._select_threshold()
+            self.calibration_fpr_ = values.count_above(self.threshold_) / n
+            self.n_calibration_pixels_ = n
 
     # -- persistence ----------------------------------------------------------
     @fill_doc
@@ -1003,3 +1026,18 @@ def model_info(path):
         "calibration": content["info"].get("calibration", {}),
         "metadata": content["info"].get("metadata", {}),
     }
+
+
+def _voxel_chunks(batch, limit=None):
+    """Indices of consecutive samples of ``batch`` holding together at most
+    ``limit`` (default ``_SCORE_CHUNK_VOXELS``) voxels, one sample at least."""
+    limit = _SCORE_CHUNK_VOXELS if limit is None else limit
+    part, voxels = [], 0
+    for i, fg in enumerate(batch.foreground):
+        if part and voxels + fg.size > limit:
+            yield part
+            part, voxels = [], 0
+        part.append(i)
+        voxels += fg.size
+    if part:
+        yield part

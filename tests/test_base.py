@@ -70,3 +70,45 @@ def test_calibration_split_by_groups_is_seeded(volumes):
         a._calibration_split(a._validate_images(slices, "fit"), groups[:-1])
     with pytest.raises(ValueError, match="at least 2"):
         MeanImageDistance().fit(slices[:5], groups=np.zeros(5))
+
+
+def test_calibration_scores_in_chunks_and_spills_its_values(volumes, monkeypatch):
+    """With a chunk of one volume and values that go to a file, the
+    thresholds are those of all the calibration maps scored at once."""
+    import anomseg.base
+    from anomseg.metrics import threshold_at_fpr
+    from anomseg.utils._values import ValueStore
+
+    reference = MeanImageDistance(random_state=0).fit(volumes)
+    chunks, stores = [], []
+
+    class SpyingStore(ValueStore):
+        def __init__(self):
+            super().__init__(memory_limit=1000, chunk_size=100)
+            stores.append(self)
+
+    score = MeanImageDistance._score
+    def spying_score(self, batch):
+        chunks.append(len(batch))
+        return score(self, batch)
+
+    monkeypatch.setattr(MeanImageDistance, "_score", spying_score)
+    monkeypatch.setattr(anomseg.base, "_SCORE_CHUNK_VOXELS", 24 * 24 * 5)
+    monkeypatch.setattr(anomseg.base, "ValueStore", SpyingStore)
+    model = MeanImageDistance(random_state=0).fit(volumes)
+    # 2 calibration volumes of 5 slices, scored one volume at a time
+    assert chunks == [5, 5]
+    assert len(stores) == 1 and stores[0]._file is None  # closed, file removed
+    assert model.calibration_thresholds_ == reference.calibration_thresholds_
+    assert model.calibration_fpr_ == reference.calibration_fpr_
+    assert model.n_calibration_pixels_ == reference.n_calibration_pixels_
+    # and they are the thresholds of the held-out volumes' maps
+    batch = model._validate_images(volumes, "fit")
+    held_out = model._calibration_split(batch, None)[1]
+    maps = list(model.score_samples(volumes[held_out]))
+    foreground = [batch.foreground[i] for i in held_out]
+    assert model.n_calibration_pixels_ == sum(int(fg.sum()) for fg in foreground)
+    for rate, threshold in model.calibration_thresholds_.items():
+        assert threshold == threshold_at_fpr(maps, rate, foreground)
+    values = np.concatenate([m[fg] for m, fg in zip(maps, foreground)])
+    assert model.calibration_fpr_ == np.mean(values > model.threshold_)

@@ -260,11 +260,16 @@ def threshold_at_fpr(healthy_scores, max_fpr, foreground=None):
         values = np.concatenate([m[f.astype(bool)] for m, f in zip(maps, _as_list(foreground))])
     if values.size == 0:
         raise ValueError("No foreground pixel to calibrate the threshold on.")
-    n = values.size
+    index = fpr_rank(values.size, max_fpr)
+    return float(np.partition(values, index)[index])
+
+
+def fpr_rank(n, max_fpr):
+    """The 0-based ascending rank, among ``n`` healthy values, of the
+    threshold of :func:`threshold_at_fpr`: ``n - floor(max_fpr * n) - 1``."""
     # Exact decimal arithmetic: in floats 0.29 * 100 is 28.999..., one short.
     k = int(Fraction(repr(float(max_fpr))) * n)
-    index = n - k - 1
-    return float(np.partition(values, index)[index])
+    return n - k - 1
 
 
 def calibrate_thresholds(healthy_scores, rates=(0.01, 0.05, 0.1), foreground=None):
