@@ -15,7 +15,8 @@ from ..exceptions import AnomsegWarning
 from ..postprocessing import binary_closing, binary_opening
 from ..utils import ImageBatch
 from ..utils._param_validation import Interval, StrOptions
-from ._histogram import histogram_peak_threshold
+from ..utils._values import ValueStore
+from ._histogram import peak_threshold, stored_histogram
 from ._networks import ASCNetModule, CutDiscriminator, soft_dice
 
 __all__ = ["ASCNetSegmenter"]
@@ -461,12 +462,13 @@ class ASCNetSegmenter(TorchSegmenter):
 
     # -- thresholds -----------------------------------------------------------------
     def _set_histogram_threshold(self, batch):
-        maps = self._score(batch)
-        values = np.concatenate([m[fg] for m, fg in zip(maps, batch.foreground)])
+        with ValueStore() as values:
+            self._foreground_values(batch, values)
+            counts, edges, extent = stored_histogram(values, self.histogram_bins)
         with warnings.catch_warnings():  # said below, and only if it matters
             warnings.simplefilter("ignore", AnomsegWarning)
-            self.histogram_threshold_, self.histogram_ = histogram_peak_threshold(
-                values, n_bins=self.histogram_bins, return_histogram=True
+            self.histogram_threshold_, self.histogram_ = peak_threshold(
+                counts, edges, extent, return_histogram=True
             )
         if self.threshold_method == "histogram-peak" and len(self.histogram_["peaks"]) < 2:
             warnings.warn(

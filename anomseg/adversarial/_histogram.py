@@ -89,7 +89,53 @@ def histogram_peak_threshold(
     if values.size == 0 or not np.all(np.isfinite(values)):
         raise ValueError(f"'values' of {where} must be a non-empty array of finite numbers.")
     low, high = float(values.min()), float(values.max())
-    counts, edges = np.histogram(values, bins=n_bins, range=(low, high if high > low else low + 1))
+    counts, edges = np.histogram(values, bins=n_bins, range=_histogram_range(low, high))
+    return peak_threshold(
+        counts,
+        edges,
+        (low, high),
+        side=side,
+        smoothing=smoothing,
+        min_prominence=min_prominence,
+        return_histogram=return_histogram,
+        where=where,
+    )
+
+
+def _histogram_range(low, high):
+    return (low, high if high > low else low + 1)
+
+
+def stored_histogram(store, n_bins):
+    """The histogram that :func:`histogram_peak_threshold` makes of the
+    values of a :class:`~anomseg.utils._values.ValueStore`, counted chunk by
+    chunk: ``(counts, edges, (low, high))``."""
+    if len(store) == 0 or not all(np.all(np.isfinite(c)) for c in store.chunks()):
+        raise ValueError("The values to threshold must be non-empty and finite.")
+    low, high = store.extent()
+    counts = np.zeros(n_bins, np.int64)
+    for chunk in store.chunks():
+        chunk_counts, edges = np.histogram(
+            chunk.astype(float), bins=n_bins, range=_histogram_range(low, high)
+        )
+        counts += chunk_counts
+    return counts, edges, (low, high)
+
+
+def peak_threshold(
+    counts,
+    edges,
+    extent,
+    *,
+    side="right",
+    smoothing=2.0,
+    min_prominence=1.0,
+    return_histogram=False,
+    where="histogram_peak_threshold",
+):
+    """:func:`histogram_peak_threshold` from the histogram ``counts`` on
+    ``edges`` of values within ``extent``, ``(low, high)``."""
+    low, high = extent
     smoothed = np.log1p(counts.astype(float))
     if smoothing > 0:
         smoothed = ndimage.gaussian_filter1d(smoothed, smoothing, mode="constant")
@@ -104,7 +150,7 @@ def histogram_peak_threshold(
             f">= {min_prominence}, so no {side} peak stands apart; the "
             "threshold flags nothing.",
             AnomsegWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
         threshold = high if side == "right" else low
     else:
