@@ -312,12 +312,11 @@ class InpaintingLocalizer(_WindowLocalizer):
         # on a shard of them.
         self._set_geometry(batch)
         candidates = window_candidates(batch.foreground, self.window_size_, self.min_foreground_)
-        self.n_training_windows_ = int(candidates[0].size)
+        self.n_training_windows_ = int(candidates.size)
         super()._fit(batch)
 
     def _training_plan(self, batch, rng, generator):
         candidates = window_candidates(batch.foreground, self.window_size_, self.min_foreground_)
-        padded = self._padded(batch, range(len(batch)))
         inpainter = self._build_module()
         discriminator = WindowDiscriminator(self.n_channels_, self.width).to(self.device_)
         optimizers = {
@@ -330,7 +329,11 @@ class InpaintingLocalizer(_WindowLocalizer):
         discriminator.train()
 
         def step(_):
-            x, fg = self._patches(padded, *sample_windows(candidates, self.batch_size, rng))
+            slices, tops, lefts = sample_windows(candidates, self.batch_size, rng)
+            # Only the drawn slices are padded, one copy per window: the
+            # training slices are never all copied (nor all put on a GPU).
+            padded = self._padded(batch, slices)
+            x, fg = self._patches(padded, np.arange(len(slices)), tops, lefts)
             weight = mask * fg
             prediction = inpainter(x, mask)
             inpainted = x * (1 - mask) + prediction * weight
@@ -622,7 +625,6 @@ class InpaintingLossPredictor(_WindowLocalizer):
         predictor = self._build_module()
         self.receptive_field_ = predictor.receptive_field
         candidates = window_candidates(batch.foreground, self.window_size_, self.min_foreground_)
-        padded = self._padded(batch, range(len(batch)))
         n_perturbed = round(self.perturbed_fraction * self.batch_size)
         local = np.arange(self.batch_size)
 
@@ -633,9 +635,8 @@ class InpaintingLossPredictor(_WindowLocalizer):
             """Patches around a batch of windows, some perturbed, and the
             inpainter's losses on them."""
             slices, tops, lefts = sample_windows(candidates, self.batch_size, rng)
-            x, fg = padded[0][slices], padded[1][slices]
+            x, fg = self._padded(batch, slices)  # the drawn slices only
             if n_perturbed:
-                x = x.clone()
                 perturb_windows(
                     x[:n_perturbed],
                     fg[:n_perturbed],

@@ -86,28 +86,49 @@ def sample_windows(candidates, n, rng):
     -------
     slices, tops, lefts : ndarray of int64 (n,)
     """
-    picked = rng.integers(candidates[0].size, size=n)
-    return tuple(c[picked].astype(np.int64) for c in candidates)
+    return candidates.take(rng.integers(candidates.size, size=n))
+
+
+class WindowCandidates:
+    """The windows of the training slices with enough foreground, in slice
+    then row-major order, held as one packed bit per window position (an
+    eighth of a byte, where listing them would take 12 bytes each)."""
+
+    def __init__(self, masks):
+        self.shapes = [m.shape for m in masks]
+        self.bits = [np.packbits(m, axis=None) for m in masks]
+        counts = np.array([int(m.sum()) for m in masks], np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(counts)])
+        self.size = int(self.starts[-1])
+
+    def take(self, picked):
+        """Slice, top and left (int64 arrays) of the windows at the
+        positions ``picked`` of the ordered list."""
+        picked = np.asarray(picked, np.int64)
+        slices = np.searchsorted(self.starts, picked, side="right") - 1
+        tops, lefts = np.empty_like(picked), np.empty_like(picked)
+        for s in np.unique(slices):
+            shape = self.shapes[s]
+            mask = np.unpackbits(self.bits[s], count=shape[0] * shape[1]).view(bool)
+            where = slices == s
+            position = np.flatnonzero(mask)[picked[where] - self.starts[s]]
+            tops[where], lefts[where] = np.divmod(position, shape[1])
+        return slices, tops, lefts
 
 
 def window_candidates(foregrounds, window, min_foreground):
-    """Slice index, top and left of every window with at least
-    ``min_foreground`` of foreground, as three int32 arrays; raises if
-    there is none."""
-    parts = []
-    for i, fg in enumerate(foregrounds):
-        tops, lefts = np.nonzero(foreground_fractions(fg, window) >= min_foreground - 1e-9)
-        parts.append(
-            (np.full(tops.size, i, np.int32), tops.astype(np.int32), lefts.astype(np.int32))
-        )
-    slices, tops, lefts = (np.concatenate(p) for p in zip(*parts))
-    if slices.size == 0:
+    """Every window with at least ``min_foreground`` of foreground, as a
+    :class:`WindowCandidates` (``size`` of them); raises if there is none."""
+    candidates = WindowCandidates(
+        [foreground_fractions(fg, window) >= min_foreground - 1e-9 for fg in foregrounds]
+    )
+    if candidates.size == 0:
         raise ValueError(
             f"No {window} x {window} window of the training slices has "
             f"{min_foreground:.0%} of foreground pixels; lower "
             "'min_foreground' or 'window_size', or check the foreground masks."
         )
-    return slices, tops, lefts
+    return candidates
 
 
 def gather_patches(padded, slices, tops, lefts, size, window, margin):

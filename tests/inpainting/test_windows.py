@@ -74,7 +74,7 @@ def test_sampled_windows_stay_in_the_foreground(min_foreground):
     expected = sum(
         (foreground_fractions(fg, window) >= min_foreground).sum() for fg in foregrounds
     )
-    assert candidates[0].size == expected
+    assert candidates.size == expected
 
 
 def test_no_qualifying_window_is_an_error():
@@ -154,3 +154,22 @@ def test_perturbation_stays_in_the_window_foreground():
     assert changed.any()
     assert not (changed & ~(inside & (fg > 0))).any()
     assert (x >= 0).all()
+
+
+def test_packed_candidates_draw_the_windows_a_full_listing_would():
+    rng = np.random.default_rng(3)
+    foregrounds = [rng.random((h, w)) < 0.7 for h, w in [(20, 17), (9, 30), (3, 3), (25, 25)]]
+    window, min_foreground = 4, 0.6
+    listed = [
+        (i, t, c)
+        for i, fg in enumerate(foregrounds)
+        for t, c in zip(*np.nonzero(foreground_fractions(fg, window) >= min_foreground))
+    ]
+    candidates = window_candidates(foregrounds, window, min_foreground)
+    assert candidates.size == len(listed)
+    drawn = sample_windows(candidates, 500, np.random.default_rng(7))
+    picked = np.random.default_rng(7).integers(len(listed), size=500)
+    expected = np.array(listed)[picked].T
+    for got, want in zip(drawn, expected):
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, want)
