@@ -79,9 +79,9 @@ STANDARD_FPRS = (0.01, 0.05, 0.1)
 #: about [0, 1] warn that the images look unscaled.
 _MAX_SCALED_INTENSITY = 10.0
 
-#: Calibration scores at most about this many voxels at a time (64 MiB of
+#: Calibration scores at most about this many voxels at a time (16 MiB of
 #: float32 maps), so that its memory does not grow with the healthy data.
-_SCORE_CHUNK_VOXELS = 2**24
+_SCORE_CHUNK_VOXELS = 2**22
 
 #: Voxels enough to check the scale of a training set.
 _MAX_SCALE_SAMPLE = 2**24

@@ -19,10 +19,9 @@ command, start-up included.
 
 Memory: the peak resident memory of ``anomseg predict`` (serial, and its
 largest process with ``--n-jobs 2``) on cohorts of 10, 50 and 100 scans
-(the FLAIR baseline; 4 for the VAE), and of ``anomseg fit --method
-flair-threshold`` on 10, 50 and 100 healthy scans (read one at a time into
-memory-mapped files), each in a fresh process. Cohorts beyond the 80
-patients repeat scans under other names.
+(the FLAIR baseline; 4 for the VAE), each in a fresh process. Cohorts
+beyond the 80 patients repeat scans under other names. The memory of
+``anomseg fit`` is measured by ``bench_fit_memory.py``.
 
     python benchmarks/bench_cohort.py                 # about 10 minutes on 2 cores
     python benchmarks/bench_cohort.py --vae-scans 4 --flair-scans 12 --sizes 5 10
@@ -150,7 +149,7 @@ def main(argv=None):
     cohort_scans = [p for p in scans if p not in healthy]
     from distributed import Client, LocalCluster
 
-    results = {"throughput": [], "memory": [], "fit_memory": []}
+    results = {"throughput": [], "memory": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         models = fit_models(tmp, healthy)
@@ -200,18 +199,6 @@ def main(argv=None):
                     _check_done(out, n)
                 results["memory"].append(row)
                 print(row, flush=True)
-        for n in args.sizes:
-            listing = cohort(tmp, cohort_scans, n)
-            paths = listing.read_text().split()
-            command = _anomseg(
-                "fit", "--method", "flair-threshold", *paths, "-o", tmp / f"fit{n}.anomseg",
-                "--foreground", "auto", "--no-progress",
-            )  # fmt: skip
-            started = time.perf_counter()
-            row = {"scans": n, "peak MiB": round(peak(command), 1)}
-            row["seconds"] = round(time.perf_counter() - started, 1)
-            results["fit_memory"].append(row)
-            print(row, flush=True)
 
     print("\n## Throughput (volumes per minute; 2 cores)\n")
     print("| model | engine | scans | slices | wall s | volumes/min | vs this process |")
@@ -235,11 +222,6 @@ def main(argv=None):
             f"| {row['model']} | {row['scans']} | {row['peak MiB, serial']} | "
             f"{row['peak MiB, n_jobs 2']} |"
         )
-    print("\n## Peak resident memory of anomseg fit (flair-threshold, --foreground auto)\n")
-    print("| healthy scans | peak MiB | wall s |")
-    print("|---|---|---|")
-    for row in results["fit_memory"]:
-        print(f"| {row['scans']} | {row['peak MiB']} | {row['seconds']} |")
     flair = [r["peak MiB, serial"] for r in results["memory"] if r["model"] == "flair"]
     print(f"\nflair serial peak: spread {np.ptp(flair):.1f} MiB over {args.sizes} scans")
     if args.json:

@@ -95,10 +95,12 @@ class WindowCandidates:
     eighth of a byte, where listing them would take 12 bytes each)."""
 
     def __init__(self, masks):
-        self.shapes = [m.shape for m in masks]
-        self.bits = [np.packbits(m, axis=None) for m in masks]
-        counts = np.array([int(m.sum()) for m in masks], np.int64)
-        self.starts = np.concatenate([[0], np.cumsum(counts)])
+        self.shapes, self.bits, counts = [], [], []
+        for mask in masks:  # packed one at a time: masks may be a generator
+            self.shapes.append(mask.shape)
+            self.bits.append(np.packbits(mask, axis=None))
+            counts.append(int(np.count_nonzero(mask)))
+        self.starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
         self.size = int(self.starts[-1])
 
     def take(self, picked):
@@ -120,7 +122,7 @@ def window_candidates(foregrounds, window, min_foreground):
     """Every window with at least ``min_foreground`` of foreground, as a
     :class:`WindowCandidates` (``size`` of them); raises if there is none."""
     candidates = WindowCandidates(
-        [foreground_fractions(fg, window) >= min_foreground - 1e-9 for fg in foregrounds]
+        foreground_fractions(fg, window) >= min_foreground - 1e-9 for fg in foregrounds
     )
     if candidates.size == 0:
         raise ValueError(

@@ -51,13 +51,13 @@ class ValueStore:
 
     Parameters
     ----------
-    memory_limit : int, default=2**26
+    memory_limit : int, default=2**24
         Bytes of values held in memory before they go to a file.
     chunk_size : int, default=2**22
         Values per chunk read back from the file.
     """
 
-    def __init__(self, memory_limit=2**26, chunk_size=2**22):
+    def __init__(self, memory_limit=2**24, chunk_size=2**22):
         self.memory_limit = memory_limit
         self.chunk_size = chunk_size
         self._held = []
