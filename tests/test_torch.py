@@ -108,3 +108,41 @@ def test_seeding_is_reproducible_and_leaves_global_state_alone():
     ToyTrainer(plan, random_state=4).fit(X, calibrate=False)
     assert torch.equal(torch.random.get_rng_state(), before)
     assert draws[0] == draws[1] and draws[0] != draws[2]
+
+
+def test_inference_chunks_cover_the_indices_in_power_of_two_pieces():
+    from anomseg._torch import inference_chunks
+
+    for n in range(0, 70):
+        pieces = list(inference_chunks(np.arange(n), 16))
+        np.testing.assert_array_equal(np.concatenate([[], *pieces]), np.arange(n))
+        sizes = [len(p) for p in pieces]
+        assert set(sizes) <= {16, 8, 4, 2, 1}
+        tail = [s for s in sizes if s < 16]
+        assert tail == sorted(set(tail), reverse=True)  # each power at most once
+    assert [len(p) for p in inference_chunks(list(range(37)), 64)] == [32, 4, 1]
+
+
+@pytest.mark.parametrize("method", ["vae-reconstruction", "inpainting"])
+def test_networks_see_few_batch_sizes_whatever_the_depths(method):
+    """Scoring volumes of every depth from 1 to 23 feeds the network at most
+    1 + log2(inference_batch_size) batch sizes: oneDNN compiles (and keeps)
+    convolutions per input shape, so that each new size costs memory."""
+    from anomseg._registry import method_class
+
+    X = make_healthy_images(n_images=12, shape=(32, 32), random_state=0)
+    params = {"random_state": 0, "inference_batch_size": 16, "width": 4}
+    if method == "vae-reconstruction":
+        params["n_epochs"] = 1
+    else:
+        params.update(n_steps=2, window_size=8, stride=8)
+    model = method_class(method)(**params).fit(X, calibrate=False)
+    sizes = set()
+    conv = next(m for m in model.module_.modules() if isinstance(m, torch.nn.Conv2d))
+    hook = conv.register_forward_pre_hook(lambda _, args: sizes.add(args[0].shape[0]))
+    try:
+        volumes = [np.stack(list(X[np.arange(d) % 12]), axis=-1) for d in range(1, 24)]
+        model.score_samples(volumes)
+    finally:
+        hook.remove()
+    assert sizes and sizes <= {16, 8, 4, 2, 1}, sizes

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from .. import distributed
 from .._docstrings import fill_doc
-from .._torch import TorchSegmenter, TrainingPlan, chunks, update
+from .._torch import TorchSegmenter, TrainingPlan, inference_chunks, update
 from ..utils import check_generator
 from ..utils._param_validation import Interval, StrOptions
 from ._networks import InpaintingGenerator, LossPredictorNet, WindowDiscriminator
@@ -389,7 +389,7 @@ class InpaintingLocalizer(_WindowLocalizer):
         patches, foreground = patches.to(self.device_), foreground.to(self.device_)
         out = np.empty(len(patches))
         with torch.no_grad():
-            for part in chunks(np.arange(len(patches)), self.inference_batch_size):
+            for part in inference_chunks(np.arange(len(patches)), self.inference_batch_size):
                 x = patches[part]
                 loss = window_l1(self.module_(x, mask), x, mask * foreground[part])
                 out[part] = loss.cpu().numpy()
@@ -397,7 +397,7 @@ class InpaintingLocalizer(_WindowLocalizer):
 
     def _window_losses(self, padded, slices, tops, lefts):
         out = np.empty(len(slices))
-        for part in chunks(np.arange(len(slices)), self.inference_batch_size):
+        for part in inference_chunks(np.arange(len(slices)), self.inference_batch_size):
             out[part] = self.window_losses(
                 *self._patches(padded, slices[part], tops[part], lefts[part])
             )
