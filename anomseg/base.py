@@ -54,13 +54,13 @@ from .exceptions import (
 from .metrics._pixel import fpr_rank
 from .utils import check_generator, check_images, describe_images
 from .utils._drift import drift_messages
-from .utils._values import ValueStore
 from .utils._param_validation import (
     COMMON_CONSTRAINTS,
     StrOptions,
     validate_parameter_constraints,
     validate_params,
 )
+from .utils._values import ValueStore
 
 __all__ = [
     "STANDARD_FPRS",

@@ -61,11 +61,8 @@ if process.returncode:
 
 METHODS = {
     "flair-threshold": [],
-    "vae-reconstruction": ["--param", "n_epochs=1", "--param", "width=8", "--param", "random_state=0"],
-    "inpainting": [
-        "--param", "n_steps=200", "--param", "width=8", "--param", "stride=8",
-        "--param", "random_state=0",
-    ],  # fmt: skip
+    "vae-reconstruction": ["n_epochs=1", "width=8", "random_state=0"],
+    "inpainting": ["n_steps=200", "width=8", "stride=8", "random_state=0"],
 }
 
 
@@ -102,7 +99,8 @@ def main(argv=None):
                 voxels = sum(_voxels(p) for p in paths)
                 command = _anomseg(
                     "fit", "--method", method, *paths, "-o", tmp / f"{method}{n}.anomseg",
-                    "--foreground", "auto", "--no-progress", *METHODS[method],
+                    "--foreground", "auto", "--no-progress",
+                    *(f"--param={param}" for param in METHODS[method]),
                 )  # fmt: skip
                 resident, anonymous, seconds = measure(command)
                 rows.append(

@@ -88,6 +88,7 @@ def test_calibration_scores_in_chunks_and_spills_its_values(volumes, monkeypatch
             stores.append(self)
 
     score = MeanImageDistance._score
+
     def spying_score(self, batch):
         chunks.append(len(batch))
         return score(self, batch)

@@ -99,7 +99,7 @@ class ValueStore:
             return
         if self._file is None:
             # Unnamed where the system allows: nothing is left if we die.
-            self._file = tempfile.TemporaryFile(prefix="anomseg-values-")
+            self._file = tempfile.TemporaryFile(prefix="anomseg-values-")  # noqa: SIM115 (closed by close())
             for held in self._held:
                 self._file.write(held.tobytes())
             self._held, self._held_bytes = [], 0

@@ -101,6 +101,6 @@ def test_a_stored_histogram_gives_the_histogram_peak_threshold(memory_limit):
 
 
 def test_a_stored_histogram_refuses_non_finite_values():
-    with _filled([np.array([0.0, np.nan], np.float32)]) as store:
-        with pytest.raises(ValueError, match="finite"):
-            stored_histogram(store, 16)
+    store = _filled([np.array([0.0, np.nan], np.float32)])
+    with store, pytest.raises(ValueError, match="finite"):
+        stored_histogram(store, 16)
