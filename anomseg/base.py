@@ -1028,13 +1028,12 @@ def model_info(path):
     }
 
 
-def _voxel_chunks(batch, limit=None):
+def _voxel_chunks(batch):
     """Indices of consecutive samples of ``batch`` holding together at most
-    ``limit`` (default ``_SCORE_CHUNK_VOXELS``) voxels, one sample at least."""
-    limit = _SCORE_CHUNK_VOXELS if limit is None else limit
+    ``_SCORE_CHUNK_VOXELS`` voxels, one sample at least."""
     part, voxels = [], 0
     for i, fg in enumerate(batch.foreground):
-        if part and voxels + fg.size > limit:
+        if part and voxels + fg.size > _SCORE_CHUNK_VOXELS:
             yield part
             part, voxels = [], 0
         part.append(i)
