@@ -29,6 +29,15 @@ max_fpr : float in (0, 1), default=0.05
     images. ``threshold_`` is the smallest threshold that achieves it,
     computed exactly from the sorted calibration scores."""
 
+docdict["postprocessing"] = """\
+postprocessing : list of mask filters or None, default=None
+    Steps applied in turn to each mask that ``predict`` returns, such as
+    :class:`~anomseg.postprocessing.MorphologicalFilter` (opening, closing)
+    and :class:`~anomseg.postprocessing.ConnectedComponentFilter` (3D for
+    volumes). The threshold is calibrated on the post-processed masks, so
+    ``max_fpr`` bounds the false-positive rate of what ``predict``
+    returns."""
+
 docdict["calibration_fraction"] = """\
 calibration_fraction : float in (0, 1), default=0.2
     Fraction of the healthy images held out from training to calibrate the
@@ -52,15 +61,24 @@ n_channels_ : int
 docdict["calibration_attributes"] = """\
 threshold_ : float
     Anomaly-map threshold calibrated on healthy data at ``max_fpr``;
-    ``predict(X)`` is ``score_samples(X) > threshold_``.
+    ``predict(X)`` is ``score_samples(X) > threshold_``, post-processed by
+    ``postprocessing`` if any.
 calibration_thresholds_ : dict of float to float
     Thresholds calibrated on the same healthy pixels at false-positive rates
-    0.01, 0.05, 0.1 and ``max_fpr``, keyed by rate. Pass it to
-    :func:`anomseg.metrics.evaluate` for Dice at calibrated thresholds.
+    0.01, 0.05, 0.1 and ``max_fpr``, keyed by rate (of post-processed masks,
+    with post-processing). Pass it to :func:`anomseg.metrics.evaluate` for
+    Dice at calibrated thresholds.
 calibration_fpr_ : float
-    The false-positive rate ``threshold_`` achieves on the calibration pixels.
+    The false-positive rate that ``predict``'s masks (post-processed, if
+    so) achieve on the calibration pixels.
 n_calibration_pixels_ : int
     Number of foreground pixels the threshold was calibrated on.
+healthy_quantiles_ : dict
+    Quantiles of the calibration scores: ``"value"`` (ascending) at
+    ``"tail"`` fractions of the calibration pixels scoring at least as high
+    (from 1 down to ``1 / n_calibration_pixels_``, evenly in log scale),
+    from which :meth:`tail_probability` puts the maps of different methods
+    on one scale.
 healthy_data_ : dict
     What the healthy images of ``fit`` (or of ``calibrate``) looked like
     (:func:`anomseg.utils.describe_images`: their number, shapes, foreground

@@ -54,13 +54,14 @@ from .exceptions import (
 from .metrics._pixel import fpr_rank
 from .utils import check_generator, check_images, describe_images
 from .utils._drift import drift_messages
+from .utils._exclusion import apply_exclusion
 from .utils._param_validation import (
     COMMON_CONSTRAINTS,
     StrOptions,
     validate_parameter_constraints,
     validate_params,
 )
-from .utils._values import ValueStore
+from .utils._values import MapStore, ValueStore
 
 __all__ = [
     "STANDARD_FPRS",
@@ -148,6 +149,10 @@ class BaseAnomalySegmenter(BaseEstimator):
         Boolean masks, ``score_samples(X) > threshold_``.
     threshold_maps(maps)
         The masks of maps computed elsewhere.
+    postprocess_mask(mask)
+        One mask post-processed as ``predict`` does.
+    tail_probability(maps)
+        Maps as healthy tail probabilities, one scale for every method.
     decision_function(X)
         ``score_samples(X) - threshold_``.
     calibrate(X)
@@ -175,7 +180,7 @@ class BaseAnomalySegmenter(BaseEstimator):
         return get_tags(self).anomaly_tags
 
     # -- the public contract -------------------------------------------------
-    def fit(self, X, y=None, groups=None, *, calibrate=True, **fit_params):
+    def fit(self, X, y=None, groups=None, *, exclude=None, calibrate=True, **fit_params):
         """Learn from healthy images and calibrate the threshold.
 
         Parameters
@@ -193,6 +198,15 @@ class BaseAnomalySegmenter(BaseEstimator):
             Group label of each sample, such as the patient of each 2D slice.
             Calibration images are held out by whole groups so that no
             patient is in both parts.
+        exclude : list or LesionExclusion, default=None
+            Voxels of ``X`` to neither train nor calibrate on, for fitting
+            on the healthy parts of patient scans: one lesion mask per
+            sample (or, for paths, the paths of NIfTI masks), or a
+            :class:`~anomseg.utils.LesionExclusion` that also grows them by
+            a margin or to whole slices. Each sample is still scored whole
+            for calibration, lesion included, as ``predict`` will score it;
+            only its other voxels count. Slice-wise methods train on the
+            slices with foreground left.
         calibrate : bool, default=True
             Whether to hold out calibration images and calibrate
             ``threshold_``. With False, a method that learns trains on all
@@ -210,27 +224,28 @@ class BaseAnomalySegmenter(BaseEstimator):
         self.check_params()
         from .preprocessing._stream import is_file_list, streamed_images, verbose_log
 
+        where = f"{type(self).__name__}.fit"
         if is_file_list(X):
-            where = f"{type(self).__name__}.fit"
-            with streamed_images(X, where=where, log=verbose_log(self)) as batch:
+            log = verbose_log(self)
+            with streamed_images(X, where=where, log=log, exclude=exclude) as batch:
                 return self.fit(batch, y, groups, calibrate=calibrate, **fit_params)
-        batch = self._validate_images(X, "fit", reset=True)
+        batch = apply_exclusion(self._validate_images(X, "fit", reset=True), exclude, where)
         healthy, groups, fit_data = self._fit_inputs(batch, y, groups, **fit_params)
         if not self._anomaly_tags.learns_from_images:
-            self._fit(self._model_input(healthy), **fit_data)
+            self._fit(self._training_input(healthy), **fit_data)
             if calibrate:
                 self._tune_and_calibrate(healthy)
         elif calibrate:
             train, calibration = self._calibration_split(healthy, groups)
-            self._fit(self._model_input(healthy.subset(train)), **fit_data)
+            self._fit(self._training_input(healthy.subset(train)), **fit_data)
             self._tune_and_calibrate(healthy.subset(calibration))
         else:
-            self._fit(self._model_input(healthy), **fit_data)
+            self._fit(self._training_input(healthy), **fit_data)
         if calibrate:  # all of them: the calibration part alone may be a few images
             self.healthy_data_ = describe_images(healthy)
         return self
 
-    def calibrate(self, X):
+    def calibrate(self, X, *, exclude=None):
         """Calibrate ``threshold_`` on other healthy images.
 
         Whatever a method chooses on healthy calibration data is chosen again
@@ -241,6 +256,8 @@ class BaseAnomalySegmenter(BaseEstimator):
         ----------
         X : array-like, list or ImageBatch
             Healthy images, not used for training.
+        exclude : list or LesionExclusion, default=None
+            Voxels of ``X`` not to calibrate on, as in ``fit``.
 
         Returns
         -------
@@ -248,7 +265,8 @@ class BaseAnomalySegmenter(BaseEstimator):
         """
         check_is_fitted(self)
         self.check_params()
-        batch = self._validate_images(X, "calibrate")
+        where = f"{type(self).__name__}.calibrate"
+        batch = apply_exclusion(self._validate_images(X, "calibrate"), exclude, where)
         self._tune_and_calibrate(batch)
         self.healthy_data_ = describe_images(batch)
         return self
@@ -326,6 +344,52 @@ class BaseAnomalySegmenter(BaseEstimator):
             for m in maps
         ]
         return masks if isinstance(maps, list) else np.stack(masks)
+
+    def postprocess_mask(self, mask):
+        """Post-process one boolean mask as ``predict`` does: the filters of
+        ``postprocessing`` (and a method's own, such as
+        ``min_component_size``), or nothing without them.
+
+        Parameters
+        ----------
+        mask : ndarray of bool
+            The mask of one sample (2D or 3D), such as ``map > threshold``
+            at one of ``calibration_thresholds_``.
+
+        Returns
+        -------
+        mask : ndarray of bool
+        """
+        return self._postprocess_mask(np.asarray(mask, dtype=bool))
+
+    def tail_probability(self, maps):
+        """The healthy tail probability of anomaly scores: the fraction of
+        the healthy calibration voxels that scored at least as high.
+
+        It puts the maps of any method on one scale, which says how rare a
+        score is among healthy voxels (:class:`~anomseg.ensemble.AnomalyEnsemble`
+        averages its negative logarithm over members). Between the quantiles
+        of ``healthy_quantiles_`` it is interpolated in log scale; above the
+        highest healthy score, where healthy data say only that it is below
+        ``1 / n_calibration_pixels_``, it keeps falling exponentially at the
+        rate of the highest 0.1 %% of the healthy scores, so that the scores
+        of lesions keep their order.
+
+        Parameters
+        ----------
+        maps : ndarray or list of ndarray
+            Anomaly maps of this estimator (``score_samples``).
+
+        Returns
+        -------
+        tail : ndarray of float32 or list of ndarray
+            In the layout of ``maps``; in (0, 1], 1 where a score is at most
+            the lowest healthy one (as outside the foreground).
+        """
+        check_is_fitted(self, "healthy_quantiles_")
+        transform = _TailTransform(self.healthy_quantiles_)
+        tails = [transform(np.ma.getdata(m)) for m in maps]
+        return tails if isinstance(maps, list) else np.stack(tails)
 
     def decision_function(self, X):
         """Signed distance to the threshold, ``score_samples(X) - threshold_``.
@@ -405,7 +469,11 @@ class BaseAnomalySegmenter(BaseEstimator):
         return self.calibration_thresholds_[float(self.max_fpr)]
 
     def _postprocess_mask(self, mask):
-        """Post-process one predicted mask; identity by default."""
+        """Post-process one predicted mask (of one sample): the filters of
+        ``postprocessing``, if any, in turn. Methods with post-processing of
+        their own apply it first, and say so in ``_postprocesses``."""
+        for step in getattr(self, "postprocessing", None) or ():
+            mask = step.transform([mask])[0]
         return mask
 
     # -- shared machinery -----------------------------------------------------
@@ -510,6 +578,21 @@ class BaseAnomalySegmenter(BaseEstimator):
         for slice-wise methods, else unchanged."""
         return batch.to_slices() if self._anomaly_tags.slice_wise else batch
 
+    def _training_input(self, batch):
+        """The batch as ``_fit`` sees it: the model input without the
+        excluded voxels (as background) and, for slice-wise methods, without
+        the slices that have no foreground left, which teach nothing."""
+        batch = self._model_input(batch.without_excluded())
+        if not self._anomaly_tags.slice_wise:
+            return batch
+        kept = [i for i, fg in enumerate(batch.foreground) if fg.any()]
+        if not kept:
+            raise ValueError(
+                f"The healthy images passed to {type(self).__name__}.fit have no "
+                "foreground pixel to train on; check the foreground masks and 'exclude'."
+            )
+        return batch if len(kept) == len(batch) else batch.subset(kept)
+
     def _from_model_output(self, batch, outputs):
         """Per-sample ``outputs`` of the model input of ``batch`` (2D slices
         for slice-wise methods) as one output per sample of ``batch``."""
@@ -532,38 +615,57 @@ class BaseAnomalySegmenter(BaseEstimator):
                 )
         return batch.zero_background(maps)
 
-    def _foreground_values(self, batch, store, maps=None):
-        """Append to ``store`` (a ValueStore) the foreground values of the
-        maps of ``batch``: the given ``maps`` (model-input layout), or maps
-        scored a chunk of about ``_SCORE_CHUNK_VOXELS`` at a time, so that
-        only the values are kept, and those in bounded memory."""
+    def _foreground_values(self, batch, store, maps=None, maps_store=None):
+        """Append to ``store`` (a ValueStore) the values of the maps of
+        ``batch`` that calibration counts (foreground, not excluded): the
+        given ``maps`` (model-input layout), or maps scored a chunk of about
+        ``_SCORE_CHUNK_VOXELS`` at a time, so that only the values are kept,
+        and those in bounded memory; and to ``maps_store`` (a MapStore), if
+        given, the maps themselves and their counted voxels."""
         if maps is not None:
             chunks = [(batch, maps)]
         else:
             chunks = ((batch.subset(part), None) for part in _voxel_chunks(batch))
         for part, part_maps in chunks:
-            for m, fg in zip(self._score_batch(part, part_maps), part.foreground):
-                store.append(m[fg])
+            for i, m in enumerate(self._score_batch(part, part_maps)):
+                counted = part.counted(i)
+                store.append(m[counted])
+                if maps_store is not None:
+                    maps_store.append(m, counted)
 
     def _tune_and_calibrate(self, batch):
         maps = self._tune(self._model_input(batch))
-        with ValueStore() as values:
-            self._foreground_values(batch, values, maps)
+        postprocessed = self._postprocesses()
+        with ValueStore() as values, MapStore() as stored:
+            self._foreground_values(batch, values, maps, stored if postprocessed else None)
             del maps
             n = len(values)
             if n == 0:
                 raise ValueError(
                     f"The healthy calibration images of {type(self).__name__} have "
-                    "no foreground pixel; check the foreground masks."
+                    "no foreground pixel; check the foreground masks (and 'exclude')."
                 )
             rates = sorted(set(STANDARD_FPRS) | {float(self.max_fpr)})
-            thresholds = values.order_statistics([fpr_rank(n, rate) for rate in rates])
+            if postprocessed:
+                search = _PostprocessedSearch(values, stored, self._postprocess_mask)
+                thresholds = [search.threshold(rate) for rate in rates]
+            else:
+                thresholds = values.order_statistics([fpr_rank(n, rate) for rate in rates])
             self.calibration_thresholds_ = {
                 float(rate): float(t) for rate, t in zip(rates, thresholds)
             }
             self.threshold_ = self._select_threshold()
-            self.calibration_fpr_ = values.count_above(self.threshold_) / n
+            if postprocessed:
+                self.calibration_fpr_ = search.flagged(self.threshold_) / n
+            else:
+                self.calibration_fpr_ = values.count_above(self.threshold_) / n
             self.n_calibration_pixels_ = n
+            self.healthy_quantiles_ = _tail_quantiles(values)
+
+    def _postprocesses(self):
+        """Whether ``_postprocess_mask`` may change masks, so that the
+        threshold is calibrated on post-processed masks."""
+        return bool(getattr(self, "postprocessing", None))
 
     # -- persistence ----------------------------------------------------------
     @fill_doc
@@ -981,10 +1083,13 @@ def model_info(path):
         of every step, the estimator last); ``params`` (the estimator's
         parameters); ``calibration`` (``threshold``, ``max_fpr``,
         ``achieved_fpr``, ``n_calibration_pixels`` and ``healthy_data``,
-        the summary of the healthy images of :func:`describe_images`); and
+        the summary of the healthy images of :func:`describe_images`);
         ``metadata``, what its writer added (the command line records the
-        modality, voxel sizes and number of the healthy scans). Files of
-        format version 1 carry no calibration summary.
+        modality, voxel sizes and number of the healthy scans); and, for an
+        ensemble, ``members``: each member's ``name``, ``estimator``, the
+        ``params`` that differ from its class's defaults and its own
+        ``threshold``. Files of format version 1 carry no calibration
+        summary.
 
     Raises
     ------
@@ -1017,7 +1122,7 @@ def model_info(path):
     record = content["model"]
     records = [step for _, step in record["steps"]] if "steps" in record else [record]
     classes = _safe_classes()
-    return {
+    info = {
         "anomseg_version": content["anomseg_version"],
         "format_version": content["format_version"],
         "estimator": records[-1]["estimator"],
@@ -1026,6 +1131,144 @@ def model_info(path):
         "calibration": content["info"].get("calibration", {}),
         "metadata": content["info"].get("metadata", {}),
     }
+    members = decode(records[-1]["attributes"], classes).get("member_records_")
+    if isinstance(members, list):
+        info["members"] = _members_info(info["params"].get("estimators") or [], members, classes)
+    return info
+
+
+def _members_info(estimators, records, classes):
+    """The members of an ensemble as ``model_info`` lists them: name,
+    class, the parameters that differ from the class's defaults, and the
+    member's own calibrated threshold."""
+    out = []
+    for (name, _), record in zip(estimators, records):
+        params = decode(record["params"], classes)
+        cls = classes.get(record["estimator"])
+        defaults = (
+            cls().get_params(deep=False) if cls and cls.__name__ != "AnomalyEnsemble" else {}
+        )
+        changed = {
+            k: v for k, v in params.items() if k not in defaults or repr(defaults[k]) != repr(v)
+        }
+        threshold = decode(record["attributes"], classes).get("threshold_")
+        out.append(
+            {
+                "name": name,
+                "estimator": record["estimator"],
+                "params": changed,
+                "threshold": threshold,
+            }
+        )
+    return out
+
+
+#: Healthy tail fractions at most this many apart in log scale in
+#: ``healthy_quantiles_`` (about 200 quantiles for 10 million values).
+_TAIL_QUANTILES = 200
+
+
+def _tail_quantiles(values):
+    """The quantiles of the healthy calibration ``values`` (a ValueStore)
+    at tail fractions spaced evenly in log scale from 1 (the smallest
+    value) to 1/n (the largest): ``{"tail": [...], "value": [...]}``,
+    values ascending, tails descending."""
+    n = len(values)
+    counts = np.unique(np.geomspace(1, n, _TAIL_QUANTILES).round().astype(np.int64))
+    quantiles = values.order_statistics([n - k for k in counts[::-1]])
+    return {
+        "tail": [float(k) / n for k in counts[::-1]],
+        "value": [float(v) for v in quantiles],
+    }
+
+
+class _TailTransform:
+    """The log tail probability of scores, from ``healthy_quantiles_``
+    (see :meth:`BaseAnomalySegmenter.tail_probability`)."""
+
+    #: The tail fraction from which the exponential tail's rate is measured.
+    _TOP = 1e-3
+
+    def __init__(self, quantiles):
+        values = np.asarray(quantiles["value"], dtype=np.float64)
+        log_tail = np.log(np.asarray(quantiles["tail"], dtype=np.float64))
+        # Ties: a value's tail is that of its first (largest-tail) quantile.
+        self.values, first = np.unique(values, return_index=True)
+        self.log_tail = log_tail[first]
+        top = min(np.searchsorted(-self.log_tail, -np.log(self._TOP)), len(self.values) - 1)
+        spread = self.values[-1] - self.values[min(top, len(self.values) - 2)]
+        fall = self.log_tail[min(top, len(self.values) - 2)] - self.log_tail[-1]
+        if len(self.values) < 2 or spread <= 0 or fall <= 0:
+            spread = max(self.values[-1] - self.values[0], abs(self.values[-1]), 1e-12)
+            fall = max(self.log_tail[0] - self.log_tail[-1], 1.0)
+        self.rate = fall / spread
+
+    def log(self, scores):
+        """``log P(healthy >= score)``, float64."""
+        scores = np.asarray(scores, dtype=np.float64)
+        out = np.interp(scores, self.values, self.log_tail)
+        above = scores > self.values[-1]
+        out[above] = self.log_tail[-1] - self.rate * (scores[above] - self.values[-1])
+        return out
+
+    def __call__(self, scores):
+        return np.exp(self.log(scores)).astype(np.float32)
+
+
+class _PostprocessedSearch:
+    """The thresholds of post-processed masks: for a rate, the lowest
+    threshold among the calibration values whose post-processed masks flag
+    at most that fraction of the counted voxels.
+
+    The post-processing steps (connected-component size filters, opening,
+    closing) are increasing operators, so the voxels they flag can only
+    shrink as the threshold rises, and a bracketing search applies: on a
+    geometric grid of 64 candidate ranks, then a linear one between the
+    two that bracket the rate, which finds the threshold to within about
+    half a percent of the count it allows."""
+
+    _GRID = 64
+
+    def __init__(self, values, maps, postprocess):
+        self.values = values
+        self.maps = maps
+        self.postprocess = postprocess
+        self.n = len(values)
+
+    def flagged(self, threshold):
+        """How many counted voxels the post-processed masks flag."""
+        total = 0
+        for m, counted in self.maps:
+            total += int(np.count_nonzero(self.postprocess(m > threshold) & counted))
+        return total
+
+    def _best(self, counts, allowed):
+        """Of ascending candidate ``counts`` (of values above the
+        threshold), the largest whose threshold flags at most ``allowed``
+        voxels after post-processing, by bisection; None if none does."""
+        thresholds = self.values.order_statistics([self.n - 1 - k for k in counts])
+        low, high = -1, len(counts)
+        while high - low > 1:
+            mid = (low + high) // 2
+            if self.flagged(thresholds[mid]) <= allowed:
+                low = mid
+            else:
+                high = mid
+        return (None, None) if low < 0 else (counts[low], thresholds[low])
+
+    def threshold(self, rate):
+        allowed = self.n - 1 - fpr_rank(self.n, rate)  # floor(rate * n)
+        grid = np.unique(np.geomspace(1, self.n - 1, self._GRID).astype(np.int64))
+        coarse, threshold = self._best(np.concatenate([[0], grid]), allowed)
+        if coarse is None:  # even the highest value flags too much
+            return float(self.values.order_statistics([self.n - 1])[0])
+        above = grid[grid > coarse]
+        if above.size and above[0] - coarse > 1:
+            fine = np.unique(np.linspace(coarse, above[0] - 1, self._GRID).astype(np.int64))
+            found, fine_threshold = self._best(fine, allowed)
+            if found is not None:
+                threshold = fine_threshold
+        return float(threshold)
 
 
 def _voxel_chunks(batch):

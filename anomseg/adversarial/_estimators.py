@@ -92,6 +92,7 @@ class ASCNetSegmenter(TorchSegmenter):
         Radius of the 2D closing that follows, which fills small holes.
     %(torch_runtime)s
     %(max_fpr)s
+    %(postprocessing)s
     %(calibration_fraction)s
     %(random_state)s
     verbose : int >= 0, default=0
@@ -202,6 +203,7 @@ class ASCNetSegmenter(TorchSegmenter):
         inference_batch_size=64,
         device="auto",
         max_fpr=0.05,
+        postprocessing=None,
         calibration_fraction=0.2,
         random_state=None,
         verbose=0,
@@ -223,6 +225,7 @@ class ASCNetSegmenter(TorchSegmenter):
         self.inference_batch_size = inference_batch_size
         self.device = device
         self.max_fpr = max_fpr
+        self.postprocessing = postprocessing
         self.calibration_fraction = calibration_fraction
         self.random_state = random_state
         self.verbose = verbose
@@ -290,7 +293,15 @@ class ASCNetSegmenter(TorchSegmenter):
 
     def _fit_inputs(self, batch, y, groups, X_unlabelled=None):
         is_reference = self._reference_mask(y, len(batch))
-        parts = [batch.subset(np.flatnonzero(~is_reference))]
+        if batch.excluded is not None and any(
+            batch.excluded[i].any() for i in np.flatnonzero(~is_reference)
+        ):
+            raise ValueError(
+                f"'exclude' passed to {type(self).__name__}.fit marks voxels of "
+                "unlabelled samples (y = -1), which are learnt from whole; exclude "
+                "voxels of the reference samples (y = 0) only."
+            )
+        parts = [batch.subset(np.flatnonzero(~is_reference)).with_excluded(None)]
         if X_unlabelled is not None:
             parts.append(self._validate_images(X_unlabelled, "fit"))
         unlabelled = ImageBatch([], [], False, batch.channel_axis)
@@ -487,11 +498,14 @@ class ASCNetSegmenter(TorchSegmenter):
         return self.fpr_threshold_
 
     def _postprocess_mask(self, mask):
-        if not (self.opening_radius or self.closing_radius):
-            return mask
-        slices = mask[..., None] if mask.ndim == 2 else mask
-        out = np.empty_like(slices)
-        for k in range(slices.shape[-1]):
-            s = binary_opening(slices[..., k], self.opening_radius)
-            out[..., k] = binary_closing(s, self.closing_radius)
-        return out.reshape(mask.shape)
+        if self.opening_radius or self.closing_radius:
+            slices = mask[..., None] if mask.ndim == 2 else mask
+            out = np.empty_like(slices)
+            for k in range(slices.shape[-1]):
+                s = binary_opening(slices[..., k], self.opening_radius)
+                out[..., k] = binary_closing(s, self.closing_radius)
+            mask = out.reshape(mask.shape)
+        return super()._postprocess_mask(mask)
+
+    def _postprocesses(self):
+        return bool(self.opening_radius or self.closing_radius) or super()._postprocesses()

@@ -32,6 +32,7 @@ class FlairThreshold(BaseAnomalySegmenter):
     Parameters
     ----------
     %(max_fpr)s
+    %(postprocessing)s
     n_bins : int >= 2, default=256
         Histogram bins of the equalisation (256 as in the reference code).
     %(channel_axis)s
@@ -40,8 +41,8 @@ class FlairThreshold(BaseAnomalySegmenter):
     min_component_size : int >= 0, default=0
         If positive, ``predict`` removes connected components of the mask
         (3D for volumes, 2D for images, full connectivity) smaller than this
-        many pixels. ``threshold_`` is calibrated before filtering, so the
-        filtered false-positive rate can only be lower than ``max_fpr``.
+        many pixels, before any ``postprocessing``; ``threshold_`` is
+        calibrated on the filtered masks.
 
     Attributes
     ----------
@@ -76,6 +77,7 @@ class FlairThreshold(BaseAnomalySegmenter):
 
     _parameter_constraints: dict = {
         "max_fpr": COMMON_CONSTRAINTS["max_fpr"],
+        "postprocessing": COMMON_CONSTRAINTS["postprocessing"],
         "n_bins": [Interval(Integral, 2, None, closed="left")],
         "channel_axis": COMMON_CONSTRAINTS["channel_axis"],
         "flair_channel": [Interval(Integral, 0, None, closed="left")],
@@ -90,12 +92,14 @@ class FlairThreshold(BaseAnomalySegmenter):
     def __init__(
         self,
         max_fpr=0.05,
+        postprocessing=None,
         n_bins=256,
         channel_axis=None,
         flair_channel=0,
         min_component_size=0,
     ):
         self.max_fpr = max_fpr
+        self.postprocessing = postprocessing
         self.n_bins = n_bins
         self.channel_axis = channel_axis
         self.flair_channel = flair_channel
@@ -120,4 +124,8 @@ class FlairThreshold(BaseAnomalySegmenter):
         return maps
 
     def _postprocess_mask(self, mask):
-        return remove_small_components(mask, self.min_component_size)
+        mask = remove_small_components(mask, self.min_component_size)
+        return super()._postprocess_mask(mask)
+
+    def _postprocesses(self):
+        return self.min_component_size > 1 or super()._postprocesses()

@@ -9,7 +9,9 @@
 * :func:`apply_brain_masks` restricts full-head scans to their brain masks,
   where every method is meant to work.
 * :func:`exclude_lesions` keeps only the lesion-free tissue of delineated
-  scans, as healthy calibration data.
+  scans, as healthy calibration data. To fit on the healthy parts of
+  patient scans, pass their lesion masks to ``fit(X, exclude=...)`` (see
+  :class:`anomseg.utils.LesionExclusion`) instead.
 * :func:`extract_slices` cuts volumes into 2D slices, for example the
   lesion-free slices used to train slice-based methods.
 * :func:`make_healthy_images` and :func:`add_synthetic_lesions` make toy data

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
+
+from ..utils._exclusion import grow_lesion
 
 __all__ = ["apply_brain_masks", "exclude_lesions"]
 
@@ -15,6 +16,13 @@ def exclude_lesions(images, masks, *, margin=0, whole_slices=False, axis=-1):
     right modality exist (as for the embedded MSLUB data), the lesion-free
     tissue of *other* patients is the next best thing; never calibrate on
     the tissue of the patients you evaluate.
+
+    The lesions become background here: a method then sees each scan
+    without them, and a per-scan step such as histogram equalisation
+    computes its statistics without them too. ``fit(X, exclude=masks)``
+    (:class:`~anomseg.utils.LesionExclusion`) instead scores each scan
+    whole, as ``predict`` will, and leaves the lesions out of training and
+    calibration only; prefer it for fitting.
 
     Parameters
     ----------
@@ -60,14 +68,7 @@ def exclude_lesions(images, masks, *, margin=0, whole_slices=False, axis=-1):
                 f"A lesion mask of shape {lesion.shape} does not match its "
                 f"image's spatial shape {spatial}."
             )
-        if margin:
-            lesion = ndimage.binary_dilation(lesion, iterations=margin)
-        if whole_slices:
-            other = tuple(a for a in range(lesion.ndim) if a != axis % lesion.ndim)
-            hit = lesion.any(axis=other)
-            shape = [1] * lesion.ndim
-            shape[axis] = -1
-            lesion = np.broadcast_to(hit.reshape(shape), lesion.shape)
+        lesion = grow_lesion(lesion, margin, whole_slices, axis)
         background = np.ma.getmaskarray(image)
         extra = lesion if background.ndim == lesion.ndim else lesion[..., None]
         healthy.append(np.ma.MaskedArray(np.ma.getdata(image), mask=background | extra))

@@ -76,6 +76,7 @@ class DenoisingAESegmenter(TorchSegmenter):
         the published baseline does.
     %(torch_runtime)s
     %(max_fpr)s
+    %(postprocessing)s
     %(calibration_fraction)s
     %(random_state)s
     %(verbose)s
@@ -181,6 +182,7 @@ class DenoisingAESegmenter(TorchSegmenter):
         inference_batch_size=64,
         device="auto",
         max_fpr=0.05,
+        postprocessing=None,
         calibration_fraction=0.2,
         random_state=None,
         verbose=0,
@@ -202,6 +204,7 @@ class DenoisingAESegmenter(TorchSegmenter):
         self.inference_batch_size = inference_batch_size
         self.device = device
         self.max_fpr = max_fpr
+        self.postprocessing = postprocessing
         self.calibration_fraction = calibration_fraction
         self.random_state = random_state
         self.verbose = verbose

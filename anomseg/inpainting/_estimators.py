@@ -170,6 +170,7 @@ class InpaintingLocalizer(_WindowLocalizer):
         Where the networks run; "auto" picks CUDA when torch finds it. Maps
         are always returned as NumPy arrays.
     %(max_fpr)s
+    %(postprocessing)s
     %(calibration_fraction)s
     %(random_state)s
     verbose : int >= 0, default=0
@@ -250,6 +251,7 @@ class InpaintingLocalizer(_WindowLocalizer):
         inference_batch_size=512,
         device="auto",
         max_fpr=0.05,
+        postprocessing=None,
         calibration_fraction=0.2,
         random_state=None,
         verbose=0,
@@ -267,6 +269,7 @@ class InpaintingLocalizer(_WindowLocalizer):
         self.inference_batch_size = inference_batch_size
         self.device = device
         self.max_fpr = max_fpr
+        self.postprocessing = postprocessing
         self.calibration_fraction = calibration_fraction
         self.random_state = random_state
         self.verbose = verbose
@@ -456,6 +459,7 @@ class InpaintingLossPredictor(_WindowLocalizer):
         Where the predictor runs; "auto" picks CUDA when torch finds it.
         Maps are always returned as NumPy arrays.
     %(max_fpr)s
+    %(postprocessing)s
     %(calibration_fraction)s
     %(random_state)s
     verbose : int >= 0, default=0
@@ -539,6 +543,7 @@ class InpaintingLossPredictor(_WindowLocalizer):
         inference_batch_size=16,
         device="auto",
         max_fpr=0.05,
+        postprocessing=None,
         calibration_fraction=0.2,
         random_state=None,
         verbose=0,
@@ -553,6 +558,7 @@ class InpaintingLossPredictor(_WindowLocalizer):
         self.inference_batch_size = inference_batch_size
         self.device = device
         self.max_fpr = max_fpr
+        self.postprocessing = postprocessing
         self.calibration_fraction = calibration_fraction
         self.random_state = random_state
         self.verbose = verbose

@@ -24,9 +24,11 @@ from ._atomic import atomic_write_all
 __all__ = [
     "NiftiReference",
     "from_canonical",
+    "load_mask",
     "load_nifti",
     "load_nifti_reference",
     "load_niftis",
+    "same_grid",
     "save_nifti",
     "save_niftis",
     "to_canonical",
@@ -204,6 +206,68 @@ def load_nifti(path, *, dtype=np.float32):
         raise ValueError(message) from None
     data = data != 0 if np.dtype(dtype) == bool else data.astype(dtype, copy=False)
     return data, _reference(path, image)
+
+
+def same_grid(reference, other):
+    """Whether two files' voxels lie on the same grid: the same canonical
+    shape and affine (to 1e-3 mm)."""
+    return reference.canonical_shape == other.canonical_shape and np.allclose(
+        reference.canonical_affine, other.canonical_affine, atol=1e-3
+    )
+
+
+def load_mask(path, reference=None, *, what="mask"):
+    """Load a binary mask (0 and 1 only), such as a ground truth or a
+    lesion delineation, in the closest canonical orientation.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A NIfTI file of 0 (outside) and 1 (inside) voxels, of any numeric
+        type.
+    reference : NiftiReference or None, default=None
+        The scan the mask belongs to; the mask must lie on its grid.
+    what : str, default="mask"
+        What the mask is, for the messages (such as ``"--truth mask"``).
+
+    Returns
+    -------
+    mask : ndarray of bool, shape (X, Y, Z)
+    reference : NiftiReference
+        The mask's own grid.
+
+    Raises
+    ------
+    ValueError
+        If the file holds other values than 0 and 1, or does not lie on the
+        grid of ``reference``.
+
+    Examples
+    --------
+    >>> from anomseg.io import load_mask, load_nifti
+    >>> from anomseg.datasets import get_demo_path
+    >>> _, scan = load_nifti(get_demo_path("patient07_flair.nii.gz"))
+    >>> mask, _ = load_mask(get_demo_path("patient07_mask.nii.gz"), scan)
+    >>> mask.dtype, mask.shape == scan.canonical_shape
+    (dtype('bool'), True)
+    """
+    if reference is not None:
+        own = load_nifti_reference(path)
+        if not same_grid(reference, own):
+            raise ValueError(
+                f"{what} '{path}' is not on the grid of '{reference.path}' (shape "
+                f"{own.shape} vs {reference.shape}, or another affine); resample it "
+                "onto the scan."
+            )
+    data, own = load_nifti(path, dtype=np.float32)
+    values = np.unique(data)
+    if not np.isin(values, (0, 1)).all():
+        shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if values.size > 5 else "")
+        raise ValueError(
+            f"{what} '{path}' is not binary: it holds {values.size} values ({shown}); "
+            "give masks of 0 (outside) and 1 (inside)."
+        )
+    return data > 0, own
 
 
 def load_niftis(paths, *, dtype=np.float32):

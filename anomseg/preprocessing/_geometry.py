@@ -225,6 +225,7 @@ class ForegroundCropper(_BaseGeometry):
         return batch.with_images(
             [_take_window(image, self.window_, 0) for image in batch.images],
             [_take_window(fg, self.window_, False) for fg in batch.foreground],
+            excluded=batch.map_excluded(lambda e: _take_window(e, self.window_, False)),
         )
 
     def _inverse_one(self, m):
@@ -308,6 +309,7 @@ class Resizer(_BaseGeometry):
         return batch.with_images(
             [_resize(image, self.output_shape_, True) for image in batch.images],
             [_resize(fg, self.output_shape_, False) for fg in batch.foreground],
+            excluded=batch.map_excluded(lambda e: _resize(e, self.output_shape_, False)),
         )
 
     def _inverse_one(self, m):

@@ -8,6 +8,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from .._docstrings import fill_doc
 from ..base import load_model, save_model
 from ..utils import check_images
+from ..utils._exclusion import apply_exclusion
 from ._stream import is_file_list, streamed_images, verbose_log
 
 __all__ = ["AnomalyPipeline", "make_anomaly_pipeline"]
@@ -75,7 +76,7 @@ class AnomalyPipeline(Pipeline):
         """The final estimator's calibrated ``threshold_``."""
         return self[-1].threshold_
 
-    def fit(self, X, y=None, **params):
+    def fit(self, X, y=None, *, exclude=None, **params):
         """Fit the steps on ``X``, validated once and passed from step to
         step as an :class:`~anomseg.utils.ImageBatch`.
 
@@ -92,6 +93,13 @@ class AnomalyPipeline(Pipeline):
             after. The model is the one the same scans loaded as arrays give.
         y : array-like, default=None
             Passed to the final estimator's ``fit`` (ignored by most).
+        exclude : list or LesionExclusion, default=None
+            Voxels of ``X`` that the final estimator must neither train nor
+            calibrate on (lesions of patient scans used as healthy data):
+            one mask per sample of ``X`` (paths of NIfTI masks for paths),
+            or a :class:`~anomseg.utils.LesionExclusion`. The steps see the
+            whole scans, as they will in ``predict``; the masks follow
+            their geometry.
         **params
             Routed to the steps as by :class:`sklearn.pipeline.Pipeline`,
             such as ``<step>__groups``.
@@ -101,10 +109,12 @@ class AnomalyPipeline(Pipeline):
         self : AnomalyPipeline
         """
         if is_file_list(X):
-            return self._fit_files(X, y, **params)
-        return super().fit(self._validated(X, "fit"), y, **params)
+            return self._fit_files(X, y, exclude, **params)
+        where = f"{type(self).__name__}.fit"
+        batch = apply_exclusion(self._validated(X, "fit"), exclude, where)
+        return super().fit(batch, y, **params)
 
-    def _fit_files(self, paths, y, **params):
+    def _fit_files(self, paths, y, exclude, **params):
         """``fit`` on NIfTI paths: the steps fitted on the first scan (they
         learn nothing across scans) and applied one scan at a time, the
         final estimator fitted on the memory-mapped result."""
@@ -119,11 +129,11 @@ class AnomalyPipeline(Pipeline):
         log = verbose_log(final)
         where = f"{type(self).__name__}.fit"
         steps = [step for _, step in transformers if step not in (None, "passthrough")]
-        with streamed_images(paths, steps, where=where, log=log) as batch:
+        with streamed_images(paths, steps, where=where, log=log, exclude=exclude) as batch:
             final.fit(batch, y, **final_params)
         return self
 
-    def calibrate(self, X):
+    def calibrate(self, X, *, exclude=None):
         """Calibrate the final estimator's threshold on other healthy images,
         transformed by the other steps.
 
@@ -131,12 +141,14 @@ class AnomalyPipeline(Pipeline):
         ----------
         X : array-like or list
             Healthy images accepted by the first step.
+        exclude : list or LesionExclusion, default=None
+            Voxels of ``X`` not to calibrate on, as in ``fit``.
 
         Returns
         -------
         self : AnomalyPipeline
         """
-        self[-1].calibrate(self._transform_to_final(X, "calibrate"))
+        self[-1].calibrate(self._transform_to_final(X, "calibrate", exclude))
         return self
 
     def score_samples(self, X):
@@ -280,8 +292,8 @@ class AnomalyPipeline(Pipeline):
         where = f"{type(first).__name__}.{method}"
         return check_images(X, where=where, channel_axis=getattr(first, "channel_axis", None))
 
-    def _transform_to_final(self, X, method="score_samples"):
-        X = self._validated(X, method)
+    def _transform_to_final(self, X, method="score_samples", exclude=None):
+        X = apply_exclusion(self._validated(X, method), exclude, f"{type(self).__name__}.{method}")
         for _, _, transformer in self._iter(with_final=False):
             X = transformer.transform(X)
         return X

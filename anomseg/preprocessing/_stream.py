@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..utils import ImageBatch, check_images
+from ..utils._exclusion import as_exclusion, check_counted
 
 __all__ = ["is_file_list", "streamed_images", "verbose_log"]
 
@@ -44,7 +45,7 @@ def verbose_log(estimator):
 
 
 @contextlib.contextmanager
-def streamed_images(paths, transformers=(), *, where, log=None):
+def streamed_images(paths, transformers=(), *, where, log=None, exclude=None):
     """An :class:`ImageBatch` of the preprocessed scans of ``paths``, held
     in memory-mapped files for the duration of the block.
 
@@ -61,6 +62,10 @@ def streamed_images(paths, transformers=(), *, where, log=None):
         ``Class.method`` for the messages.
     log : callable or None
         Receives a progress line about every 10 seconds.
+    exclude : list or LesionExclusion or None
+        The voxels of each scan to neither train nor calibrate on (see
+        :class:`~anomseg.utils.LesionExclusion`): NIfTI masks on the scans'
+        grids (or arrays), held in a third file, 1 byte per voxel.
     """
     from ..cohort import read_scan
     from ..utils._progress import Progress
@@ -74,36 +79,48 @@ def streamed_images(paths, transformers=(), *, where, log=None):
             "on its own (ForegroundMasker, IntensityScaler, HistogramEqualizer, "
             "BrainExtractor)."
         )
+    exclusion = as_exclusion(exclude, len(paths), where)
     progress = Progress(log, "reading scans", len(paths), "scans")
     with tempfile.TemporaryDirectory(prefix="anomseg-fit-") as folder:
-        voxels_file, foreground_file = Path(folder) / "voxels.f32", Path(folder) / "fg.u8"
+        names = ("voxels.f32", "fg.u8", "excluded.u8")
+        files = [Path(folder) / name for name in names]
         layout, offset = [], 0
-        with open(voxels_file, "wb") as voxels, open(foreground_file, "wb") as foreground:
+        with contextlib.ExitStack() as stack:
+            voxels, foreground, excluded = (
+                stack.enter_context(open(file, "wb")) for file in files
+            )
             for k, path in enumerate(paths):
-                image, _ = read_scan(path)
+                image, reference = read_scan(path)
                 batch = check_images([image], where=where)
                 for transformer in transformers:
                     if k == 0:
                         transformer.fit(batch)
                     batch = transformer.transform(batch)
+                arrays = [batch.images[0].astype(np.float32, copy=False), batch.foreground[0]]
+                if exclusion is not None:
+                    arrays.append(exclusion.mask(k, arrays[1].shape, reference))
                 # Slices first on disk, so that each slice is contiguous.
-                image = np.moveaxis(batch.images[0], 2, 0).astype(np.float32, copy=False)
-                mask = np.moveaxis(batch.foreground[0], 2, 0).astype(np.uint8)
-                voxels.write(np.ascontiguousarray(image).tobytes())
-                foreground.write(np.ascontiguousarray(mask).tobytes())
-                layout.append((offset, image.shape))
-                offset += image.size
+                for array, file in zip(arrays, (voxels, foreground, excluded)):
+                    file.write(np.ascontiguousarray(np.moveaxis(array, 2, 0)).tobytes())
+                layout.append((offset, arrays[1].shape))
+                offset += arrays[1].size
                 progress.update()
         progress.close()
-        all_voxels = np.memmap(voxels_file, np.float32, "r", shape=(offset,))
-        all_foreground = np.memmap(foreground_file, np.bool_, "r", shape=(offset,))
-        images, foregrounds = [], []
-        for start, shape in layout:
-            end = start + int(np.prod(shape))
-            images.append(np.moveaxis(all_voxels[start:end].reshape(shape), 0, 2))
-            foregrounds.append(np.moveaxis(all_foreground[start:end].reshape(shape), 0, 2))
+        dtypes = (np.float32, np.bool_, np.bool_)
+        kept = 2 if exclusion is None else 3
+        columns = [[] for _ in range(kept)]
+        for file, dtype, column in zip(files, dtypes, columns):
+            data = np.memmap(file, dtype, "r", shape=(offset,))
+            for start, shape in layout:
+                volume = data[start : start + int(np.prod(shape))]
+                column.append(np.moveaxis(volume.reshape(shape[2], *shape[:2]), 0, 2))
+            del data
+        excluded = columns[2] if exclusion is not None else None
+        batch = ImageBatch(columns[0], columns[1], False, None, excluded)
+        if exclusion is not None:
+            check_counted(batch, where, [str(p) for p in paths])
         started = time.perf_counter()
-        yield ImageBatch(images, foregrounds, stacked=False, channel_axis=None)
+        yield batch
         if log is not None:
             log(f"trained on the scans' files in {time.perf_counter() - started:.0f} s")
-        del images, foregrounds, all_voxels, all_foreground
+        del batch, columns, excluded

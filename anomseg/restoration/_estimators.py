@@ -50,6 +50,20 @@ def _residual(kind, observed, restored):
     return diff.mean(axis=-1) if diff.ndim == 3 else diff  # channels last
 
 
+def _tv_slices(batch, most):
+    """At most ``most`` evenly spaced slices of ``batch`` to choose the TV
+    weight on: among those with foreground and nothing excluded (or, failing
+    them, some voxel to count), since blank slices change at no weight."""
+    n = len(batch)
+    candidates = [i for i in range(n) if batch.foreground[i].any()]
+    if batch.excluded is not None:
+        whole = [i for i in candidates if not batch.excluded[i].any()]
+        candidates = whole or [i for i in candidates if batch.counted(i).any()]
+    candidates = np.asarray(candidates or range(n))
+    picks = np.linspace(0, len(candidates) - 1, min(len(candidates), most)).round()
+    return candidates[np.unique(picks.astype(int))]
+
+
 class _NormativePriorEstimator(TorchSegmenter):
     """Training of a torch prior by its negative ELBO, with early stopping."""
 
@@ -306,7 +320,7 @@ class _BaseRestorer(_NormativePriorEstimator):
         # Evenly spaced images keep the choice deterministic and its cost
         # bounded; the mean change converges long before all are used.
         n = len(batch)
-        chosen = np.unique(np.linspace(0, n - 1, min(n, self.max_tv_images)).round().astype(int))
+        chosen = _tv_slices(batch, self.max_tv_images)
         subset = batch.subset(chosen)
         grid = np.unique(np.asarray(self.tv_weights, dtype=float).ravel())
         weights, change, restored = self._search_tv_weight(subset, grid)
@@ -423,6 +437,7 @@ class VAERestorer(_BaseRestorer):
     %(restoration)s
     %(restoration_runtime)s
     %(max_fpr)s
+    %(postprocessing)s
     %(calibration_fraction)s
     %(random_state)s
     %(verbose)s
@@ -485,6 +500,7 @@ class VAERestorer(_BaseRestorer):
         inference_batch_size=16,
         device="auto",
         max_fpr=0.05,
+        postprocessing=None,
         calibration_fraction=0.2,
         random_state=None,
         verbose=0,
@@ -510,6 +526,7 @@ class VAERestorer(_BaseRestorer):
         self.inference_batch_size = inference_batch_size
         self.device = device
         self.max_fpr = max_fpr
+        self.postprocessing = postprocessing
         self.calibration_fraction = calibration_fraction
         self.random_state = random_state
         self.verbose = verbose
@@ -537,6 +554,7 @@ class GMVAERestorer(_BaseRestorer):
     %(restoration)s
     %(restoration_runtime)s
     %(max_fpr)s
+    %(postprocessing)s
     %(calibration_fraction)s
     %(random_state)s
     %(verbose)s
@@ -607,6 +625,7 @@ class GMVAERestorer(_BaseRestorer):
         inference_batch_size=16,
         device="auto",
         max_fpr=0.05,
+        postprocessing=None,
         calibration_fraction=0.2,
         random_state=None,
         verbose=0,
@@ -633,6 +652,7 @@ class GMVAERestorer(_BaseRestorer):
         self.inference_batch_size = inference_batch_size
         self.device = device
         self.max_fpr = max_fpr
+        self.postprocessing = postprocessing
         self.calibration_fraction = calibration_fraction
         self.random_state = random_state
         self.verbose = verbose
@@ -689,6 +709,7 @@ class VAEReconstructor(_NormativePriorEstimator):
         positive part, for hyper-intense lesions.
     %(torch_runtime)s
     %(max_fpr)s
+    %(postprocessing)s
     %(calibration_fraction)s
     %(random_state)s
     %(verbose)s
@@ -734,6 +755,7 @@ class VAEReconstructor(_NormativePriorEstimator):
         inference_batch_size=64,
         device="auto",
         max_fpr=0.05,
+        postprocessing=None,
         calibration_fraction=0.2,
         random_state=None,
         verbose=0,
@@ -750,6 +772,7 @@ class VAEReconstructor(_NormativePriorEstimator):
         self.inference_batch_size = inference_batch_size
         self.device = device
         self.max_fpr = max_fpr
+        self.postprocessing = postprocessing
         self.calibration_fraction = calibration_fraction
         self.random_state = random_state
         self.verbose = verbose

@@ -2,6 +2,7 @@
 
 from ._discovery import all_estimators
 from ._drift import describe_images, drift_messages
+from ._exclusion import LesionExclusion
 from ._validation import (
     ImageBatch,
     check_generator,
@@ -11,6 +12,7 @@ from ._validation import (
 
 __all__ = [
     "ImageBatch",
+    "LesionExclusion",
     "all_estimators",
     "check_generator",
     "check_images",

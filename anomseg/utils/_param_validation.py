@@ -39,6 +39,7 @@ __all__ = [
     "InvalidParameterError",
     "NumberSequence",
     "Options",
+    "SequenceOf",
     "StrOptions",
     "validate_parameter_constraints",
     "validate_params",
@@ -83,6 +84,27 @@ class NumberSequence(Options):
         return f"{kind} of {element.replace('float', 'floats').replace('int ', 'ints ')}"
 
 
+class SequenceOf(Options):
+    """A non-empty list or tuple whose items each satisfy ``constraint``
+    (such as a :class:`HasMethods`), like a list of post-processing steps.
+
+    A subclass of ``Options`` for the reason :class:`NumberSequence` is.
+    """
+
+    def __init__(self, constraint, description):
+        super(Options, self).__init__()
+        self.constraint = constraint
+        self.description = description
+
+    def is_satisfied_by(self, val):
+        if not isinstance(val, (list, tuple)) or not val:
+            return False
+        return all(self.constraint.is_satisfied_by(v) for v in val)
+
+    def __str__(self):
+        return f"a non-empty list of {self.description}"
+
+
 #: What the parameters shared by many estimators accept.
 COMMON_CONSTRAINTS = {
     "max_fpr": [Interval(Real, 0, 1, closed="neither")],
@@ -97,4 +119,11 @@ COMMON_CONSTRAINTS = {
     "device": [StrOptions({"auto", "cpu", "cuda"})],
     "inference_batch_size": [Interval(Integral, 1, None, closed="left")],
     "verbose": [Interval(Integral, 0, None, closed="left")],
+    "postprocessing": [
+        None,
+        SequenceOf(
+            HasMethods(["fit", "transform"]),
+            "mask filters (such as ConnectedComponentFilter, MorphologicalFilter)",
+        ),
+    ],
 }

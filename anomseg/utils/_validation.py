@@ -39,6 +39,10 @@ __all__ = [
 ]
 
 
+#: ``with_images``'s default: keep the batch's excluded masks.
+_KEEP = object()
+
+
 @dataclass(frozen=True)
 class ImageBatch:
     """Validated images: float32 arrays plus their foreground masks.
@@ -56,12 +60,25 @@ class ImageBatch:
         than a list.
     channel_axis : None or int
         ``None`` for single-channel images, ``-1`` for a trailing channel axis.
+    excluded : list of ndarray of bool or None, default=None
+        One spatial mask per sample of the voxels that ``fit`` must neither
+        train nor calibrate on (such as delineated lesions of patient scans
+        used as healthy data, see :class:`LesionExclusion`), or None. They
+        are still scored with the rest of their sample, as ``predict`` will
+        score them.
     """
 
     images: list
     foreground: list
     stacked: bool
     channel_axis: int | None = None
+    excluded: list | None = None
+
+    def __post_init__(self):
+        if self.excluded is not None and [e.shape for e in self.excluded] != [
+            f.shape for f in self.foreground
+        ]:  # a bug in a transformer, not user input
+            raise RuntimeError("ImageBatch: the excluded masks do not match the foregrounds.")
 
     def __len__(self):
         return len(self.images)
@@ -86,23 +103,66 @@ class ImageBatch:
         """The batch restricted to the samples at ``indices``."""
         indices = list(indices)
         return self.with_images(
-            [self.images[i] for i in indices], [self.foreground[i] for i in indices]
+            [self.images[i] for i in indices],
+            [self.foreground[i] for i in indices],
+            excluded=None if self.excluded is None else [self.excluded[i] for i in indices],
         )
 
-    def with_images(self, images, foreground=None):
+    def with_images(self, images, foreground=None, *, excluded=_KEEP):
         """A batch in this batch's layout holding other images (and, if
-        given, other foregrounds)."""
+        given, other foregrounds and excluded masks; a step that changes the
+        geometry passes the excluded masks changed alike)."""
         foreground = self.foreground if foreground is None else foreground
-        return ImageBatch(list(images), list(foreground), self.stacked, self.channel_axis)
+        excluded = self.excluded if excluded is _KEEP else excluded
+        return ImageBatch(
+            list(images),
+            list(foreground),
+            self.stacked,
+            self.channel_axis,
+            None if excluded is None else list(excluded),
+        )
+
+    def map_excluded(self, function):
+        """``function`` applied to every excluded mask (None stays None):
+        for steps that change the geometry."""
+        return None if self.excluded is None else [function(e) for e in self.excluded]
+
+    def with_excluded(self, excluded):
+        """The batch with other excluded masks (or None)."""
+        return self.with_images(self.images, excluded=excluded)
+
+    def counted(self, i):
+        """The voxels of sample ``i`` that calibration counts: its
+        foreground, less its excluded voxels."""
+        if self.excluded is None:
+            return self.foreground[i]
+        return self.foreground[i] & ~self.excluded[i]
+
+    def without_excluded(self):
+        """The batch whose foregrounds leave out the excluded voxels (as
+        background), for training."""
+        if self.excluded is None:
+            return self
+        return self.with_images(
+            self.images, [self.counted(i) for i in range(len(self))], excluded=None
+        )
 
     def concatenate(self, other):
         """The samples of this batch, then those of ``other``, as a list
         batch."""
+        excluded = None
+        if self.excluded is not None or other.excluded is not None:
+            excluded = [
+                np.zeros(fg.shape, bool) if e is None else e
+                for part in (self, other)
+                for fg, e in zip(part.foreground, part.excluded or [None] * len(part))
+            ]
         return ImageBatch(
             self.images + other.images,
             self.foreground + other.foreground,
             False,
             self.channel_axis,
+            excluded,
         )
 
     def zero_background(self, outputs):
@@ -122,7 +182,9 @@ class ImageBatch:
             return self
         images = [s for image in self.images for s in np.moveaxis(image, 2, 0)]
         foreground = [s for fg in self.foreground for s in np.moveaxis(fg, 2, 0)]
-        return ImageBatch(images, foreground, False, self.channel_axis)
+        excluded = self.map_excluded(lambda e: list(np.moveaxis(e, 2, 0)))
+        excluded = None if excluded is None else [s for e in excluded for s in e]
+        return ImageBatch(images, foreground, False, self.channel_axis, excluded)
 
     def from_slices(self, outputs):
         """Per-slice ``outputs`` of :meth:`to_slices` stacked back into one

@@ -18,7 +18,7 @@ import tempfile
 
 import numpy as np
 
-__all__ = ["ValueStore"]
+__all__ = ["MapStore", "ValueStore"]
 
 _SIGN = np.uint32(0x80000000)
 _NAN_KEY = np.uint32(0xFFFFFFFF)
@@ -162,3 +162,72 @@ class ValueStore:
             low = min(low, float(np.nanmin(chunk)))
             high = max(high, float(np.nanmax(chunk)))
         return low, high
+
+
+class MapStore:
+    """Anomaly maps with a boolean mask each (the voxels calibration
+    counts), kept in memory up to ``memory_limit`` bytes and in a temporary
+    file beyond, to be thresholded again and again: the calibration of
+    post-processed masks, whose false positives depend on the maps'
+    geometry and not on their values alone.
+
+    Use it as a context manager, or call :meth:`close`.
+
+    Parameters
+    ----------
+    memory_limit : int, default=2**26
+        Bytes held in memory before the maps go to a file.
+    """
+
+    def __init__(self, memory_limit=2**26):
+        self.memory_limit = memory_limit
+        self._held = []
+        self._held_bytes = 0
+        self._file = None
+        self._index = []
+
+    def __len__(self):
+        return len(self._held) + len(self._index)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        """Drop the maps and remove the file, if any."""
+        self._held, self._held_bytes, self._index = [], 0, []
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def append(self, anomaly_map, mask):
+        """Add a map (stored as float32) and its mask (as bool)."""
+        anomaly_map = np.asarray(anomaly_map, dtype=np.float32)
+        mask = np.asarray(mask, dtype=bool)
+        size = anomaly_map.nbytes + mask.nbytes
+        if self._file is None and self._held_bytes + size <= self.memory_limit:
+            self._held.append((anomaly_map.copy(), mask.copy()))
+            self._held_bytes += size
+            return
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="anomseg-maps-")  # noqa: SIM115 (closed by close())
+        self._file.seek(0, os.SEEK_END)
+        self._index.append((self._file.tell(), anomaly_map.shape, mask.shape))
+        self._file.write(anomaly_map.tobytes())
+        self._file.write(np.packbits(mask).tobytes())
+
+    def __iter__(self):
+        """Every ``(map, mask)`` pair, in the order appended."""
+        yield from self._held
+        if self._file is None:
+            return
+        self._file.flush()
+        for offset, map_shape, mask_shape in self._index:
+            self._file.seek(offset)
+            n = int(np.prod(map_shape))
+            anomaly_map = np.frombuffer(self._file.read(4 * n), np.float32).reshape(map_shape)
+            m = int(np.prod(mask_shape))
+            packed = np.frombuffer(self._file.read(-(-m // 8)), np.uint8)
+            yield anomaly_map, np.unpackbits(packed, count=m).astype(bool).reshape(mask_shape)

@@ -53,8 +53,13 @@ def test_channel_selection_and_component_filter():
     raw = FlairThreshold(max_fpr=0.1).fit(healthy)
     filtered = FlairThreshold(max_fpr=0.1, min_component_size=5).fit(healthy)
     raw_masks, filtered_masks = raw.predict(healthy), filtered.predict(healthy)
-    assert filtered_masks.sum() < raw_masks.sum()
-    assert not (filtered_masks & ~raw_masks).any()
+    # calibrated on the filtered masks: a lower threshold, the same rate
+    assert filtered.threshold_ < raw.threshold_
+    fpr = filtered_masks[healthy != 0].mean()
+    assert fpr == filtered.calibration_fpr_ and 0.09 < fpr <= 0.1
+    unfiltered = filtered.score_samples(healthy) > filtered.threshold_
+    assert filtered_masks.sum() < unfiltered.sum()
+    assert not (filtered_masks & ~unfiltered).any()
     from scipy import ndimage
 
     for mask in filtered_masks:
