@@ -16,7 +16,14 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 
-__all__ = ["METHODS", "Method", "estimator_classes", "method_class", "safe_classes"]
+__all__ = [
+    "COMBINERS",
+    "METHODS",
+    "Method",
+    "estimator_classes",
+    "method_class",
+    "safe_classes",
+]
 
 
 @dataclass(frozen=True)
@@ -77,23 +84,38 @@ METHODS = {
 }
 
 
-def method_class(name):
-    """The estimator class of the method called ``name``."""
-    module_name, class_name = METHODS[name].path.split(":")
+#: Estimators that combine others: not methods of ``anomseg fit --method``
+#: (the command line builds them from its options), but estimators that the
+#: safe format rebuilds, by class name to ``"module:Class"``.
+COMBINERS = {"AnomalyEnsemble": "anomseg.ensemble:AnomalyEnsemble"}
+
+
+def _import(path):
+    module_name, class_name = path.split(":")
     return getattr(importlib.import_module(module_name), class_name)
 
 
+def method_class(name):
+    """The estimator class of the method called ``name``."""
+    return _import(METHODS[name].path)
+
+
 def estimator_classes():
-    """Class name to class of every registered estimator (imports them)."""
-    return {cls.__name__: cls for cls in map(method_class, METHODS)}
+    """Class name to class of every registered estimator, the methods and
+    the combiners (imports them)."""
+    methods = {cls.__name__: cls for cls in map(method_class, METHODS)}
+    return methods | {name: _import(path) for name, path in COMBINERS.items()}
 
 
 def safe_classes():
     """Class name to class of everything a safe model file may rebuild: the
-    registered estimators, the preprocessing transformers and
-    :class:`~anomseg.preprocessing.AnomalyPipeline` (imports them)."""
-    from . import preprocessing
+    registered estimators, the preprocessing transformers,
+    :class:`~anomseg.preprocessing.AnomalyPipeline` and the mask filters of
+    :mod:`anomseg.postprocessing` (imports them)."""
+    from . import postprocessing, preprocessing
 
-    public = (getattr(preprocessing, name) for name in preprocessing.__all__)
-    classes = {cls.__name__: cls for cls in public if isinstance(cls, type)}
+    classes = {}
+    for module in (preprocessing, postprocessing):
+        public = (getattr(module, name) for name in module.__all__)
+        classes.update({cls.__name__: cls for cls in public if isinstance(cls, type)})
     return {**estimator_classes(), **classes}
