@@ -89,13 +89,46 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parse_param(text):
+    """``KEY=VALUE`` or ``METHOD:KEY=VALUE`` as ``(method or None, key,
+    value)``, the value read as a Python literal if it is one."""
     key, sep, value = text.partition("=")
-    if not sep or not key.isidentifier():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, such as n_bins=128; got {text!r}")
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value  # a plain string such as device=cuda
+    method, colon, name = key.rpartition(":")
+    if not sep or not name.isidentifier() or (colon and method not in METHODS):
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=VALUE (or METHOD:KEY=VALUE for one method of an ensemble), "
+            f"such as n_bins=128; got {text!r}"
+        )
+    with contextlib.suppress(ValueError, SyntaxError):  # else a string: device=cuda
+        value = ast.literal_eval(value)
+    return method or None, name, value
+
+
+def _int_option(option, least, allow=()):
+    """An argparse type: an int >= ``least`` (or one of ``allow``), or a
+    usage error naming ``option``."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or (value < least and value not in allow):
+            also = "".join(f" or {a}" for a in allow)
+            raise argparse.ArgumentTypeError(
+                f"{option} must be an integer >= {least}{also}; got {text!r}"
+            )
+        return value
+
+    parse.__name__ = option
+    return parse
+
+
+def _non_negative_int(option):
+    return _int_option(option, 0)
+
+
+def _positive_int(option, allow=()):
+    return _int_option(option, 1, allow)
 
 
 def _progress(iterable, description, enabled, total=None):
@@ -237,6 +270,66 @@ def _output_folder(output):
 
 
 # -- models ----------------------------------------------------------------------
+def _fit_estimator(args):
+    """The estimator that ``fit`` trains: the one method's, or, with
+    several ``--method`` or ``--ensemble N``, an AnomalyEnsemble of them
+    (N seeds of each method that has a random_state). ``--param KEY=VALUE``
+    goes to every member (and to the ensemble) that has KEY,
+    ``METHOD:KEY=VALUE`` to that method's members only."""
+    from ..ensemble import AnomalyEnsemble
+    from ..ensemble._ensemble import seed_members
+
+    if len(set(args.method)) < len(args.method):
+        raise CommandError(
+            "give each --method once; --ensemble N trains N seeds of each learned method."
+        )
+    for method, name, _ in args.param:
+        if method is not None and method not in args.method:
+            raise CommandError(
+                f"--param {method}:{name}=... names a method not given by --method."
+            )
+    shared = {"max_fpr": args.max_fpr}
+    own = {"postprocessing": _postprocessing(args)}
+    single = len(args.method) == 1 and args.ensemble == 1
+    if single:
+        if args.n_jobs not in (None, 1):
+            raise CommandError(
+                "--n-jobs trains the members of an ensemble at once; give several "
+                "--method or --ensemble N."
+            )
+        params = {name: value for _, name, value in args.param}
+        return _estimator(args.method[0], {**params, **shared, **own})
+    ensemble_params = set(AnomalyEnsemble([]).get_params(deep=False)) - {"estimators"}
+    used, members = set(), []
+    for method in args.method:
+        names = set(method_class(method)().get_params(deep=False))
+        params = {}
+        for target, name, value in args.param:
+            if target in (None, method) and name.split("__")[0] in names:
+                params[name] = value
+                used.add((target, name))
+        member = _estimator(method, {**params, **shared})
+        label = method.replace("-", "_")
+        if args.ensemble > 1 and "random_state" in names:
+            members += seed_members(member, args.ensemble, member.random_state, label)
+        else:
+            members.append((label, member))
+    ensemble = {name: value for target, name, value in args.param if name in ensemble_params}
+    used |= {(target, name) for target, name, _ in args.param if name in ensemble_params}
+    unused = [f"{t}:{n}" if t else n for t, n, _ in args.param if (t, n) not in used]
+    if unused:
+        raise CommandError(
+            f"--param {', '.join(unused)}: no method given (nor the ensemble) has "
+            "such a parameter."
+        )
+    try:
+        return AnomalyEnsemble(
+            members, n_jobs=args.n_jobs, **{**ensemble, **shared, **own}
+        ).check_params()
+    except TypeError as exc:
+        raise CommandError(f"bad --param for the ensemble: {exc}") from None
+
+
 def _estimator(method, params):
     """The estimator of ``method`` with ``params`` (``NAME__KEY`` ones go to
     the nested estimators the registry names), its parameters checked."""
@@ -315,21 +408,22 @@ def cmd_fit(args):
     from ..distributed import is_main_process, process_group
     from ..preprocessing import make_anomaly_pipeline
 
-    params = dict(args.param)
-    if "max_fpr" in params:
-        raise CommandError("set max_fpr with --max-fpr, not --param.")
+    for _, name, _ in args.param:
+        for own, option in (("max_fpr", "--max-fpr"), ("postprocessing", "--min-size")):
+            if name == own:
+                raise CommandError(f"set {name} with {option}, not --param.")
     if not 0 < args.max_fpr < 1:  # NaN too
         message = f"--max-fpr must be a false-positive rate in (0, 1); got {args.max_fpr}."
         raise CommandError(message)
-    estimator = _estimator(args.method, {**params, "max_fpr": args.max_fpr})
+    estimator = _fit_estimator(args)
+    methods = " and ".join(args.method)
     tags = get_tags(estimator).anomaly_tags
     if args.unlabelled and not tags.learns_from_unlabelled:
         takers = [
             m for m in METHODS if get_tags(method_class(m)()).anomaly_tags.learns_from_unlabelled
         ]
         raise CommandError(
-            f"--unlabelled is for {', '.join(takers)}; {args.method} learns from "
-            "healthy scans only."
+            f"--unlabelled is for {', '.join(takers)}; {methods} learn(s) from healthy scans only."
         )
     output = Path(args.output)
     if output.is_dir():
@@ -339,6 +433,7 @@ def cmd_fit(args):
     if output.exists() and not args.overwrite:
         raise CommandError(f"'{output}' exists; pass --overwrite to replace it.")
     references = _check_headers([*args.healthy, *args.unlabelled], unique=False)
+    exclusion = _exclusion(args, references)
     steps = _preprocessing_steps(args.foreground, tags.requires_scaled_input)
     model = make_anomaly_pipeline(*steps, estimator) if steps else estimator
     # Under torchrun, every process loads the scans and trains on its share
@@ -352,34 +447,95 @@ def cmd_fit(args):
         # time into memory-mapped files, so memory does not grow with them.
         healthy = list(args.healthy)
         if main:
-            print(f"fitting {args.method} on {len(healthy)} healthy scan(s)...", file=sys.stderr)
+            what = (
+                methods
+                if len(getattr(estimator, "estimators", [])) < 2
+                else (f"an ensemble of {len(estimator.estimators)} ({methods})")
+            )
+            print(f"fitting {what} on {len(healthy)} healthy scan(s)...", file=sys.stderr)
         if tags.learns_from_unlabelled and args.unlabelled:
             # Marked by y rather than passed apart, so that the preprocessing
             # steps of the pipeline transform them too.
             unlabelled = list(args.unlabelled)
             if main:
                 print(f"  and {len(unlabelled)} unlabelled scan(s)", file=sys.stderr)
+            if exclusion is not None:
+                exclusion.masks += [None] * len(unlabelled)
             with _reporting(estimator, progress):
-                model.fit(healthy + unlabelled, [0] * len(healthy) + [-1] * len(unlabelled))
+                model.fit(
+                    healthy + unlabelled,
+                    [0] * len(healthy) + [-1] * len(unlabelled),
+                    exclude=exclusion,
+                )
         else:
             with _reporting(estimator, progress):
-                model.fit(healthy)
+                model.fit(healthy, exclude=exclusion)
     if not main:
         return 0
     sizes = _voxel_sizes(references[: len(args.healthy)])
     metadata = {
-        "written_by": f"anomseg {__version__} fit --method {args.method}",
+        "written_by": f"anomseg {__version__} fit "
+        + " ".join(f"--method {m}" for m in args.method)
+        + (f" --ensemble {args.ensemble}" if args.ensemble > 1 else ""),
         "modality": args.modality,
         "n_healthy_scans": len(args.healthy),
         "voxel_size": [[min(axis) for axis in zip(*sizes)], [max(axis) for axis in zip(*sizes)]],
         "foreground": args.foreground,
     }
+    if exclusion is not None:
+        metadata["excluded"] = (
+            f"the voxels of {len(args.exclude)} lesion mask(s)"
+            + (f" grown by {args.exclude_margin} voxel(s)" if args.exclude_margin else "")
+            + (", widened to whole slices" if args.exclude_slices else "")
+        )
     model.save(output, overwrite=args.overwrite, metadata=metadata)
     print(
         f"saved {output}: threshold {estimator.threshold_:.4g} at healthy "
         f"FPR {estimator.max_fpr:g} (achieved {estimator.calibration_fpr_:.4f} on "
         f"{estimator.n_calibration_pixels_} calibration voxels)"
     )
+
+
+def _exclusion(args, references):
+    """The LesionExclusion of ``--exclude`` (one mask per healthy scan, on
+    its grid, checked from the headers before any work), or None."""
+    from ..io import load_nifti_reference, same_grid
+    from ..utils import LesionExclusion
+
+    if not args.exclude:
+        if args.exclude_margin or args.exclude_slices:
+            raise CommandError("--exclude-margin and --exclude-slices need --exclude masks.")
+        return None
+    if len(args.exclude) != len(args.healthy):
+        raise CommandError(
+            f"got {len(args.healthy)} healthy scan(s) but {len(args.exclude)} --exclude "
+            "mask(s); give one mask per healthy scan, in the same order."
+        )
+    for scan, mask, reference in zip(args.healthy, args.exclude, references):
+        if not same_grid(reference, load_nifti_reference(mask)):
+            raise CommandError(
+                f"--exclude mask '{mask}' is not on the grid of scan '{scan}' (shape "
+                f"{load_nifti_reference(mask).shape} vs {reference.shape}, or another "
+                "affine); give the masks in the order of the scans."
+            )
+    return LesionExclusion(
+        list(args.exclude), margin=args.exclude_margin, whole_slices=args.exclude_slices
+    )
+
+
+def _postprocessing(args):
+    """The mask filters of ``--opening``, ``--closing`` and ``--min-size``,
+    in that order, or None."""
+    from ..postprocessing import ConnectedComponentFilter, MorphologicalFilter
+
+    steps = []
+    if args.opening:
+        steps.append(MorphologicalFilter("opening", args.opening))
+    if args.closing:
+        steps.append(MorphologicalFilter("closing", args.closing))
+    if args.min_size > 1:
+        steps.append(ConnectedComponentFilter(min_size=args.min_size))
+    return steps or None
 
 
 def _preprocessing_steps(foreground, scale):
@@ -526,8 +682,7 @@ def _say_summary(command, counts, n_scans, summary=None):
 
 
 def cmd_evaluate(args):
-    import numpy as np
-
+    from ..io import same_grid
     from ..metrics import evaluate
 
     if len(args.scans) != len(args.truth):
@@ -540,14 +695,13 @@ def cmd_evaluate(args):
     for scan, truth, reference, truth_reference in zip(
         args.scans, args.truth, references, truth_references
     ):
-        if reference.canonical_shape != truth_reference.canonical_shape or not np.allclose(
-            reference.canonical_affine, truth_reference.canonical_affine, atol=1e-3
-        ):
+        if not same_grid(reference, truth_reference):
             raise CommandError(
                 f"mask '{truth}' is not on the grid of scan '{scan}' (shape "
                 f"{truth_reference.shape} vs {reference.shape}, or another affine); "
                 "resample it onto the scan."
             )
+    output = _report_path(args)
     model, metadata = _load_model(args.model, args.foreground, args.trust_pickle, "evaluate")
     images, _ = _load_scans(args.scans, args.progress)
     truths = [_read_truth(path) for path in args.truth]
@@ -558,26 +712,86 @@ def cmd_evaluate(args):
     ):
         with _reporting(model[-1], args.progress):
             maps.append(_scored(model, path, image, reference, metadata, "evaluate", masked=True))
-    report = evaluate(truths, maps, thresholds=model[-1].calibration_thresholds_)
+    final = model[-1]
+    report = evaluate(
+        truths,
+        maps,
+        thresholds=final.calibration_thresholds_,
+        postprocess=final.postprocess_mask,  # Dice of the masks predict writes
+    )
     print(f"{len(images)} scan(s), foreground voxels only; model {args.model}")
     print(report.to_table())
+    if output is not None:
+        _write_report(output, report, args, overwrite=args.overwrite)
+        print(f"wrote {output}")
+
+
+def _report_path(args):
+    """The ``--output`` file of evaluate, checked before any work."""
+    if args.output is None:
+        return None
+    output = Path(args.output)
+    if output.suffix.lower() not in (".json", ".csv"):
+        raise CommandError(f"--output '{output}' must end in .json or .csv.")
+    if output.is_dir():
+        raise CommandError(f"--output '{output}' is a folder; give the file to write.")
+    if not output.parent.is_dir():
+        raise CommandError(f"cannot write '{output}': folder '{output.parent}' does not exist.")
+    if output.exists() and not args.overwrite:
+        raise CommandError(f"'{output}' exists; pass --overwrite to replace it.")
+    return output
+
+
+def _write_report(path, report, args, overwrite):
+    """The report as JSON (``pooled`` and ``per_volume`` rows, and one
+    record per scan) or CSV (one row per scan, then the pooled and the mean
+    rows), written atomically."""
+    import csv
+    import io
+    import json
+
+    from ..io import atomic_write
+
+    scans = [
+        {"scan": str(scan), "truth": str(truth), **record}
+        for scan, truth, record in zip(args.scans, args.truth, report.volume_records())
+    ]
+    if path.suffix.lower() == ".json":
+        content = {
+            "model": str(args.model),
+            "pooled": [r for r in report.to_records() if r["aggregation"] == "pooled"],
+            "per_volume": [r for r in report.to_records() if r["aggregation"] == "per-volume"],
+            "scans": scans,
+        }
+        text = json.dumps(content, indent=1, allow_nan=True) + "\n"
+    else:
+        names = [
+            f"{r.metric} [{r.threshold}]" for r in report.results if r.aggregation == "pooled"
+        ]
+        rows = [*scans]
+        for aggregation in ("pooled", "per-volume"):
+            values = {
+                f"{r.metric} [{r.threshold}]": r.value
+                for r in report.results
+                if r.aggregation == aggregation
+            }
+            rows.append({"scan": aggregation, **values})
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, ["scan", "truth", "volume", "has_lesion", *names])
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buffer.getvalue()
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text), overwrite=overwrite)
 
 
 def _read_truth(path):
     """A ground-truth mask, which must hold 0 and 1 only."""
-    import numpy as np
+    from ..io import load_mask
 
-    from ..io import load_nifti
-
-    truth, _ = load_nifti(path)
-    values = np.unique(truth)
-    if not np.isin(values, (0, 1)).all():
-        shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if values.size > 5 else "")
-        raise CommandError(
-            f"mask '{path}' is not binary: it holds {values.size} values ({shown}); "
-            "give masks of 0 (healthy) and 1 (lesion)."
-        )
-    return truth > 0
+    try:
+        return load_mask(path)[0]
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def cmd_info(args):
@@ -596,7 +810,15 @@ def cmd_info(args):
     print(f"  written by anomseg {info['anomseg_version']}")
     print(f"  steps: {' -> '.join(info['steps'])}")
     for key, value in sorted(info["params"].items()):
+        if key == "estimators" and "members" in info:
+            continue
         print(f"  {info['estimator']}.{key} = {value!r}")
+    for member in info.get("members", []):
+        changed = ", ".join(f"{k}={v!r}" for k, v in sorted(member["params"].items()))
+        print(
+            f"  member {member['name']}: {member['estimator']}({changed}), "
+            f"own threshold {_figure(member['threshold'])}"
+        )
     healthy = calibration.pop("healthy_data", None) or {}
     for key, value in calibration.items():
         print(f"  calibration {key}: {_figure(value)}")
@@ -668,12 +890,33 @@ def build_parser():
         "--method",
         choices=sorted(METHODS),
         required=True,
-        help="The method: "
+        action="append",
+        help="The method (repeat it for an ensemble of several): "
         + "; ".join(f"{name}, {method.summary}" for name, method in METHODS.items())
         + ". The deep methods are 2D: each scan's foreground is scaled "
         "linearly so that its minimum is 0 and its 90th percentile 1 "
         "(brighter voxels, such as lesions, stay above 1), then the volume "
-        "is cut into slices along its last (axial) axis.",
+        "is cut into slices along its last (axial) axis. Several --method "
+        "make an ensemble (see --ensemble).",
+    )
+    fit.add_argument(
+        "--ensemble",
+        type=_positive_int("--ensemble"),
+        default=1,
+        metavar="N",
+        help="Train N seeds of each learned method and combine them, with any "
+        "other --method, into one ensemble (anomseg.ensemble.AnomalyEnsemble): "
+        "each member's map becomes its healthy tail probability, their -log10 "
+        "are averaged, and the ensemble's threshold is calibrated like any "
+        "model's. Costs N times the training; removes most of the luck of a seed.",
+    )
+    fit.add_argument(
+        "--n-jobs",
+        type=_positive_int("--n-jobs", allow=(-1,)),
+        default=None,
+        metavar="N",
+        help="Ensembles only: train N members at once in worker processes that "
+        "share the cores (-1: one per core); each holds its own network.",
     )
     fit.add_argument(
         "--unlabelled",
@@ -716,9 +959,61 @@ def build_parser():
         "(repeatable). VALUE is read as a Python literal, such as "
         "'step_sizes=(0.01, 0.005)', or else as a string, such as device=cpu. "
         "For inpainting-predictor, inpainter__KEY=VALUE sets a parameter of "
-        "the inpainting model it learns from, e.g. inpainter__n_steps=500.",
+        "the inpainting model it learns from, e.g. inpainter__n_steps=500. In "
+        "an ensemble, KEY=VALUE goes to every member that has KEY (and to the "
+        "ensemble: random_state also seeds the members' seeds), and "
+        "METHOD:KEY=VALUE to one method's members, e.g. denoising-ae:width=16.",
     )
     _add_foreground_option(fit)
+    fit.add_argument(
+        "--exclude",
+        nargs="+",
+        default=[],
+        metavar="MASK.nii.gz",
+        help="Lesion masks of 0 and 1, one per healthy scan, in the same order, on "
+        "the scans' grids: fit on the healthy parts of patient scans. Their voxels "
+        "are used neither for training nor for calibration; each scan is still "
+        "scored whole, as predict will score it.",
+    )
+    fit.add_argument(
+        "--exclude-margin",
+        type=_non_negative_int("--exclude-margin"),
+        default=0,
+        metavar="VOXELS",
+        help="Also exclude the voxels within this many voxels of a lesion (default 0).",
+    )
+    fit.add_argument(
+        "--exclude-slices",
+        action="store_true",
+        help="Exclude every axial slice that holds a lesion voxel (after the "
+        "margin), not just the voxels: the deep methods, which learn from whole "
+        "slices, then train on lesion-free slices only.",
+    )
+    fit.add_argument(
+        "--min-size",
+        type=_non_negative_int("--min-size"),
+        default=0,
+        metavar="VOXELS",
+        help="Remove from every mask the connected lesions (26-connected in 3D) "
+        "smaller than this many voxels (default 0: none). The threshold is "
+        "calibrated on the filtered masks, so --max-fpr holds for what predict writes.",
+    )
+    fit.add_argument(
+        "--opening",
+        type=_non_negative_int("--opening"),
+        default=0,
+        metavar="RADIUS",
+        help="Open every mask with a ball of this radius in voxels first (removes "
+        "thin specks; default 0: none); calibrated like --min-size.",
+    )
+    fit.add_argument(
+        "--closing",
+        type=_non_negative_int("--closing"),
+        default=0,
+        metavar="RADIUS",
+        help="Then close every mask with a ball of this radius (fills small gaps; "
+        "default 0: none); calibrated like --min-size.",
+    )
     fit.add_argument("--overwrite", action="store_true", help="Replace MODEL if it exists.")
 
     predict = add(
@@ -797,6 +1092,17 @@ def build_parser():
         metavar="MASK.nii.gz",
         help="Ground-truth masks of 0 and 1, one per scan, in the same order, "
         "on the scans' grids.",
+    )
+    evaluate.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="Also write the figures to FILE: .json (pooled and per-volume rows, "
+        "and every scan's own figures) or .csv (a row per scan, then the pooled "
+        "and per-volume rows); written atomically.",
+    )
+    evaluate.add_argument(
+        "--overwrite", action="store_true", help="Replace the --output file if it exists."
     )
     _add_model_options(evaluate)
 

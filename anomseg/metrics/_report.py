@@ -69,10 +69,20 @@ class EvaluationReport:
     Parameters
     ----------
     results : list of MetricResult
+    volumes : list of list of MetricResult, default=None
+        The metrics of each volume on its own, in the order of the volumes
+        (their ``aggregation`` is ``"volume"``); empty lists for volumes
+        without a lesion.
+
+    Attributes
+    ----------
+    volumes : list of list of MetricResult
+        As given (empty if None).
     """
 
-    def __init__(self, results):
+    def __init__(self, results, volumes=None):
         self.results = list(results)
+        self.volumes = [list(v) for v in volumes or []]
 
     def __getitem__(self, key):
         matches = [
@@ -90,6 +100,16 @@ class EvaluationReport:
     def to_records(self):
         """Rows as a list of dicts."""
         return [asdict(r) for r in self.results]
+
+    def volume_records(self):
+        """One dict per volume: its index (``volume``), whether it holds a
+        lesion (``has_lesion``), and each metric's value keyed as
+        ``"<metric> [<threshold>]"`` (none for volumes without a lesion)."""
+        return [
+            {"volume": i, "has_lesion": bool(rows)}
+            | {f"{r.metric} [{r.threshold}]": r.value for r in rows}
+            for i, rows in enumerate(self.volumes)
+        ]
 
     def to_table(self):
         """The report as an aligned plain-text table."""
@@ -116,7 +136,7 @@ class EvaluationReport:
         return f"EvaluationReport({len(self.results)} metrics)\n{self.to_table()}"
 
 
-def _metric_rows(y_true, y_score, foreground, thresholds):
+def _metric_rows(y_true, y_score, foreground, thresholds, postprocess=None):
     """(metric, threshold source, value) for one pooled set of samples.
 
     ``thresholds`` holds one ``{rate: threshold}`` dict per sample.
@@ -130,8 +150,17 @@ def _metric_rows(y_true, y_score, foreground, thresholds):
     ]
     sizes = [int(np.count_nonzero(f)) for f in foreground]
     for rate in sorted(thresholds[0]):
-        per_pixel = np.repeat([t[rate] for t in thresholds], sizes)
-        rows.append(("Dice", _calibrated(rate), dice_score(labels, scores > per_pixel)))
+        if postprocess is None:
+            per_pixel = np.repeat([t[rate] for t in thresholds], sizes)
+            predicted = scores > per_pixel
+        else:  # the masks as predict returns them, then pooled
+            predicted = np.concatenate(
+                [
+                    np.asarray(postprocess((s > t[rate]) & f), dtype=bool)[f]
+                    for s, t, f in zip(y_score, thresholds, foreground)
+                ]
+            )
+        rows.append(("Dice", _calibrated(rate), dice_score(labels, predicted)))
     rows += [
         ("FPR at Youden", ORACLE, curve.youden_fpr),
         ("FNR at Youden", ORACLE, curve.youden_fnr),
@@ -173,6 +202,7 @@ def evaluate(
     thresholds=None,
     groups=None,
     per_volume=True,
+    postprocess=None,
 ):
     """Evaluate anomaly maps against ground-truth masks.
 
@@ -209,7 +239,13 @@ def evaluate(
     per_volume : bool, default=True
         Whether to add per-volume mean ± sd rows. Volumes without any lesion
         are left out of them (their AUROC is undefined); the row says how
-        many volumes were averaged.
+        many volumes were averaged. Each volume's own figures are in the
+        report's ``volumes``.
+    postprocess : callable or None, default=None
+        Applied to each sample's boolean mask (spatial) after thresholding
+        at a calibrated threshold, before Dice: an estimator's
+        :meth:`~anomseg.base.BaseAnomalySegmenter.postprocess_mask`, so that
+        the calibrated Dice is that of the masks ``predict`` returns.
 
     Returns
     -------
@@ -240,17 +276,20 @@ def evaluate(
 
     results = [
         MetricResult(metric, "pooled", source, value)
-        for metric, source, value in _metric_rows(trues, scores, fgs, thresholds)
+        for metric, source, value in _metric_rows(trues, scores, fgs, thresholds, postprocess)
     ]
     if not per_volume:
         return EvaluationReport(results)
 
-    per_volume_rows = []
+    per_volume_rows, volumes = [], []
     for volume in _group_samples(list(zip(trues, scores, fgs, thresholds)), groups):
         t, s, f, th = (list(x) for x in zip(*volume))
         if not any(np.any(ti[fi]) for ti, fi in zip(t, f)):
+            volumes.append([])
             continue
-        per_volume_rows.append(_metric_rows(t, s, f, th))
+        rows = _metric_rows(t, s, f, th, postprocess)
+        per_volume_rows.append(rows)
+        volumes.append([MetricResult(m, "volume", source, value) for m, source, value in rows])
     pooled_rows = list(results)
     for i, pooled in enumerate(pooled_rows):
         values = np.array([rows[i][2] for rows in per_volume_rows], dtype=float)
@@ -258,4 +297,4 @@ def evaluate(
         mean = float(values.mean()) if n else float("nan")
         sd = float(values.std(ddof=1)) if n > 1 else float("nan")
         results.append(MetricResult(pooled.metric, "per-volume", pooled.threshold, mean, sd, n))
-    return EvaluationReport(results)
+    return EvaluationReport(results, volumes)
