@@ -177,6 +177,7 @@ class TorchSegmenter(BaseAnomalySegmenter):
         key: COMMON_CONSTRAINTS[key]
         for key in (
             "max_fpr",
+            "smoothing",
             "postprocessing",
             "calibration_fraction",
             "random_state",

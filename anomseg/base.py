@@ -61,6 +61,7 @@ from .utils._param_validation import (
     validate_parameter_constraints,
     validate_params,
 )
+from .utils._smoothing import smooth_map
 from .utils._values import MapStore, ValueStore
 
 __all__ = [
@@ -321,7 +322,7 @@ class BaseAnomalySegmenter(BaseEstimator):
         """
         self._check_calibrated()
         batch = self._validate_images(X, "predict")
-        return batch.wrap(self.threshold_maps(self._score_batch(batch)))
+        return batch.wrap(self.threshold_maps(batch.to_masked(self._score_batch(batch))))
 
     def threshold_maps(self, maps):
         """Masks of anomaly maps computed elsewhere (for example mapped back
@@ -339,10 +340,11 @@ class BaseAnomalySegmenter(BaseEstimator):
             In the layout of ``maps``.
         """
         self._check_calibrated()
-        masks = [
-            self._postprocess_mask((np.ma.getdata(m) > self.threshold_) & ~np.ma.getmaskarray(m))
-            for m in maps
-        ]
+        masks = []
+        for m in maps:
+            inside = ~np.ma.getmaskarray(m)  # a closing may reach the background
+            masks.append(self._postprocess_mask((np.ma.getdata(m) > self.threshold_) & inside))
+            masks[-1] &= inside
         return masks if isinstance(maps, list) else np.stack(masks)
 
     def postprocess_mask(self, mask):
@@ -362,7 +364,7 @@ class BaseAnomalySegmenter(BaseEstimator):
         """
         return self._postprocess_mask(np.asarray(mask, dtype=bool))
 
-    def tail_probability(self, maps):
+    def tail_probability(self, maps, *, log=False):
         """The healthy tail probability of anomaly scores: the fraction of
         the healthy calibration voxels that scored at least as high.
 
@@ -371,24 +373,34 @@ class BaseAnomalySegmenter(BaseEstimator):
         averages its negative logarithm over members). Between the quantiles
         of ``healthy_quantiles_`` it is interpolated in log scale; above the
         highest healthy score, where healthy data say only that it is below
-        ``1 / n_calibration_pixels_``, it keeps falling exponentially at the
-        rate of the highest 0.1 %% of the healthy scores, so that the scores
-        of lesions keep their order.
+        ``1 / n_calibration_pixels_``, it keeps falling exponentially, at the
+        rate that the highest 1 %% of the healthy scores fall at (a least
+        squares fit of their log tail), so that the scores of lesions keep
+        their order.
 
         Parameters
         ----------
         maps : ndarray or list of ndarray
             Anomaly maps of this estimator (``score_samples``).
+        log : bool, default=False
+            Return the natural logarithm of the tail probability, which does
+            not underflow far above the healthy scores.
 
         Returns
         -------
         tail : ndarray of float32 or list of ndarray
-            In the layout of ``maps``; in (0, 1], 1 where a score is at most
-            the lowest healthy one (as outside the foreground).
+            In the layout of ``maps``: in (0, 1] (below about 1e-38, the
+            smallest float32, it is that), 1 where a score is at most the
+            lowest healthy one (as outside the foreground); or its logarithm,
+            at most 0.
         """
         check_is_fitted(self, "healthy_quantiles_")
         transform = _TailTransform(self.healthy_quantiles_)
-        tails = [transform(np.ma.getdata(m)) for m in maps]
+        tiny = np.finfo(np.float32).tiny
+        tails = []
+        for m in maps:
+            out = transform.log(np.ma.getdata(m))
+            tails.append((out if log else np.maximum(np.exp(out), tiny)).astype(np.float32))
         return tails if isinstance(maps, list) else np.stack(tails)
 
     def decision_function(self, X):
@@ -613,6 +625,9 @@ class BaseAnomalySegmenter(BaseEstimator):
                     f"{type(self).__name__}._score returned shape {m.shape} "
                     f"for sample {i} of spatial shape {fg.shape}."
                 )
+        sigma = getattr(self, "smoothing", None)
+        if sigma is not None:
+            return [smooth_map(m, fg, sigma) for m, fg in zip(maps, batch.foreground)]
         return batch.zero_background(maps)
 
     def _foreground_values(self, batch, store, maps=None, maps_store=None):
@@ -857,6 +872,14 @@ def _to_record(model, classes):
     else:
         export = getattr(model, "_export_state", None)
         params, attributes, weights = export() if export else _plain_state(model)
+    fitted = {}
+    for key, value in list(attributes.items()):
+        if _is_fitted_list(value):  # such as an ensemble's estimators_
+            fitted[key] = []
+            for k, member in enumerate(attributes.pop(key)):
+                member_record, member_weights = _to_record(member, classes)
+                fitted[key].append(member_record)
+                weights.update({f"{key}/{k}/{w}": v for w, v in member_weights.items()})
     record = {
         "estimator": name,
         "params": encoded(params, "parameter"),
@@ -864,7 +887,19 @@ def _to_record(model, classes):
     }
     if isinstance(model, Pipeline):
         record["steps"] = steps
+    if fitted:
+        record["fitted"] = fitted
     return record, weights
+
+
+def _is_fitted_list(value):
+    """Whether a fitted attribute is a list of fitted anomseg estimators,
+    which the safe format holds as records of their own."""
+    return (
+        isinstance(value, list)
+        and len(value) > 0
+        and all(isinstance(v, BaseAnomalySegmenter) for v in value)
+    )
 
 
 def _from_record(record, weights, classes, device):
@@ -887,8 +922,22 @@ def _from_record(record, weights, classes, device):
         return _plain_import(cls, {"steps": steps, **params}, attributes)
     importer = getattr(cls, "_import_state", None)
     if importer is not None:
-        return importer(params, attributes, weights, device)
-    return _plain_import(cls, params, attributes)
+        model = importer(params, attributes, weights, device)
+    else:
+        model = _plain_import(cls, params, attributes)
+    for key, records in record.get("fitted", {}).items():
+        if not (_is_fitted_attribute(key) and isinstance(records, list)):
+            raise ValueError(f"its {name} holds a malformed '{key}'")
+        members = []
+        for k, member in enumerate(records):
+            prefix = f"{key}/{k}/"
+            own = {w[len(prefix) :]: v for w, v in weights.items() if w.startswith(prefix)}
+            members.append(_from_record(member, own, classes, device))
+        setattr(model, key, members)
+    check = getattr(model, "_check_loaded", None)
+    if check is not None:
+        check()
+    return model
 
 
 def _final(model):
@@ -1131,7 +1180,7 @@ def model_info(path):
         "calibration": content["info"].get("calibration", {}),
         "metadata": content["info"].get("metadata", {}),
     }
-    members = decode(records[-1]["attributes"], classes).get("member_records_")
+    members = records[-1].get("fitted", {}).get("estimators_")
     if isinstance(members, list):
         info["members"] = _members_info(info["params"].get("estimators") or [], members, classes)
     return info
@@ -1186,8 +1235,8 @@ class _TailTransform:
     """The log tail probability of scores, from ``healthy_quantiles_``
     (see :meth:`BaseAnomalySegmenter.tail_probability`)."""
 
-    #: The tail fraction from which the exponential tail's rate is measured.
-    _TOP = 1e-3
+    #: The tail fractions whose quantiles set the exponential tail's rate.
+    _TOP = 1e-2
 
     def __init__(self, quantiles):
         values = np.asarray(quantiles["value"], dtype=np.float64)
@@ -1195,13 +1244,21 @@ class _TailTransform:
         # Ties: a value's tail is that of its first (largest-tail) quantile.
         self.values, first = np.unique(values, return_index=True)
         self.log_tail = log_tail[first]
-        top = min(np.searchsorted(-self.log_tail, -np.log(self._TOP)), len(self.values) - 1)
-        spread = self.values[-1] - self.values[min(top, len(self.values) - 2)]
-        fall = self.log_tail[min(top, len(self.values) - 2)] - self.log_tail[-1]
-        if len(self.values) < 2 or spread <= 0 or fall <= 0:
-            spread = max(self.values[-1] - self.values[0], abs(self.values[-1]), 1e-12)
-            fall = max(self.log_tail[0] - self.log_tail[-1], 1.0)
-        self.rate = fall / spread
+        self.rate = self._rate()
+
+    def _rate(self):
+        """The rate at which the log tail falls with the score among the
+        highest healthy scores: least squares over their quantiles (at least
+        3 of them), which a few nearly equal top values do not sway."""
+        for top in (self._TOP, 0.1, 1.0):
+            upper = self.log_tail <= np.log(top)
+            if upper.sum() >= 3:
+                x, y = self.values[upper], self.log_tail[upper]
+                slope = np.polyfit(x - x.mean(), y, 1)[0]
+                if slope < 0:
+                    return -slope
+        spread = max(self.values[-1] - self.values[0], abs(self.values[-1]), 1e-12)
+        return max(self.log_tail[0] - self.log_tail[-1], 1.0) / spread
 
     def log(self, scores):
         """``log P(healthy >= score)``, float64."""
@@ -1210,9 +1267,6 @@ class _TailTransform:
         above = scores > self.values[-1]
         out[above] = self.log_tail[-1] - self.rate * (scores[above] - self.values[-1])
         return out
-
-    def __call__(self, scores):
-        return np.exp(self.log(scores)).astype(np.float32)
 
 
 class _PostprocessedSearch:

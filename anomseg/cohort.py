@@ -409,6 +409,8 @@ def _run_local(model, planned, overwrite, metadata, n_jobs):
             executor.shutdown(wait=True, kill_workers=True)
             for _, targets in planned:
                 remove_temporaries(targets)
+        else:  # release the workers and their models, and loky's shared executor
+            executor.shutdown(wait=True)
 
 
 def _run_dask(model, planned, overwrite, metadata, scheduler):

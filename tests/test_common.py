@@ -15,9 +15,12 @@ from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 from sklearn.utils import get_tags
 
+from anomseg.baselines import FlairThreshold
 from anomseg.datasets import make_healthy_images
+from anomseg.denoising import DenoisingAESegmenter
 from anomseg.exceptions import NotFittedError, ShapeMismatchError
 from anomseg.inpainting import InpaintingLocalizer
+from anomseg.postprocessing import ConnectedComponentFilter
 from anomseg.utils import all_estimators
 
 #: Parameters that make each estimator fast enough for the default suite.
@@ -41,6 +44,16 @@ _TINY_INPAINTER = {
     "calibration_fraction": 0.5,
     "device": "cpu",
 }
+_TINY_DAE = {
+    "width": 4,
+    "depth": 3,
+    "noise_resolution": 4,
+    "n_epochs": 4,
+    "batch_size": 4,
+    "validation_fraction": 0.0,
+    "calibration_fraction": 0.5,
+    "device": "cpu",
+}
 TINY_PARAMS = {
     "VAEReconstructor": _TINY_PRIOR,
     "VAERestorer": {**_TINY_PRIOR, **_TINY_RESTORATION},
@@ -55,15 +68,14 @@ TINY_PARAMS = {
         "calibration_fraction": 0.5,
         "device": "cpu",
     },
-    "DenoisingAESegmenter": {
-        "width": 4,
-        "depth": 3,
-        "noise_resolution": 4,
-        "n_epochs": 4,
-        "batch_size": 4,
-        "validation_fraction": 0.0,
+    "DenoisingAESegmenter": _TINY_DAE,
+    # A learned member and a learning-free one, on one scale.
+    "AnomalyEnsemble": {
+        "estimators": [
+            ("dae", DenoisingAESegmenter(**_TINY_DAE, random_state=0)),
+            ("flair", FlairThreshold()),
+        ],
         "calibration_fraction": 0.5,
-        "device": "cpu",
     },
     "InpaintingLocalizer": _TINY_INPAINTER,
     "InpaintingLossPredictor": {
@@ -86,12 +98,17 @@ MAX_FPR = 0.1
 
 
 def make_estimator(cls, **params):
-    return cls(**{"max_fpr": MAX_FPR, **TINY_PARAMS.get(cls.__name__, {}), **params})
+    # Fresh copies: nested estimators (an ensemble's members, an inpainter)
+    # must not be shared between the instances of different tests.
+    tiny = {
+        key: clone(value, safe=False) for key, value in TINY_PARAMS.get(cls.__name__, {}).items()
+    }
+    return cls(**{"max_fpr": MAX_FPR, **tiny, **params})
 
 
 def _seeded(cls):
     """Parameters giving a fixed random_state when the estimator has one."""
-    return {"random_state": 0} if "random_state" in cls().get_params() else {}
+    return {"random_state": 0} if "random_state" in make_estimator(cls).get_params() else {}
 
 
 @pytest.fixture(scope="module")
@@ -249,6 +266,23 @@ class TestContract:
         assert fpr <= 0.01
         assert est.threshold_ == est.calibration_thresholds_[0.01]
 
+    def test_postprocessing_is_calibrated(self, name, cls, fitted, healthy_unseen):
+        """With a component filter, predict returns the filtered masks of
+        ``maps > threshold_``, and their FPR on the calibration pixels is
+        calibration_fpr_, at most max_fpr. (Recalibrated rather than refitted,
+        to keep it quick: calibrate runs the same calibration as fit.)"""
+        est = pickle.loads(pickle.dumps(fitted[name]))
+        est.set_params(postprocessing=[ConnectedComponentFilter(min_size=3)])
+        est.calibrate(healthy_unseen)
+        maps = est.score_samples(healthy_unseen)
+        masks = est.predict(healthy_unseen)
+        by_hand = ConnectedComponentFilter(min_size=3).transform(maps > est.threshold_)
+        np.testing.assert_array_equal(masks, by_hand)
+        np.testing.assert_array_equal(est.threshold_maps(maps), by_hand)
+        fpr = masks[healthy_unseen != 0].mean()
+        assert est.calibration_fpr_ <= MAX_FPR
+        assert fpr == pytest.approx(est.calibration_fpr_, abs=1e-3)
+
     def test_same_seed_same_result(self, name, cls, healthy, healthy_unseen, fitted, request):
         check(request, name, "seed")
         again = make_estimator(cls, **_seeded(cls)).fit(healthy)
@@ -338,16 +372,16 @@ class TestContract:
         else:
             assert est.score_samples(other).shape == other.shape
         if "channel_axis" in est.get_params():
+            # nested estimators (an ensemble's members) get the channel axis too
+            axes = {k: -1 for k in est.get_params() if k.split("__")[-1] == "channel_axis"}
             two_channels = np.stack([healthy[:2]] * 2, axis=-1)
             with pytest.raises(ShapeMismatchError, match="channel"):
-                clone(est).set_params(channel_axis=-1).fit(healthy[..., None]).score_samples(
-                    two_channels
-                )
+                clone(est).set_params(**axes).fit(healthy[..., None]).score_samples(two_channels)
 
 
 @pytest.mark.parametrize(
     "name, cls",
-    [(n, c) for n, c in ESTIMATORS if get_tags(c()).anomaly_tags.learns_from_images],
+    [(n, c) for n, c in ESTIMATORS if get_tags(make_estimator(c)).anomaly_tags.learns_from_images],
 )
 def test_calibration_is_held_out_by_group(name, cls, healthy):
     groups = np.repeat(np.arange(4), 3)

@@ -92,6 +92,7 @@ class ASCNetSegmenter(TorchSegmenter):
         Radius of the 2D closing that follows, which fills small holes.
     %(torch_runtime)s
     %(max_fpr)s
+    %(smoothing)s
     %(postprocessing)s
     %(calibration_fraction)s
     %(random_state)s
@@ -203,6 +204,7 @@ class ASCNetSegmenter(TorchSegmenter):
         inference_batch_size=64,
         device="auto",
         max_fpr=0.05,
+        smoothing=None,
         postprocessing=None,
         calibration_fraction=0.2,
         random_state=None,
@@ -225,6 +227,7 @@ class ASCNetSegmenter(TorchSegmenter):
         self.inference_batch_size = inference_batch_size
         self.device = device
         self.max_fpr = max_fpr
+        self.smoothing = smoothing
         self.postprocessing = postprocessing
         self.calibration_fraction = calibration_fraction
         self.random_state = random_state
@@ -256,7 +259,7 @@ class ASCNetSegmenter(TorchSegmenter):
             )
 
     # -- fit ----------------------------------------------------------------------
-    def fit(self, X, y=None, groups=None, *, calibrate=True, X_unlabelled=None):
+    def fit(self, X, y=None, groups=None, *, exclude=None, calibrate=True, X_unlabelled=None):
         """Train on reference images and an unlabelled input set, then
         calibrate the threshold.
 
@@ -277,6 +280,10 @@ class ASCNetSegmenter(TorchSegmenter):
             Group label (such as the patient) of each sample of ``X``;
             calibration images are held out from the reference by whole
             groups.
+        exclude : list or LesionExclusion, default=None
+            Voxels of the reference images to neither train nor calibrate
+            on (see :meth:`~anomseg.base.BaseAnomalySegmenter.fit`); None
+            for the unlabelled ones, which are learnt from whole.
         calibrate : bool, default=True
             Whether to hold out reference images and calibrate
             ``threshold_`` on them (see
@@ -289,7 +296,9 @@ class ASCNetSegmenter(TorchSegmenter):
         -------
         self : object
         """
-        return super().fit(X, y, groups, calibrate=calibrate, X_unlabelled=X_unlabelled)
+        return super().fit(
+            X, y, groups, exclude=exclude, calibrate=calibrate, X_unlabelled=X_unlabelled
+        )
 
     def _fit_inputs(self, batch, y, groups, X_unlabelled=None):
         is_reference = self._reference_mask(y, len(batch))

@@ -32,6 +32,7 @@ class FlairThreshold(BaseAnomalySegmenter):
     Parameters
     ----------
     %(max_fpr)s
+    %(smoothing)s
     %(postprocessing)s
     n_bins : int >= 2, default=256
         Histogram bins of the equalisation (256 as in the reference code).
@@ -77,6 +78,7 @@ class FlairThreshold(BaseAnomalySegmenter):
 
     _parameter_constraints: dict = {
         "max_fpr": COMMON_CONSTRAINTS["max_fpr"],
+        "smoothing": COMMON_CONSTRAINTS["smoothing"],
         "postprocessing": COMMON_CONSTRAINTS["postprocessing"],
         "n_bins": [Interval(Integral, 2, None, closed="left")],
         "channel_axis": COMMON_CONSTRAINTS["channel_axis"],
@@ -92,6 +94,7 @@ class FlairThreshold(BaseAnomalySegmenter):
     def __init__(
         self,
         max_fpr=0.05,
+        smoothing=None,
         postprocessing=None,
         n_bins=256,
         channel_axis=None,
@@ -99,6 +102,7 @@ class FlairThreshold(BaseAnomalySegmenter):
         min_component_size=0,
     ):
         self.max_fpr = max_fpr
+        self.smoothing = smoothing
         self.postprocessing = postprocessing
         self.n_bins = n_bins
         self.channel_axis = channel_axis

@@ -123,6 +123,21 @@ def _int_option(option, least, allow=()):
     return parse
 
 
+def _sigma(text):
+    """``--smoothing``: a standard deviation > 0, or one >= 0 per axis."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    single = len(values) == 1 and values[0] > 0
+    if not (single or (len(values) in (2, 3) and all(v >= 0 for v in values) and any(values))):
+        raise argparse.ArgumentTypeError(
+            "--smoothing must be a standard deviation > 0 in voxels, or one >= 0 per "
+            f"axis such as 2,2,1; got {text!r}"
+        )
+    return values[0] if single else tuple(values)
+
+
 def _non_negative_int(option):
     return _int_option(option, 0)
 
@@ -289,7 +304,7 @@ def _fit_estimator(args):
                 f"--param {method}:{name}=... names a method not given by --method."
             )
     shared = {"max_fpr": args.max_fpr}
-    own = {"postprocessing": _postprocessing(args)}
+    own = {"postprocessing": _postprocessing(args), "smoothing": args.smoothing}
     single = len(args.method) == 1 and args.ensemble == 1
     if single:
         if args.n_jobs not in (None, 1):
@@ -301,7 +316,7 @@ def _fit_estimator(args):
         return _estimator(args.method[0], {**params, **shared, **own})
     ensemble_params = set(AnomalyEnsemble([]).get_params(deep=False)) - {"estimators"}
     used, members = set(), []
-    for method in args.method:
+    for stream, method in enumerate(args.method):
         names = set(method_class(method)().get_params(deep=False))
         params = {}
         for target, name, value in args.param:
@@ -311,7 +326,7 @@ def _fit_estimator(args):
         member = _estimator(method, {**params, **shared})
         label = method.replace("-", "_")
         if args.ensemble > 1 and "random_state" in names:
-            members += seed_members(member, args.ensemble, member.random_state, label)
+            members += seed_members(member, args.ensemble, member.random_state, label, stream)
         else:
             members.append((label, member))
     ensemble = {name: value for target, name, value in args.param if name in ensemble_params}
@@ -398,7 +413,9 @@ def _plain(message):
     ``[Class.method]`` prefix, and with its options for the API's
     arguments."""
     text = re.sub(r"^\[[^\]]*\] ", "", str(message).strip().splitlines()[0])
-    return text.replace("pass overwrite=True", "pass --overwrite")
+    return text.replace("pass overwrite=True", "pass --overwrite").replace(
+        "'exclude'", "--exclude"
+    )
 
 
 # -- commands ------------------------------------------------------------------
@@ -409,7 +426,11 @@ def cmd_fit(args):
     from ..preprocessing import make_anomaly_pipeline
 
     for _, name, _ in args.param:
-        for own, option in (("max_fpr", "--max-fpr"), ("postprocessing", "--min-size")):
+        for own, option in (
+            ("max_fpr", "--max-fpr"),
+            ("postprocessing", "--min-size"),
+            ("smoothing", "--smoothing"),
+        ):
             if name == own:
                 raise CommandError(f"set {name} with {option}, not --param.")
     if not 0 < args.max_fpr < 1:  # NaN too
@@ -499,7 +520,7 @@ def cmd_fit(args):
 def _exclusion(args, references):
     """The LesionExclusion of ``--exclude`` (one mask per healthy scan, on
     its grid, checked from the headers before any work), or None."""
-    from ..io import load_nifti_reference, same_grid
+    from ..io import load_mask, load_nifti_reference, same_grid
     from ..utils import LesionExclusion
 
     if not args.exclude:
@@ -518,6 +539,11 @@ def _exclusion(args, references):
                 f"{load_nifti_reference(mask).shape} vs {reference.shape}, or another "
                 "affine); give the masks in the order of the scans."
             )
+    for mask in args.exclude:  # their voxels too, before any work
+        try:
+            load_mask(mask, what="--exclude mask")
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
     return LesionExclusion(
         list(args.exclude), margin=args.exclude_margin, whole_slices=args.exclude_slices
     )
@@ -988,6 +1014,16 @@ def build_parser():
         help="Exclude every axial slice that holds a lesion voxel (after the "
         "margin), not just the voxels: the deep methods, which learn from whole "
         "slices, then train on lesion-free slices only.",
+    )
+    fit.add_argument(
+        "--smoothing",
+        type=_sigma,
+        default=None,
+        metavar="SIGMA",
+        help="Smooth every anomaly map with a Gaussian of this standard deviation "
+        "in voxels inside the brain (one value, or one per axis such as 2,2,1), "
+        "before calibration: lesions are blobs and false positives specks. Applies "
+        "to the ensemble's map for an ensemble.",
     )
     fit.add_argument(
         "--min-size",

@@ -27,7 +27,9 @@ def exclude_lesions(images, masks, *, margin=0, whole_slices=False, axis=-1):
     Parameters
     ----------
     images : list of ndarray or numpy.ma.MaskedArray
-        Volumes (or 2D images); a masked array's mask is kept as background.
+        Volumes (or 2D images); a masked array's mask is kept as background,
+        and a plain array's zero voxels are background (the foreground rule
+        of :mod:`anomseg.utils`).
     masks : list of ndarray of bool
         Lesion masks with the images' spatial shapes.
     margin : int, default=0
@@ -69,7 +71,13 @@ def exclude_lesions(images, masks, *, margin=0, whole_slices=False, axis=-1):
                 f"image's spatial shape {spatial}."
             )
         lesion = grow_lesion(lesion, margin, whole_slices, axis)
-        background = np.ma.getmaskarray(image)
+        if np.ma.isMaskedArray(image):
+            background = np.ma.getmaskarray(image)
+        else:  # a plain array's background is its zero voxels (all channels)
+            data = np.asarray(image)
+            zero = data == 0
+            background = zero if zero.ndim == lesion.ndim else zero.all(axis=-1, keepdims=True)
+            background = np.broadcast_to(background, data.shape)
         extra = lesion if background.ndim == lesion.ndim else lesion[..., None]
         healthy.append(np.ma.MaskedArray(np.ma.getdata(image), mask=background | extra))
     return healthy

@@ -17,6 +17,48 @@ from ._networks import DenoisingUNet, coarse_noise
 __all__ = ["DenoisingAESegmenter"]
 
 
+#: Sides of the cropped windows are multiples of this (within the slice),
+#: so that the network meets few shapes.
+_WINDOW_MULTIPLE = 32
+
+
+def _window(foreground, margin):
+    """The window of a slice that the network sees: the bounding box of its
+    foreground grown by ``margin``, each side rounded up to a multiple of
+    ``_WINDOW_MULTIPLE`` (within the slice, centred); None without
+    foreground."""
+    window = []
+    for axis in (0, 1):
+        where = np.flatnonzero(foreground.any(axis=1 - axis))
+        if where.size == 0:
+            return None
+        size = foreground.shape[axis]
+        low, high = max(where[0] - margin, 0), min(where[-1] + 1 + margin, size)
+        want = min(-(-(high - low) // _WINDOW_MULTIPLE) * _WINDOW_MULTIPLE, size)
+        low = min(max(low - (want - (high - low)) // 2, 0), size - want)
+        window.append(slice(int(low), int(low + want)))
+    return tuple(window)
+
+
+def _by_shape(batch, indices):
+    """``indices`` grouped by their slices' shape, in order of first
+    appearance (one group when the slices share a shape)."""
+    groups = {}
+    for i in indices:
+        groups.setdefault(batch.foreground[i].shape, []).append(i)
+    return [np.asarray(group) for group in groups.values()]
+
+
+def _same_shape_batches(batch, indices, size, rng):
+    """One epoch's mini-batches of ``indices``: shuffled, each of slices of
+    one shape (so that no pixel is padding), in shuffled order."""
+    groups = _by_shape(batch, indices)
+    batches = [piece for group in groups for piece in chunks(rng.permutation(group), size)]
+    if len(groups) == 1:
+        return batches
+    return [batches[k] for k in rng.permutation(len(batches))]
+
+
 @fill_doc
 class DenoisingAESegmenter(TorchSegmenter):
     """Anomaly segmentation by a denoising autoencoder.
@@ -67,6 +109,13 @@ class DenoisingAESegmenter(TorchSegmenter):
     edge_margin : int >= 0, default=2
         The map is 0 within this many pixels of the background, where the
         denoiser errs most (2 in the paper: its 5 x 5 erosion).
+    crop_margin : int >= 0 or None, default=8
+        The network sees each slice cropped to the bounding box of its
+        foreground grown by this many pixels, its sides rounded up to
+        multiples of 32 pixels (within the slice), in training and in
+        scoring alike; None feeds whole slices, as the paper does. On brain
+        MRI the brain's bounding box is a fifth to a quarter of a slice, so
+        training and scoring take several times less work (see Notes).
     intensity_prior : bool, default=False
         Multiply each map by its sample's histogram-equalised intensity
         inside the foreground (the map of
@@ -76,6 +125,7 @@ class DenoisingAESegmenter(TorchSegmenter):
         the published baseline does.
     %(torch_runtime)s
     %(max_fpr)s
+    %(smoothing)s
     %(postprocessing)s
     %(calibration_fraction)s
     %(random_state)s
@@ -160,6 +210,7 @@ class DenoisingAESegmenter(TorchSegmenter):
         "residual": [StrOptions({"absolute", "positive"})],
         "median_size": [Interval(Integral, 1, None, closed="left")],
         "edge_margin": [Interval(Integral, 0, None, closed="left")],
+        "crop_margin": [None, Interval(Integral, 0, None, closed="left")],
         "intensity_prior": ["boolean"],
     }
 
@@ -178,10 +229,12 @@ class DenoisingAESegmenter(TorchSegmenter):
         residual="positive",
         median_size=5,
         edge_margin=2,
+        crop_margin=8,
         intensity_prior=False,
         inference_batch_size=64,
         device="auto",
         max_fpr=0.05,
+        smoothing=None,
         postprocessing=None,
         calibration_fraction=0.2,
         random_state=None,
@@ -200,17 +253,39 @@ class DenoisingAESegmenter(TorchSegmenter):
         self.residual = residual
         self.median_size = median_size
         self.edge_margin = edge_margin
+        self.crop_margin = crop_margin
         self.intensity_prior = intensity_prior
         self.inference_batch_size = inference_batch_size
         self.device = device
         self.max_fpr = max_fpr
+        self.smoothing = smoothing
         self.postprocessing = postprocessing
         self.calibration_fraction = calibration_fraction
         self.random_state = random_state
         self.verbose = verbose
         self.channel_axis = channel_axis
 
+    @classmethod
+    def _upgrade_params(cls, params):
+        # Models saved before crop_margin existed saw whole slices.
+        return {"crop_margin": None, **params}
+
     # -- tensors ----------------------------------------------------------------
+    def _cropped(self, batch):
+        """The 2D ``batch`` as the network sees it: each slice cut to its
+        window (see ``crop_margin``), and the windows, ``(rows, cols)``
+        slices, None for slices without foreground (or all whole slices
+        with ``crop_margin=None``)."""
+        if self.crop_margin is None:
+            return batch, [None] * len(batch)
+        windows = [_window(fg, self.crop_margin) for fg in batch.foreground]
+        images, foreground = [], []
+        for image, fg, window in zip(batch.images, batch.foreground, windows):
+            window = window or (slice(0, 1), slice(0, 1))
+            images.append(image[window])
+            foreground.append(fg[window])
+        return batch.with_images(images, foreground, excluded=None), windows
+
     def _padded(self, batch, indices):
         """Images and foreground masks of ``indices``, zero-padded to the
         next multiple of the U-Net's total downsampling."""
@@ -226,6 +301,10 @@ class DenoisingAESegmenter(TorchSegmenter):
         self.n_epochs_ = len(self.history_)
 
     def _training_plan(self, batch, rng, generator):
+        # Cropped slices get noise of the correlation length of whole ones.
+        side = max(max(shape) for shape in batch.spatial_shapes)
+        cell = None if self.crop_margin is None else side / self.noise_resolution
+        batch, _ = self._cropped(batch)
         validation, train = self._validation_split(len(batch), rng)
         n_validation = len(validation)
         module = self._build_module()
@@ -239,13 +318,14 @@ class DenoisingAESegmenter(TorchSegmenter):
             int(rng.integers(2**62))
         )
         validation_chunks = [
-            (indices, *self._noisy(batch, indices, validation_generator))
-            for indices in chunks(validation, self.inference_batch_size)
+            (indices, *self._noisy(batch, indices, validation_generator, cell))
+            for group in _by_shape(batch, validation)
+            for indices in chunks(group, self.inference_batch_size)
         ]
 
         def step(indices):
             module.train()
-            clean, noisy, mask = self._noisy(batch, indices, generator)
+            clean, noisy, mask = self._noisy(batch, indices, generator, cell)
             loss = ((module(noisy) - clean) ** 2 * mask).sum()
             pixels = mask.sum().clamp(min=1) * clean.shape[1]
             update(optimizer, loss / pixels)
@@ -267,18 +347,22 @@ class DenoisingAESegmenter(TorchSegmenter):
         return TrainingPlan(
             module=module,
             n_epochs=self.n_epochs,
-            steps=lambda epoch: chunks(rng.permutation(train), self.batch_size),
+            steps=lambda epoch: _same_shape_batches(batch, train, self.batch_size, rng),
             step=step,
             end_epoch=end_epoch,
             monitor="validation_loss" if n_validation else None,
             patience=self.patience if n_validation else None,
         )
 
-    def _noisy(self, batch, indices, generator):
+    def _noisy(self, batch, indices, generator, cell=None):
         """Clean slices, slices with coarse noise inside the foreground, and
-        the foreground masks."""
+        the foreground masks; the noise varies over ``cell`` pixels, or over
+        ``1 / noise_resolution`` of the slice if None."""
         clean, mask = self._padded(batch, indices)
-        noise = coarse_noise(clean.shape, self.noise_resolution, self.noise_std, generator)
+        grid = self.noise_resolution
+        if cell is not None:
+            grid = tuple(max(1, round(n / cell)) for n in clean.shape[-2:])
+        noise = coarse_noise(clean.shape, grid, self.noise_std, generator)
         return clean, clean + noise * mask, mask
 
     # -- scoring ------------------------------------------------------------------
@@ -300,10 +384,13 @@ class DenoisingAESegmenter(TorchSegmenter):
         check_is_fitted(self)
         batch = self._validate_images(X, "denoise")
         slices = self._model_input(batch)
-        out = [None] * len(slices)
-        for indices in self._shape_groups(slices):
-            for i, image in zip(indices, self._denoised(slices, indices)):
-                out[i] = image
+        cropped, windows = self._cropped(slices)
+        out = [np.zeros_like(image) for image in slices.images]
+        scored = [i for i, fg in enumerate(slices.foreground) if fg.any()]
+        for indices in self._shape_groups(cropped.subset(scored)):
+            indices = [scored[k] for k in indices]
+            for i, image in zip(indices, self._denoised(cropped, indices)):
+                out[i][windows[i] or (slice(None), slice(None))] = image
         return batch.wrap(batch.zero_background(self._from_model_output(batch, out)))
 
     def _denoised(self, batch, indices):
@@ -322,10 +409,15 @@ class DenoisingAESegmenter(TorchSegmenter):
         return maps
 
     def _score(self, batch):
-        maps = [None] * len(batch)
-        for indices in self._shape_groups(batch):
-            for i, denoised in zip(indices, self._denoised(batch, indices)):
-                maps[i] = self._map(batch.images[i], denoised, batch.foreground[i])
+        cropped, windows = self._cropped(batch)
+        maps = [np.zeros(fg.shape, np.float32) for fg in batch.foreground]
+        scored = [i for i, fg in enumerate(batch.foreground) if fg.any()]
+        for indices in self._shape_groups(cropped.subset(scored)):
+            indices = [scored[k] for k in indices]
+            for i, denoised in zip(indices, self._denoised(cropped, indices)):
+                window = windows[i] or (slice(None), slice(None))
+                image = cropped.images[i]
+                maps[i][window] = self._map(image, denoised, cropped.foreground[i])
         return maps
 
     def _map(self, image, denoised, foreground):

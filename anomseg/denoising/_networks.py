@@ -81,12 +81,13 @@ class DenoisingUNet(nn.Module):
 
 def coarse_noise(shape, resolution, std, generator):
     """Spatially correlated Gaussian noise of ``shape`` (n, C, H, W):
-    white noise on a ``resolution`` x ``resolution`` grid, bilinearly
-    upsampled to (H, W) and rolled by a random offset, as in Kascenas et
-    al."""
+    white noise on a ``resolution`` x ``resolution`` grid (or ``(rows,
+    cols)``), bilinearly upsampled to (H, W) and rolled by a random offset,
+    as in Kascenas et al."""
     n, c, h, w = shape
     device = generator.device
-    grid = torch.randn((n, c, resolution, resolution), generator=generator, device=device) * std
+    rows, cols = (resolution, resolution) if isinstance(resolution, int) else resolution
+    grid = torch.randn((n, c, rows, cols), generator=generator, device=device) * std
     noise = F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=True)
     shifts = torch.randint(0, max(h, w), (2,), generator=generator, device=device)
     return torch.roll(noise, shifts=(int(shifts[0]), int(shifts[1])), dims=(-2, -1))

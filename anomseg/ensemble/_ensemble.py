@@ -10,17 +10,11 @@ from numbers import Integral
 import numpy as np
 from sklearn.base import clone
 from sklearn.utils import get_tags
+from sklearn.utils.validation import check_is_fitted
 
 from .._docstrings import fill_doc
-from ..base import (
-    BaseAnomalySegmenter,
-    _from_record,
-    _plain_import,
-    _safe_classes,
-    _TailTransform,
-    _to_record,
-)
-from ..exceptions import DataDriftWarning
+from ..base import BaseAnomalySegmenter
+from ..exceptions import DataDriftWarning, NotFittedError
 from ..utils import check_generator
 from ..utils._param_validation import COMMON_CONSTRAINTS, StrOptions
 
@@ -64,6 +58,7 @@ class AnomalyEnsemble(BaseAnomalySegmenter):
         this process. Each worker holds its own member and a view of the
         training images (memory-mapped where joblib can).
     %(max_fpr)s
+    %(smoothing)s
     %(postprocessing)s
     %(calibration_fraction)s
     random_state : int, numpy.random.Generator or None, default=None
@@ -111,6 +106,7 @@ class AnomalyEnsemble(BaseAnomalySegmenter):
             key: COMMON_CONSTRAINTS[key]
             for key in (
                 "max_fpr",
+                "smoothing",
                 "postprocessing",
                 "calibration_fraction",
                 "random_state",
@@ -127,6 +123,7 @@ class AnomalyEnsemble(BaseAnomalySegmenter):
         combine="mean",
         n_jobs=None,
         max_fpr=0.05,
+        smoothing=None,
         postprocessing=None,
         calibration_fraction=0.2,
         random_state=None,
@@ -137,6 +134,7 @@ class AnomalyEnsemble(BaseAnomalySegmenter):
         self.combine = combine
         self.n_jobs = n_jobs
         self.max_fpr = max_fpr
+        self.smoothing = smoothing
         self.postprocessing = postprocessing
         self.calibration_fraction = calibration_fraction
         self.random_state = random_state
@@ -262,7 +260,7 @@ class AnomalyEnsemble(BaseAnomalySegmenter):
             threads = max(1, (os.cpu_count() or 1) // n_jobs)
             self._log(f"training {len(members)} members on {n_jobs} workers")
             fitted = Parallel(n_jobs=n_jobs, backend="loky")(
-                delayed(_fit_member)(member, X, y, self.verbose, threads)
+                delayed(_fit_member)(member, X, y, 0, threads)  # workers print nothing
                 for _, member, X, y in jobs
             )
         else:
@@ -271,7 +269,12 @@ class AnomalyEnsemble(BaseAnomalySegmenter):
                 self._log(f"training member {k}/{len(jobs)}, {name} ({type(member).__name__})")
                 fitted.append(_fit_member(member, X, y, self.verbose, None))
         self.estimators_ = fitted
-        self.named_estimators_ = {name: m for (name, _), m in zip(members, fitted)}
+
+    @property
+    def named_estimators_(self):
+        """The fitted members by name."""
+        check_is_fitted(self, "estimators_")
+        return {name: member for (name, _), member in zip(self._members(), self.estimators_)}
 
     @staticmethod
     def _member_inputs(member, batch, unlabelled):
@@ -305,13 +308,19 @@ class AnomalyEnsemble(BaseAnomalySegmenter):
         return None
 
     def _score(self, batch):
-        transforms = [_TailTransform(m.healthy_quantiles_) for m in self.estimators_]
+        if not all(hasattr(m, "healthy_quantiles_") for m in self.estimators_):
+            raise NotFittedError(
+                f"The members of this {type(self).__name__} are not calibrated yet, so "
+                "their maps have no common scale: call calibrate with healthy images "
+                "after fit(..., calibrate=False)."
+            )
         combined = None
-        for member, transform in zip(self.estimators_, transforms):
+        for member in self.estimators_:
             with warnings.catch_warnings():  # the ensemble checks drift itself
                 warnings.simplefilter("ignore", DataDriftWarning)
                 maps = member.score_samples(batch)
-            scores = [-transform.log(m) / np.log(10.0) for m in maps]
+            log_tails = member.tail_probability(list(maps), log=True)
+            scores = [-t.astype(np.float64) / np.log(10.0) for t in log_tails]
             if combined is None:
                 combined = scores
             elif self.combine == "max":
@@ -327,53 +336,14 @@ class AnomalyEnsemble(BaseAnomalySegmenter):
             print(f"[{type(self).__name__}] {message}", flush=True)
 
     # -- persistence ------------------------------------------------------------------
-    def _export_state(self):
-        """The members' records (as the safe format writes any estimator)
-        and their weights, under ``<k>/``."""
-        classes = _safe_classes()
-        params = self.get_params(deep=False)
-        attributes, weights = {}, {}
-        for key, value in vars(self).items():
-            if (
-                key.endswith("_")
-                and not key.startswith("__")
-                and key
-                not in (
-                    "estimators_",
-                    "named_estimators_",
-                )
-            ):
-                attributes[key] = value
-        records = []
-        for k, member in enumerate(self.estimators_):
-            record, member_weights = _to_record(member, classes)
-            records.append(record)
-            weights.update({f"{k}/{name}": w for name, w in member_weights.items()})
-        attributes["member_records_"] = records
-        return params, attributes, weights
-
-    @classmethod
-    def _import_state(cls, params, attributes, weights, device):
-        attributes = dict(attributes)
-        records = attributes.pop("member_records_", None)
-        if not isinstance(records, list) or len(records) != len(params.get("estimators") or []):
-            raise ValueError("its members do not match its 'estimators'")
-        ensemble = _plain_import(cls, params, attributes)
-        classes = _safe_classes()
-        members = []
-        for k, record in enumerate(records):
-            prefix = f"{k}/"
-            own = {key[len(prefix) :]: w for key, w in weights.items() if key.startswith(prefix)}
-            member = _from_record(record, own, classes, device)
-            name, template = ensemble._members()[k]
-            if type(member) is not type(template):
-                raise ValueError(f"member {name!r} is a {type(member).__name__}")
-            members.append(member)
-        ensemble.estimators_ = members
-        ensemble.named_estimators_ = {
-            name: m for (name, _), m in zip(ensemble._members(), members)
-        }
-        return ensemble
+    def _check_loaded(self):
+        """A model file's members must be those its ``estimators`` name."""
+        members = self._members()
+        if len(self.estimators_) != len(members) or any(
+            type(fitted) is not type(template)
+            for fitted, (_, template) in zip(self.estimators_, members)
+        ):
+            raise ValueError("its fitted members are not those its 'estimators' name")
 
 
 def _fit_member(member, X, y, verbose, n_threads):
@@ -442,20 +412,24 @@ def make_seed_ensemble(estimator, n_members=5, *, random_state=None, name=None, 
     )
 
 
-def seed_members(estimator, n_members, random_state, name=None):
+def seed_members(estimator, n_members, random_state, name=None, stream=0):
     """``n_members`` named clones of ``estimator`` with independent seeds
-    drawn from ``random_state``."""
+    drawn from ``random_state``; ``stream`` tells apart the seeds of
+    several estimators drawn from one ``random_state`` (two methods of an
+    ensemble trained from the same seeds would share their initial
+    weights)."""
     name = name or type(estimator).__name__.lower()
-    seeds = _member_seeds(random_state, n_members)
+    seeds = _member_seeds(random_state, n_members, stream)
     return [
         (f"{name}_{k}", clone(estimator).set_params(random_state=seed))
         for k, seed in enumerate(seeds)
     ]
 
 
-def _member_seeds(random_state, n):
+def _member_seeds(random_state, n, stream=0):
     if random_state is None or isinstance(random_state, Integral):
-        sequence = np.random.SeedSequence(random_state)
+        entropy = random_state
     else:
-        sequence = np.random.SeedSequence(int(check_generator(random_state).integers(2**63)))
+        entropy = int(check_generator(random_state).integers(2**63))
+    sequence = np.random.SeedSequence(entropy, spawn_key=(stream,) if stream else ())
     return [int(s) for s in sequence.generate_state(n)]

@@ -170,6 +170,7 @@ class InpaintingLocalizer(_WindowLocalizer):
         Where the networks run; "auto" picks CUDA when torch finds it. Maps
         are always returned as NumPy arrays.
     %(max_fpr)s
+    %(smoothing)s
     %(postprocessing)s
     %(calibration_fraction)s
     %(random_state)s
@@ -251,6 +252,7 @@ class InpaintingLocalizer(_WindowLocalizer):
         inference_batch_size=512,
         device="auto",
         max_fpr=0.05,
+        smoothing=None,
         postprocessing=None,
         calibration_fraction=0.2,
         random_state=None,
@@ -269,6 +271,7 @@ class InpaintingLocalizer(_WindowLocalizer):
         self.inference_batch_size = inference_batch_size
         self.device = device
         self.max_fpr = max_fpr
+        self.smoothing = smoothing
         self.postprocessing = postprocessing
         self.calibration_fraction = calibration_fraction
         self.random_state = random_state
@@ -459,6 +462,7 @@ class InpaintingLossPredictor(_WindowLocalizer):
         Where the predictor runs; "auto" picks CUDA when torch finds it.
         Maps are always returned as NumPy arrays.
     %(max_fpr)s
+    %(smoothing)s
     %(postprocessing)s
     %(calibration_fraction)s
     %(random_state)s
@@ -543,6 +547,7 @@ class InpaintingLossPredictor(_WindowLocalizer):
         inference_batch_size=16,
         device="auto",
         max_fpr=0.05,
+        smoothing=None,
         postprocessing=None,
         calibration_fraction=0.2,
         random_state=None,
@@ -558,6 +563,7 @@ class InpaintingLossPredictor(_WindowLocalizer):
         self.inference_batch_size = inference_batch_size
         self.device = device
         self.max_fpr = max_fpr
+        self.smoothing = smoothing
         self.postprocessing = postprocessing
         self.calibration_fraction = calibration_fraction
         self.random_state = random_state

@@ -200,7 +200,8 @@ class AnomalyPipeline(Pipeline):
         -------
         masks : ndarray of bool or list of ndarray
         """
-        return self.threshold_maps(self.score_samples(X))
+        masks = self.threshold_maps(self.masked_score_samples(X))
+        return masks if isinstance(masks, list) else np.asarray(masks)
 
     def threshold_maps(self, maps):
         """Masks of maps of this pipeline, as ``predict`` makes them: the

@@ -437,6 +437,7 @@ class VAERestorer(_BaseRestorer):
     %(restoration)s
     %(restoration_runtime)s
     %(max_fpr)s
+    %(smoothing)s
     %(postprocessing)s
     %(calibration_fraction)s
     %(random_state)s
@@ -500,6 +501,7 @@ class VAERestorer(_BaseRestorer):
         inference_batch_size=16,
         device="auto",
         max_fpr=0.05,
+        smoothing=None,
         postprocessing=None,
         calibration_fraction=0.2,
         random_state=None,
@@ -526,6 +528,7 @@ class VAERestorer(_BaseRestorer):
         self.inference_batch_size = inference_batch_size
         self.device = device
         self.max_fpr = max_fpr
+        self.smoothing = smoothing
         self.postprocessing = postprocessing
         self.calibration_fraction = calibration_fraction
         self.random_state = random_state
@@ -554,6 +557,7 @@ class GMVAERestorer(_BaseRestorer):
     %(restoration)s
     %(restoration_runtime)s
     %(max_fpr)s
+    %(smoothing)s
     %(postprocessing)s
     %(calibration_fraction)s
     %(random_state)s
@@ -625,6 +629,7 @@ class GMVAERestorer(_BaseRestorer):
         inference_batch_size=16,
         device="auto",
         max_fpr=0.05,
+        smoothing=None,
         postprocessing=None,
         calibration_fraction=0.2,
         random_state=None,
@@ -652,6 +657,7 @@ class GMVAERestorer(_BaseRestorer):
         self.inference_batch_size = inference_batch_size
         self.device = device
         self.max_fpr = max_fpr
+        self.smoothing = smoothing
         self.postprocessing = postprocessing
         self.calibration_fraction = calibration_fraction
         self.random_state = random_state
@@ -709,6 +715,7 @@ class VAEReconstructor(_NormativePriorEstimator):
         positive part, for hyper-intense lesions.
     %(torch_runtime)s
     %(max_fpr)s
+    %(smoothing)s
     %(postprocessing)s
     %(calibration_fraction)s
     %(random_state)s
@@ -755,6 +762,7 @@ class VAEReconstructor(_NormativePriorEstimator):
         inference_batch_size=64,
         device="auto",
         max_fpr=0.05,
+        smoothing=None,
         postprocessing=None,
         calibration_fraction=0.2,
         random_state=None,
@@ -772,6 +780,7 @@ class VAEReconstructor(_NormativePriorEstimator):
         self.inference_batch_size = inference_batch_size
         self.device = device
         self.max_fpr = max_fpr
+        self.smoothing = smoothing
         self.postprocessing = postprocessing
         self.calibration_fraction = calibration_fraction
         self.random_state = random_state

@@ -119,6 +119,11 @@ COMMON_CONSTRAINTS = {
     "device": [StrOptions({"auto", "cpu", "cuda"})],
     "inference_batch_size": [Interval(Integral, 1, None, closed="left")],
     "verbose": [Interval(Integral, 0, None, closed="left")],
+    "smoothing": [
+        None,
+        Interval(Real, 0, None, closed="neither"),
+        NumberSequence(Interval(Real, 0, None, closed="left")),
+    ],
     "postprocessing": [
         None,
         SequenceOf(

@@ -8,7 +8,8 @@ Each case builds its inputs in a temporary folder, runs, and is classed:
   expected warning exits 0 with a warning line naming it; a valid input
   runs. In every case the output folder holds only complete results (a map
   with its mask, each a readable NIfTI; no temporary file) or nothing, and
-  files that were there before are unchanged.
+  files that were there before are unchanged; a failed ``fit`` or
+  ``evaluate`` leaves no new file (no model, no report).
 * **misleading**: an error or warning that does not name the problem, spans
   several lines, or leaves partial outputs; or a valid input refused.
 * **traceback**: a Python traceback reached the user.
@@ -544,6 +545,137 @@ def _(tmp, fx):
     return ["fit", "--method", "flair-threshold", *fx.healthy, "-o", str(tmp / "models")]
 
 
+# -- fit on patient scans (--exclude) ---------------------------------------------
+def _masks(tmp, fx, **special):
+    """One lesion mask per healthy scan (a 4 x 4 x 2 box), written in tmp;
+    ``special`` maps an index to the data (or a callable writing the file)
+    of that mask instead."""
+    paths = []
+    for i in range(len(fx.healthy)):
+        path = tmp / f"m{i}.nii.gz"
+        make = special.get(f"m{i}")
+        if callable(make):
+            make(path)
+        else:
+            data = np.zeros(SHAPE, np.uint8) if make is None else make
+            if make is None:
+                data[10:14, 10:14, 2:4] = 1
+            write(path, data)
+        paths.append(str(path))
+    return paths
+
+
+def _exclude_case(name, expect, words, *extra, **special):
+    @case(f"fit: {name}", expect, words)
+    def build(tmp, fx):
+        return _fit(fx, tmp, "--exclude", *_masks(tmp, fx, **special), *extra)
+
+
+def _shifted_mask(path):
+    shifted = AFFINE.copy()
+    shifted[:3, 3] += 5
+    write(path, np.zeros(SHAPE, np.uint8), affine=shifted)
+
+
+_exclude_case("lesion masks to leave out (valid)", "ok", "")
+_exclude_case(
+    "--exclude with --exclude-margin and --exclude-slices (valid)",
+    "ok",
+    "",
+    "--exclude-margin",
+    "1",
+    "--exclude-slices",
+)
+_exclude_case("--exclude mask on a shifted grid", "error", r"m1\.nii\.gz.*grid", m1=_shifted_mask)
+_exclude_case(
+    "--exclude mask of another shape",
+    "error",
+    r"m1\.nii\.gz.*grid",
+    m1=np.zeros((20, 20, 6), np.uint8),
+)
+_exclude_case(
+    "--exclude mask of labels 0 and 2",
+    "error",
+    r"m2\.nii\.gz.*binary",
+    m2=np.full(SHAPE, 2, np.uint8),
+)
+_exclude_case(
+    "--exclude mask of probabilities",
+    "error",
+    r"m0\.nii\.gz.*binary",
+    m0=np.full(SHAPE, 0.5, np.float32),
+)
+_exclude_case("--exclude mask missing", "error", r"m1\.nii\.gz", m1=lambda path: None)
+_exclude_case(
+    "--exclude mask covering a whole scan (valid, warns)",
+    "warning",
+    r"no foreground voxel of '.*healthy1\.nii\.gz'",
+    m1=np.ones(SHAPE, np.uint8),
+)
+_exclude_case(
+    "--exclude masks covering every scan",
+    "error",
+    r"no foreground voxel in any",
+    **{f"m{i}": np.ones(SHAPE, np.uint8) for i in range(3)},
+)
+_exclude_case("--exclude-margin -1", "error", r"--exclude-margin.*>= 0", "--exclude-margin", "-1")
+_exclude_case(
+    "--exclude-margin 1.5", "error", r"--exclude-margin.*1\.5", "--exclude-margin", "1.5"
+)
+
+
+@case("fit: fewer --exclude masks than scans", "error", r"3 healthy scan.*2 --exclude")
+def _(tmp, fx):
+    return _fit(fx, tmp, "--exclude", *_masks(tmp, fx)[:2])
+
+
+@case("fit: an --exclude mask per scan and one more", "error", r"3 healthy scan.*4 --exclude")
+def _(tmp, fx):
+    masks = _masks(tmp, fx)
+    return _fit(fx, tmp, "--exclude", *masks, masks[0])
+
+
+_fit_case(
+    "--exclude-margin without --exclude", r"--exclude-margin.*--exclude", "--exclude-margin", "1"
+)
+_fit_case("--exclude-slices without --exclude", r"--exclude-slices.*--exclude", "--exclude-slices")
+
+# -- fit: post-processing and ensembles ------------------------------------------
+_fit_case("--min-size -1", r"--min-size.*>= 0", "--min-size", "-1")
+_fit_case("--opening 1.5", r"--opening.*1\.5", "--opening", "1.5")
+_fit_case("--closing -1", r"--closing.*>= 0", "--closing", "-1")
+_fit_case(
+    "postprocessing through --param", r"postprocessing.*--min-size", "--param", "postprocessing=[]"
+)
+_fit_case("--n-jobs without an ensemble", r"--n-jobs.*ensemble", "--n-jobs", "2")
+_fit_case("--ensemble 0", r"--ensemble.*>= 1", "--ensemble", "0")
+_fit_case("--n-jobs 0", r"--n-jobs.*>= 1", "--n-jobs", "0")
+_fit_case("one --method twice", r"--method once", "--method", "flair-threshold")
+_fit_case(
+    "a parameter no member of an ensemble has",
+    r"--param nonsense",
+    "--method",
+    "denoising-ae",
+    "--param",
+    "nonsense=1",
+)
+_fit_case(
+    "a parameter the method it names lacks",
+    r"--param denoising-ae:n_bins",
+    "--method",
+    "denoising-ae",
+    "--param",
+    "denoising-ae:n_bins=64",
+)
+_fit_case(
+    "a parameter for a method not given",
+    r"denoising-ae:width.*--method",
+    "--param",
+    "denoising-ae:width=4",
+)
+_fit_case("a parameter for an unknown method", r"bogus:width", "--param", "bogus:width=4")
+
+
 # -- evaluate ----------------------------------------------------------------------
 def _evaluate(fx, truth):
     return ["evaluate", fx.model, fx.scan, "--truth", truth]
@@ -581,6 +713,33 @@ def _(tmp, fx):
 @case("evaluate: valid", "ok", "")
 def _(tmp, fx):
     return _evaluate(fx, fx.truth)
+
+
+@case("evaluate: -o of another suffix", "error", r"r\.txt.*\.json or \.csv")
+def _(tmp, fx):
+    return [*_evaluate(fx, fx.truth), "-o", str(tmp / "r.txt")]
+
+
+@case("evaluate: -o that exists, without --overwrite", "error", r"r\.json.*--overwrite")
+def _(tmp, fx):
+    (tmp / "r.json").write_text("precious")
+    return [*_evaluate(fx, fx.truth), "-o", str(tmp / "r.json")]
+
+
+@case("evaluate: -o in a missing folder", "error", r"r\.csv.*does not exist")
+def _(tmp, fx):
+    return [*_evaluate(fx, fx.truth), "-o", str(tmp / "missing" / "r.csv")]
+
+
+@case("evaluate: -o a folder", "error", r"r\.json.*folder")
+def _(tmp, fx):
+    (tmp / "r.json").mkdir()
+    return [*_evaluate(fx, fx.truth), "-o", str(tmp / "r.json")]
+
+
+@case("evaluate: -o FILE.csv (valid)", "ok", "")
+def _(tmp, fx):
+    return [*_evaluate(fx, fx.truth), "-o", str(tmp / "r.csv")]
 
 
 # -- the Python API ----------------------------------------------------------------
@@ -930,6 +1089,9 @@ def run_case(case_, tmp, fixtures, cli=run_in_process):
     before = _snapshot(tmp)
     result = run_api(built) if case_.interface == "api" else cli(built, tmp)
     whole = outputs_whole(tmp, before)
+    if case_.expect == "error" and case_.interface == "cli" and built[0] in ("fit", "evaluate"):
+        # a failed fit writes no model, a failed evaluate no report
+        whole = whole and not [p for p in _snapshot(tmp) if p not in before]
     ran = (tmp / "ran").exists()
     return classify(case_, result, whole, ran), result
 
