@@ -647,6 +647,10 @@ _fit_case("--closing -1", r"--closing.*>= 0", "--closing", "-1")
 _fit_case(
     "postprocessing through --param", r"postprocessing.*--min-size", "--param", "postprocessing=[]"
 )
+_fit_case("--smoothing 0", r"--smoothing.*> 0", "--smoothing", "0")
+_fit_case("--smoothing of 4 axes", r"--smoothing.*per", "--smoothing", "1,1,1,1")
+_fit_case("--smoothing not a number", r"--smoothing.*'wide'", "--smoothing", "wide")
+_fit_case("smoothing through --param", r"smoothing.*--smoothing", "--param", "smoothing=1.0")
 _fit_case("--n-jobs without an ensemble", r"--n-jobs.*ensemble", "--n-jobs", "2")
 _fit_case("--ensemble 0", r"--ensemble.*>= 1", "--ensemble", "0")
 _fit_case("--n-jobs 0", r"--n-jobs.*>= 1", "--n-jobs", "0")

@@ -19,10 +19,12 @@ from scipy import ndimage
 
 import anomseg.cli._main
 from anomseg.base import load_model, model_info
+from anomseg.baselines import FlairThreshold
 from anomseg.cli import main
 from anomseg.datasets import add_synthetic_lesions
 from anomseg.ensemble import AnomalyEnsemble
 from anomseg.io import load_nifti
+from anomseg.postprocessing import smooth_map
 
 from .bad_inputs import volume, write
 
@@ -203,6 +205,24 @@ def test_opening_and_closing_are_calibrated_in_that_order(patients, tmp_path, ca
     ]
     calibration = model_info(model)["calibration"]
     assert 0.8 * MAX_FPR <= calibration["achieved_fpr"] <= MAX_FPR
+
+
+def test_smoothing_is_saved_and_applied_before_calibration(patients, tmp_path, capsys):
+    model = tmp_path / "m.anomseg"
+    options = ["--smoothing", "1.5,1.5,0", "--min-size", "3"]
+    assert (
+        run("fit", "--method", "flair-threshold", *patients["scans"], *options, "-o", model) == 0
+    )
+    capsys.readouterr()
+    fitted = load_model(model)
+    assert fitted.smoothing == (1.5, 1.5, 0.0)
+    scans = _scans(patients)
+    raw = FlairThreshold().fit(scans).score_samples(scans)
+    for scan, smoothed, unsmoothed in zip(scans, fitted.score_samples(scans), raw):
+        np.testing.assert_allclose(
+            smoothed, smooth_map(unsmoothed, scan != 0, (1.5, 1.5, 0.0)), rtol=1e-5, atol=1e-6
+        )
+    assert fitted.calibration_fpr_ <= MAX_FPR
 
 
 # -- ensembles ------------------------------------------------------------------------------------

@@ -138,3 +138,51 @@ def test_intensity_prior_weights_the_map_by_the_equalised_intensity(fitted, data
         np.testing.assert_allclose(w, p * eq, rtol=1e-5, atol=1e-7)
     # Calibration sees the weighted maps too: equalised values are below 1.
     assert model.calibrate(healthy).threshold_ < plain_threshold
+
+
+# -- cropping to the foreground ----------------------------------------------------
+def test_windows_hold_the_grown_foreground_in_multiples_of_32():
+    from anomseg.denoising._estimators import _window
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        shape = tuple(int(n) for n in rng.integers(20, 140, size=2))
+        fg = np.zeros(shape, bool)
+        r0, c0 = (int(rng.integers(0, n - 4)) for n in shape)
+        fg[r0 : r0 + int(rng.integers(1, 30)), c0 : c0 + int(rng.integers(1, 30))] = True
+        margin = int(rng.integers(0, 10))
+        rows, cols = _window(fg, margin)
+        for window, axis, size in ((rows, 0, shape[0]), (cols, 1, shape[1])):
+            where = np.flatnonzero(fg.any(axis=1 - axis))
+            assert window.start >= 0 and window.stop <= size
+            assert window.start <= max(where[0] - margin, 0)
+            assert window.stop >= min(where[-1] + 1 + margin, size)
+            length = window.stop - window.start
+            assert length % 32 == 0 or length == size
+    assert _window(np.zeros((8, 8), bool), 2) is None
+
+
+def test_crops_score_like_whole_slices_where_they_matter(data):
+    """Cropped and whole-slice networks are trained alike and score the same
+    slices: both find the lesions, and their maps are 0 outside the
+    foreground; slices of other sizes are scored too."""
+    healthy, _, lesioned, masks = data
+    for crop_margin in (8, None):
+        est = DenoisingAESegmenter(**{**PARAMS, "n_epochs": 6}, crop_margin=crop_margin)
+        maps = est.set_params(random_state=0).fit(healthy).score_samples(lesioned)
+        assert not maps[lesioned == 0].any()
+        assert maps[masks].mean() > 2 * maps[~masks & (lesioned != 0)].mean()
+    bigger = np.pad(lesioned[:2], ((0, 0), (8, 24), (0, 16)))
+    assert est.score_samples(list(bigger))[0].shape == bigger[0].shape
+
+
+def test_models_saved_before_cropping_load_as_whole_slice_networks(fitted):
+    import pickle
+
+    state = fitted.__getstate__()
+    del state["crop_margin"]
+    old = DenoisingAESegmenter.__new__(DenoisingAESegmenter)
+    with pytest.warns(Warning):  # the version stamp is gone too
+        old.__setstate__({k: v for k, v in state.items() if k != "_anomseg_version"})
+    assert old.crop_margin is None
+    assert pickle.loads(pickle.dumps(fitted)).crop_margin == fitted.crop_margin
