@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 __all__ = [
     "COMBINERS",
     "METHODS",
+    "PRESETS",
     "Method",
+    "Preset",
     "estimator_classes",
     "method_class",
     "safe_classes",
@@ -83,6 +85,47 @@ METHODS = {
     ),
 }
 
+
+@dataclass(frozen=True)
+class Preset:
+    """A documented combination of methods and options that ``anomseg fit
+    --method NAME`` stands for; options given on the command line win.
+
+    Attributes
+    ----------
+    summary : str
+        One line for ``anomseg fit --help``.
+    methods : tuple of str
+        The registered methods it combines.
+    ensemble : int
+        Seeds of each learned method (``--ensemble``).
+    smoothing : tuple of float or None
+        ``--smoothing``.
+    max_fpr : float
+        ``--max-fpr``.
+    """
+
+    summary: str
+    methods: tuple
+    ensemble: int
+    smoothing: tuple | None
+    max_fpr: float
+
+
+#: The presets of ``anomseg fit --method``. "recommended" was chosen on the
+#: LGG FLAIR training patients only (benchmarks/sweep_user_lgg.py) and is
+#: measured on the validation patients by benchmarks/bench_user_lgg.py.
+PRESETS = {
+    "recommended": Preset(
+        "the recommended default for FLAIR: an ensemble of 3 seeds of denoising-ae and "
+        "flair-threshold, maps smoothed by a Gaussian of (2, 2, 1) voxels, calibrated at a "
+        "healthy false-positive rate of 0.02 (see the README)",
+        ("denoising-ae", "flair-threshold"),
+        3,
+        (2.0, 2.0, 1.0),
+        0.02,
+    ),
+}
 
 #: Estimators that combine others: not methods of ``anomseg fit --method``
 #: (the command line builds them from its options), but estimators that the

@@ -57,12 +57,32 @@ VOXELS = ("--exclude-margin", "2")
 #: name: (description, seeded, arguments of anomseg fit after the scans).
 CONFIGS = {
     "flair": ("FLAIR baseline (Meissen et al.)", False, ("--method", "flair-threshold", *VOXELS)),
+    "flair-smoothed": (
+        "FLAIR baseline, smoothed (2, 2, 1)",
+        False,
+        ("--method", "flair-threshold", *VOXELS, "--smoothing", "2,2,1"),
+    ),
     "flair-slices": (
         "FLAIR baseline, calibrated on lesion-free slices",
         False,
         ("--method", "flair-threshold", *SLICES),
     ),
     "dae": ("denoising AE (defaults)", True, ("--method", "denoising-ae", *SLICES)),
+    "recommended": (
+        "recommended: 3 DAE seeds + FLAIR, smoothed, FPR 2 %",
+        True,
+        ("--method", "recommended", *SLICES, "--n-jobs", "2"),
+    ),
+    "recommended-min200": (
+        "recommended, components < 200 voxels removed",
+        True,
+        ("--method", "recommended", *SLICES, "--n-jobs", "2", "--min-size", "200"),
+    ),
+    "dae-whole": (
+        "denoising AE, whole slices",
+        True,
+        ("--method", "denoising-ae", *SLICES, "--param", "crop_margin=None"),
+    ),
     "dae-prior": (
         "denoising AE x equalised FLAIR",
         True,
@@ -75,7 +95,17 @@ CONFIGS = {
         True,
         ("--method", "vae-reconstruction", *SLICES),
     ),
-    "ascnet": ("ASC-Net, unlabelled: training scans", True, ("--method", "ascnet", *SLICES)),
+    "ascnet": ("ASC-Net, healthy data only", True, ("--method", "ascnet", *SLICES)),
+    "ascnet-train": (
+        "ASC-Net, unlabelled: the training scans, whole",
+        True,
+        ("--method", "ascnet", *SLICES, "--unlabelled", "{train}"),
+    ),
+    "ascnet-evaluated": (
+        "ASC-Net, unlabelled: the evaluated scans",
+        True,
+        ("--method", "ascnet", *SLICES, "--unlabelled", "{validation}"),
+    ),
     "inpainting-predictor": (
         "inpainting predictor",
         True,
@@ -107,7 +137,9 @@ def prepare(data, workdir):
                 stripped = np.where(brain, np.asarray(flair.dataobj), 0).astype(np.uint8)
                 _save(nib.Nifti1Image(stripped, flair.affine, flair.header), scan)
                 tumour = nib.load(source / f"{case}_mask.nii.gz")
-                _save(nib.Nifti1Image(np.asarray(tumour.dataobj), tumour.affine, tumour.header), mask)
+                _save(
+                    nib.Nifti1Image(np.asarray(tumour.dataobj), tumour.affine, tumour.header), mask
+                )
             scans.append(scan)
             masks.append(mask)
         out[name] = (scans, masks)
@@ -148,7 +180,7 @@ def fit_and_evaluate(name, seed, files, workdir, refit=False, extra=()):
         return json.loads(record_file.read_text())
     scans, masks = files["train"]
     model = folder / "model.anomseg"
-    arguments = list(arguments) + list(extra)
+    arguments = _expanded([*arguments, *extra], files)
     if seeded:
         arguments += ["--param", f"random_state={seed}"]
     fit = ["fit", *scans, "--exclude", *masks, *arguments, "-o", model, "--overwrite"]
@@ -162,7 +194,9 @@ def fit_and_evaluate(name, seed, files, workdir, refit=False, extra=()):
         "config": name,
         "description": description,
         "seed": seed if seeded else None,
-        "fit": " ".join(map(str, ["anomseg", "fit", "TRAIN...", *arguments])),
+        "fit": " ".join(
+            ["anomseg fit TRAIN... --exclude MASKS...", *CONFIGS[name][2], *map(str, extra)]
+        ),
         "fit_seconds": fit_seconds,
         "fit_peak_mib": fit_peak,
         "evaluate_seconds_per_slice": evaluate_seconds / n_slices,
@@ -170,6 +204,17 @@ def fit_and_evaluate(name, seed, files, workdir, refit=False, extra=()):
     }
     record_file.write_text(json.dumps(record, indent=1))
     return record
+
+
+def _expanded(arguments, files):
+    """``{train}`` and ``{validation}`` in ``arguments`` as the scans of
+    that split (for ``--unlabelled``)."""
+    out = []
+    for argument in arguments:
+        name = str(argument).strip("{}")
+        is_split = str(argument).startswith("{") and name in files
+        out += list(files[name][0]) if is_split else [argument]
+    return out
 
 
 def _n_slices(path):
@@ -192,29 +237,40 @@ def _figures(report):
 
 
 # -- table -----------------------------------------------------------------------------
-COLUMNS = ["AUROC", "AUPRC", "Best Dice", "Dice@1%", "Dice@5%", "Dice@10%"]
+COLUMNS = ["AUROC", "AUPRC", "Best Dice", "Dice@1%", "Dice@2%", "Dice@5%", "Dice@10%"]
 
 
 def table(records):
     """Mean over seeds, the worst seed's AUPRC, and the costs, per
     configuration, in the order run."""
     names = list(dict.fromkeys(r["config"] for r in records))
-    header = (
-        ["configuration", "seeds", *COLUMNS]
-        + ["worst AUPRC", "AUPRC spread", "fit s", "evaluate s/slice", "fit peak MiB"]
-    )
+    header = [
+        "configuration",
+        "seeds",
+        *COLUMNS,
+        "worst AUPRC",
+        "AUPRC spread",
+        "fit s",
+        "evaluate s/slice",
+        "fit peak MiB",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in names:
         runs = [r for r in records if r["config"] == name]
         auprc = [r["AUPRC"] for r in runs]
         cells = [runs[0]["description"], str(len(runs))]
-        cells += [f"{np.mean([r.get(c, np.nan) for r in runs]):.3f}" for c in COLUMNS]
+        cells += [_cell([r.get(c, np.nan) for r in runs]) for c in COLUMNS]
         cells += [f"{min(auprc):.3f}", f"{max(auprc) - min(auprc):.3f}"]
         cells += [f"{np.mean([r['fit_seconds'] for r in runs]):.0f}"]
         cells += [f"{np.mean([r['evaluate_seconds_per_slice'] for r in runs]):.3f}"]
         cells += [f"{max(r['fit_peak_mib'] for r in runs):.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cell(values):
+    mean = np.mean(values)
+    return "" if np.isnan(mean) else f"{mean:.3f}"
 
 
 def main():
@@ -242,7 +298,7 @@ def main():
     parser.add_argument("--list", action="store_true", help="List the configurations.")
     args = parser.parse_args()
     if args.list:
-        for name, (description, seeded, arguments) in CONFIGS.items():
+        for name, (description, _seeded, arguments) in CONFIGS.items():
             print(f"{name}: {description}; anomseg fit ... {' '.join(arguments)}")
         return
     if not (args.data / "lgg_flair").is_dir():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sklearn.utils import get_tags
 
-from anomseg._registry import METHODS, estimator_classes, method_class
+from anomseg._registry import METHODS, PRESETS, estimator_classes, method_class
 from anomseg.base import BaseAnomalySegmenter
 from anomseg.cli._main import build_parser
 from anomseg.utils import all_estimators
@@ -31,9 +31,16 @@ def test_the_command_line_offers_every_registered_method():
     parser = build_parser()
     fit = parser._subparsers._group_actions[0].choices["fit"]
     [method] = [a for a in fit._actions if a.dest == "method"]
-    assert sorted(method.choices) == sorted(METHODS)
-    for _name, entry in METHODS.items():
+    assert sorted(method.choices) == sorted([*METHODS, *PRESETS])
+    for _name, entry in [*METHODS.items(), *PRESETS.items()]:
         assert entry.summary in method.help
+
+
+def test_presets_combine_registered_methods():
+    for name, preset in PRESETS.items():
+        assert name not in METHODS
+        assert set(preset.methods) <= set(METHODS), name
+        assert preset.ensemble >= 1 and 0 < preset.max_fpr < 1
 
 
 def test_the_api_reference_lists_every_registered_estimator():

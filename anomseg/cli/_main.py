@@ -37,7 +37,7 @@ import threading
 import warnings
 from pathlib import Path
 
-from .._registry import METHODS, method_class
+from .._registry import METHODS, PRESETS, method_class
 from .._version import __version__
 from ..cohort import complete, plan_outputs, read_scan, score_scan
 
@@ -136,6 +136,10 @@ def _sigma(text):
             f"axis such as 2,2,1; got {text!r}"
         )
     return values[0] if single else tuple(values)
+
+
+def _sigma_text(sigma):
+    return ",".join(f"{v:g}" for v in (sigma if isinstance(sigma, tuple) else (sigma,)))
 
 
 def _non_negative_int(option):
@@ -285,6 +289,28 @@ def _output_folder(output):
 
 
 # -- models ----------------------------------------------------------------------
+#: The defaults of the options that a preset sets.
+_PRESET_OPTIONS = {"ensemble": 1, "smoothing": None, "max_fpr": 0.05}
+
+
+def _apply_preset(args):
+    """A ``--method`` that names a preset becomes its methods and options;
+    options given on the command line win. Then the options' defaults."""
+    presets = [m for m in args.method if m in PRESETS]
+    if presets and len(args.method) > 1:
+        raise CommandError(f"--method {presets[0]} is a preset of several methods; give it alone.")
+    if presets:
+        preset = PRESETS[presets[0]]
+        args.preset = presets[0]
+        args.method = list(preset.methods)
+        for option in _PRESET_OPTIONS:
+            if getattr(args, option) is None:
+                setattr(args, option, getattr(preset, option))
+    for option, default in _PRESET_OPTIONS.items():
+        if getattr(args, option) is None:
+            setattr(args, option, default)
+
+
 def _fit_estimator(args):
     """The estimator that ``fit`` trains: the one method's, or, with
     several ``--method`` or ``--ensemble N``, an AnomalyEnsemble of them
@@ -433,6 +459,7 @@ def cmd_fit(args):
         ):
             if name == own:
                 raise CommandError(f"set {name} with {option}, not --param.")
+    _apply_preset(args)
     if not 0 < args.max_fpr < 1:  # NaN too
         message = f"--max-fpr must be a false-positive rate in (0, 1); got {args.max_fpr}."
         raise CommandError(message)
@@ -496,8 +523,11 @@ def cmd_fit(args):
     sizes = _voxel_sizes(references[: len(args.healthy)])
     metadata = {
         "written_by": f"anomseg {__version__} fit "
+        + (f"--method {args.preset} = " if getattr(args, "preset", None) else "")
         + " ".join(f"--method {m}" for m in args.method)
-        + (f" --ensemble {args.ensemble}" if args.ensemble > 1 else ""),
+        + (f" --ensemble {args.ensemble}" if args.ensemble > 1 else "")
+        + (f" --smoothing {_sigma_text(args.smoothing)}" if args.smoothing else "")
+        + f" --max-fpr {args.max_fpr:g}",
         "modality": args.modality,
         "n_healthy_scans": len(args.healthy),
         "voxel_size": [[min(axis) for axis in zip(*sizes)], [max(axis) for axis in zip(*sizes)]],
@@ -914,11 +944,13 @@ def build_parser():
     fit.add_argument("healthy", nargs="+", metavar="HEALTHY.nii.gz", help="Healthy scans.")
     fit.add_argument(
         "--method",
-        choices=sorted(METHODS),
+        choices=sorted(METHODS) + sorted(PRESETS),
         required=True,
         action="append",
         help="The method (repeat it for an ensemble of several): "
         + "; ".join(f"{name}, {method.summary}" for name, method in METHODS.items())
+        + "; or a preset: "
+        + "; ".join(f"{name}, {preset.summary}" for name, preset in PRESETS.items())
         + ". The deep methods are 2D: each scan's foreground is scaled "
         "linearly so that its minimum is 0 and its 90th percentile 1 "
         "(brighter voxels, such as lesions, stay above 1), then the volume "
@@ -928,7 +960,7 @@ def build_parser():
     fit.add_argument(
         "--ensemble",
         type=_positive_int("--ensemble"),
-        default=1,
+        default=None,
         metavar="N",
         help="Train N seeds of each learned method and combine them, with any "
         "other --method, into one ensemble (anomseg.ensemble.AnomalyEnsemble): "
@@ -965,9 +997,9 @@ def build_parser():
     fit.add_argument(
         "--max-fpr",
         type=float,
-        default=0.05,
+        default=None,
         help="Largest voxel false-positive rate on healthy data that the "
-        "mask threshold allows (default 0.05).",
+        "mask threshold allows (default 0.05; 0.02 for --method recommended).",
     )
     fit.add_argument(
         "--modality",

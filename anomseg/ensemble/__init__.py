@@ -6,8 +6,10 @@ any estimator's.
 * :class:`AnomalyEnsemble` combines any anomseg estimators (mixed methods).
 * :func:`make_seed_ensemble` builds one of a single estimator trained from
   several seeds.
+* :func:`make_recommended_ensemble` builds the recommended default for FLAIR
+  (``anomseg fit --method recommended``).
 """
 
-from ._ensemble import AnomalyEnsemble, make_seed_ensemble
+from ._ensemble import AnomalyEnsemble, make_recommended_ensemble, make_seed_ensemble
 
-__all__ = ["AnomalyEnsemble", "make_seed_ensemble"]
+__all__ = ["AnomalyEnsemble", "make_recommended_ensemble", "make_seed_ensemble"]

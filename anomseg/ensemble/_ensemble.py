@@ -18,7 +18,7 @@ from ..exceptions import DataDriftWarning, NotFittedError
 from ..utils import check_generator
 from ..utils._param_validation import COMMON_CONSTRAINTS, StrOptions
 
-__all__ = ["AnomalyEnsemble", "make_seed_ensemble"]
+__all__ = ["AnomalyEnsemble", "make_recommended_ensemble", "make_seed_ensemble"]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -409,6 +409,65 @@ def make_seed_ensemble(estimator, n_members=5, *, random_state=None, name=None, 
         seed_members(estimator, n_members, random_state, name),
         random_state=random_state,
         **params,
+    )
+
+
+def make_recommended_ensemble(*, random_state=None, n_jobs=None):
+    """The recommended default for FLAIR scans, as ``anomseg fit --method
+    recommended`` builds it.
+
+    An :class:`AnomalyEnsemble` of 3 seeds of
+    :class:`~anomseg.denoising.DenoisingAESegmenter` and
+    :class:`~anomseg.baselines.FlairThreshold`, its map smoothed by a
+    Gaussian of ``(2, 2, 1)`` voxels and calibrated at a healthy FPR of 2 %%.
+    These settings were chosen on the LGG FLAIR training patients only
+    (``benchmarks/sweep_user_lgg.py``); the README gives its figures on the
+    validation patients. Both members assume that lesions are brighter than
+    healthy tissue, as in FLAIR: for other contrasts, build an ensemble of
+    methods that do not (``residual="absolute"``).
+
+    Parameters
+    ----------
+    random_state : int or None, default=None
+        Seeds the members' seeds and the ensemble's split; the same value
+        gives the model that ``anomseg fit --method recommended --param
+        random_state=...`` gives.
+    n_jobs : int or None, default=None
+        Members trained at once (see :class:`AnomalyEnsemble`).
+
+    Returns
+    -------
+    ensemble : AnomalyEnsemble
+        Unfitted; scale each scan first, as ``anomseg fit`` does, with
+        :meth:`~anomseg.preprocessing.IntensityScaler.for_deep_methods` in an
+        :class:`~anomseg.preprocessing.AnomalyPipeline`.
+
+    Examples
+    --------
+    >>> from anomseg.ensemble import make_recommended_ensemble
+    >>> ensemble = make_recommended_ensemble(random_state=0)
+    >>> [name for name, _ in ensemble.estimators]
+    ['denoising_ae_0', 'denoising_ae_1', 'denoising_ae_2', 'flair_threshold']
+    >>> ensemble.smoothing, ensemble.max_fpr
+    ((2.0, 2.0, 1.0), 0.02)
+    """
+    from .._registry import PRESETS, method_class
+
+    preset = PRESETS["recommended"]
+    members = []
+    for stream, method in enumerate(preset.methods):
+        member = method_class(method)(max_fpr=preset.max_fpr)
+        label = method.replace("-", "_")
+        if "random_state" in member.get_params(deep=False):
+            members += seed_members(member, preset.ensemble, random_state, label, stream)
+        else:
+            members.append((label, member))
+    return AnomalyEnsemble(
+        members,
+        smoothing=preset.smoothing,
+        max_fpr=preset.max_fpr,
+        random_state=random_state,
+        n_jobs=n_jobs,
     )
 
 

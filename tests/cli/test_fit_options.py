@@ -396,3 +396,26 @@ def test_evaluate_refuses_its_output_before_any_work(
     assert (status == 0) == (name == "r.json")
     if status == 0:
         assert json.loads(output.read_text())["model"] == str(filtered_model)
+
+
+def test_the_recommended_preset_is_the_python_factorys_ensemble(monkeypatch):
+    """--method recommended builds what make_recommended_ensemble builds (the
+    same members, seeds and options), and options given win."""
+    from anomseg.ensemble import make_recommended_ensemble
+
+    build, built = anomseg.cli._main._fit_estimator, []
+
+    def capture(args):
+        built.append(build(args))
+        raise SystemExit(0)  # stop before any scan is read
+
+    monkeypatch.setattr(anomseg.cli._main, "_fit_estimator", capture)
+    fit = ["fit", "--method", "recommended", "x.nii.gz", "-o", "m.anomseg"]
+    for options in ([], ["--max-fpr", "0.01", "--ensemble", "2"]):
+        with pytest.raises(SystemExit):
+            main([*fit, "--param", "random_state=0", *options])
+    expected = make_recommended_ensemble(random_state=0)
+    assert repr(built[0].get_params()) == repr(expected.get_params())
+    assert built[1].max_fpr == 0.01 and len(built[1].estimators) == 3
+    assert built[1].smoothing == (2.0, 2.0, 1.0)
+    assert run(*fit, "--method", "vae") == 1  # a preset goes alone
