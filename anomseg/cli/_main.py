@@ -320,6 +320,7 @@ def _fit_estimator(args):
     from ..ensemble import AnomalyEnsemble
     from ..ensemble._ensemble import seed_members
 
+    _apply_preset(args)  # done already by cmd_fit; idempotent
     if len(set(args.method)) < len(args.method):
         raise CommandError(
             "give each --method once; --ensemble N trains N seeds of each learned method."
