@@ -474,13 +474,7 @@ def cmd_fit(args):
         raise CommandError(
             f"--unlabelled is for {', '.join(takers)}; {methods} learn(s) from healthy scans only."
         )
-    output = Path(args.output)
-    if output.is_dir():
-        raise CommandError(f"-o '{output}' is a folder; give the model file to write.")
-    if not output.parent.is_dir():
-        raise CommandError(f"cannot write '{output}': folder '{output.parent}' does not exist.")
-    if output.exists() and not args.overwrite:
-        raise CommandError(f"'{output}' exists; pass --overwrite to replace it.")
+    output = _output_file(args.output, "-o", "the model file", args.overwrite)
     references = _check_headers([*args.healthy, *args.unlabelled], unique=False)
     exclusion = _exclusion(args, references)
     steps = _preprocessing_steps(args.foreground, tags.requires_scaled_input)
@@ -787,14 +781,19 @@ def _report_path(args):
     """The ``--output`` file of evaluate, checked before any work."""
     if args.output is None:
         return None
-    output = Path(args.output)
-    if output.suffix.lower() not in (".json", ".csv"):
-        raise CommandError(f"--output '{output}' must end in .json or .csv.")
+    if Path(args.output).suffix.lower() not in (".json", ".csv"):
+        raise CommandError(f"--output '{args.output}' must end in .json or .csv.")
+    return _output_file(args.output, "--output", "the file", args.overwrite)
+
+
+def _output_file(path, option, what, overwrite):
+    """``path`` as a file a command may write, checked before any work."""
+    output = Path(path)
     if output.is_dir():
-        raise CommandError(f"--output '{output}' is a folder; give the file to write.")
+        raise CommandError(f"{option} '{output}' is a folder; give {what} to write.")
     if not output.parent.is_dir():
         raise CommandError(f"cannot write '{output}': folder '{output.parent}' does not exist.")
-    if output.exists() and not args.overwrite:
+    if output.exists() and not overwrite:
         raise CommandError(f"'{output}' exists; pass --overwrite to replace it.")
     return output
 
