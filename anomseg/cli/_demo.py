@@ -18,16 +18,14 @@ def leave_one_out_maps(images, masks, estimator, progress=False):
     from sklearn.base import clone
     from tqdm.auto import tqdm
 
-    from ..datasets import exclude_lesions
+    from ..utils import LesionExclusion
 
     maps, thresholds = [], []
     bar = tqdm(images, desc="leave-one-out", unit="patient", disable=not progress, leave=False)
     for i, image in enumerate(bar):
         others = [j for j in range(len(images)) if j != i]
-        healthy = exclude_lesions(
-            [images[j] for j in others], [masks[j] for j in others], margin=2
-        )
-        model = clone(estimator).fit(healthy)
+        lesions = LesionExclusion([masks[j] for j in others], margin=2)
+        model = clone(estimator).fit([images[j] for j in others], exclude=lesions)
         maps.append(model.score_samples([image])[0])
         thresholds.append(model.calibration_thresholds_)
     return maps, thresholds
