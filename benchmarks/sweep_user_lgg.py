@@ -46,6 +46,7 @@ CONFIGS = {
     "dae-w16": ("DAE width 16", True, "denoising-ae", {"width": 16}, SLICES),
     "dae-e40": ("DAE 40 epochs", True, "denoising-ae", {"n_epochs": 40}, SLICES),
     "dae-e10": ("DAE 10 epochs", True, "denoising-ae", {"n_epochs": 10}, SLICES),
+    "gmvae": ("GMVAE restoration", True, "gmvae", {}, SLICES),
 }
 
 

@@ -84,7 +84,9 @@ class DenoisingAESegmenter(TorchSegmenter):
     noise_resolution : int >= 1, default=16
         Side of the grid of independent noise values, bilinearly upsampled
         to the slice (16 in the paper, for 128 x 128 slices): the noise is
-        correlated over ``H / noise_resolution`` pixels.
+        correlated over ``H / noise_resolution`` pixels, ``H`` the side of
+        the largest training slice (cropped slices get the same correlation
+        length, on a grid of their own size).
     n_epochs : int >= 1, default=20
         Most passes over the training slices (the learning rate reaches 0
         at the last).
