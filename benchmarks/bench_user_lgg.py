@@ -169,15 +169,20 @@ def run(command, log):
     return seconds, usage.ru_maxrss / 1024
 
 
-def fit_and_evaluate(name, seed, files, workdir, refit=False, extra=()):
-    """The figures of one configuration and seed (cached in ``workdir``)."""
+def fit_and_evaluate(name, seed, files, workdir, refit=False, extra=(), cached=False):
+    """The figures of one configuration and seed (cached in ``workdir``).
+
+    With ``cached``, only a cached run's figures, or None.
+    """
     description, seeded, arguments = CONFIGS[name]
     tag = f"{name}-seed{seed}" if seeded else name
     folder = workdir / "runs" / tag
-    folder.mkdir(parents=True, exist_ok=True)
     record_file = folder / "record.json"
     if record_file.exists() and not refit:
         return json.loads(record_file.read_text())
+    if cached:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
     scans, masks = files["train"]
     model = folder / "model.anomseg"
     arguments = _expanded([*arguments, *extra], files)
@@ -295,6 +300,11 @@ def main():
     parser.add_argument("--tag", default="", help="Suffix of the configurations' names.")
     parser.add_argument("--refit", action="store_true", help="Redo cached runs.")
     parser.add_argument("--json", type=Path, help="Write every run's figures here.")
+    parser.add_argument(
+        "--cached",
+        action="store_true",
+        help="Run nothing: the table of the runs of --configs and --seeds already in --workdir.",
+    )
     parser.add_argument("--list", action="store_true", help="List the configurations.")
     args = parser.parse_args()
     if args.list:
@@ -319,8 +329,10 @@ def main():
         seeds = args.seeds if CONFIGS[name][1] else [None]
         for seed in seeds:
             record = fit_and_evaluate(
-                name, seed, files, args.workdir, args.refit, extra=args.fit_arg
+                name, seed, files, args.workdir, args.refit, args.fit_arg, args.cached
             )
+            if record is None:
+                continue
             records.append(record)
             print(
                 f"{name} seed {seed}: AUPRC {record['AUPRC']:.3f}, best Dice "
