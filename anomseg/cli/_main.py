@@ -981,10 +981,11 @@ def build_parser():
         nargs="+",
         default=[],
         metavar="SCAN.nii.gz",
-        help="ascnet only: scans that may hold lesions, from which the "
-        "network learns what the healthy scans do not explain (typically "
-        "the scans to segment). Without them it trains on the healthy scans "
-        "alone, which works less well.",
+        help="ascnet only: scans that hold lesions, from which the network "
+        "learns what the healthy scans do not explain: typically the scans to "
+        "segment. The more of their slices hold lesions, the better (on LGG, "
+        "AUPRC 0.507 with the scans to segment, 0.160 with whole training "
+        "scans); without them it trains on the healthy scans alone.",
     )
     fit.add_argument(
         "-o",
