@@ -1301,6 +1301,17 @@ class _Signals:
 _SIGNALS = _Signals()
 
 
+def _quiet_finalisers():
+    """After an interrupt, let finalisers fail without a traceback.
+
+    The signal can land inside a library's ``__init__`` (nibabel's
+    ``OrderedSet``, for one), leaving an object half-built whose ``__del__``
+    then fails as the interpreter exits; Python would print that as
+    "Exception ignored in ...", with a traceback, under the one line that
+    says the run was interrupted."""
+    sys.unraisablehook = lambda record: None
+
+
 def _show_warning(command, message, category, filename, lineno, file=None, line=None):
     _say(command, "warning", _plain(message))
 
@@ -1316,9 +1327,11 @@ def main(argv=None):
             return status
     except Terminated:
         _say(args.command, "error", "terminated (SIGTERM); no output is left half-written")
+        _quiet_finalisers()
         return 143
     except KeyboardInterrupt:
         _say(args.command, "error", "interrupted; no output is left half-written")
+        _quiet_finalisers()
         return 130
     except Exception as exc:
         if os.environ.get("ANOMSEG_DEBUG"):

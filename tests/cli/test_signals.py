@@ -96,3 +96,43 @@ def test_an_interrupt_swallowed_by_a_finaliser_still_stops_the_run(capsys):
     assert capsys.readouterr().err == ""
     with _SIGNALS.installed():
         _SIGNALS.check()  # a new run starts clean
+
+
+def test_an_interrupt_inside_a_constructor_exits_without_a_traceback(tmp_path):
+    """A signal that lands in an ``__init__`` leaves a half-built object whose
+    ``__del__`` fails at exit (as nibabel's ``OrderedSet`` did in
+    ``anomseg predict``): the run still ends with one line and status 130."""
+    script = tmp_path / "interrupted.py"
+    script.write_text(
+        "import os, signal, sys\n"
+        "from anomseg.cli import _main\n"
+        "kept = []\n"
+        "class HalfBuilt:\n"
+        "    def __init__(self):\n"
+        "        kept.append(self)\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        self.items = {}\n"
+        "    def __del__(self):\n"
+        "        self.items.clear()\n"
+        "parser = _main.build_parser()\n"
+        "parse = parser.parse_args\n"
+        "def parse_args(argv=None):\n"
+        "    args = parse(argv)\n"
+        "    args.func = lambda args: HalfBuilt()\n"
+        "    return args\n"
+        "parser.parse_args = parse_args\n"
+        "_main.build_parser = lambda: parser\n"
+        "sys.exit(_main.main(['info', 'model.anomseg']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "anomseg info: error: interrupted; no output is left half-written"
+    ]
