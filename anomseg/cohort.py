@@ -240,16 +240,24 @@ def stem(path):
 def plan_outputs(scans, output, suffixes=OUTPUT_SUFFIXES, keep_tree=False):
     """The output files of each scan, named after it (under the scan's folder
     relative to the scans' common folder with ``keep_tree``), as a list of
-    ``(scan, [targets])``; two scans that would write the same file raise a
-    ValueError before any work."""
+    ``(scan, [targets])``; two scans that would write the same file, or an
+    output that would replace one of the scans, raise a ValueError before
+    any work."""
     output = Path(output)
     folders = [Path(os.path.realpath(path)).parent for path in scans]
     root = Path(os.path.commonpath(folders)) if keep_tree and folders else None
+    inputs = {os.path.realpath(path): path for path in scans}
     planned, writers = [], {}
     for path, folder in zip(scans, folders):
         where = output / folder.relative_to(root) if keep_tree else output
         targets = [where / f"{stem(path)}{suffix}" for suffix in suffixes]
         for target in targets:
+            if os.path.realpath(target) in inputs:
+                raise ValueError(
+                    f"'{path}' would write '{target}', which is one of the scans; "
+                    "write the outputs to another folder (overwrite never replaces "
+                    "a scan)."
+                )
             if target in writers:
                 raise ValueError(
                     f"'{writers[target]}' and '{path}' would both write '{target}'; "

@@ -474,7 +474,8 @@ def cmd_fit(args):
         raise CommandError(
             f"--unlabelled is for {', '.join(takers)}; {methods} learn(s) from healthy scans only."
         )
-    output = _output_file(args.output, "-o", "the model file", args.overwrite)
+    inputs = [*args.healthy, *args.unlabelled, *(args.exclude or [])]
+    output = _output_file(args.output, "-o", "the model file", args.overwrite, inputs)
     references = _check_headers([*args.healthy, *args.unlabelled], unique=False)
     exclusion = _exclusion(args, references)
     steps = _preprocessing_steps(args.foreground, tags.requires_scaled_input)
@@ -783,19 +784,41 @@ def _report_path(args):
         return None
     if Path(args.output).suffix.lower() not in (".json", ".csv"):
         raise CommandError(f"--output '{args.output}' must end in .json or .csv.")
-    return _output_file(args.output, "--output", "the file", args.overwrite)
+    inputs = [args.model, *args.scans, *args.truth]
+    return _output_file(args.output, "--output", "the file", args.overwrite, inputs)
 
 
-def _output_file(path, option, what, overwrite):
-    """``path`` as a file a command may write, checked before any work."""
+def _output_file(path, option, what, overwrite, inputs=()):
+    """``path`` as a file a command may write, checked before any work:
+    never one of the command's ``inputs`` nor anything but a regular file,
+    even with ``--overwrite``."""
     output = Path(path)
     if output.is_dir():
         raise CommandError(f"{option} '{output}' is a folder; give {what} to write.")
     if not output.parent.is_dir():
         raise CommandError(f"cannot write '{output}': folder '{output.parent}' does not exist.")
-    if output.exists() and not overwrite:
-        raise CommandError(f"'{output}' exists; pass --overwrite to replace it.")
+    if os.path.lexists(output):
+        if any(_same_file(output, path) for path in inputs):
+            raise CommandError(
+                f"{option} '{output}' is one of the command's input files; give {what} "
+                "another name (--overwrite never replaces an input)."
+            )
+        if not output.is_file():
+            raise CommandError(
+                f"{option} '{output}' exists and is not a regular file; give {what} "
+                "another name (--overwrite replaces only files)."
+            )
+        if not overwrite:
+            raise CommandError(f"'{output}' exists; pass --overwrite to replace it.")
     return output
+
+
+def _same_file(a, b):
+    """Whether paths ``a`` and ``b`` name the same existing file."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _write_report(path, report, args, overwrite):
