@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from .io._atomic import atomic_write
+from .utils._param_validation import validate_parameter_constraints
+from .utils._text import printable
 
 __all__ = [
     "FORMAT",
@@ -122,8 +124,13 @@ def _decode_array(data, _):
 def _decode_estimator(data, estimator_classes):
     name, params = data
     if name not in estimator_classes:
-        raise ValueError(f"{name!r} is not an estimator of anomseg")
-    return estimator_classes[name](**decode(params, estimator_classes))
+        raise ValueError(f"{printable(repr(name))} is not an estimator of anomseg")
+    cls = estimator_classes[name]
+    params = decode(params, estimator_classes)
+    constraints = getattr(cls, "_parameter_constraints", None)
+    if constraints is not None:  # a nested estimator is untrusted input too
+        validate_parameter_constraints(constraints, params, caller_name=name)
+    return cls(**params)
 
 
 _DECODERS = {
@@ -176,9 +183,11 @@ def write_safe(path, model, info, state_dict, *, overwrite=False):
 
 def read_safe(path):
     """The content of a safe file, its layout and checksum checked: a dict
-    of ``anomseg_version``, ``format_version``, ``model`` (the estimator's
-    or pipeline's record, still tagged: see :func:`decode`), ``info`` and
-    ``state_dict``. Raises ValueError on any other file."""
+    of ``anomseg_version``, ``format_version``, ``checksum`` (None for
+    format version 1, which has none: the caller decides whether to accept
+    that), ``model`` (the estimator's or pipeline's record, still tagged:
+    see :func:`decode`), ``info`` and ``state_dict``. Raises ValueError on
+    any other file."""
     import torch
 
     try:
@@ -194,9 +203,9 @@ def read_safe(path):
     version = payload.get("format_version")
     if version not in (1, FORMAT_VERSION):
         raise ValueError(
-            f"'{path}' has format version {version!r}; this anomseg reads versions "
-            f"1 to {FORMAT_VERSION}. Load it with the anomseg version that saved "
-            f"it ({payload.get('anomseg_version')}), or a newer one."
+            f"'{path}' has format version {printable(repr(version))}; this anomseg "
+            f"reads versions 1 to {FORMAT_VERSION}. Load it with the anomseg version "
+            f"that saved it ({printable(payload.get('anomseg_version'))}), or a newer one."
         )
     keys = _V1_KEYS if version == 1 else _V2_KEYS
     missing = keys - payload.keys()
@@ -213,7 +222,7 @@ def read_safe(path):
     if version == 1:  # no checksum, and the record spread over three keys
         model = {"estimator": payload["estimator"], "params": payload["params"]}
         model["attributes"] = payload["attributes"]
-        content = {"model": _parse(path, model, json.loads), "info": {}}
+        content = {"model": _parse(path, model, json.loads), "info": {}, "checksum": None}
     else:
         if payload["checksum"] != checksum(payload["model"], payload["info"], state_dict):
             raise ValueError(
@@ -223,6 +232,7 @@ def read_safe(path):
         content = {
             "model": _parse(path, payload["model"], json.loads),
             "info": _parse(path, payload["info"], json.loads),
+            "checksum": payload["checksum"],
         }
     content.update(
         anomseg_version=payload["anomseg_version"],

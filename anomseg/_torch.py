@@ -23,6 +23,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ from .base import BaseAnomalySegmenter
 from .distributed import _average_gradients, _broadcast_tensors, _shard_indices
 from .exceptions import AnomsegWarning
 from .utils import ImageBatch, check_generator
-from .utils._param_validation import COMMON_CONSTRAINTS
+from .utils._param_validation import COMMON_CONSTRAINTS, FITTED_CONSTRAINTS, Finite, Interval
 from .utils._progress import Progress
 
 __all__ = ["Progress", "TorchSegmenter", "TrainingPlan", "chunks", "resolve_device", "update"]
@@ -186,6 +187,14 @@ class TorchSegmenter(BaseAnomalySegmenter):
             "inference_batch_size",
             "verbose",
         )
+    }
+
+    _fitted_attribute_constraints: dict = {
+        **BaseAnomalySegmenter._fitted_attribute_constraints,
+        "device_": FITTED_CONSTRAINTS["device"],
+        "history_": FITTED_CONSTRAINTS["history"],
+        "training_time_": [Finite(0, None)],
+        "best_epoch_": [Interval(Integral, 1, None, closed="left")],
     }
 
     def __sklearn_tags__(self):
@@ -371,11 +380,42 @@ class TorchSegmenter(BaseAnomalySegmenter):
         self._install_module(plan.module, state)
 
     # -- the network --------------------------------------------------------------
-    def _build_module(self):
-        """The network of ``module_`` (its class and constructor arguments
-        are ``_module_class`` and ``_module_params``), on ``device_``."""
+    def _new_module(self):
+        """The network of ``module_``, untrained, on torch's default device
+        (its class and constructor arguments are ``_module_class`` and
+        ``_module_params``)."""
         params = {p: getattr(self, p) for p in self._module_params}
-        return self._module_class(in_channels=self.n_channels_, **params).to(self.device_)
+        return self._module_class(in_channels=self.n_channels_, **params)
+
+    def _build_module(self):
+        """The network of ``module_``, untrained, on ``device_``."""
+        return self._new_module().to(self.device_)
+
+    def _check_weights(self, weights):
+        """Check loaded ``weights`` against the network that the parameters
+        describe, before any memory is spent on it: the network is built on
+        torch's ``meta`` device (shapes without storage), so a file that
+        declares a huge network beside small weights is refused at once.
+        Every tensor must be the network's, of its shape and dtype (so the
+        network holds exactly as many values as the file), and finite."""
+        with torch.device("meta"):
+            expected = self._new_module().state_dict()
+        extra = sorted(set(weights) - set(expected))
+        if extra:
+            raise ValueError(f"its tensor {extra[0]!r} is none of the network's")
+        for key, meta in expected.items():
+            if key not in weights:
+                raise ValueError(f"it lacks the network's tensor {key!r}")
+            tensor = weights[key]
+            if tensor.shape != meta.shape or tensor.dtype != meta.dtype:
+                raise ValueError(
+                    f"its tensor {key!r} has shape {tuple(tensor.shape)} ({tensor.dtype}), but "
+                    f"the network its parameters describe needs {tuple(meta.shape)} "
+                    f"({meta.dtype})"
+                )
+        for key, tensor in weights.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"its tensor {key!r} holds NaN or infinite values")
 
     def _install_module(self, module, state_dict):
         """Load ``state_dict`` into ``module``, freeze it for inference and
@@ -435,4 +475,5 @@ class TorchSegmenter(BaseAnomalySegmenter):
             )
             device = "cpu"
         self.device_ = resolve_device(saved if device is None else device, where)
+        self._check_weights(weights)
         self._install_module(self._build_module(), weights)

@@ -22,9 +22,11 @@ calibrates ``threshold_`` on healthy data, and derives ``predict``,
 
 from __future__ import annotations
 
+import itertools
 import json
 import warnings
 from dataclasses import dataclass, field, fields
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -57,11 +59,20 @@ from .utils._drift import drift_messages
 from .utils._exclusion import apply_exclusion
 from .utils._param_validation import (
     COMMON_CONSTRAINTS,
+    FITTED_CONSTRAINTS,
+    DictOf,
+    Finite,
+    Interval,
+    ListOf,
+    Name,
+    Record,
     StrOptions,
+    validate_fitted_attributes,
     validate_parameter_constraints,
     validate_params,
 )
 from .utils._smoothing import smooth_map
+from .utils._text import printable
 from .utils._values import MapStore, ValueStore
 
 __all__ = [
@@ -87,6 +98,15 @@ _SCORE_CHUNK_VOXELS = 2**22
 
 #: Voxels enough to check the scale of a training set.
 _MAX_SCALE_SAMPLE = 2**24
+
+#: The fitted attributes of a calibration, all set together by ``fit`` and
+#: ``calibrate``.
+CALIBRATION_ATTRIBUTES = (
+    "calibration_thresholds_",
+    "threshold_",
+    "calibration_fpr_",
+    "n_calibration_pixels_",
+)
 
 
 @dataclass(slots=True)
@@ -172,6 +192,47 @@ class BaseAnomalySegmenter(BaseEstimator):
     #: every subclass lists all the parameters of its ``__init__``.
     _parameter_constraints: dict = {"max_fpr": COMMON_CONSTRAINTS["max_fpr"]}
 
+    #: What each fitted attribute accepts, in the same declarative form:
+    #: loading a model file checks every attribute it holds against these
+    #: (see :func:`~anomseg.utils._param_validation.validate_fitted_attributes`),
+    #: and ``_check_fitted_state`` the rules that tie several together.
+    #: Every subclass adds the attributes of its own.
+    _fitted_attribute_constraints: dict = {
+        "image_shape_": [None, *FITTED_CONSTRAINTS["shape"]],
+        "n_channels_": FITTED_CONSTRAINTS["n_channels"],
+        "calibration_thresholds_": [
+            DictOf([Interval(Real, 0, 1, closed="neither")], [Finite()], max_length=64)
+        ],
+        "threshold_": [Finite()],
+        "calibration_fpr_": [Finite(0, 1)],
+        "n_calibration_pixels_": [Interval(Integral, 1, None, closed="left")],
+        "healthy_quantiles_": [
+            Record(
+                {
+                    "tail": [ListOf([Finite(0, 1, closed="right")], max_length=10_000)],
+                    "value": [ListOf([Finite()], max_length=10_000)],
+                }
+            )
+        ],
+        "healthy_data_": [
+            None,
+            DictOf(
+                [Name()],
+                [Finite(), ListOf([Finite()], max_length=4)],
+                max_length=64,
+            ),
+        ],
+    }
+
+    #: Parameters that change neither what was learned nor the calibration,
+    #: so that ``set_params`` may change them on a fitted estimator (which
+    #: ``save`` allows).
+    _runtime_params = frozenset({"verbose", "device", "inference_batch_size", "n_jobs"})
+
+    #: Parameters that change the maps or the threshold of a trained model
+    #: but not the training: after changing one, ``calibrate`` again.
+    _calibration_params = frozenset({"max_fpr", "smoothing", "postprocessing"})
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         return AnomalySegmenterTags(**{f.name: getattr(tags, f.name) for f in fields(tags)})
@@ -242,8 +303,10 @@ class BaseAnomalySegmenter(BaseEstimator):
             self._tune_and_calibrate(healthy.subset(calibration))
         else:
             self._fit(self._training_input(healthy), **fit_data)
+        self._remember_params("fit")
         if calibrate:  # all of them: the calibration part alone may be a few images
             self.healthy_data_ = describe_images(healthy)
+            self._remember_params("calibrate")
         return self
 
     def calibrate(self, X, *, exclude=None):
@@ -270,6 +333,7 @@ class BaseAnomalySegmenter(BaseEstimator):
         batch = apply_exclusion(self._validate_images(X, "calibrate"), exclude, where)
         self._tune_and_calibrate(batch)
         self.healthy_data_ = describe_images(batch)
+        self._remember_params("calibrate")
         return self
 
     def score_samples(self, X):
@@ -479,6 +543,101 @@ class BaseAnomalySegmenter(BaseEstimator):
         """The threshold to use once ``calibration_thresholds_`` is set: by
         default the one at ``max_fpr``."""
         return self.calibration_thresholds_[float(self.max_fpr)]
+
+    def _calibrated_threshold(self):
+        """What ``threshold_`` must be, given the other fitted attributes
+        (for the check of a loaded model, so without side effects): by
+        default the calibrated threshold at ``max_fpr``."""
+        thresholds = self.calibration_thresholds_
+        if float(self.max_fpr) not in thresholds:
+            raise ValueError(
+                f"its max_fpr {self.max_fpr!r} has no calibrated threshold among "
+                f"{sorted(thresholds)}"
+            )
+        return thresholds[float(self.max_fpr)]
+
+    def _check_fitted_state(self):
+        """Check what ``_fitted_attribute_constraints`` cannot express: the
+        rules that tie fitted attributes (and parameters) together, on a
+        loaded model. A calibration is whole or absent; its thresholds fall
+        as the false-positive rate rises, and lie within the healthy
+        calibration values; ``threshold_`` is the one calibrated for
+        ``max_fpr`` (so that neither NaN nor a value that flags every or no
+        voxel can stand in for it)."""
+        present = [key for key in CALIBRATION_ATTRIBUTES if hasattr(self, key)]
+        if not present:
+            return
+        if len(present) < len(CALIBRATION_ATTRIBUTES):
+            missing = sorted(set(CALIBRATION_ATTRIBUTES) - set(present))
+            raise ValueError(f"its calibration lacks {', '.join(missing)}")
+        rates = sorted(self.calibration_thresholds_)
+        values = [self.calibration_thresholds_[rate] for rate in rates]
+        if any(b > a for a, b in itertools.pairwise(values)):
+            raise ValueError(
+                "its calibration_thresholds_ rise with the false-positive rate; "
+                "calibrated thresholds fall as the rate rises"
+            )
+        quantiles = getattr(self, "healthy_quantiles_", None)
+        if quantiles is not None:
+            tails, healthy = quantiles["tail"], quantiles["value"]
+            if not healthy or len(tails) != len(healthy):
+                raise ValueError("its healthy_quantiles_ have no values, or not one per tail")
+            if any(b < a for a, b in itertools.pairwise(healthy)) or any(
+                b > a for a, b in itertools.pairwise(tails)
+            ):
+                raise ValueError("its healthy_quantiles_ are not in order")
+            low, high = healthy[0], healthy[-1]
+            for rate, value in zip(rates, values):
+                if not low <= value <= high:
+                    raise ValueError(
+                        f"its threshold at a false-positive rate of {rate} is {value!r}, "
+                        f"outside the range of its healthy calibration values, "
+                        f"[{low!r}, {high!r}]"
+                    )
+        expected = self._calibrated_threshold()
+        if self.threshold_ != expected:
+            raise ValueError(
+                f"its threshold_ {self.threshold_!r} is not the one calibrated for its "
+                f"max_fpr {self.max_fpr!r}, {expected!r}"
+            )
+
+    def _remember_params(self, stage):
+        """Record the parameters as ``stage`` ("fit" or "calibrate") used
+        them, so that ``save`` can refuse a model whose parameters have
+        changed since (see :meth:`_check_params_unchanged`)."""
+        fingerprint = _param_fingerprints(self.get_params(deep=False))
+        if stage == "fit":
+            self._params_at_fit = fingerprint
+        self._params_at_calibration = fingerprint
+
+    def _check_params_unchanged(self, where):
+        """Refuse to describe a fitted model by parameters that did not make
+        it: ``set_params`` after ``fit`` changes the parameters but not the
+        weights nor the threshold, so a file would record, say, a
+        ``max_fpr`` of 0.01 beside a threshold calibrated at 0.05, or a
+        width that its weights do not have."""
+        now = _param_fingerprints(self.get_params(deep=False))
+        name = type(self).__name__
+        learned = now.keys() - self._runtime_params - self._calibration_params
+        for stage, attribute, keys, advice in (
+            ("fit", "_params_at_fit", learned, "fit it again"),
+            (
+                "calibrate",
+                "_params_at_calibration",
+                self._calibration_params,
+                "call calibrate() again",
+            ),
+        ):
+            before = getattr(self, attribute, None)
+            if before is None:  # fitted by an anomseg that did not record them
+                continue
+            changed = sorted(key for key in keys & now.keys() if now[key] != before.get(key))
+            if changed:
+                raise ValueError(
+                    f"{where}: the parameter(s) {', '.join(map(repr, changed))} of this "
+                    f"{name} changed since {stage}() (set_params), so its fitted state "
+                    f"no longer matches them; {advice} before saving, or set them back."
+                )
 
     def _postprocess_mask(self, mask):
         """Post-process one predicted mask (of one sample): the filters of
@@ -696,6 +855,22 @@ class BaseAnomalySegmenter(BaseEstimator):
         path : pathlib.Path
             The written file.
 
+        Raises
+        ------
+        ValueError
+            If a parameter changed (``set_params``) since ``fit`` or
+            ``calibrate`` in a way that the fitted state does not follow:
+            one that shapes what was learned (such as ``width``: fit again),
+            or one that the calibration depends on (``max_fpr``,
+            ``smoothing``, ``postprocessing`` and a method's own: call
+            ``calibrate`` again). ``save`` refuses rather than recalibrates,
+            because it has no healthy images to calibrate on, and a file
+            must describe the model that computes its maps: a ``max_fpr`` of
+            0.01 beside a threshold calibrated at 0.05 would promise a rate
+            that ``predict`` does not keep. Parameters that change neither
+            (``verbose``, ``device``, ``inference_batch_size``, ``n_jobs``)
+            may change at any time.
+
         See Also
         --------
         load_model : Loads either format.
@@ -717,7 +892,7 @@ class BaseAnomalySegmenter(BaseEstimator):
         return save_model(self, path, format=format, overwrite=overwrite, metadata=metadata)
 
     @classmethod
-    def load(cls, path, *, device=None, allow_pickle=False):
+    def load(cls, path, *, device=None, allow_pickle=False, allow_unchecked=False):
         """Load an estimator of this class saved by :meth:`save`.
 
         Parameters
@@ -729,6 +904,9 @@ class BaseAnomalySegmenter(BaseEstimator):
             (see :func:`load_model`).
         allow_pickle : bool, default=False
             Whether to load a pickle, which runs any code the file names.
+        allow_unchecked : bool, default=False
+            Whether to load a safe file of format version 1 (anomseg 0.1),
+            which has no checksum (see :func:`load_model`).
 
         Returns
         -------
@@ -741,7 +919,9 @@ class BaseAnomalySegmenter(BaseEstimator):
         TypeError
             If the file holds another kind of model.
         """
-        model = load_model(path, device=device, allow_pickle=allow_pickle)
+        model = load_model(
+            path, device=device, allow_pickle=allow_pickle, allow_unchecked=allow_unchecked
+        )
         if not isinstance(model, cls):
             raise TypeError(f"'{path}' holds a {type(model).__name__}, not a {cls.__name__}.")
         return model
@@ -813,16 +993,48 @@ def _plain_state(obj):
 
 
 def _plain_import(cls, params, attributes):
-    """An instance of ``cls`` with ``params``, validated, and ``attributes``."""
+    """An instance of ``cls`` with ``params`` and ``attributes``, both
+    validated against what the class declares (``_parameter_constraints``
+    and ``_check_params``; ``_fitted_attribute_constraints`` and
+    ``_check_fitted_state``)."""
     constraints = getattr(cls, "_parameter_constraints", None)
     if constraints is not None:
         validate_parameter_constraints(constraints, params, caller_name=cls.__name__)
     estimator = cls(**params)
-    for key, value in _upgrade_state(attributes).items():
+    check_params = getattr(estimator, "_check_params", None)
+    if check_params is not None:
+        check_params()
+    attributes = _upgrade_state(attributes)
+    validate_fitted_attributes(cls._fitted_attribute_constraints, attributes, cls.__name__)
+    for key, value in attributes.items():
         if not _is_fitted_attribute(key):
-            raise ValueError(f"'{key}' is not a fitted attribute")
+            raise ValueError(f"{printable(repr(key))} is not a fitted attribute")
         setattr(estimator, key, value)
+    check_state = getattr(estimator, "_check_fitted_state", None)
+    if check_state is not None:
+        check_state()
+    if isinstance(estimator, BaseAnomalySegmenter):  # its parameters made it
+        estimator._remember_params("fit")
     return estimator
+
+
+def _param_fingerprints(params):
+    """Parameter name to a digest of its value, estimators by their class
+    and parameters (not their fitted state, which predicting may change)."""
+    import joblib
+
+    return {key: joblib.hash(_canonical(value)) for key, value in params.items()}
+
+
+def _canonical(value):
+    if isinstance(value, BaseEstimator):
+        params = value.get_params(deep=False)
+        return (type(value).__name__, {k: _canonical(v) for k, v in params.items()})
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, [_canonical(v) for v in value])
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    return value
 
 
 def warn_if_drifted(reference, batch, where, figures):
@@ -902,12 +1114,16 @@ def _is_fitted_list(value):
     )
 
 
-def _from_record(record, weights, classes, device):
+def _from_record(record, weights, classes, device, build=True):
     """The inverse of :func:`_to_record`: the model, rebuilt from the
-    allow-listed ``classes`` only."""
+    allow-listed ``classes`` only, every parameter and fitted attribute
+    checked; without ``build``, the networks are neither checked nor built
+    (for :func:`model_info`)."""
     name = record["estimator"]
     if not isinstance(name, str) or name not in classes:
-        raise ValueError(f"it names {name!r}; the safe format rebuilds only {', '.join(classes)}")
+        raise ValueError(
+            f"it names {printable(repr(name))}; the safe format rebuilds only {', '.join(classes)}"
+        )
     cls = classes[name]
     params = decode(record["params"], classes)
     if issubclass(cls, Pipeline) != ("steps" in record):
@@ -918,21 +1134,22 @@ def _from_record(record, weights, classes, device):
         for step_name, step in record["steps"]:
             prefix = f"{step_name}/"
             own = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
-            steps.append((step_name, _from_record(step, own, classes, device)))
+            steps.append((step_name, _from_record(step, own, classes, device, build)))
         return _plain_import(cls, {"steps": steps, **params}, attributes)
-    importer = getattr(cls, "_import_state", None)
+    importer = getattr(cls, "_import_state", None) if build else None
     if importer is not None:
         model = importer(params, attributes, weights, device)
     else:
-        model = _plain_import(cls, params, attributes)
+        upgrade = getattr(cls, "_upgrade_params", None)
+        model = _plain_import(cls, upgrade(params) if upgrade else params, attributes)
     for key, records in record.get("fitted", {}).items():
-        if not (_is_fitted_attribute(key) and isinstance(records, list)):
-            raise ValueError(f"its {name} holds a malformed '{key}'")
+        if not (key in cls._fitted_attribute_constraints and isinstance(records, list)):
+            raise ValueError(f"its {name} holds a malformed {printable(repr(key))}")
         members = []
         for k, member in enumerate(records):
             prefix = f"{key}/{k}/"
             own = {w[len(prefix) :]: v for w, v in weights.items() if w.startswith(prefix)}
-            members.append(_from_record(member, own, classes, device))
+            members.append(_from_record(member, own, classes, device, build))
         setattr(model, key, members)
     check = getattr(model, "_check_loaded", None)
     if check is not None:
@@ -942,6 +1159,18 @@ def _from_record(record, weights, classes, device):
 
 def _final(model):
     return model[-1] if isinstance(model, Pipeline) else model
+
+
+def _estimators_in(model):
+    """Every anomseg estimator of ``model``: a pipeline's steps, an
+    ensemble's members, the model itself."""
+    if isinstance(model, Pipeline):
+        for _, step in model.steps:
+            yield from _estimators_in(step)
+    elif isinstance(model, BaseAnomalySegmenter):
+        yield model
+        for member in getattr(model, "estimators_", None) or ():
+            yield from _estimators_in(member)
 
 
 def _calibration_info(model):
@@ -983,6 +1212,8 @@ def save_model(model, path, *, format="safe", overwrite=False, metadata=None):
         caller_name=where,
     )
     check_is_fitted(_final(model), "threshold_")
+    for estimator in _estimators_in(model):
+        estimator._check_params_unchanged(where)
     if format == "pickle":
         if metadata is not None:
             raise ValueError(f"'metadata' of {where} is for format='safe' only.")
@@ -1001,10 +1232,14 @@ def save_model(model, path, *, format="safe", overwrite=False, metadata=None):
 
 
 @validate_params(
-    {"device": [None, StrOptions({"auto", "cpu", "cuda"})], "allow_pickle": ["boolean"]},
+    {
+        "device": [None, StrOptions({"auto", "cpu", "cuda"})],
+        "allow_pickle": ["boolean"],
+        "allow_unchecked": ["boolean"],
+    },
     prefer_skip_nested_validation=True,
 )
-def load_model(path, *, device=None, allow_pickle=False):
+def load_model(path, *, device=None, allow_pickle=False, allow_unchecked=False):
     """Load a model saved by ``save``: an anomseg estimator, or a pipeline.
 
     A safe file is read with ``torch.load(..., weights_only=True)``, which
@@ -1014,6 +1249,23 @@ def load_model(path, *, device=None, allow_pickle=False):
     :class:`~anomseg.preprocessing.AnomalyPipeline`): loading runs no code
     from the file. A pickle runs whatever code it names, so it is loaded
     only with ``allow_pickle=True``.
+
+    Nothing in a safe file is trusted, since whoever alters one can
+    recompute its checksum: every parameter is checked against the
+    class's ``_parameter_constraints``, every fitted attribute against its
+    ``_fitted_attribute_constraints`` and the rules that tie them together
+    (a finite ``threshold_``, the one calibrated for ``max_fpr``, within the
+    healthy calibration values), and every weight's name, shape and dtype
+    against the network that the parameters describe, built first on
+    torch's ``meta`` device (no memory), before the network is built for
+    real; weights must be finite.
+
+    Safe files of format version 1, which anomseg 0.1 wrote, have no
+    checksum, so a damaged or altered one cannot be told from a whole one:
+    they load only with ``allow_unchecked=True``. To give such a file a
+    checksum, load it so once, from a source you trust, and save it again::
+
+        load_model("old.pt", allow_unchecked=True).save("model.anomseg")
 
     Parameters
     ----------
@@ -1026,6 +1278,9 @@ def load_model(path, *, device=None, allow_pickle=False):
         Pickles load on the device they were saved from (or the CPU).
     allow_pickle : bool, default=False
         Whether to load a pickle. Pass True only for files you trust.
+    allow_unchecked : bool, default=False
+        Whether to load a safe file of format version 1, which has no
+        checksum. Pass True only for files you trust.
 
     Returns
     -------
@@ -1037,11 +1292,13 @@ def load_model(path, *, device=None, allow_pickle=False):
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If ``path`` is a pickle and ``allow_pickle`` is False, is no model
-        file of anomseg, does not match its checksum, comes from a newer
-        format version, names a class off the allow-list, or holds
-        parameters, attributes or weights that do not fit that class; or
-        if ``device="cuda"`` and torch finds no CUDA device.
+        If ``path`` is a pickle and ``allow_pickle`` is False, is of format
+        version 1 and ``allow_unchecked`` is False, is no model file of
+        anomseg, does not match its checksum, comes from a newer format
+        version, names a class off the allow-list, or holds parameters,
+        attributes or weights that do not fit that class (or NaN or
+        infinite weights); or if ``device="cuda"`` and torch finds no CUDA
+        device.
 
     Warns
     -----
@@ -1096,18 +1353,34 @@ def load_model(path, *, device=None, allow_pickle=False):
             )
         return model
     content = read_safe(path)
+    if content["format_version"] == 1 and not allow_unchecked:
+        raise ValueError(
+            f"'{path}' is a safe file of format version 1 (anomseg 0.1), which has no "
+            "checksum, so a damaged or altered one cannot be told from a whole one; "
+            "pass allow_unchecked=True only if you trust its source, and save it "
+            "again to give it a checksum."
+        )
     _warn_if_other_version(content["anomseg_version"])
+    return _rebuilt(path, content, device)
+
+
+def _rebuilt(path, content, device, build=True):
+    """The model of a safe file's ``content``, rebuilt and checked; any
+    fault named with the file."""
     try:
-        return _from_record(content["model"], content["state_dict"], _safe_classes(), device)
+        return _from_record(
+            content["model"], content["state_dict"], _safe_classes(), device, build
+        )
     except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, IndexError) as exc:
         name = content["model"].get("estimator") if isinstance(content["model"], dict) else None
-        raise ValueError(f"'{path}' does not hold a valid {name or 'model'}: {exc}") from None
+        name = printable(name) if isinstance(name, str) else "model"
+        raise ValueError(f"'{path}' does not hold a valid {name}: {exc}") from None
 
 
 def _warn_if_other_version(version):
     if version != __version__:
         warnings.warn(
-            f"[load_model] This model was saved by anomseg {version} and is "
+            f"[load_model] This model was saved by anomseg {printable(version)} and is "
             f"loaded by {__version__}; results may differ.",
             VersionMismatchWarning,
             stacklevel=3,
@@ -1116,8 +1389,14 @@ def _warn_if_other_version(version):
 
 def model_info(path):
     """What a safe model file holds, read and checked without building the
-    model or running any code from it: for a user to decide whether to
-    trust it.
+    model's networks or running any code from it: for a user to decide
+    whether to trust it.
+
+    Every figure comes from the model itself (its final estimator's
+    parameters and fitted attributes), checked as :func:`load_model`
+    checks them, so none can disagree with what the model computes. Files
+    of format version 1 are read too (without ``allow_unchecked``: nothing
+    is used), and say that they have no checksum.
 
     Parameters
     ----------
@@ -1128,6 +1407,8 @@ def model_info(path):
     -------
     info : dict
         ``anomseg_version`` and ``format_version`` that wrote it;
+        ``checksum``, the SHA-256 the file matched (None for format version
+        1, which has none);
         ``estimator`` (the final estimator's class) and ``steps`` (the class
         of every step, the estimator last); ``params`` (the estimator's
         parameters); ``calibration`` (``threshold``, ``max_fpr``,
@@ -1137,15 +1418,17 @@ def model_info(path):
         modality, voxel sizes and number of the healthy scans); and, for an
         ensemble, ``members``: each member's ``name``, ``estimator``, the
         ``params`` that differ from its class's defaults and its own
-        ``threshold``. Files of format version 1 carry no calibration
-        summary.
+        ``threshold``. Files of format version 1 carry no metadata, nor
+        the summary of the healthy data.
 
     Raises
     ------
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If ``path`` is not a safe model file, or does not match its checksum.
+        If ``path`` is not a safe model file, does not match its checksum,
+        or holds parameters or fitted attributes that do not fit their
+        class.
 
     Examples
     --------
@@ -1168,45 +1451,49 @@ def model_info(path):
             f"'{path}' is not a safe model file; only those can be read without running code."
         )
     content = read_safe(path)
-    record = content["model"]
-    records = [step for _, step in record["steps"]] if "steps" in record else [record]
-    classes = _safe_classes()
+    model = _rebuilt(path, content, None, build=False)
+    final = _final(model)
+    check_is_fitted(final, "threshold_")
+    metadata = content["info"].get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise ValueError(f"'{path}' holds malformed metadata.")
     info = {
         "anomseg_version": content["anomseg_version"],
         "format_version": content["format_version"],
-        "estimator": records[-1]["estimator"],
-        "steps": [step["estimator"] for step in records],
-        "params": decode(records[-1]["params"], classes),
-        "calibration": content["info"].get("calibration", {}),
-        "metadata": content["info"].get("metadata", {}),
+        "checksum": content.get("checksum"),
+        "estimator": type(final).__name__,
+        "steps": [type(step).__name__ for step in _steps(model)],
+        "params": final.get_params(deep=False),
+        "calibration": _calibration_info(model),
+        "metadata": metadata,
     }
-    members = records[-1].get("fitted", {}).get("estimators_")
-    if isinstance(members, list):
-        info["members"] = _members_info(info["params"].get("estimators") or [], members, classes)
+    if isinstance(getattr(final, "estimators_", None), list):
+        info["members"] = _members_info(final)
     return info
 
 
-def _members_info(estimators, records, classes):
+def _steps(model):
+    return [step for _, step in model.steps] if isinstance(model, Pipeline) else [model]
+
+
+def _members_info(ensemble):
     """The members of an ensemble as ``model_info`` lists them: name,
     class, the parameters that differ from the class's defaults, and the
     member's own calibrated threshold."""
     out = []
-    for (name, _), record in zip(estimators, records):
-        params = decode(record["params"], classes)
-        cls = classes.get(record["estimator"])
-        defaults = (
-            cls().get_params(deep=False) if cls and cls.__name__ != "AnomalyEnsemble" else {}
-        )
+    for (name, _), member in zip(ensemble.estimators, ensemble.estimators_):
+        cls = type(member)
+        params = member.get_params(deep=False)
+        defaults = cls().get_params(deep=False) if cls.__name__ != "AnomalyEnsemble" else {}
         changed = {
             k: v for k, v in params.items() if k not in defaults or repr(defaults[k]) != repr(v)
         }
-        threshold = decode(record["attributes"], classes).get("threshold_")
         out.append(
             {
                 "name": name,
-                "estimator": record["estimator"],
+                "estimator": cls.__name__,
                 "params": changed,
-                "threshold": threshold,
+                "threshold": getattr(member, "threshold_", None),
             }
         )
     return out

@@ -167,6 +167,18 @@ class TestContract:
     def test_every_parameter_has_a_constraint(self, name, cls):
         assert set(cls._parameter_constraints) == set(make_estimator(cls).get_params(deep=False))
 
+    def test_every_fitted_attribute_has_a_constraint(self, name, cls, fitted):
+        # What a model file holds is checked against these on load, so every
+        # attribute fit sets must be declared, and satisfy its declaration.
+        from anomseg.base import _is_fitted_attribute
+        from anomseg.utils._param_validation import validate_fitted_attributes
+
+        for est in [fitted[name], *getattr(fitted[name], "estimators_", [])]:
+            attributes = {k: v for k, v in vars(est).items() if _is_fitted_attribute(k)}
+            owner = type(est)
+            validate_fitted_attributes(owner._fitted_attribute_constraints, attributes, name)
+            est._check_fitted_state()
+
     def test_init_only_stores_params(self, name, cls):
         est = make_estimator(cls)
         public = {k for k in vars(est) if not k.startswith("_")}

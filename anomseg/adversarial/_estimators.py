@@ -14,7 +14,7 @@ from .._torch import TorchSegmenter, TrainingPlan, update
 from ..exceptions import AnomsegWarning
 from ..postprocessing import binary_closing, binary_opening
 from ..utils import ImageBatch
-from ..utils._param_validation import Interval, StrOptions
+from ..utils._param_validation import ArrayOf, Finite, Interval, Record, StrOptions
 from ..utils._values import ValueStore
 from ._histogram import peak_threshold, stored_histogram
 from ._networks import ASCNetModule, CutDiscriminator, soft_dice
@@ -179,6 +179,24 @@ class ASCNetSegmenter(TorchSegmenter):
 
     _module_class = ASCNetModule
     _module_params = ("width",)
+
+    _fitted_attribute_constraints: dict = {
+        **TorchSegmenter._fitted_attribute_constraints,
+        "n_reference_": [Interval(Integral, 0, None, closed="left")],
+        "n_unlabelled_": [Interval(Integral, 0, None, closed="left")],
+        "histogram_threshold_": [Finite()],
+        "histogram_": [
+            Record(
+                {
+                    "counts": [ArrayOf("iu", 1)],
+                    "edges": [ArrayOf("f", 1)],
+                    "smoothed": [ArrayOf("f", 1)],
+                    "peaks": [ArrayOf("fiu", 1)],
+                }
+            )
+        ],
+        "fpr_threshold_": [Finite()],
+    }
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -505,6 +523,22 @@ class ASCNetSegmenter(TorchSegmenter):
         if self.threshold_method == "histogram-peak":
             return self.histogram_threshold_
         return self.fpr_threshold_
+
+    def _calibrated_threshold(self):
+        if self.fpr_threshold_ != super()._calibrated_threshold():
+            raise ValueError(
+                f"its fpr_threshold_ {self.fpr_threshold_!r} is not the one calibrated "
+                f"for its max_fpr {self.max_fpr!r}"
+            )
+        if self.threshold_method != "histogram-peak":
+            return self.fpr_threshold_
+        edges = self.histogram_["edges"]
+        if not edges[0] <= self.histogram_threshold_ <= edges[-1]:
+            raise ValueError(
+                f"its histogram_threshold_ {self.histogram_threshold_!r} lies outside "
+                f"its histogram, [{edges[0]!r}, {edges[-1]!r}]"
+            )
+        return self.histogram_threshold_
 
     def _postprocess_mask(self, mask):
         if self.opening_radius or self.closing_radius:

@@ -205,6 +205,19 @@ class DenoisingAESegmenter(TorchSegmenter):
     _module_class = DenoisingUNet
     _module_params = ("width", "depth")
 
+    _fitted_attribute_constraints: dict = {
+        **TorchSegmenter._fitted_attribute_constraints,
+        "n_epochs_": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    #: They shape the maps of the trained network, not the network.
+    _calibration_params = TorchSegmenter._calibration_params | {
+        "residual",
+        "median_size",
+        "edge_margin",
+        "intensity_prior",
+    }
+
     _parameter_constraints: dict = {
         **TorchSegmenter._parameter_constraints,
         "width": [Interval(Integral, 1, None, closed="left")],

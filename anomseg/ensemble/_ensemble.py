@@ -116,6 +116,13 @@ class AnomalyEnsemble(BaseAnomalySegmenter):
         },
     }
 
+    #: The members are records of their own in a model file, each checked
+    #: against its class's declarations.
+    _fitted_attribute_constraints: dict = {
+        **BaseAnomalySegmenter._fitted_attribute_constraints,
+        "estimators_": [list],
+    }
+
     def __init__(
         self,
         estimators,

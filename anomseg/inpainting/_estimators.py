@@ -16,7 +16,7 @@ from .. import distributed
 from .._docstrings import fill_doc
 from .._torch import TorchSegmenter, TrainingPlan, inference_chunks, update
 from ..utils import check_generator
-from ..utils._param_validation import Interval, StrOptions
+from ..utils._param_validation import FITTED_CONSTRAINTS, MAX_SIDE, Finite, Interval, StrOptions
 from ._networks import InpaintingGenerator, LossPredictorNet, WindowDiscriminator
 from ._windows import (
     default_stride,
@@ -55,6 +55,23 @@ class _WindowLocalizer(TorchSegmenter):
     the heatmap of per-window losses. Subclasses implement
     ``_window_losses(padded, slices, tops, lefts)``, the loss of each
     window of the slices held by a padded tensor."""
+
+    _fitted_attribute_constraints: dict = {
+        **TorchSegmenter._fitted_attribute_constraints,
+        # Bounded: they size the padding of every slice scored.
+        "window_size_": [Interval(Integral, 2, MAX_SIDE, closed="both")],
+        "stride_": [Interval(Integral, 1, MAX_SIDE, closed="both")],
+        "context_size_": [Interval(Integral, 4, MAX_SIDE, closed="both")],
+        "min_foreground_": [Finite(0, 1, closed="right")],
+    }
+
+    def _check_fitted_state(self):
+        super()._check_fitted_state()
+        if not (self.stride_ <= self.window_size_ and self.context_size_ >= self.window_size_ + 2):
+            raise ValueError(
+                f"its window_size_ {self.window_size_}, stride_ {self.stride_} and "
+                f"context_size_ {self.context_size_} are no geometry fit() sets"
+            )
 
     def _margin(self):
         """Zero padding on every side of a slice so that every patch fits."""
@@ -236,6 +253,11 @@ class InpaintingLocalizer(_WindowLocalizer):
 
     _module_class = InpaintingGenerator
     _module_params = ("width",)
+
+    _fitted_attribute_constraints: dict = {
+        **_WindowLocalizer._fitted_attribute_constraints,
+        "n_training_windows_": [Interval(Integral, 0, None, closed="left")],
+    }
 
     def __init__(
         self,
@@ -535,6 +557,14 @@ class InpaintingLossPredictor(_WindowLocalizer):
     _module_class = LossPredictorNet
     _module_params = ("width",)
 
+    _fitted_attribute_constraints: dict = {
+        **_WindowLocalizer._fitted_attribute_constraints,
+        "generator_history_": [None, *FITTED_CONSTRAINTS["history"]],
+        "final_kernel_": [Interval(Integral, 1, MAX_SIDE, closed="both")],
+        "receptive_field_": [Interval(Integral, 1, MAX_SIDE, closed="both")],
+        "loss_scale_": [Finite(0, None, closed="neither")],
+    }
+
     def __init__(
         self,
         inpainter=None,
@@ -579,6 +609,20 @@ class InpaintingLossPredictor(_WindowLocalizer):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
     }
+
+    def _check_fitted_state(self):
+        super()._check_fitted_state()
+        # What _training_plan derives from context_size_, and the padding
+        # of every slice scored: nothing else is a model fit() makes.
+        kernel = LossPredictorNet.kernel_for(self.context_size_)
+        with torch.device("meta"):
+            field = LossPredictorNet(self.n_channels_, 1, final_kernel=kernel).receptive_field
+        if (self.final_kernel_, self.receptive_field_) != (kernel, field):
+            raise ValueError(
+                f"its final_kernel_ {self.final_kernel_} and receptive_field_ "
+                f"{self.receptive_field_} are not those of its context_size_ "
+                f"{self.context_size_} ({kernel} and {field})"
+            )
 
     def _check_params(self):
         if isinstance(self.inpainter, FrozenEstimator) and not isinstance(
@@ -626,9 +670,8 @@ class InpaintingLossPredictor(_WindowLocalizer):
     def _fit(self, batch):
         super()._fit(batch, inpainter=self._trained_inpainter(batch))
 
-    def _build_module(self):
-        net = LossPredictorNet(self.n_channels_, self.width, final_kernel=self.final_kernel_)
-        return net.to(self.device_)
+    def _new_module(self):
+        return LossPredictorNet(self.n_channels_, self.width, final_kernel=self.final_kernel_)
 
     def _training_plan(self, batch, rng, generator, inpainter):
         for attribute in ("window_size_", "stride_", "context_size_", "min_foreground_"):

@@ -26,6 +26,9 @@ class _BaseMaskFilter(TransformerMixin, BaseEstimator):
     ``_parameter_constraints`` and implement ``_filter(mask)``.
     """
 
+    #: They learn nothing: a model file holds no fitted attribute of theirs.
+    _fitted_attribute_constraints: dict = {}
+
     def fit(self, X, y=None):
         """Validate the parameters and masks; nothing is learned.
 

@@ -9,6 +9,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..exceptions import ShapeMismatchError
 from ..utils import ImageBatch, check_images
+from ..utils._param_validation import FITTED_CONSTRAINTS
 
 __all__ = []
 
@@ -36,6 +37,11 @@ class _BaseImageTransformer(TransformerMixin, BaseEstimator):
     them on), it returns one, so that images are validated once per
     pipeline. ``fit_transform`` validates its input once.
     """
+
+    #: What each fitted attribute accepts (see
+    #: :attr:`anomseg.base.BaseAnomalySegmenter._fitted_attribute_constraints`);
+    #: every subclass adds the attributes of its own.
+    _fitted_attribute_constraints: dict = {"n_channels_": FITTED_CONSTRAINTS["n_channels"]}
 
     def fit(self, X, y=None):
         """Validate the parameters and images, and learn what is needed.

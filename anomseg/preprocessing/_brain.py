@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._docstrings import fill_doc
 from ..io import NiftiReference, from_canonical, to_canonical
-from ..utils._param_validation import COMMON_CONSTRAINTS, Interval
+from ..utils._param_validation import COMMON_CONSTRAINTS, FITTED_CONSTRAINTS, Interval
 from ._base import _BaseImageTransformer, _wrap
 
 __all__ = ["BrainExtractor"]
@@ -227,6 +227,11 @@ class BrainExtractor(_BaseImageTransformer):
 
     #: Learns nothing across scans: fits on NIfTI paths, one scan at a time.
     _per_scan = True
+
+    _fitted_attribute_constraints: dict = {
+        **_BaseImageTransformer._fitted_attribute_constraints,
+        "device_": FITTED_CONSTRAINTS["device"],
+    }
 
     _parameter_constraints: dict = {
         "affine": [None, "array-like", NiftiReference],

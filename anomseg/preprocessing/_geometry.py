@@ -12,7 +12,15 @@ from sklearn.utils.validation import check_is_fitted
 from .._docstrings import fill_doc
 from ..exceptions import ShapeMismatchError
 from ..utils import check_maps
-from ..utils._param_validation import COMMON_CONSTRAINTS, Interval, NumberSequence, StrOptions
+from ..utils._param_validation import (
+    COMMON_CONSTRAINTS,
+    FITTED_CONSTRAINTS,
+    MAX_SIDE,
+    Interval,
+    ListOf,
+    NumberSequence,
+    StrOptions,
+)
 from ._base import _BaseImageTransformer, _wrap
 
 __all__ = ["ForegroundCropper", "Resizer"]
@@ -41,6 +49,22 @@ class _BaseGeometry(_BaseImageTransformer):
     """A geometric transformer: fit on one spatial shape, transform only that
     shape, and map anomaly maps back with ``inverse_transform`` (which
     :class:`AnomalyPipeline` applies to the maps of its final step)."""
+
+    _fitted_attribute_constraints: dict = {
+        **_BaseImageTransformer._fitted_attribute_constraints,
+        "input_shape_": FITTED_CONSTRAINTS["shape"],
+        "output_shape_": FITTED_CONSTRAINTS["shape"],
+    }
+
+    def _check_fitted_state(self):
+        """A loaded model's output shape is the one its fitted geometry
+        gives, of the input's number of dimensions."""
+        if len(self.output_shape_) != len(self.input_shape_) or tuple(self.output_shape_) != tuple(
+            self._output_shape()
+        ):
+            raise ValueError(
+                f"its output_shape_ {self.output_shape_} is not the one its geometry gives"
+            )
 
     def _fit(self, batch):
         shape = batch.common_shape
@@ -182,6 +206,23 @@ class ForegroundCropper(_BaseGeometry):
         self.size = size
         self.margin = margin
         self.channel_axis = channel_axis
+
+    _fitted_attribute_constraints: dict = {
+        **_BaseGeometry._fitted_attribute_constraints,
+        "window_": [
+            ListOf(
+                [
+                    ListOf(
+                        [Interval(Integral, -MAX_SIDE, 2 * MAX_SIDE, closed="both")],
+                        length=2,
+                        kind=tuple,
+                    )
+                ],
+                max_length=3,
+                kind=tuple,
+            )
+        ],
+    }
 
     _parameter_constraints: dict = {
         "mode": [StrOptions({"bbox", "fixed"})],

@@ -8,7 +8,7 @@ import numpy as np
 from skimage.exposure import equalize_hist
 
 from .._docstrings import fill_doc
-from ..utils._param_validation import COMMON_CONSTRAINTS, Interval
+from ..utils._param_validation import COMMON_CONSTRAINTS, ArrayOf, Interval
 from ._base import _BaseImageTransformer, _channels_last
 
 __all__ = ["HistogramEqualizer", "HistogramMatcher", "IntensityScaler"]
@@ -174,6 +174,11 @@ class HistogramMatcher(_BaseImageTransformer):
     def __init__(self, n_quantiles=256, channel_axis=None):
         self.n_quantiles = n_quantiles
         self.channel_axis = channel_axis
+
+    _fitted_attribute_constraints: dict = {
+        **_BaseImageTransformer._fitted_attribute_constraints,
+        "reference_quantiles_": [ArrayOf("f", 1), ArrayOf("f", 2)],
+    }
 
     _parameter_constraints: dict = {
         "n_quantiles": [Interval(Integral, 2, None, closed="left")],

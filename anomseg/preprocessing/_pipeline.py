@@ -71,6 +71,9 @@ class AnomalyPipeline(Pipeline):
     True
     """
 
+    #: Its state is its steps': a model file holds none of its own.
+    _fitted_attribute_constraints: dict = {}
+
     @property
     def threshold_(self):
         """The final estimator's calibrated ``threshold_``."""
@@ -265,7 +268,7 @@ class AnomalyPipeline(Pipeline):
         return save_model(self, path, format=format, overwrite=overwrite, metadata=metadata)
 
     @classmethod
-    def load(cls, path, *, device=None, allow_pickle=False):
+    def load(cls, path, *, device=None, allow_pickle=False, allow_unchecked=False):
         """Load a pipeline saved by :meth:`save` (see
         :func:`~anomseg.base.load_model`).
 
@@ -277,12 +280,17 @@ class AnomalyPipeline(Pipeline):
         allow_pickle : bool, default=False
             Whether to load a pickle, which runs any code it names: pass
             True only for files you trust.
+        allow_unchecked : bool, default=False
+            Whether to load a safe file of format version 1, which has no
+            checksum: pass True only for files you trust.
 
         Returns
         -------
         pipeline : AnomalyPipeline
         """
-        model = load_model(path, device=device, allow_pickle=allow_pickle)
+        model = load_model(
+            path, device=device, allow_pickle=allow_pickle, allow_unchecked=allow_unchecked
+        )
         if not isinstance(model, cls):
             raise TypeError(f"'{path}' holds a {type(model).__name__}, not a {cls.__name__}.")
         return model

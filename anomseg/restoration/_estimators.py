@@ -14,6 +14,8 @@ from sklearn.utils.validation import check_is_fitted
 from .._docstrings import fill_doc
 from .._torch import TorchSegmenter, TrainingPlan, chunks, update
 from ..utils._param_validation import (
+    ArrayOf,
+    Finite,
     Interval,
     NumberSequence,
     StrOptions,
@@ -69,6 +71,11 @@ class _NormativePriorEstimator(TorchSegmenter):
 
     _module_class = ConvVAE
     _module_params = ("width", "latent_channels")
+
+    _fitted_attribute_constraints: dict = {
+        **TorchSegmenter._fitted_attribute_constraints,
+        "n_epochs_": [Interval(Integral, 1, None, closed="left")],
+    }
 
     _parameter_constraints: dict = {
         **TorchSegmenter._parameter_constraints,
@@ -166,6 +173,27 @@ class _NormativePriorEstimator(TorchSegmenter):
 
 class _BaseRestorer(_NormativePriorEstimator):
     """MAP restoration with the trained prior; the map is the residual."""
+
+    _fitted_attribute_constraints: dict = {
+        **_NormativePriorEstimator._fitted_attribute_constraints,
+        "tv_weights_": [ArrayOf("fiu", 1)],
+        "healthy_change_": [ArrayOf("f", 1)],
+        "tv_weight_": [Finite(0, None)],
+        "tv_search_time_": [Finite(0, None)],
+    }
+
+    #: Restoration changes the maps, not the prior: calibrate again.
+    _calibration_params = _NormativePriorEstimator._calibration_params | {
+        "tv_weight",
+        "tv_weights",
+        "tv_search",
+        "max_tv_images",
+        "schedule",
+        "n_restoration_steps",
+        "step_sizes",
+        "step_size_switch",
+        "gradient_clip",
+    }
 
     _parameter_constraints: dict = {
         **_NormativePriorEstimator._parameter_constraints,
