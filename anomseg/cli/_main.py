@@ -5,7 +5,9 @@ What a user of the command line can rely on:
 
 * **Model files run no code.** ``fit`` writes the safe format, and
   ``predict``, ``evaluate`` and ``info`` read it; a pickle is read only with
-  ``--trust-pickle``, with a warning.
+  ``--trust-pickle``, with a warning, and a safe file of format 1 (anomseg
+  0.1, no checksum) only with ``--allow-unchecked``. Every value a model
+  file holds is checked before use, and ``info`` escapes what it prints.
 * **Outputs are whole or absent.** Each scan's map and mask are written to
   temporary files and moved into place together; SIGINT and SIGTERM
   (``kill``, ``timeout``, job schedulers) remove the temporary files of the
@@ -272,6 +274,14 @@ def _add_model_options(parser):
         "runs any code it holds: pass this only for files you wrote or whose "
         "source you trust.",
     )
+    parser.add_argument(
+        "--allow-unchecked",
+        action="store_true",
+        help="Read MODEL even if it is a safe file of format 1 (written by "
+        "anomseg 0.1), which has no checksum, so that a damaged or altered "
+        "one cannot be told from a whole one: pass this only for files whose "
+        "source you trust, and save the model again to give it a checksum.",
+    )
 
 
 def _output_folder(output):
@@ -389,7 +399,9 @@ def _estimator(method, params):
         raise CommandError(f"bad --param for {method}: {exc}") from None
 
 
-def _load_model(path, foreground="model", trust_pickle=False, command="predict"):
+def _load_model(
+    path, foreground="model", trust_pickle=False, command="predict", allow_unchecked=False
+):
     """The model file's estimator or pipeline, as an AnomalyPipeline (of one
     step for a bare estimator), so that every command treats both alike,
     and the metadata its writer stored; with ``foreground="brain"``, a
@@ -409,7 +421,20 @@ def _load_model(path, foreground="model", trust_pickle=False, command="predict")
             "refit the model (anomseg fit writes safe files)."
         )
     if kind == "safe":
-        model, metadata = load_model(path), model_info(path)["metadata"]
+        try:
+            model = load_model(path, allow_unchecked=allow_unchecked)
+        except ValueError as exc:
+            if "allow_unchecked=True" not in str(exc):
+                raise
+            raise CommandError(
+                f"'{path}' is a safe file of format 1 (anomseg 0.1), which has no "
+                "checksum, so a damaged or altered one cannot be told from a whole "
+                "one; pass --allow-unchecked only if you trust its source."
+            ) from None
+        info = model_info(path)
+        if info["checksum"] is None:
+            _say(command, "warning", f"'{path}' has no checksum (format 1); read as asked.")
+        metadata = info["metadata"]
     elif kind == "pickle":
         _say(command, "warning", f"loading the pickle '{path}', which may run any code it holds.")
         model, metadata = load_model(path, allow_pickle=True), {}
@@ -680,7 +705,9 @@ def cmd_predict(args):
         raise CommandError(
             f"--n-jobs must be a positive number or -1 (every core); got {args.n_jobs}."
         )
-    model, metadata = _load_model(args.model, args.foreground, args.trust_pickle)
+    model, metadata = _load_model(
+        args.model, args.foreground, args.trust_pickle, allow_unchecked=args.allow_unchecked
+    )
     output = _output_folder(args.output)
     counts = {"done": 0, "skipped": 0, "failed": 0}
     stdout = sys.stdout  # the method's progress goes to stderr meanwhile
@@ -754,7 +781,9 @@ def cmd_evaluate(args):
                 "resample it onto the scan."
             )
     output = _report_path(args)
-    model, metadata = _load_model(args.model, args.foreground, args.trust_pickle, "evaluate")
+    model, metadata = _load_model(
+        args.model, args.foreground, args.trust_pickle, "evaluate", args.allow_unchecked
+    )
     images, _ = _load_scans(args.scans, args.progress)
     truths = [_read_truth(path) for path in args.truth]
     # masked outside the voxels the model scored (and calibrated on)
@@ -876,6 +905,10 @@ def _read_truth(path):
 def cmd_info(args):
     from .._persistence import check_file, file_kind
     from ..base import model_info
+    from ..utils._text import printable
+
+    def say(line):  # text from the file never reaches the terminal raw
+        print(printable(line))
 
     path = check_file(args.model)
     if file_kind(path) == "pickle":
@@ -883,28 +916,35 @@ def cmd_info(args):
             f"'{path}' is a pickle, which cannot be read without running the code it "
             "holds; only safe files can be inspected."
         )
-    info = model_info(path)
+    info = model_info(path)  # the model's own values, checked as on load
     calibration = info["calibration"]
-    print(f"{path}: a safe anomseg model file (format {info['format_version']}, checksum OK)")
-    print(f"  written by anomseg {info['anomseg_version']}")
-    print(f"  steps: {' -> '.join(info['steps'])}")
+    if info["checksum"] is None:
+        checked = (
+            "no checksum (format 1): a damaged or altered file cannot be told from a "
+            "whole one; predict and evaluate read it only with --allow-unchecked"
+        )
+    else:
+        checked = "checksum OK"
+    say(f"{path}: a safe anomseg model file (format {info['format_version']}, {checked})")
+    say(f"  written by anomseg {info['anomseg_version']}")
+    say(f"  steps: {' -> '.join(info['steps'])}")
     for key, value in sorted(info["params"].items()):
         if key == "estimators" and "members" in info:
             continue
-        print(f"  {info['estimator']}.{key} = {value!r}")
+        say(f"  {info['estimator']}.{key} = {value!r}")
     for member in info.get("members", []):
         changed = ", ".join(f"{k}={v!r}" for k, v in sorted(member["params"].items()))
-        print(
+        say(
             f"  member {member['name']}: {member['estimator']}({changed}), "
             f"own threshold {_figure(member['threshold'])}"
         )
     healthy = calibration.pop("healthy_data", None) or {}
     for key, value in calibration.items():
-        print(f"  calibration {key}: {_figure(value)}")
+        say(f"  calibration {key}: {_figure(value)}")
     for key, value in healthy.items():  # as the final estimator saw them
-        print(f"  healthy data {key.replace('_', ' ')}: {_figure(value)}")
+        say(f"  healthy data {key.replace('_', ' ')}: {_figure(value)}")
     for key, value in info["metadata"].items():
-        print(f"  {key.replace('_', ' ')}: {_figure(value)}")
+        say(f"  {key.replace('_', ' ')}: {_figure(value)}")
 
 
 def _figure(value):
