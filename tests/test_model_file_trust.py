@@ -294,3 +294,14 @@ def test_save_refuses_parameters_changed_since_fit(vae, images, tmp_path):
         model.save(tmp_path / "m.anomseg")
     model.set_params(width=4, verbose=1, inference_batch_size=7)  # no effect on the model
     assert load_model(model.save(tmp_path / "m.anomseg")).width == 4
+
+
+def test_every_class_a_safe_file_rebuilds_declares_its_fitted_attributes():
+    from anomseg._registry import safe_classes
+
+    undeclared = [
+        name
+        for name, cls in safe_classes().items()
+        if not isinstance(getattr(cls, "_fitted_attribute_constraints", None), dict)
+    ]
+    assert not undeclared

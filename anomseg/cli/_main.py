@@ -919,13 +919,13 @@ def cmd_info(args):
     info = model_info(path)  # the model's own values, checked as on load
     calibration = info["calibration"]
     if info["checksum"] is None:
-        checked = (
-            "no checksum (format 1): a damaged or altered file cannot be told from a "
-            "whole one; predict and evaluate read it only with --allow-unchecked"
+        say(
+            f"{path}: a safe anomseg model file with no checksum (format 1): a damaged "
+            "or altered file cannot be told from a whole one; predict and evaluate "
+            "read it only with --allow-unchecked"
         )
     else:
-        checked = "checksum OK"
-    say(f"{path}: a safe anomseg model file (format {info['format_version']}, {checked})")
+        say(f"{path}: a safe anomseg model file (format {info['format_version']}, checksum OK)")
     say(f"  written by anomseg {info['anomseg_version']}")
     say(f"  steps: {' -> '.join(info['steps'])}")
     for key, value in sorted(info["params"].items()):
