@@ -851,8 +851,11 @@ def _run_tasks(
 
 
 def _save(summary_path, rows, outputs, tasks, results, model_id, final):
-    """Write the record of outputs, then the summary."""
+    """Write the record of outputs, then the summary (unless there is no
+    row to write, nor a summary to replace: a run stopped before its first
+    scan, by a full disk say, leaves no file)."""
     _update_record(outputs, tasks, results, model_id, final)
     outputs.save()
-    if summary_path is not None:
-        write_summary(summary_path, [r for r in rows if r is not None])
+    rows = [r for r in rows if r is not None]
+    if summary_path is not None and (rows or summary_path.exists()):
+        write_summary(summary_path, rows)
