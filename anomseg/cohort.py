@@ -9,6 +9,24 @@ running the same call again. A summary file (CSV or JSON, written
 atomically) records, per scan, its status, the seconds it took, its lesion
 volume in mL and its number of connected components.
 
+A run never writes over a file it did not write, and survives being killed
+outright (SIGKILL, a power loss), not only interrupted:
+
+* The output folder holds anomseg's record of its outputs,
+  ``anomseg-outputs.json`` (see :class:`~anomseg.io._outputs.OutputRecord`):
+  every output a run may write is listed before any is written, with the
+  identity of the model. A file at an output's path that the record does
+  not list is someone else's (the user's truth mask, say), and is left
+  alone, even with ``overwrite=True``: that scan fails with a message
+  naming the file.
+* A rerun finds the half pair of a run killed between the map and the mask
+  (listed as that run's), and redoes it without ``overwrite``; it removes
+  the temporary files that dead runs left (named with their process id, see
+  :mod:`anomseg.io._atomic`).
+* A rerun with another model refuses (outputs of another model are not
+  "complete"), or, with ``overwrite=True``, redoes them.
+* The folder is locked for the run: a second run on it refuses at once.
+
 Where the scans are scored is an existing engine's business:
 
 * ``n_jobs=N``: N worker processes of joblib's executor (loky) on this
@@ -29,8 +47,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import itertools
 import json
 import os
+import re
 import sys
 import time
 import warnings
@@ -38,7 +58,20 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SUMMARY_FIELDS", "mask_statistics", "predict_cohort", "predict_scan", "read_summary"]
+from .exceptions import DiskFullError
+from .io._atomic import disk_full_error, is_disk_full, remove_stale_temporaries
+from .io._outputs import MANIFEST_NAME, OutputRecord, folder_lock
+
+__all__ = [
+    "SUMMARY_FIELDS",
+    "cap_jobs",
+    "mask_statistics",
+    "own_outputs",
+    "predict_cohort",
+    "predict_scan",
+    "read_summary",
+    "usable_cores",
+]
 
 #: The outputs written for each scan, by suffix of its name.
 OUTPUT_SUFFIXES = ("_anomaly_map.nii.gz", "_mask.nii.gz")
@@ -161,27 +194,39 @@ def complete(targets, reference):
         return False
 
 
-def remove_temporaries(targets):
-    """Remove the temporary files that an atomic write of ``targets`` left
-    behind when its process was killed (SIGKILL, a lost cluster worker),
-    which could not clean up."""
-    for target in targets:
-        target = Path(target)
-        for stale in target.parent.glob(f".{target.name}.*"):
-            with contextlib.suppress(FileNotFoundError):
-                stale.unlink()
+def remove_temporaries(folder):
+    """Remove the temporary files that atomic writes into ``folder`` left
+    behind when their process was killed (SIGKILL, a lost cluster worker),
+    which could not clean up: those named with the id of a process no
+    longer alive, and those of anomseg 0.2 (``.NAME.XXXXXXXX.nii.gz`` beside
+    an output ``NAME``), which only a run holding the folder's lock removes."""
+    remove_stale_temporaries(folder)
+    with contextlib.suppress(OSError):
+        for name in os.listdir(folder):
+            if _OLD_TEMPORARY.fullmatch(name):
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                    os.unlink(os.path.join(folder, name))
 
 
-def predict_scan(model, path, targets, overwrite=False, metadata=None):
+_OLD_TEMPORARY = re.compile(
+    r"\..+(_anomaly_map|_mask)\.nii(\.gz)?\.[a-z0-9_]{1,16}(\.nii(\.gz)?)?"
+)
+
+
+def predict_scan(model, path, targets, overwrite=False, metadata=None, redo_partial=False):
     """Score one scan and write its anomaly map and mask (together or not at
     all): the work of one task of :func:`predict_cohort`, in whichever
     process runs it.
 
     Returns its summary record (:data:`SUMMARY_FIELDS`, with a ``warnings``
     list more). Outputs that are complete already are kept (status
-    ``"skipped"``, figures read from the mask); any failure is caught and
-    recorded (status ``"failed"`` and the message), so one bad scan does not
-    stop a cohort.
+    ``"skipped"``, figures read from the mask) unless ``overwrite``; an
+    incomplete pair (one of the two, or not NIfTI on the scan's grid) is
+    redone with ``redo_partial`` (the caller knows that anomseg wrote it),
+    else it fails. Any failure is caught and recorded (status ``"failed"``
+    and the message), so one bad scan does not stop a cohort; but a full
+    disk, which would fail every scan, raises a
+    :class:`~anomseg.exceptions.DiskFullError`.
     """
     from .io import load_nifti, load_nifti_reference, save_niftis
 
@@ -192,25 +237,33 @@ def predict_scan(model, path, targets, overwrite=False, metadata=None):
         present = [t for t in targets if os.path.lexists(t)]
         if present and not overwrite:
             reference = load_nifti_reference(path)
-            if not complete(targets, reference):
-                # Not written by anomseg, whose outputs appear together.
+            if complete(targets, reference):
+                mask, _ = load_nifti(targets[1])
+                record.update(status="skipped", **mask_statistics(mask > 0, reference))
+                return record
+            if not redo_partial:
                 raise FileExistsError(
                     f"'{present[0]}' exists, but the outputs of '{path}' are incomplete "
                     "(missing, or not NIfTI on its grid); pass overwrite=True to redo them."
                 )
-            mask, _ = load_nifti(targets[1])
-            record.update(status="skipped", **mask_statistics(mask > 0, reference))
-            return record
         image, reference = read_scan(path)
         anomaly_map, record["warnings"] = score_scan(model, path, image, reference, metadata)
         mask = model.threshold_maps([anomaly_map])[0]  # predict, scoring once
         Path(targets[0]).parent.mkdir(parents=True, exist_ok=True)
-        remove_temporaries(targets)
-        save_niftis(
-            [(anomaly_map, reference, targets[0]), (mask, reference, targets[1])],
-            overwrite=overwrite,
-        )
+        try:
+            save_niftis(
+                [(anomaly_map, reference, targets[0]), (mask, reference, targets[1])],
+                overwrite=overwrite or bool(present),
+            )
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            needed = np.asarray(anomaly_map).nbytes + np.asarray(mask).size
+            what = "a scan's map and mask, before compression"
+            raise disk_full_error(targets[0], needed, what) from None
         record.update(status="done", **mask_statistics(mask, reference))
+    except DiskFullError:
+        raise  # every scan after it would fail alike: stop the cohort
     except Exception as exc:  # one bad scan does not stop the cohort
         record.update(status="failed", message=_error_line(exc, path))
     finally:
@@ -373,35 +426,35 @@ def _start_worker(model, n_threads):
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
-def _predict_in_worker(path, targets, overwrite, metadata):
-    return predict_scan(_WORKER_MODEL, path, targets, overwrite, metadata)
+def _predict_in_worker(path, targets, options, metadata):
+    return predict_scan(_WORKER_MODEL, path, targets, metadata=metadata, **options)
 
 
-def _predict_task(path, targets, model, overwrite, metadata):
-    return predict_scan(model, path, targets, overwrite, metadata)
+def _predict_task(path, targets, options, model, metadata):
+    return predict_scan(model, path, targets, metadata=metadata, **options)
 
 
-def _run_serial(model, planned, overwrite, metadata):
-    for path, targets in planned:
-        yield predict_scan(model, path, targets, overwrite, metadata)
+def _run_serial(model, tasks, metadata):
+    for path, targets, options in tasks:
+        yield predict_scan(model, path, targets, metadata=metadata, **options)
 
 
-def _run_local(model, planned, overwrite, metadata, n_jobs):
+def _run_local(model, tasks, metadata, n_jobs):
     """The scans on ``n_jobs`` loky processes, at most two per worker in
     flight, so that memory does not grow with the cohort."""
     from concurrent.futures import FIRST_COMPLETED, wait
 
     from joblib.externals.loky import get_reusable_executor
 
-    n_threads = max(1, (os.cpu_count() or 1) // n_jobs)
+    n_threads = max(1, usable_cores() // n_jobs)
     executor = get_reusable_executor(
         max_workers=n_jobs, initializer=_start_worker, initargs=(model, n_threads), reuse=False
     )
-    pending, items = set(), iter(planned)
+    pending, items = set(), iter(tasks)
     try:
         while True:
-            for path, targets in items:
-                future = executor.submit(_predict_in_worker, path, targets, overwrite, metadata)
+            for path, targets, options in items:
+                future = executor.submit(_predict_in_worker, path, targets, options, metadata)
                 pending.add(future)
                 if len(pending) >= 2 * n_jobs:
                     break
@@ -415,13 +468,13 @@ def _run_local(model, planned, overwrite, metadata, n_jobs):
             for future in pending:
                 future.cancel()
             executor.shutdown(wait=True, kill_workers=True)
-            for _, targets in planned:
-                remove_temporaries(targets)
+            for folder in {targets[0].parent for _, targets, _ in tasks}:
+                remove_stale_temporaries(folder)
         else:  # release the workers and their models, and loky's shared executor
             executor.shutdown(wait=True)
 
 
-def _run_dask(model, planned, overwrite, metadata, scheduler):
+def _run_dask(model, tasks, metadata, scheduler):
     """The scans as tasks of a Dask cluster; the model is scattered to the
     workers once, and each finished task is released at once."""
     try:
@@ -435,32 +488,154 @@ def _run_dask(model, planned, overwrite, metadata, scheduler):
         shared = client.scatter(model, broadcast=True, hash=False)
         futures = client.map(
             _predict_task,
-            [path for path, _ in planned],
-            [targets for _, targets in planned],
-            overwrite=overwrite,
+            [path for path, _, _ in tasks],
+            [targets for _, targets, _ in tasks],
+            [options for _, _, options in tasks],
             metadata=metadata,
             model=shared,
             pure=False,
         )
-        by_key = {future.key: item for future, item in zip(futures, planned)}
+        by_key = {future.key: item for future, item in zip(futures, tasks)}
         for future in as_completed(futures):
             try:
                 record = future.result()
+            except DiskFullError:
+                raise
             except Exception as exc:  # the cluster gave up (KilledWorker...)
-                path, targets = by_key[future.key]
-                record = {
-                    "scan": path,
-                    "anomaly_map": str(targets[0]),
-                    "mask": str(targets[1]),
-                    "status": "failed",
-                    "message": _error_line(exc, path),
-                    "warnings": [],
-                }
+                path, targets, _ = by_key[future.key]
+                record = _failed(path, targets, _error_line(exc, path))
             future.release()
             yield record
     finally:
         if client is not scheduler:
             client.close()
+
+
+def _failed(path, targets, message):
+    return {
+        "scan": str(path),
+        "anomaly_map": str(targets[0]),
+        "mask": str(targets[1]),
+        "status": "failed",
+        "message": message,
+        "seconds": 0.0,
+        "warnings": [],
+    }
+
+
+def usable_cores():
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def cap_jobs(n_jobs, n_scans):
+    """The worker processes that ``n_jobs`` gives for ``n_scans`` scans:
+    at most one per scan and one per core (-1: one per core), at least 1.
+
+    More would only cost: each worker starts an interpreter and receives the
+    model, and workers beyond the cores share them (3 scans on 64 workers
+    took 30 times as long as on one).
+    """
+    cores = usable_cores()
+    wanted = cores if n_jobs == -1 else n_jobs
+    return max(1, min(wanted, n_scans, cores))
+
+
+def model_identity(model):
+    """A model's identity for the record of its outputs: the hash of its
+    content (:func:`joblib.hash`), or None where it cannot be hashed."""
+    import joblib
+
+    try:
+        return "joblib:" + joblib.hash(model)
+    except Exception:  # an object that does not pickle: no identity, no check
+        return None
+
+
+# -- what to do with each scan ------------------------------------------------------
+def _foreign(target, record):
+    return (
+        f"'{target}' exists and anomseg did not write it (it is not in "
+        f"'{record.path.name}', the record of anomseg's outputs there), so it is left "
+        "alone, even with overwrite=True: move it away or choose another output folder."
+    )
+
+
+def _plan_tasks(planned, record, model_id, overwrite):
+    """Each scan's task ``(path, targets, options)`` for :func:`predict_scan`,
+    or its failed record if an output in the way is not anomseg's; the
+    outputs that the tasks may write are marked pending in ``record``.
+
+    Raises a ValueError, before any work, if outputs of another model are in
+    the way and ``overwrite`` is False."""
+    from .io import load_nifti_reference
+
+    tasks, refused, changed = [], [], []
+    for path, targets in planned:
+        present = [t for t in targets if os.path.lexists(t)]
+        owners = [record.owner(t) for t in present]
+        foreign = [t for t, owner in zip(present, owners) if owner is None]
+        if foreign:
+            whole = len(present) == len(targets) and complete(targets, load_nifti_reference(path))
+            if overwrite or not whole:
+                refused.append(_failed(path, targets, _foreign(foreign[0], record)))
+            else:  # complete: kept, as written by anomseg before it kept a record
+                tasks.append((path, targets, {"overwrite": False}))
+            continue
+        other = [
+            t
+            for t, owner in zip(present, owners)
+            if None not in (model_id, owner.get("model")) and owner["model"] != model_id
+        ]
+        if other and not overwrite:
+            changed.append(other[0])
+            continue
+        redo = overwrite or bool(other)
+        if (
+            redo
+            or len(present) < len(targets)
+            or not all(o.get("state") == "written" for o in owners)
+        ):
+            record.mark_pending(targets, path, model_id)
+        tasks.append((path, targets, {"overwrite": redo, "redo_partial": True}))
+    if changed:
+        more = f" (and the outputs of {len(changed) - 1} more scan(s))" if len(changed) > 1 else ""
+        raise ValueError(
+            f"'{changed[0]}'{more} was written with another model than this one, as "
+            f"'{record.path}' records; pass overwrite=True to redo them with this "
+            "model, or choose another output folder."
+        )
+    return tasks, refused
+
+
+def _update_record(record, tasks, records, model_id, final):
+    """Mark the outputs of the scans done (or found complete) as written;
+    at the end, drop the pending outputs that never appeared."""
+    for (path, targets, _), result in zip(tasks, records):
+        status = result and result["status"]
+        ours = all(record.owner(t) is not None for t in targets)
+        if status == "done" or (status == "skipped" and ours):
+            with contextlib.suppress(OSError):  # removed meanwhile
+                record.mark_written(targets, path, model_id)
+        if final:
+            record.forget_missing(targets)
+
+
+def own_outputs(output_dir, summary="summary.csv"):
+    """The files of ``output_dir`` that a run of :func:`predict_cohort`
+    wrote there (as its record says) and the record and summary themselves,
+    as real paths, to leave out of the scans of a rerun that matches the
+    folder (``--glob 'cohort/**/*.nii.gz' -o cohort/results``)."""
+    output = Path(output_dir)
+    files = [output / MANIFEST_NAME]
+    if summary is not None:
+        files.append(output / summary)
+    if output.is_dir():
+        with contextlib.suppress(OSError, ValueError):
+            files += OutputRecord(output).files()
+    return {os.path.realpath(f) for f in files}
 
 
 # -- the cohort ---------------------------------------------------------------------
@@ -477,10 +652,12 @@ def predict_cohort(
     metadata=None,
     progress=False,
     callback=None,
+    model_id=None,
 ):
     """Write the anomaly map and mask of every scan of a cohort, one scan at
     a time, on this process, on ``n_jobs`` local processes or on a Dask
-    cluster.
+    cluster, never over a file that anomseg did not write (see the module's
+    notes).
 
     Parameters
     ----------
@@ -495,8 +672,9 @@ def predict_cohort(
         ``SCAN_anomaly_map.nii.gz`` and ``SCAN_mask.nii.gz``.
     n_jobs : int or None, default=None
         Local worker processes (joblib's loky executor); None or 1 scores
-        in this process, -1 uses every core. Each worker gets an equal share
-        of the cores as torch threads.
+        in this process, -1 uses every core. At most one per scan and per
+        core is started (see :func:`cap_jobs`). Each worker gets an equal
+        share of the cores as torch threads.
     scheduler : str, distributed.Client or None, default=None
         A Dask scheduler's address (``"tcp://HOST:PORT"``) or client; the
         scans are then scored by its workers, and ``n_jobs`` must be None.
@@ -504,9 +682,12 @@ def predict_cohort(
         Mirror the scans' folders (relative to their common folder) under
         ``output_dir``, for scans that share a file name.
     overwrite : bool, default=False
-        Redo and replace complete outputs too. Without it, scans whose
-        outputs are complete are skipped, and an output that exists without
-        its partner (not written by anomseg) fails that scan.
+        Redo and replace complete outputs too, and those of another model.
+        Without it, scans whose outputs are complete are skipped, a half pair
+        that a killed run of anomseg left is redone, and outputs of another
+        model (by ``model_id``) refuse the run before any work. Either way,
+        an output file that anomseg did not write (not in the folder's
+        ``anomseg-outputs.json``) is never replaced: that scan fails.
     summary : str, path-like or None, default="summary.csv"
         The summary file: a name ending in ``.csv`` or ``.json``, relative to
         ``output_dir`` unless absolute; None writes none. It is written
@@ -523,6 +704,10 @@ def predict_cohort(
     callback : callable or None, default=None
         ``callback(record)`` for each scan as it finishes (in the order they
         finish), such as to print a line.
+    model_id : str or None, default=None
+        The identity of the model, recorded beside its outputs so that a
+        rerun with another model notices (the command line passes the model
+        file's SHA-256); None hashes the model with :func:`joblib.hash`.
 
     Returns
     -------
@@ -530,6 +715,17 @@ def predict_cohort(
         One per scan, in the order of ``scans``: the :data:`SUMMARY_FIELDS`
         (``status`` is ``"done"``, ``"skipped"`` or ``"failed"``) and
         ``warnings``, a list of one-line warnings.
+
+    Raises
+    ------
+    BlockingIOError
+        If another run holds the output folder's lock.
+    ValueError
+        If the folder holds outputs of another model and ``overwrite`` is
+        False (or another bad argument).
+    DiskFullError
+        If the disk of the outputs is full; the outputs of the scan being
+        written are absent, and no temporary file is left.
 
     Examples
     --------
@@ -540,8 +736,6 @@ def predict_cohort(
     >>> records = predict_cohort(                            # doctest: +SKIP
     ...     model, scans, "results/", scheduler="tcp://10.0.0.1:8786")
     """
-    from tqdm.auto import tqdm
-
     if not hasattr(model, "threshold_maps"):
         raise TypeError(
             "The 'model' of predict_cohort must be a fitted anomseg estimator or "
@@ -556,12 +750,14 @@ def predict_cohort(
         isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1
     ):
         raise ValueError(f"'n_jobs' must be None, -1 or a positive int; got {n_jobs!r}.")
-    if n_jobs == -1:
-        n_jobs = os.cpu_count() or 1
     if isinstance(scans, (str, os.PathLike)):
         raise TypeError(
             f"'scans' must be a list of paths; got the single path {str(scans)!r}: "
             "wrap it in a list."
+        )
+    if not str(output_dir):
+        raise ValueError(
+            "The 'output_dir' is an empty string; give a folder ('.' for the working folder)."
         )
     scans = [str(s) for s in scans]
     output = Path(output_dir)
@@ -571,6 +767,11 @@ def predict_cohort(
     if summary is not None:
         summary_path = output / summary
         _summary_format(summary_path)
+        if os.path.normpath(summary_path) == os.path.normpath(output / MANIFEST_NAME):
+            raise ValueError(
+                f"The 'summary' file cannot be '{MANIFEST_NAME}', anomseg's record of "
+                "its outputs; choose another name."
+            )
         if summary_path.exists() and not _is_summary(summary_path):
             raise FileExistsError(
                 f"The 'summary' file '{summary_path}' exists and is not a summary "
@@ -578,38 +779,83 @@ def predict_cohort(
             )
     check_scans(scans)
     planned = plan_outputs(scans, output, OUTPUT_SUFFIXES, keep_tree)
+    if n_jobs is not None:
+        n_jobs = cap_jobs(n_jobs, len(planned))
+    if model_id is None:
+        model_id = model_identity(model)
     output.mkdir(parents=True, exist_ok=True)
-    order = {path: k for k, (path, _) in enumerate(planned)}
+    with folder_lock(output, "predict"):
+        record = OutputRecord(output)
+        for folder in {output} | {targets[0].parent for _, targets in planned}:
+            remove_temporaries(folder)
+        tasks, refused = _plan_tasks(planned, record, model_id, overwrite)
+        record.save()
+        return _run_tasks(
+            model, tasks, refused, planned, record, model_id, metadata,
+            n_jobs, scheduler, summary_path, progress, callback,
+        )  # fmt: skip
 
+
+def _run_tasks(
+    model, tasks, refused, planned, outputs, model_id, metadata,
+    n_jobs, scheduler, summary_path, progress, callback,
+):  # fmt: skip
+    """Score the tasks on the engine chosen, keeping the summary and the
+    record of outputs up to date; the records in the scans' order."""
+    from tqdm.auto import tqdm
+
+    order = {path: k for k, (path, _) in enumerate(planned)}
     if scheduler is not None:
-        results = _run_dask(model, planned, overwrite, metadata, scheduler)
-    elif n_jobs is None or n_jobs == 1 or len(planned) <= 1:
-        results = _run_serial(model, planned, overwrite, metadata)
+        results = _run_dask(model, tasks, metadata, scheduler)
+    elif n_jobs is None or n_jobs == 1 or len(tasks) <= 1:
+        results = _run_serial(model, tasks, metadata)
     else:
-        results = _run_local(model, planned, overwrite, metadata, n_jobs)
+        results = _run_local(model, tasks, metadata, n_jobs)
 
     # A scan skipped by a rerun keeps the row of the run that scored it.
     before = read_summary(summary_path) if summary_path is not None else {}
     records, rows = [None] * len(planned), [None] * len(planned)
+    task_of = {path: k for k, (path, _, _) in enumerate(tasks)}
+    results_of_tasks = [None] * len(tasks)
     last_write = time.monotonic()
+    failing = False
     bar = tqdm(total=len(planned), desc="predict", unit="scan", disable=not progress,
                leave=False, file=sys.stderr)  # fmt: skip
     try:
-        for record in results:
+        for record in itertools.chain(refused, results):
             k = order[record["scan"]]
             records[k] = rows[k] = record
+            if record["scan"] in task_of:
+                results_of_tasks[task_of[record["scan"]]] = record
             earlier = before.get(record["scan"])
             if record["status"] == "skipped" and earlier and earlier["status"] == "done":
                 rows[k] = earlier if earlier["mask"] == record["mask"] else record
             bar.update()
             if callback is not None:
                 callback(record)
-            if summary_path is not None and time.monotonic() - last_write > SUMMARY_INTERVAL:
-                write_summary(summary_path, [r for r in rows if r is not None])
+            if time.monotonic() - last_write > SUMMARY_INTERVAL:
+                _save(summary_path, rows, outputs, tasks, results_of_tasks, model_id, False)
                 last_write = time.monotonic()
+    except BaseException:
+        failing = True
+        raise
     finally:
         bar.close()
         results.close()
-        if summary_path is not None:
-            write_summary(summary_path, [r for r in rows if r is not None])
+        try:
+            _save(summary_path, rows, outputs, tasks, results_of_tasks, model_id, True)
+        except OSError:
+            if not failing:  # a full disk says so once, for the scan it failed on
+                raise
     return records
+
+
+def _save(summary_path, rows, outputs, tasks, results, model_id, final):
+    """Write the record of outputs, then the summary (unless there is no
+    row to write, nor a summary to replace: a run stopped before its first
+    scan, by a full disk say, leaves no file)."""
+    _update_record(outputs, tasks, results, model_id, final)
+    outputs.save()
+    rows = [r for r in rows if r is not None]
+    if summary_path is not None and (rows or summary_path.exists()):
+        write_summary(summary_path, rows)

@@ -9,6 +9,7 @@ from sklearn.exceptions import NotFittedError
 __all__ = [
     "AnomsegWarning",
     "DataDriftWarning",
+    "DiskFullError",
     "NotFittedError",
     "ShapeMismatchError",
     "VersionMismatchWarning",
@@ -31,3 +32,11 @@ class DataDriftWarning(AnomsegWarning):
     """Images to score look unlike the healthy images a model was calibrated
     on (intensity, foreground fraction, shape or voxel size), so its
     calibrated false-positive rate may not hold for them."""
+
+
+class DiskFullError(OSError):
+    """A write failed for want of space (errno ENOSPC): its message names
+    the path, the bytes needed and the bytes free, in one line."""
+
+    def __str__(self):
+        return str(self.strerror)

@@ -9,16 +9,27 @@ What a user of the command line can rely on:
   0.1, no checksum) only with ``--allow-unchecked``. Every value a model
   file holds is checked before use, and ``info`` escapes what it prints.
 * **Outputs are whole or absent.** Each scan's map and mask are written to
-  temporary files and moved into place together; SIGINT and SIGTERM
-  (``kill``, ``timeout``, job schedulers) remove the temporary files of the
-  scan in progress, and the scans already finished stay.
+  temporary files, flushed to disk and moved into place together; SIGINT
+  and SIGTERM (``kill``, ``timeout``, job schedulers) remove the temporary
+  files of the scan in progress, and the scans already finished stay. A run
+  killed outright (SIGKILL, a power loss) may leave temporary files, named
+  with its process id, and a map without its mask: the next run removes the
+  former and redoes the latter, without ``--overwrite`` (the output folder's
+  ``anomseg-outputs.json`` records what anomseg wrote there); the next
+  ``fit`` removes the scratch folders of a killed ``fit``.
+* **A user's file is never replaced.** ``predict`` writes over no file that
+  its record of outputs does not list, even with ``--overwrite``; the
+  outputs it listed and its summary are left out of ``--glob`` and
+  ``--list``; a rerun with another model refuses, or redoes the scans with
+  ``--overwrite``; two runs on one output folder do not mix: the second
+  refuses at once. A full disk stops the run with one line naming the path
+  and the bytes needed, leaving no partial output.
 * **Inputs are checked before any work**: every scan's header, the output
   names (clashes), the model file. A scan that fails while it is scored
   (unreadable voxels, say) does not stop the others: ``predict`` finishes
   every good scan, reporting each bad one in one line, and exits with
   status 1. Rerun it to retry them: scans whose outputs are complete are
-  skipped; an output file that exists without its partner was not written
-  by anomseg, so it is left alone (``--overwrite`` redoes it).
+  skipped.
 * **Every error is one line** naming the file or option and what is wrong;
   ``ANOMSEG_DEBUG=1`` shows the traceback of unexpected ones. Warnings are
   one line too, such as a scan that looks unlike the model's healthy data.
@@ -284,8 +295,15 @@ def _add_model_options(parser):
     )
 
 
+def _given_folder(output):
+    """Refuse ``-o ''``, which would write into the working folder."""
+    if not output:
+        raise CommandError("-o is empty; give the output folder ('-o .' for the working folder).")
+
+
 def _output_folder(output):
     """``output`` as an existing folder, created if need be."""
+    _given_folder(output)
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise CommandError(f"output folder '{output}' is a file.")
@@ -465,8 +483,10 @@ def _plain(message):
     ``[Class.method]`` prefix, and with its options for the API's
     arguments."""
     text = re.sub(r"^\[[^\]]*\] ", "", str(message).strip().splitlines()[0])
-    return text.replace("pass overwrite=True", "pass --overwrite").replace(
-        "'exclude'", "--exclude"
+    return (
+        text.replace("pass overwrite=True", "pass --overwrite")
+        .replace("overwrite=True", "--overwrite")
+        .replace("'exclude'", "--exclude")
     )
 
 
@@ -665,12 +685,14 @@ def _each_scan(command, planned, references, args, work):
     return 1 if counts["failed"] else 0
 
 
-def _scan_paths(args):
+def _scan_paths(args, leave_out=frozenset()):
     """The scans given as arguments, then those listed in each ``--list``
     file (one path per line, relative to the working folder; blank lines
     and lines starting with # are skipped), then those matching each
-    ``--glob`` pattern, for cohorts too large for a command line."""
-    scans = list(args.scans)
+    ``--glob`` pattern, for cohorts too large for a command line; the
+    listed and matched files whose real path is in ``leave_out`` (the
+    outputs of an earlier run) are left out, saying so once."""
+    scans, left = list(args.scans), []
     for listing in args.list or []:
         path = Path(listing)
         if not path.is_file():
@@ -681,33 +703,78 @@ def _scan_paths(args):
             lines = path.read_text().splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise CommandError(f"--list '{listing}' could not be read as text ({exc}).") from exc
-        scans += [
+        listed = [
             line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")
         ]
+        scans += _left_out(listed, leave_out, left)
     for pattern in getattr(args, "glob", None) or []:
         matches = sorted(glob.glob(pattern, recursive=True))
         matches = [m for m in matches if os.path.isfile(m)]
-        if not matches:
-            raise CommandError(f"--glob '{pattern}' matches no file.")
-        scans += matches
+        kept = _left_out(matches, leave_out, left)
+        if not kept:
+            outputs = " but the outputs of an earlier run" if matches else ""
+            raise CommandError(f"--glob '{pattern}' matches no file{outputs}.")
+        scans += kept
     if not scans:
         raise CommandError(
             "no scans given: pass SCAN.nii.gz paths, --list FILE or --glob PATTERN."
         )
+    if left:
+        _say(
+            args.command,
+            "note",
+            f"left out {len(left)} file(s) of --list/--glob that an earlier run wrote "
+            f"to '{args.output}' (its outputs, record and summary), such as '{left[0]}'.",
+        )
     return scans
 
 
-def cmd_predict(args):
-    from ..cohort import predict_cohort
+def _left_out(paths, leave_out, left):
+    """``paths`` without those in ``leave_out``, which go to ``left``."""
+    if not leave_out:
+        return paths
+    kept = []
+    for path in paths:
+        (left if os.path.realpath(path) in leave_out else kept).append(path)
+    return kept
 
-    args.scans = _scan_paths(args)
+
+def _model_identity(path, foreground):
+    """The identity of the model that ``predict`` applies: the SHA-256 of
+    its file, and the option that adds a step to it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}" + (
+        " --foreground brain" if foreground == "brain" else ""
+    )
+
+
+def cmd_predict(args):
+    from ..cohort import cap_jobs, own_outputs, predict_cohort, usable_cores
+
+    _given_folder(args.output)
+    args.scans = _scan_paths(args, own_outputs(args.output, args.summary))
     if args.n_jobs is not None and args.n_jobs < 1 and args.n_jobs != -1:
         raise CommandError(
             f"--n-jobs must be a positive number or -1 (every core); got {args.n_jobs}."
         )
+    if args.n_jobs is not None and args.n_jobs > 1:
+        n_jobs = cap_jobs(args.n_jobs, len(args.scans))
+        if n_jobs < args.n_jobs:
+            _say(
+                "predict",
+                "note",
+                f"--n-jobs {args.n_jobs} capped to {n_jobs} ({len(args.scans)} scan(s), "
+                f"{usable_cores()} core(s)).",
+            )
     model, metadata = _load_model(
         args.model, args.foreground, args.trust_pickle, allow_unchecked=args.allow_unchecked
     )
+    model_id = _model_identity(args.model, args.foreground)
     output = _output_folder(args.output)
     counts = {"done": 0, "skipped": 0, "failed": 0}
     stdout = sys.stdout  # the method's progress goes to stderr meanwhile
@@ -743,6 +810,7 @@ def cmd_predict(args):
             metadata=metadata,
             progress=args.progress,
             callback=report,
+            model_id=model_id,
         )
     _say_summary("predict", counts, len(args.scans), args.summary and output / args.summary)
     return 1 if counts["failed"] else 0

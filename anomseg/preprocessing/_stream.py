@@ -9,22 +9,34 @@ trains on memory-mapped views of those files, so the operating system pages
 in the slices of each mini-batch and the process keeps only what it uses;
 the folder is removed when ``fit`` returns. The model is the one that the
 same scans, loaded as arrays, would give.
+
+The folder is named ``anomseg-fit-PID-XXXXXXXX``: a ``fit`` killed outright
+(SIGKILL, the out-of-memory killer), which cannot remove it, leaves it
+behind, and the next ``fit`` on NIfTI paths removes the folders whose
+process ``PID`` is no longer alive. A full ``TMPDIR`` stops ``fit`` with a
+:class:`~anomseg.exceptions.DiskFullError` that says how much the scans
+need.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from ..io._atomic import disk_full_error, is_disk_full, pid_alive, writer_pid
 from ..utils import ImageBatch, check_images
 from ..utils._exclusion import as_exclusion, check_counted
 
 __all__ = ["is_file_list", "streamed_images", "verbose_log"]
+
+#: The start of the name of a fit's scratch folder in TMPDIR.
+SCRATCH_PREFIX = "anomseg-fit-"
 
 
 def is_file_list(X):
@@ -81,7 +93,9 @@ def streamed_images(paths, transformers=(), *, where, log=None, exclude=None):
         )
     exclusion = as_exclusion(exclude, len(paths), where)
     progress = Progress(log, "reading scans", len(paths), "scans")
-    with tempfile.TemporaryDirectory(prefix="anomseg-fit-") as folder:
+    remove_stale_scratch()
+    prefix = f"{SCRATCH_PREFIX}{os.getpid()}-"
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder, _no_space(paths, exclusion, folder):
         names = ("voxels.f32", "fg.u8", "excluded.u8")
         files = [Path(folder) / name for name in names]
         layout, offset = [], 0
@@ -124,3 +138,41 @@ def streamed_images(paths, transformers=(), *, where, log=None, exclude=None):
         if log is not None:
             log(f"trained on the scans' files in {time.perf_counter() - started:.0f} s")
         del batch, columns, excluded
+
+
+def remove_stale_scratch():
+    """Remove the scratch folders in TMPDIR that ``fit`` processes killed
+    outright left behind: those of this user whose process is no longer
+    alive."""
+    root = tempfile.gettempdir()
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return
+    for entry in entries:
+        pid = writer_pid(entry.name, SCRATCH_PREFIX)
+        if pid is None or pid == os.getpid() or pid_alive(pid):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False) and entry.stat().st_uid == os.getuid():
+                shutil.rmtree(entry.path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _no_space(paths, exclusion, folder):
+    """A full scratch disk as a DiskFullError naming the folder and the
+    bytes the scans need (from their headers: 5 per voxel, 6 with
+    exclusion masks)."""
+    try:
+        yield
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        from ..io import load_nifti_reference
+
+        voxels = 0
+        with contextlib.suppress(Exception):  # an estimate: the headers were read already
+            voxels = sum(int(np.prod(load_nifti_reference(p).shape)) for p in paths)
+        per_voxel = 5 if exclusion is None else 6
+        what = f"fit's scratch files in TMPDIR, {per_voxel} bytes per voxel of the scans"
+        raise disk_full_error(folder, per_voxel * voxels, what) from None

@@ -94,10 +94,15 @@ def test_never_overwrites_without_flag(scans, tmp_path, capsys):
     out.mkdir()
     (out / "scans0_mask.nii.gz").write_bytes(b"keep")
     assert run("predict", model, *scans["scans"], "-o", out) == 1
-    assert "pass --overwrite to redo them" in capsys.readouterr().err
+    assert "did not write it" in capsys.readouterr().err
     assert (out / "scans0_mask.nii.gz").read_bytes() == b"keep"
-    # the other scan was done, whole
+    # not even with --overwrite: anomseg did not write it
+    assert run("predict", model, *scans["scans"], "-o", out, "--overwrite") == 1
+    assert "left alone, even with --overwrite" in capsys.readouterr().err
+    assert (out / "scans0_mask.nii.gz").read_bytes() == b"keep"
+    # the other scan was done, whole, and recorded as anomseg's
     assert sorted(p.name for p in out.iterdir()) == [
+        "anomseg-outputs.json",
         "scans0_mask.nii.gz",
         "scans1_anomaly_map.nii.gz",
         "scans1_mask.nii.gz",
