@@ -773,12 +773,16 @@ class BaseAnomalySegmenter(BaseEstimator):
         """Warn when the threshold flags no healthy voxel although
         ``max_fpr`` allows some: ties at the top of the healthy scores (all
         of them equal, or a few values, as masks or flat images give), so
-        that ``predict`` flags only scores above every healthy one."""
+        that ``predict`` flags only scores above every healthy one. With
+        post-processing, only equal scores warn: filters that remove every
+        healthy false positive (a large ``min_size``) are the user's choice."""
         n = self.n_calibration_pixels_
         allowed = n - fpr_rank(n, self.max_fpr) - 1
         if self.calibration_fpr_ > 0 or allowed < 1:
             return  # too few voxels for the rate to flag one: no tie to blame
         low, high = values.extent()
+        if low < high and self._postprocesses():
+            return  # the filters the user chose removed what was flagged
         why = (
             f"every one of them scores {low:.4g}"
             if low == high
