@@ -580,9 +580,8 @@ class BaseAnomalySegmenter(BaseEstimator):
                     + (", ...)" if len(found) > 3 else ")")
                 )
             )
-            what = (
-                f"{which} hold(s) only a few values (X[{first}]: {values}): they look like masks"
-            )
+            verb = "holds" if len(found) == len(batch) else "hold"
+            what = f"{which} {verb} only a few values (X[{first}]: {values}): they look like masks"
         what += " (of a lesion or a brain) or " + (
             "a label map, not a scan" if len(batch) == 1 else "label maps, not scans"
         )
