@@ -73,6 +73,7 @@ from .utils._param_validation import (
 )
 from .utils._smoothing import smooth_map
 from .utils._text import printable
+from .utils._validation import check_groups, mask_like_values
 from .utils._values import MapStore, ValueStore
 
 __all__ = [
@@ -292,15 +293,18 @@ class BaseAnomalySegmenter(BaseEstimator):
             with streamed_images(X, where=where, log=log, exclude=exclude) as batch:
                 return self.fit(batch, y, groups, calibrate=calibrate, **fit_params)
         batch = apply_exclusion(self._validate_images(X, "fit", reset=True), exclude, where)
+        # Checked here, whatever the method does with them: a method that
+        # learns nothing from images would otherwise ignore wrong ones.
+        groups = check_groups(groups, len(batch), where)
         healthy, groups, fit_data = self._fit_inputs(batch, y, groups, **fit_params)
         if not self._anomaly_tags.learns_from_images:
             self._fit(self._training_input(healthy), **fit_data)
             if calibrate:
-                self._tune_and_calibrate(healthy)
+                self._tune_and_calibrate(healthy, "fit")
         elif calibrate:
             train, calibration = self._calibration_split(healthy, groups)
             self._fit(self._training_input(healthy.subset(train)), **fit_data)
-            self._tune_and_calibrate(healthy.subset(calibration))
+            self._tune_and_calibrate(healthy.subset(calibration), "fit")
         else:
             self._fit(self._training_input(healthy), **fit_data)
         self._remember_params("fit")
@@ -331,7 +335,7 @@ class BaseAnomalySegmenter(BaseEstimator):
         self.check_params()
         where = f"{type(self).__name__}.calibrate"
         batch = apply_exclusion(self._validate_images(X, "calibrate"), exclude, where)
-        self._tune_and_calibrate(batch)
+        self._tune_and_calibrate(batch, "calibrate")
         self.healthy_data_ = describe_images(batch)
         self._remember_params("calibrate")
         return self
@@ -353,7 +357,7 @@ class BaseAnomalySegmenter(BaseEstimator):
         """
         check_is_fitted(self)
         batch = self._validate_images(X, "score_samples")
-        return batch.wrap(self._score_batch(batch))
+        return batch.wrap(self._score_batch(batch, method="score_samples"))
 
     def masked_score_samples(self, X):
         """Anomaly maps as masked arrays whose mask is the background: the
@@ -371,7 +375,7 @@ class BaseAnomalySegmenter(BaseEstimator):
         """
         check_is_fitted(self)
         batch = self._validate_images(X, "masked_score_samples")
-        return batch.to_masked(self._score_batch(batch))
+        return batch.to_masked(self._score_batch(batch, method="masked_score_samples"))
 
     def predict(self, X):
         """Anomaly masks, ``score_samples(X) > threshold_``.
@@ -386,7 +390,8 @@ class BaseAnomalySegmenter(BaseEstimator):
         """
         self._check_calibrated()
         batch = self._validate_images(X, "predict")
-        return batch.wrap(self.threshold_maps(batch.to_masked(self._score_batch(batch))))
+        maps = batch.to_masked(self._score_batch(batch, method="predict"))
+        return batch.wrap(self.threshold_maps(maps))
 
     def threshold_maps(self, maps):
         """Masks of anomaly maps computed elsewhere (for example mapped back
@@ -402,11 +407,24 @@ class BaseAnomalySegmenter(BaseEstimator):
         -------
         masks : ndarray of bool or list of ndarray
             In the layout of ``maps``.
+
+        Raises
+        ------
+        ValueError
+            If an unmasked pixel of a map is NaN or infinite, which no
+            threshold can classify.
         """
         self._check_calibrated()
         masks = []
-        for m in maps:
+        for i, m in enumerate(maps):
             inside = ~np.ma.getmaskarray(m)  # a closing may reach the background
+            n_bad = int(np.count_nonzero(~np.isfinite(np.ma.getdata(m)) & inside))
+            if n_bad:
+                raise ValueError(
+                    f"[{type(self).__name__}.threshold_maps] maps[{i}] holds {n_bad} NaN "
+                    "or infinite value(s) outside its mask; no threshold classifies "
+                    "them, so no mask is made (mask them, or mend what made the map)."
+                )
             masks.append(self._postprocess_mask((np.ma.getdata(m) > self.threshold_) & inside))
             masks[-1] &= inside
         return masks if isinstance(maps, list) else np.stack(masks)
@@ -483,7 +501,9 @@ class BaseAnomalySegmenter(BaseEstimator):
         self._check_calibrated()
         batch = self._validate_images(X, "decision_function")
         threshold = np.float32(self.threshold_)
-        return batch.wrap(m - threshold for m in self._score_batch(batch))
+        return batch.wrap(
+            m - threshold for m in self._score_batch(batch, method="decision_function")
+        )
 
     def check_params(self):
         """Check the parameters as ``fit`` does, without fitting: a bad
@@ -666,6 +686,7 @@ class BaseAnomalySegmenter(BaseEstimator):
         where = f"{name}.{method}"
         tags = self._anomaly_tags
         batch = check_images(X, where=where, channel_axis=getattr(self, "channel_axis", None))
+        self._check_not_masks(batch, where, healthy=reset or method == "calibrate")
         if not (reset or method == "calibrate"):
             # In a pipeline too: what matters is what the threshold saw.
             warn_if_drifted(
@@ -695,6 +716,45 @@ class BaseAnomalySegmenter(BaseEstimator):
                         f"{self.image_shape_}; resample or crop it first."
                     )
         return batch
+
+    def _check_not_masks(self, batch, where, healthy):
+        """Refuse healthy images that are all masks (or label maps), and
+        warn of any other image that is one: a mask passed for a scan
+        (a lesion mask given in its place, say) is scored without error, and
+        its map or threshold means nothing."""
+        found = [(i, v) for i, image in enumerate(batch.images) if (v := mask_like_values(image))]
+        if not found:
+            return
+        first, values = found[0]
+        values = ", ".join(f"{v:g}" for v in values[:-1]) + f" and {values[-1]:g}"
+        if len(batch) == 1:
+            what = f"The image holds only the values {values}: it looks like a mask"
+        else:
+            which = (
+                "Every image"
+                if len(found) == len(batch)
+                else (
+                    f"{len(found)} of the {len(batch)} images ("
+                    + ", ".join(f"X[{i}]" for i, _ in found[:3])
+                    + (", ...)" if len(found) > 3 else ")")
+                )
+            )
+            verb = "holds" if len(found) == len(batch) else "hold"
+            what = f"{which} {verb} only a few values (X[{first}]: {values}): they look like masks"
+        what += " (of a lesion or a brain) or " + (
+            "a label map, not a scan" if len(batch) == 1 else "label maps, not scans"
+        )
+        if healthy and len(found) == len(batch):
+            raise ValueError(
+                f"[{where}] {what}, and a threshold calibrated on them would mean "
+                "nothing; give the healthy scans."
+            )
+        maps = "its anomaly map means" if len(batch) == 1 else "their anomaly maps mean"
+        warnings.warn(
+            f"[{where}] {what}, so {maps} nothing; give the scans.",
+            AnomsegWarning,
+            stacklevel=5,
+        )
 
     def _warn_if_unscaled(self, batch, method):
         # At most about _MAX_SCALE_SAMPLE voxels, evenly spaced, so that the
@@ -771,10 +831,11 @@ class BaseAnomalySegmenter(BaseEstimator):
             return batch.from_slices(outputs)
         return list(outputs)
 
-    def _score_batch(self, batch, maps=None):
+    def _score_batch(self, batch, maps=None, method="score_samples"):
         """Maps of ``_score`` (or the given model-input ``maps``) as float32,
         0 outside the foreground: the one place that says where maps are
-        defined."""
+        defined, and that they are finite there (``method``, the public
+        method scoring, names the caller in the error)."""
         if maps is None:
             maps = self._score(self._model_input(batch))
         maps = [np.asarray(m, dtype=np.float32) for m in self._from_model_output(batch, maps)]
@@ -784,12 +845,39 @@ class BaseAnomalySegmenter(BaseEstimator):
                     f"{type(self).__name__}._score returned shape {m.shape} "
                     f"for sample {i} of spatial shape {fg.shape}."
                 )
+        self._check_finite(maps, batch, method)
         sigma = getattr(self, "smoothing", None)
         if sigma is not None:
             return [smooth_map(m, fg, sigma) for m, fg in zip(maps, batch.foreground)]
         return batch.zero_background(maps)
 
-    def _foreground_values(self, batch, store, maps=None, maps_store=None):
+    def _check_finite(self, maps, batch, method):
+        """Refuse maps with NaN or infinite scores in the foreground (NaN
+        weights, an overflow), which no threshold flags: silent holes in
+        every mask made from them."""
+        bad = [np.count_nonzero(~np.isfinite(m[fg])) for m, fg in zip(maps, batch.foreground)]
+        if not any(bad):
+            return
+        n_nan = sum(
+            int(np.count_nonzero(np.isnan(m[fg]))) for m, fg in zip(maps, batch.foreground)
+        )
+        samples = [f"X[{i}]" for i, n in enumerate(bad) if n]
+        whose = (
+            ""
+            if len(batch) == 1
+            else f" (of {', '.join(samples[:3])}{', ...' * (len(samples) > 3)})"
+        )
+        calibrating = method in ("fit", "calibrate")
+        raise ValueError(
+            f"[{type(self).__name__}.{method}] The anomaly maps"
+            f"{' of the healthy calibration images' if calibrating else ''} hold "
+            f"{n_nan} NaN value(s) and {sum(bad) - n_nan} infinite one(s) in the "
+            f"foreground{whose}: the model gives no finite score there (are its "
+            "weights finite? are the intensities within the range it was fitted on?), "
+            f"so no {'threshold' if calibrating else 'mask'} is made from them."
+        )
+
+    def _foreground_values(self, batch, store, maps=None, maps_store=None, method="fit"):
         """Append to ``store`` (a ValueStore) the values of the maps of
         ``batch`` that calibration counts (foreground, not excluded): the
         given ``maps`` (model-input layout), or maps scored a chunk of about
@@ -801,17 +889,19 @@ class BaseAnomalySegmenter(BaseEstimator):
         else:
             chunks = ((batch.subset(part), None) for part in _voxel_chunks(batch))
         for part, part_maps in chunks:
-            for i, m in enumerate(self._score_batch(part, part_maps)):
+            for i, m in enumerate(self._score_batch(part, part_maps, method)):
                 counted = part.counted(i)
                 store.append(m[counted])
                 if maps_store is not None:
                     maps_store.append(m, counted)
 
-    def _tune_and_calibrate(self, batch):
+    def _tune_and_calibrate(self, batch, method):
         maps = self._tune(self._model_input(batch))
         postprocessed = self._postprocesses()
         with ValueStore() as values, MapStore() as stored:
-            self._foreground_values(batch, values, maps, stored if postprocessed else None)
+            self._foreground_values(
+                batch, values, maps, stored if postprocessed else None, method=method
+            )
             del maps
             n = len(values)
             if n == 0:
@@ -835,6 +925,36 @@ class BaseAnomalySegmenter(BaseEstimator):
                 self.calibration_fpr_ = values.count_above(self.threshold_) / n
             self.n_calibration_pixels_ = n
             self.healthy_quantiles_ = _tail_quantiles(values)
+            self._warn_if_degenerate(values, method)
+
+    def _warn_if_degenerate(self, values, method):
+        """Warn when the threshold flags no healthy voxel although
+        ``max_fpr`` allows some: ties at the top of the healthy scores (all
+        of them equal, or a few values, as masks or flat images give), so
+        that ``predict`` flags only scores above every healthy one. With
+        post-processing, only equal scores warn: filters that remove every
+        healthy false positive (a large ``min_size``) are the user's choice."""
+        n = self.n_calibration_pixels_
+        allowed = n - fpr_rank(n, self.max_fpr) - 1
+        if self.calibration_fpr_ > 0 or allowed < 1:
+            return  # too few voxels for the rate to flag one: no tie to blame
+        low, high = values.extent()
+        if low < high and self._postprocesses():
+            return  # the filters the user chose removed what was flagged
+        why = (
+            f"every one of them scores {low:.4g}"
+            if low == high
+            else f"the highest {100 * self.max_fpr:g}% of them tie at {self.threshold_:.4g}"
+        )
+        warnings.warn(
+            f"[{type(self).__name__}.{method}] The threshold flags none of the "
+            f"{n} healthy calibration voxels although max_fpr={self.max_fpr:g} "
+            f"allows {allowed}: {why}. Healthy scans give a spread of scores; "
+            "check that these are scans (not masks) with their intensities, so "
+            "that the calibration means something.",
+            AnomsegWarning,
+            stacklevel=4,
+        )
 
     def _postprocesses(self):
         """Whether ``_postprocess_mask`` may change masks, so that the

@@ -337,6 +337,12 @@ def check_scans(scans):
 
 
 # -- the summary ---------------------------------------------------------------------
+#: How summaries are encoded: UTF-8, with a file name that is not (decoded by
+#: Python with surrogate escapes) written back as its own bytes, so that any
+#: name a file system holds is written, and read back, as it is.
+_TEXT = {"encoding": "utf-8", "errors": "surrogateescape"}
+
+
 def _summary_format(path):
     suffix = Path(path).suffix.lower()
     if suffix not in (".csv", ".json"):
@@ -351,7 +357,7 @@ def _is_summary(path):
     """Whether an existing file is a summary that anomseg wrote (which a
     rerun may replace), rather than a user's file."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(**_TEXT)
     except (OSError, UnicodeDecodeError):
         return False
     if _summary_format(path) == "csv":
@@ -372,9 +378,9 @@ def read_summary(path):
     if not path.is_file() or not _is_summary(path):
         return {}
     if _summary_format(path) == "json":
-        rows = json.loads(path.read_text())
+        rows = json.loads(path.read_text(**_TEXT))
     else:
-        rows = list(csv.DictReader(io.StringIO(path.read_text())))
+        rows = list(csv.DictReader(io.StringIO(path.read_text(**_TEXT))))
         for row in rows:
             for key, kind in _NUMBERS.items():
                 row[key] = kind(row[key]) if row[key] != "" else ""
@@ -405,9 +411,9 @@ def write_summary(path, records):
     else:
         text = json.dumps(rows, indent=1) + "\n"
     with contextlib.suppress(OSError, UnicodeDecodeError):
-        if Path(path).read_text() == text:
+        if Path(path).read_text(**_TEXT) == text:
             return Path(path)
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text), overwrite=True)
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, **_TEXT), overwrite=True)
 
 
 # -- engines -----------------------------------------------------------------------

@@ -113,3 +113,73 @@ def test_calibration_scores_in_chunks_and_spills_its_values(volumes, monkeypatch
         assert threshold == threshold_at_fpr(maps, rate, foreground)
     values = np.concatenate([m[fg] for m, fg in zip(maps, foreground)])
     assert model.calibration_fpr_ == np.mean(values > model.threshold_)
+
+
+# -- issue 24: inputs that look wrong get a word --------------------------------
+def _flair_images():
+    return make_healthy_images(n_images=6, shape=(24, 24), random_state=0)
+
+
+@pytest.mark.parametrize("calibrate", [True, False])
+def test_groups_of_the_wrong_length_are_refused(calibrate):
+    from anomseg.baselines import FlairThreshold  # learns nothing: groups unused
+
+    with pytest.raises(
+        ValueError, match=r"'groups' passed to FlairThreshold\.fit.*length 6; got length 4"
+    ):
+        FlairThreshold().fit(_flair_images(), groups=[0, 0, 1, 1], calibrate=calibrate)
+
+
+class NaNWeights(MeanImageDistance):
+    """Maps of NaN in one corner, as a network with NaN weights gives."""
+
+    def _score(self, batch):
+        maps = super()._score(batch)
+        for m in maps:
+            m[10:12, 10:12] = np.nan
+        return maps
+
+
+def test_maps_with_nan_are_refused_never_thresholded(volumes):
+    model = MeanImageDistance(random_state=0).fit(volumes)
+    broken = NaNWeights(random_state=0)
+    broken.__dict__.update({k: v for k, v in vars(model).items() if k.endswith("_")})
+    for method in ("score_samples", "predict", "decision_function", "masked_score_samples"):
+        with pytest.raises(ValueError, match=rf"\[NaNWeights\.{method}\].*hold \d+ NaN value"):
+            getattr(broken, method)(volumes[:2])
+    with pytest.raises(ValueError, match=r"\[NaNWeights\.fit\].*healthy calibration images"):
+        NaNWeights(random_state=0).fit(volumes)
+    maps = model.score_samples(volumes[:1])
+    maps[0, 12, 12, 2] = np.nan
+    with pytest.raises(ValueError, match=r"\[MeanImageDistance\.threshold_maps\] maps\[0\]"):
+        model.threshold_maps(maps)
+
+
+def test_masks_as_scans_warn_and_cannot_be_fitted_on():
+    from anomseg.baselines import FlairThreshold
+    from anomseg.exceptions import AnomsegWarning
+
+    images = _flair_images()
+    masks = (images > np.median(images[images > 0])).astype(np.float32)
+    with pytest.raises(ValueError, match=r"FlairThreshold\.fit\].*look like masks"):
+        FlairThreshold().fit(masks)
+    model = FlairThreshold().fit(images)
+    with pytest.warns(AnomsegWarning, match=r"score_samples\].*values 0 and 1.*a mask"):
+        model.score_samples(masks[:1])
+    with pytest.warns(AnomsegWarning, match=r"predict\] 2 of the 3 images \(X\[0\], X\[1\]\)"):
+        model.predict(np.concatenate([masks[:2] * 255, images[:1]]))
+
+
+def test_a_degenerate_calibration_warns():
+    from anomseg.baselines import FlairThreshold
+    from anomseg.exceptions import AnomsegWarning
+
+    images = _flair_images()
+    inside = images > 0
+    levels = np.where(images > np.median(images[inside]), 100.5, 50.5)
+    flat = np.where(inside, levels, 0).astype(np.float32)  # two values: no spread
+    with pytest.warns(AnomsegWarning, match=r"\[FlairThreshold\.fit\] The threshold flags none"):
+        model = FlairThreshold().fit(flat)
+    assert model.calibration_fpr_ == 0
+    with pytest.warns(AnomsegWarning, match=r"\[FlairThreshold\.calibrate\].*tie at"):
+        model.calibrate(flat)

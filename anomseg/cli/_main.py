@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import difflib
 import functools
 import glob
 import os
@@ -52,7 +53,7 @@ from pathlib import Path
 
 from .._registry import METHODS, PRESETS, method_class
 from .._version import __version__
-from ..cohort import complete, plan_outputs, read_scan, score_scan
+from ..cohort import complete, plan_outputs, read_scan, score_scan, stem
 
 __all__ = ["main"]
 
@@ -267,6 +268,39 @@ def _add_scan_arguments(parser):
     )
 
 
+def _add_budget_option(parser):
+    parser.add_argument(
+        "--max-voxels",
+        type=_positive_int("--max-voxels"),
+        default=None,
+        metavar="N",
+        help="The most voxels a scan or mask may declare in its header (default "
+        "2^28 = 268,435,456, 1 GiB as float32, or the environment variable "
+        "ANOMSEG_MAX_VOXELS): a larger one is refused before its voxels are read, "
+        "as a corrupt header would otherwise exhaust memory.",
+    )
+
+
+@contextlib.contextmanager
+def _voxel_budget(max_voxels):
+    """``--max-voxels`` as ``ANOMSEG_MAX_VOXELS`` while the command runs, so
+    that every reader, and the worker processes it starts, see it."""
+    from ..io._nifti import MAX_VOXELS_VARIABLE
+
+    if max_voxels is None:
+        yield
+        return
+    previous = os.environ.get(MAX_VOXELS_VARIABLE)
+    os.environ[MAX_VOXELS_VARIABLE] = str(max_voxels)
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[MAX_VOXELS_VARIABLE]
+        else:
+            os.environ[MAX_VOXELS_VARIABLE] = previous
+
+
 def _add_model_options(parser):
     parser.add_argument(
         "--foreground",
@@ -349,6 +383,7 @@ def _fit_estimator(args):
     from ..ensemble._ensemble import seed_members
 
     _apply_preset(args)  # done already by cmd_fit; idempotent
+    _check_params_once(args.param)
     if len(set(args.method)) < len(args.method):
         raise CommandError(
             "give each --method once; --ensemble N trains N seeds of each learned method."
@@ -386,11 +421,15 @@ def _fit_estimator(args):
             members.append((label, member))
     ensemble = {name: value for target, name, value in args.param if name in ensemble_params}
     used |= {(target, name) for target, name, _ in args.param if name in ensemble_params}
-    unused = [f"{t}:{n}" if t else n for t, n, _ in args.param if (t, n) not in used]
+    unused = [(t, n) for t, n, _ in args.param if (t, n) not in used]
     if unused:
+        target, name = unused[0]
+        valid = ensemble_params.union(
+            *(method_class(m)().get_params(deep=False) for m in args.method if target in (None, m))
+        )
         raise CommandError(
-            f"--param {', '.join(unused)}: no method given (nor the ensemble) has "
-            "such a parameter."
+            f"--param {f'{target}:{name}' if target else name}: no method given (nor "
+            f"the ensemble) has such a parameter{_closest(name, valid)}"
         )
     try:
         return AnomalyEnsemble(
@@ -400,6 +439,41 @@ def _fit_estimator(args):
         raise CommandError(f"bad --param for the ensemble: {exc}") from None
 
 
+def _check_params_once(params):
+    """Refuse a ``--param`` given twice, which would otherwise have the last
+    one win without a word."""
+    seen = {}
+    for target, name, value in params:
+        if (target, name) in seen:
+            label = f"{target}:{name}" if target else name
+            raise CommandError(
+                f"--param {label} is given twice ({label}={seen[target, name]!r}, then "
+                f"{label}={value!r}); give each parameter once."
+            )
+        seen[target, name] = value
+
+
+def _closest(name, valid):
+    """The end of a message about an unknown parameter ``name``: the
+    closest of the ``valid`` names, and all of them."""
+    close = difflib.get_close_matches(name, sorted(valid), n=1)
+    hint = f"; did you mean {close[0]}?" if close else "."
+    return f"{hint} Valid names: {', '.join(sorted(valid))}."
+
+
+def _check_names(method, params, prefix=""):
+    """Refuse parameters that ``method``'s estimator does not have, naming
+    the closest valid one (rather than Python's TypeError)."""
+    valid = set(method_class(method)().get_params(deep=False))
+    valid |= {f"{name}__..." for name in METHODS[method].nested}
+    for key in params:
+        if key not in valid:
+            raise CommandError(
+                f"--param {prefix}{key}: {method} has no such parameter"
+                f"{_closest(prefix + key, {prefix + v for v in valid})}"
+            )
+
+
 def _estimator(method, params):
     """The estimator of ``method`` with ``params`` (``NAME__KEY`` ones go to
     the nested estimators the registry names), its parameters checked."""
@@ -407,10 +481,12 @@ def _estimator(method, params):
     for name, nested_method in METHODS[method].nested.items():
         prefix = f"{name}__"
         own = {k[len(prefix) :]: params.pop(k) for k in list(params) if k.startswith(prefix)}
+        _check_names(nested_method, own, prefix)
         try:
             nested[name] = method_class(nested_method)(**own).check_params()
         except TypeError as exc:
             raise CommandError(f"bad --param {prefix}... for {method}: {exc}") from None
+    _check_names(method, params)
     try:
         return method_class(method)(**params, **nested).check_params()
     except TypeError as exc:
@@ -487,6 +563,14 @@ def _plain(message):
         text.replace("pass overwrite=True", "pass --overwrite")
         .replace("overwrite=True", "--overwrite")
         .replace("'exclude'", "--exclude")
+    )
+
+
+def _as_options(text):
+    """A parameter error in the command line's words: "The 'margin'
+    parameter of BrainExtractor" becomes "--margin"."""
+    return re.sub(
+        r"The '(\w+)' parameter of \w+", lambda m: "--" + m.group(1).replace("_", "-"), text
     )
 
 
@@ -771,6 +855,8 @@ def cmd_predict(args):
                 f"--n-jobs {args.n_jobs} capped to {n_jobs} ({len(args.scans)} scan(s), "
                 f"{usable_cores()} core(s)).",
             )
+    if args.dask_scheduler is not None:
+        _check_dask()
     model, metadata = _load_model(
         args.model, args.foreground, args.trust_pickle, allow_unchecked=args.allow_unchecked
     )
@@ -816,6 +902,18 @@ def cmd_predict(args):
     return 1 if counts["failed"] else 0
 
 
+def _check_dask():
+    """``--dask-scheduler`` needs Dask's distributed scheduler, an optional
+    dependency: say how to install it before any work."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise CommandError(
+            "--dask-scheduler needs Dask's distributed scheduler, which is not "
+            "installed: pip install 'anomseg[cluster]'."
+        ) from None
+
+
 def _say_summary(command, counts, n_scans, summary=None):
     """The counts of a run over several scans (or with some skipped), and
     where its summary file is."""
@@ -837,6 +935,7 @@ def cmd_evaluate(args):
             f"got {len(args.scans)} scan(s) but {len(args.truth)} --truth "
             "mask(s); give one mask per scan, in the same order."
         )
+    args.truth = _pair_truths(args.scans, args.truth)
     references = _check_headers(args.scans, unique=False)
     truth_references = _check_headers(args.truth, unique=False)
     for scan, truth, reference, truth_reference in zip(
@@ -867,12 +966,76 @@ def cmd_evaluate(args):
         maps,
         thresholds=final.calibration_thresholds_,
         postprocess=final.postprocess_mask,  # Dice of the masks predict writes
+        names=[f"--truth '{truth}' (of '{scan}')" for scan, truth in zip(args.scans, args.truth)],
     )
+    for scan, truth, mask in zip(args.scans, args.truth, truths):
+        if not mask.any():  # a healthy control, or the wrong file
+            _say(
+                "evaluate",
+                "warning",
+                f"--truth '{truth}' (of '{scan}') holds no lesion voxel: it counts in the "
+                "pooled rows only, as healthy voxels, and not in the per-volume rows.",
+            )
     print(f"{len(images)} scan(s), foreground voxels only; model {args.model}")
     print(report.to_table())
     if output is not None:
         _write_report(output, report, args, overwrite=args.overwrite)
         print(f"wrote {output}")
+
+
+#: Words that end the file names of masks (``a_seg.nii.gz``) or of scans
+#: (``a_flair.nii.gz``), dropped to pair a scan with its truth mask by name.
+_NAME_WORDS = (
+    "seg|segmentation|mask|masks|truth|groundtruth|gt|label|labels|lesion|lesions|roi"
+    "|manual|annotation|wmh|flair|t1|t1w|t2|t2w|t1ce|t1c|t1gd|pd|dwi|scan|image|img|brain"
+)
+
+
+def _name_key(path):
+    """A file name without its suffix and the words that say it is a mask
+    or a modality: what a scan and its truth mask have in common."""
+    key = stem(path).lower()
+    while True:
+        shorter = re.sub(rf"[_\-.](?:{_NAME_WORDS})$", "", key)
+        if shorter == key or not shorter:
+            return key
+        key = shorter
+
+
+def _pair_truths(scans, truths):
+    """The truth masks in the order of the scans: by file name when the
+    names pair one to one (``a.nii.gz`` with ``a_seg.nii.gz``), saying so
+    if that is not the order given; else in the order given, saying so if
+    the names do not look paired."""
+    if len(scans) < 2:
+        return list(truths)
+    scan_keys, truth_keys = [_name_key(s) for s in scans], [_name_key(t) for t in truths]
+    if len(set(scan_keys)) == len(scans) and sorted(scan_keys) == sorted(truth_keys):
+        by_key = dict(zip(truth_keys, truths))
+        paired = [by_key[key] for key in scan_keys]
+        if paired != list(truths):
+            _say(
+                "evaluate",
+                "warning",
+                "--truth masks paired with the scans by file name, not in the order "
+                f"given: {_pairs(scans, paired)}.",
+            )
+        return paired
+    if not all(key in Path(t).name.lower() for key, t in zip(scan_keys, truths)):
+        _say(
+            "evaluate",
+            "warning",
+            "the --truth file names do not pair with the scans' by name; paired in "
+            f"the order given: {_pairs(scans, truths)}.",
+        )
+    return list(truths)
+
+
+def _pairs(scans, truths, shown=3):
+    pairs = [f"'{s}' with '{t}'" for s, t in zip(scans, truths)]
+    return ", ".join(pairs[:shown]) + (
+        f" and {len(pairs) - shown} more" if len(pairs) > shown else ""
+    )
 
 
 def _report_path(args):
@@ -1027,11 +1190,15 @@ def cmd_brain_extract(args):
     from ..io import save_nifti
     from ..preprocessing import BrainExtractor
 
+    params = {"threshold": args.threshold, "margin": args.margin, "device": args.device}
+    try:  # the options, once, before any scan: fitting learns nothing here
+        BrainExtractor(**params).fit([_TINY_VOLUME])
+    except (ValueError, TypeError, ImportError) as exc:
+        raise CommandError(_as_options(_plain(exc))) from None
     args.scans = _scan_paths(args)
     references = _check_headers(args.scans)
     output = _output_folder(args.output)
     planned = plan_outputs(args.scans, output, ("_brainmask.nii.gz",), keep_tree=False)
-    params = {"threshold": args.threshold, "margin": args.margin, "device": args.device}
 
     def extract(path, targets):
         image, reference = read_scan(path)
@@ -1215,6 +1382,7 @@ def build_parser():
         "default 0: none); calibrated like --min-size.",
     )
     fit.add_argument("--overwrite", action="store_true", help="Replace MODEL if it exists.")
+    _add_budget_option(fit)
 
     predict = add(
         "predict",
@@ -1245,6 +1413,7 @@ def build_parser():
     predict.add_argument(
         "--overwrite", action="store_true", help="Redo and replace complete outputs too."
     )
+    _add_budget_option(predict)
     predict.add_argument(
         "--summary",
         default="summary.csv",
@@ -1275,7 +1444,7 @@ def build_parser():
         help="Score the scans on the workers of a Dask cluster, such as "
         "tcp://10.0.0.1:8786 (started with 'dask scheduler' and 'dask worker'); "
         "they must see the scans and OUTDIR at the same paths. Needs pip install "
-        "'dask[distributed]'.",
+        "'anomseg[cluster]'.",
     )
 
     evaluate = add(
@@ -1305,6 +1474,7 @@ def build_parser():
         "--overwrite", action="store_true", help="Replace the --output file if it exists."
     )
     _add_model_options(evaluate)
+    _add_budget_option(evaluate)
 
     info = add(
         "info",
@@ -1348,6 +1518,7 @@ def build_parser():
         help="Where the network runs (default: CUDA if available).",
     )
     brain.add_argument("--overwrite", action="store_true", help="Replace existing masks.")
+    _add_budget_option(brain)
 
     demo = add(
         "demo",
@@ -1447,11 +1618,44 @@ def _show_warning(command, message, category, filename, lineno, file=None, line=
     _say(command, "warning", _plain(message))
 
 
+def _faithful_stdout():
+    """Print file names as the file system holds them: a name that is not
+    UTF-8 (decoded by Python with surrogate escapes) is written back as its
+    own bytes, as ``ls`` and ``find`` do, rather than failing the run."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None and getattr(sys.stdout, "errors", None) == "strict":
+        with contextlib.suppress(ValueError, OSError):
+            reconfigure(errors="surrogateescape")
+
+
+def _parse(argv):
+    """The parsed command line, where ``--`` ends the options as Unix
+    commands do, so that scans named like options (``-x.nii.gz``) can be
+    given: argparse (before Python 3.12.7) leaves the arguments after ``--``
+    unparsed once SCAN.nii.gz arguments were matched, empty, before it."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if "--" not in argv:
+        return parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and "--" in argv and isinstance(getattr(args, "scans", None), list):
+        after = argv[argv.index("--") + 1 :]
+        rest = extra[1:] if extra[0] == "--" else extra
+        if rest and rest == after[len(after) - len(rest) :]:
+            args.scans += rest
+            extra = []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv=None):
     """Run the command line; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
+    _faithful_stdout()
     try:
-        with _SIGNALS.installed(), warnings.catch_warnings():
+        budget = _voxel_budget(getattr(args, "max_voxels", None))
+        with _SIGNALS.installed(), warnings.catch_warnings(), budget:
             warnings.showwarning = functools.partial(_show_warning, args.command)
             status = args.func(args) or 0
             _SIGNALS.check()  # one that a finaliser swallowed

@@ -420,8 +420,8 @@ class DenoisingAESegmenter(TorchSegmenter):
         with torch.no_grad():
             return self._to_images(batch, indices, self.module_(x))
 
-    def _score_batch(self, batch, maps=None):
-        maps = super()._score_batch(batch, maps)
+    def _score_batch(self, batch, maps=None, method="score_samples"):
+        maps = super()._score_batch(batch, maps, method)
         if not self.intensity_prior:
             return maps
         for image, fg, m in zip(batch.images, batch.foreground, maps):

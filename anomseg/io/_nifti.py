@@ -10,6 +10,8 @@ saved for ``scan.nii.gz`` overlays that scan in any viewer.
 from __future__ import annotations
 
 import functools
+import math
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,17 @@ __all__ = [
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _IDENTITY_ORNT = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
 _INTEGER_DTYPES = (np.uint8, np.int16, np.uint16, np.int32)
+
+#: The largest volume read without ``max_voxels`` (or ``ANOMSEG_MAX_VOXELS``):
+#: 2^28 voxels, 1 GiB as float32. In-vivo brain MRI stays far below it (a
+#: 7 T scan at 0.5 mm isotropic, 480 x 480 x 360, is 83 million voxels, and
+#: 512^3 is half the budget), while a corrupt or crafted header declaring
+#: billions of voxels would exhaust memory before a word could be said.
+DEFAULT_MAX_VOXELS = 2**28
+
+#: The environment variable that sets the voxel budget (``--max-voxels``
+#: sets it for the command line and the processes it starts).
+MAX_VOXELS_VARIABLE = "ANOMSEG_MAX_VOXELS"
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,10 +107,85 @@ class NiftiReference:
         )
 
 
-def _load_image(path):
-    path = Path(path)
-    if not path.is_file():
+def voxel_budget(max_voxels=None):
+    """The most voxels a volume may declare to be read: ``max_voxels``, or
+    else the environment variable ``ANOMSEG_MAX_VOXELS``, or else
+    :data:`DEFAULT_MAX_VOXELS`."""
+    where = "'max_voxels'"
+    if max_voxels is None:
+        max_voxels = os.environ.get(MAX_VOXELS_VARIABLE) or DEFAULT_MAX_VOXELS
+        where = MAX_VOXELS_VARIABLE
+    try:
+        budget = int(max_voxels)
+    except (TypeError, ValueError):
+        budget = 0
+    if budget < 1 or isinstance(max_voxels, bool):
+        raise ValueError(f"{where} must be a positive number of voxels; got {max_voxels!r}.")
+    return budget
+
+
+def _check_path(path):
+    """A path that can be read as a NIfTI file: an existing regular file."""
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"'{path}' is a folder, not a NIfTI file; give the .nii or .nii.gz file of a scan."
+        )
+    if not path.exists():
         raise FileNotFoundError(f"No NIfTI file at '{path}'.")
+    if not path.is_file():
+        raise ValueError(
+            f"'{path}' is not a regular file (a pipe, socket or device); anomseg reads "
+            "NIfTI files stored on disk: save it to a file first."
+        )
+
+
+def _check_header(path, image, max_voxels):
+    """A header whose grid is usable, checked before any voxel is read:
+    no empty axis, a volume within the voxel budget, and an affine that
+    gives an orientation."""
+    shape = tuple(int(n) for n in image.shape)
+    size = " x ".join(map(str, shape))
+    if 0 in shape:
+        raise ValueError(
+            f"'{path}' has a corrupt NIfTI header: it declares {size} voxels, an axis "
+            "of none (dim[1:4] must be positive); repair or re-export the file."
+        )
+    n_voxels = math.prod(shape)
+    budget = voxel_budget(max_voxels)
+    if n_voxels > budget:
+        raise ValueError(
+            f"'{path}' declares {size} voxels ({n_voxels:,}), which would take "
+            f"{_bytes(4 * n_voxels)} as float32, beyond the budget of {budget:,} "
+            f"voxels; if the scan is that large, raise it with {MAX_VOXELS_VARIABLE}=N "
+            "(--max-voxels N on the command line, max_voxels=N in the API), else its "
+            "header is corrupt."
+        )
+    affine = np.asarray(image.affine, dtype=float)
+    if not np.isfinite(affine).all():
+        raise ValueError(
+            f"'{path}' has a corrupt NIfTI header: its voxel-to-world affine (sform "
+            "or qform) holds NaN or infinite values; repair the header (such as with "
+            "fslorient) or re-export the file."
+        )
+    singular = np.linalg.svd(affine[:3, :3], compute_uv=False)
+    if singular[-1] <= 1e-8 * max(singular[0], 1e-300):
+        raise ValueError(
+            f"'{path}' has a corrupt NIfTI header: its voxel-to-world affine (sform "
+            "or qform) is singular (zero voxel sizes or a zero sform), so it gives "
+            "no orientation; repair the header or re-export the file."
+        )
+
+
+def _bytes(n):
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.3g} {unit}" if unit != "bytes" else f"{n} bytes"
+        n /= 1000
+
+
+def _load_image(path, max_voxels=None):
+    path = Path(path)
+    _check_path(path)
     try:
         image = nib.load(path)
     except (ImageFileError, OSError, EOFError, ValueError) as exc:
@@ -111,16 +199,21 @@ def _load_image(path):
             f"'{path}' has shape {image.shape}; expected a 3D volume "
             "(a 4D image with a singleton last axis is accepted)."
         )
+    _check_header(path, image, max_voxels)
     return image
 
 
-def load_nifti_reference(path):
+def load_nifti_reference(path, *, max_voxels=None):
     """The grid of a NIfTI file, read from its header alone (no voxels).
 
     Parameters
     ----------
     path : str or path-like
         A ``.nii`` or ``.nii.gz`` file holding a 3D volume.
+    max_voxels : int or None, default=None
+        The most voxels the file may declare, checked from its header before
+        any voxel is read; None: the environment variable
+        ``ANOMSEG_MAX_VOXELS``, or else :data:`DEFAULT_MAX_VOXELS` (2^28).
 
     Returns
     -------
@@ -131,11 +224,16 @@ def load_nifti_reference(path):
     Raises
     ------
     FileNotFoundError
-        If ``path`` is not an existing file.
+        If ``path`` does not exist.
+    IsADirectoryError
+        If ``path`` is a folder.
     ValueError
-        If the file is not a NIfTI image, or not a 3D volume.
+        If the file is not a regular file (a pipe, a device), not a NIfTI
+        image, not a 3D volume, declares more than ``max_voxels`` voxels, or
+        its header is corrupt (an empty axis, an affine that is not finite
+        or is singular).
     """
-    return _reference(path, _load_image(path))
+    return _reference(path, _load_image(path, max_voxels))
 
 
 def _reference(path, image):
@@ -148,7 +246,7 @@ def _reference(path, image):
     )
 
 
-def load_nifti(path, *, dtype=np.float32):
+def load_nifti(path, *, dtype=np.float32, max_voxels=None):
     """Load a 3D NIfTI image in the closest canonical (RAS+) orientation.
 
     Parameters
@@ -172,10 +270,15 @@ def load_nifti(path, *, dtype=np.float32):
     Raises
     ------
     FileNotFoundError
-        If ``path`` is not an existing file.
+        If ``path`` does not exist.
+    IsADirectoryError
+        If ``path`` is a folder.
     ValueError
-        If the file is not a NIfTI image, not a 3D volume, holds complex
-        values, or its voxels cannot be read (a truncated or corrupt file).
+        If the file is not a regular file, not a NIfTI image, not a 3D
+        volume, declares more than ``max_voxels`` voxels, has a corrupt
+        header (see :func:`load_nifti_reference`), holds complex values or
+        values beyond the float32 range (with the default ``dtype``), or its
+        voxels cannot be read (a truncated or corrupt file).
 
     See Also
     --------
@@ -193,7 +296,7 @@ def load_nifti(path, *, dtype=np.float32):
     >>> ref.canonical_shape == flair.shape
     True
     """
-    image = _load_image(path)
+    image = _load_image(path, max_voxels)
     if np.issubdtype(image.get_data_dtype(), np.complexfloating):
         raise ValueError(
             f"'{path}' holds complex values ({image.get_data_dtype()}); anomseg "
@@ -204,8 +307,29 @@ def load_nifti(path, *, dtype=np.float32):
     except (OSError, EOFError, ValueError, zlib.error) as exc:  # truncated or corrupt
         message = f"'{path}' is truncated or corrupt: its voxels could not be read ({exc})."
         raise ValueError(message) from None
-    data = data != 0 if np.dtype(dtype) == bool else data.astype(dtype, copy=False)
-    return data, _reference(path, image)
+    if np.dtype(dtype) == bool:
+        return data != 0, _reference(path, image)
+    _check_range(path, data, np.dtype(dtype))
+    return data.astype(dtype, copy=False), _reference(path, image)
+
+
+def _check_range(path, data, dtype):
+    """Refuse finite values that ``dtype`` (a float type) cannot hold, which
+    the cast would turn into infinities."""
+    if not (np.issubdtype(dtype, np.floating) and data.dtype.itemsize > dtype.itemsize):
+        return
+    limit = float(np.finfo(dtype).max)
+    with np.errstate(invalid="ignore"):
+        beyond = np.abs(data) > limit
+    beyond &= np.isfinite(data)
+    n = int(np.count_nonzero(beyond))
+    if n:
+        largest = float(np.abs(data[beyond]).max())
+        raise ValueError(
+            f"'{path}' holds {n} value(s) beyond the {dtype} range that anomseg "
+            f"computes in (up to {largest:.3g}; {dtype} stops at {limit:.3g}); "
+            "rescale the scan (its intensities only matter relative to each other)."
+        )
 
 
 def same_grid(reference, other):
@@ -216,7 +340,7 @@ def same_grid(reference, other):
     )
 
 
-def load_mask(path, reference=None, *, what="mask"):
+def load_mask(path, reference=None, *, what="mask", max_voxels=None):
     """Load a binary mask (0 and 1 only), such as a ground truth or a
     lesion delineation, in the closest canonical orientation.
 
@@ -229,6 +353,10 @@ def load_mask(path, reference=None, *, what="mask"):
         The scan the mask belongs to; the mask must lie on its grid.
     what : str, default="mask"
         What the mask is, for the messages (such as ``"--truth mask"``).
+    max_voxels : int or None, default=None
+        The most voxels the file may declare, checked from its header before
+        any voxel is read; None: the environment variable
+        ``ANOMSEG_MAX_VOXELS``, or else :data:`DEFAULT_MAX_VOXELS` (2^28).
 
     Returns
     -------
@@ -252,14 +380,14 @@ def load_mask(path, reference=None, *, what="mask"):
     (dtype('bool'), True)
     """
     if reference is not None:
-        own = load_nifti_reference(path)
+        own = load_nifti_reference(path, max_voxels=max_voxels)
         if not same_grid(reference, own):
             raise ValueError(
                 f"{what} '{path}' is not on the grid of '{reference.path}' (shape "
                 f"{own.shape} vs {reference.shape}, or another affine); resample it "
                 "onto the scan."
             )
-    data, own = load_nifti(path, dtype=np.float32)
+    data, own = load_nifti(path, dtype=np.float32, max_voxels=max_voxels)
     values = np.unique(data)
     if not np.isin(values, (0, 1)).all():
         shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if values.size > 5 else "")
@@ -270,7 +398,7 @@ def load_mask(path, reference=None, *, what="mask"):
     return data > 0, own
 
 
-def load_niftis(paths, *, dtype=np.float32):
+def load_niftis(paths, *, dtype=np.float32, max_voxels=None):
     """Load several NIfTI images with :func:`load_nifti`.
 
     Parameters
@@ -279,6 +407,10 @@ def load_niftis(paths, *, dtype=np.float32):
         The files.
     dtype : dtype, default=numpy.float32
         Dtype of the returned arrays.
+    max_voxels : int or None, default=None
+        The most voxels the file may declare, checked from its header before
+        any voxel is read; None: the environment variable
+        ``ANOMSEG_MAX_VOXELS``, or else :data:`DEFAULT_MAX_VOXELS` (2^28).
 
     Returns
     -------
@@ -297,7 +429,7 @@ def load_niftis(paths, *, dtype=np.float32):
     >>> len(volumes), volumes[1].shape
     (2, (132, 165, 127))
     """
-    loaded = [load_nifti(path, dtype=dtype) for path in paths]
+    loaded = [load_nifti(path, dtype=dtype, max_voxels=max_voxels) for path in paths]
     return [d for d, _ in loaded], [r for _, r in loaded]
 
 

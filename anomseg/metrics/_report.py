@@ -3,10 +3,12 @@ its threshold came from."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..exceptions import AnomsegWarning
 from ._pixel import CurveMetrics, _as_list, dice_score, masked_foreground, pooled_pixels
 
 __all__ = ["EvaluationReport", "MetricResult", "evaluate"]
@@ -194,6 +196,46 @@ def _group_samples(samples, groups):
     return [[samples[i] for i in np.flatnonzero(groups == g)] for g in np.unique(groups)]
 
 
+def _check_lesions(trues, fgs, groups, names):
+    """Warn of each volume whose lesion lies wholly outside the foreground
+    (not the mask of that scan, or not on its grid), and refuse a set in
+    which no volume has a lesion pixel inside the foreground: every figure
+    would be undefined, a table of n/a. Volumes without any lesion, such as
+    healthy controls, are left out of the per-volume rows without a word."""
+    if names is None:
+        names = [f"y_true[{i}]" for i in range(len(trues))]
+    elif len(names) != len(trues):
+        raise ValueError(f"'names' must hold one name per sample, {len(trues)}; got {len(names)}.")
+    volumes = _group_samples(list(zip(names, trues, fgs)), groups)
+    if groups is None:
+        labels = [volume[0][0] for volume in volumes]
+    else:
+        labels = [f"the volume of group {g}" for g in np.unique(np.asarray(groups))]
+    empty, outside = [], []
+    for label, volume in zip(labels, volumes):
+        lesion = sum(int(np.count_nonzero(t)) for _, t, _ in volume)
+        inside = sum(int(np.count_nonzero(np.asarray(t, bool) & f)) for _, t, f in volume)
+        if lesion == 0:
+            empty.append(f"{label} holds no lesion pixel")
+        elif inside == 0:
+            outside.append(
+                f"the {lesion} lesion pixel(s) of {label} all lie outside the foreground "
+                "(the pixels scored): is it the mask of this scan, on its grid?"
+            )
+    if len(empty) + len(outside) == len(volumes):
+        notes = outside + empty
+        raise ValueError(
+            "No truth mask has a lesion pixel inside the foreground, so every figure "
+            f"would be undefined: {'; '.join(notes[:2])}{'; ...' if len(notes) > 2 else ''}"
+        )
+    for note in outside:
+        warnings.warn(
+            f"[evaluate] {note} It counts in the pooled rows only, as healthy pixels.",
+            AnomsegWarning,
+            stacklevel=4,
+        )
+
+
 def evaluate(
     y_true,
     y_score,
@@ -203,6 +245,7 @@ def evaluate(
     groups=None,
     per_volume=True,
     postprocess=None,
+    names=None,
 ):
     """Evaluate anomaly maps against ground-truth masks.
 
@@ -246,10 +289,25 @@ def evaluate(
         at a calibrated threshold, before Dice: an estimator's
         :meth:`~anomseg.base.BaseAnomalySegmenter.postprocess_mask`, so that
         the calibrated Dice is that of the masks ``predict`` returns.
+    names : list of str or None, default=None
+        What to call each sample in warnings and errors, such as the file
+        of its truth mask; ``y_true[i]`` when None.
 
     Returns
     -------
     report : EvaluationReport
+
+    Raises
+    ------
+    ValueError
+        If no volume has a lesion pixel inside the foreground: every figure
+        would be undefined.
+
+    Warns
+    -----
+    AnomsegWarning
+        For each volume whose lesion lies wholly outside the foreground: it
+        is not counted as a lesion at all.
 
     Examples
     --------
@@ -273,6 +331,7 @@ def evaluate(
             fgs = list(fgs[0])
     fgs = [f.astype(bool) for f in fgs]
     thresholds = _per_sample_thresholds(thresholds, len(trues))
+    _check_lesions(trues, fgs, groups, names)
 
     results = [
         MetricResult(metric, "pooled", source, value)

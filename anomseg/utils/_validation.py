@@ -444,3 +444,80 @@ def check_maps(maps, where, name="maps"):
             )
         out.append(data)
     return out, stacked
+
+
+#: Values sampled from an image before it is looked at whole, so that a scan
+#: is told from a mask in microseconds.
+_MASK_SAMPLE = 4096
+
+#: The most distinct integer values (0 included) of an image taken for a
+#: label map: tumour label maps (BraTS: 0, 1, 2, 4) hold a few, a scan
+#: hundreds.
+_MAX_LABELS = 6
+
+#: The fewest voxels of an image taken for a label map: a real slice has
+#: 16384 (128 x 128) or more, while hand-made arrays of a few integer
+#: intensities (in tests, in examples) are smaller. A binary image is taken
+#: for a mask at any size: no scan holds a single non-zero value.
+_MIN_LABEL_MAP_SIZE = 10_000
+
+
+def mask_like_values(image):
+    """The distinct values of ``image`` if it looks like a mask or a label
+    map rather than a scan, else None.
+
+    It looks like one when it holds 0 and a single other value (a binary
+    mask, in any scale), or, with at least ``_MIN_LABEL_MAP_SIZE`` voxels,
+    0 and fewer than ``_MAX_LABELS`` other integer values (a label map). A
+    strided sample decides for scans at once; only an image whose sample
+    holds few values is looked at whole.
+    """
+    flat = np.asarray(image).ravel()
+    sample = flat[:: max(1, flat.size // _MASK_SAMPLE)]
+    if not _few_values(sample):
+        return None
+    nonzero = flat[flat != 0]
+    if nonzero.size == 0 or nonzero.size == flat.size:  # blank, or no background
+        return None
+    if not _few_values(nonzero):
+        return None
+    values = np.unique(nonzero)
+    if values.size > 1 and (
+        flat.size < _MIN_LABEL_MAP_SIZE
+        or values.size >= _MAX_LABELS
+        or not (values == np.round(values)).all()
+    ):
+        return None
+    return [0.0, *map(float, values)]
+
+
+def _few_values(values):
+    """Whether ``values`` may hold few distinct values: one non-zero value,
+    or only integers (exactly, up to ``_MAX_LABELS``)."""
+    nonzero = values[values != 0]
+    if nonzero.size == 0 or (nonzero == nonzero[0]).all():
+        return True
+    if not (nonzero == np.round(nonzero)).all():
+        return False
+    return np.unique(nonzero).size < _MAX_LABELS
+
+
+def check_groups(groups, n_samples, where):
+    """``groups`` as an array of one label per sample, or None.
+
+    Raises
+    ------
+    ValueError
+        If ``groups`` does not hold one label per sample, naming ``where``,
+        the length expected and the length received.
+    """
+    if groups is None:
+        return None
+    array = np.asarray(groups)
+    if array.shape != (n_samples,):
+        got = f"length {len(array)}" if array.ndim == 1 else f"shape {array.shape}"
+        raise ValueError(
+            f"'groups' passed to {where} must hold one label per sample, length "
+            f"{n_samples}; got {got}."
+        )
+    return array

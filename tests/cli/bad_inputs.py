@@ -237,6 +237,119 @@ _scan_case("uint8 dtype (valid)", "ok", "", lambda p: write(p, volume(3) * 200, 
 _scan_case("float64 dtype (valid)", "ok", "", lambda p: write(p, volume(3), dtype=np.float64))
 
 
+# -- issue 24: inputs that look wrong, headers and names --------------------------
+def _raw(path, edit, data=None):
+    """A .nii.gz whose header ``edit(header)`` changed after nibabel set it
+    up, written by hand (nibabel would rewrite the affine on save)."""
+    import gzip
+
+    data = volume(3) if data is None else data
+    header = nib.Nifti1Image(data, AFFINE).header.copy()
+    header.set_data_offset(352)
+    edit(header)
+    body = np.asarray(data, np.float32).tobytes(order="F")
+    Path(path).write_bytes(gzip.compress(header.binaryblock + b"\0" * 4 + body))
+
+
+def _nan_sform(header):
+    sform = AFFINE.copy()
+    sform[0, 0] = np.nan
+    header.set_sform(sform, 1)
+
+
+def _empty_axis(header):
+    header["dim"][3] = 0
+
+
+def _declared(path, shape):
+    """An uncompressed header that declares ``shape`` voxels, with none."""
+    header = nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), AFFINE).header
+    header.set_data_shape(shape)
+    Path(path).write_bytes(header.binaryblock + b"\0" * 4)
+
+
+def _beyond_float32(path):
+    data = volume(3).astype(np.float64)
+    data[10:14, 10:14, 2:4] = 1e39
+    write(path, data)
+
+
+def _lesion_mask(path):
+    truth = np.zeros(SHAPE, np.uint8)
+    truth[10:14, 10:14, 2:4] = 1
+    write(path, truth)
+
+
+_scan_case(
+    "a 0/1 lesion mask passed as a scan (warns)",
+    "warning",
+    r"bad\.nii\.gz.*only the values 0 and 1.*mask",
+    _lesion_mask,
+)
+_scan_case(
+    "a NaN in the sform",
+    "error",
+    r"bad\.nii\.gz.*corrupt NIfTI header.*NaN",
+    lambda p: _raw(p, _nan_sform),
+)
+_scan_case(
+    "a zero sform",
+    "error",
+    r"bad\.nii\.gz.*corrupt NIfTI header.*singular",
+    lambda p: _raw(p, lambda h: h.set_sform(np.zeros((4, 4)), 1)),
+)
+_scan_case(
+    "dim[3]=0",
+    "error",
+    r"bad\.nii\.gz.*corrupt NIfTI header.*24 x 24 x 0",
+    lambda p: _raw(p, _empty_axis),
+)
+_scan_case(
+    "float64 values of 1e39",
+    "error",
+    r"bad\.nii\.gz.*beyond the float32 range",
+    _beyond_float32,
+)
+_scan_case("a FIFO as scan", "error", r"bad\.nii\.gz.*not a regular file", os.mkfifo)
+_scan_case(
+    "a folder as scan, named so", "error", r"bad\.nii\.gz.*is a folder", lambda p: p.mkdir()
+)
+
+
+@case(
+    "predict: a header declaring 2000^3 voxels",
+    "error",
+    r"huge\.nii.*2000 x 2000 x 2000.*--max-voxels",
+)
+def _(tmp, fx):
+    _declared(tmp / "huge.nii", (2000, 2000, 2000))
+    return _predict(fx, str(tmp / "huge.nii"), tmp)
+
+
+@case("predict: a scan beyond --max-voxels", "error", r"scan\.nii\.gz.*budget of 1,000 voxels")
+def _(tmp, fx):
+    return _predict(fx, fx.scan, tmp, "--max-voxels", "1000")
+
+
+@case("predict: names a shell can make: non-UTF-8, space, dash, newline (valid)", "ok", "")
+def _(tmp, fx):
+    names = [b"caf\xe9.nii.gz", b"with space.nii.gz", b"-dash.nii.gz", b"new\nline.nii.gz"]
+    for i, name in enumerate(names):
+        write(tmp / "in" / os.fsdecode(name), volume(30 + i))
+    return ["predict", fx.model, "--glob", str(tmp / "in" / "*.nii.gz"), "-o", _out(tmp)]
+
+
+@case("predict: a scan named like an option, after -- (valid)", "ok", "")
+def _(tmp, fx):
+    write(tmp / "-x.nii.gz", volume(30))
+    return ["predict", fx.model, "-o", _out(tmp), "--", "-x.nii.gz"]
+
+
+@case("brain-extract: a bad option is said once, not once per scan", "error", r"--threshold.*2")
+def _(tmp, fx):
+    return ["brain-extract", *fx.healthy, "-o", _out(tmp), "--threshold", "2"]
+
+
 @case("predict: output folder under a regular file", "error", r"out")
 def _(tmp, fx):
     (tmp / "file").write_text("x")
@@ -679,6 +792,36 @@ _fit_case(
 )
 _fit_case("a parameter for an unknown method", r"bogus:width", "--param", "bogus:width=4")
 
+_fit_case("a --param given twice", r"--param n_bins is given twice", "--param", "n_bins=64",
+          "--param", "n_bins=128")  # fmt: skip
+_fit_case("a misspelt --param", r"n_bin: .*did you mean n_bins\?", "--param", "n_bin=64")
+
+
+@case("fit: lesion masks as healthy scans", "error", r"look like masks")
+def _(tmp, fx):
+    masks = [write(tmp / f"m{i}.nii.gz", np.roll(_box(), 3 * i, axis=0)) for i in range(3)]
+    return _fit(fx, tmp, scans=masks)
+
+
+@case(
+    "fit: healthy scans of two values (warns: degenerate threshold)",
+    "warning",
+    r"flags none of the",
+)
+def _(tmp, fx):
+    scans = []
+    for i in range(3):
+        v = volume(i)
+        v = np.where(v > 0, np.where(v > np.median(v[v > 0]), 100.5, 50.5), 0)
+        scans.append(write(tmp / f"flat{i}.nii.gz", v))
+    return _fit(fx, tmp, scans=scans)
+
+
+def _box():
+    truth = np.zeros(SHAPE, np.uint8)
+    truth[10:14, 10:14, 2:4] = 1
+    return truth
+
 
 # -- evaluate ----------------------------------------------------------------------
 def _evaluate(fx, truth):
@@ -744,6 +887,48 @@ def _(tmp, fx):
 @case("evaluate: -o FILE.csv (valid)", "ok", "")
 def _(tmp, fx):
     return [*_evaluate(fx, fx.truth), "-o", str(tmp / "r.csv")]
+
+
+@case(
+    "evaluate: a truth with no lesion",
+    "error",
+    r"t\.nii\.gz.*no lesion.*undefined|undefined.*t\.nii\.gz.*no lesion",
+)
+def _(tmp, fx):
+    return _evaluate(fx, write(tmp / "t.nii.gz", np.zeros(SHAPE, np.uint8)))
+
+
+@case(
+    "evaluate: a lesion outside the foreground",
+    "error",
+    r"undefined.*t\.nii\.gz.*outside the foreground",
+)
+def _(tmp, fx):
+    truth = np.zeros(SHAPE, np.uint8)
+    truth[0:2, 0:2, 0:2] = 1
+    return _evaluate(fx, write(tmp / "t.nii.gz", truth))
+
+
+@case(
+    "evaluate: a lesion-free truth among others (warns)", "warning", r"t\.nii\.gz.*no lesion voxel"
+)
+def _(tmp, fx):
+    empty = write(tmp / "t.nii.gz", np.zeros(SHAPE, np.uint8))
+    return ["evaluate", fx.model, fx.scan, fx.scan2, "--truth", fx.truth, empty]
+
+
+@case("evaluate: truths in another order than the scans (warns, pairs by name)", "warning",
+      r"paired with the scans by file name.*a\.nii\.gz' with '.*a_seg\.nii\.gz'")  # fmt: skip
+def _(tmp, fx):
+    scans, truths = [], []
+    for k, name in enumerate("abc"):
+        truth = np.zeros(SHAPE, np.uint8)
+        truth[4 + 5 * k : 8 + 5 * k, 8:12, 1:4] = 1
+        scan = volume(20 + k)
+        scan[truth > 0] *= 1.8
+        scans.append(write(tmp / f"{name}.nii.gz", scan))
+        truths.append(write(tmp / f"{name}_seg.nii.gz", truth))
+    return ["evaluate", fx.model, *scans, "--truth", truths[1], truths[0], truths[2]]
 
 
 # -- the Python API ----------------------------------------------------------------
@@ -959,6 +1144,13 @@ def _quiet():
         yield
 
 
+def _quietly(argv):
+    """``argv`` with ``--no-progress``, before a ``--`` that ends the options."""
+    argv = list(argv)
+    at = argv.index("--") if "--" in argv else len(argv)
+    return [*argv[:at], "--no-progress", *argv[at:]]
+
+
 def run_in_process(argv, cwd):
     """The command line run by ``anomseg.cli.main`` in this process, with
     Python's default warning filters, as a user's shell would see it."""
@@ -976,7 +1168,7 @@ def run_in_process(argv, cwd):
             warnings.resetwarnings()
             warnings.simplefilter("default")
             try:
-                status = main([*argv, "--no-progress"])
+                status = main(_quietly(argv))
             except SystemExit as exc:  # argparse
                 status = exc.code if isinstance(exc.code, int) else 1
             except BaseException:
@@ -996,7 +1188,7 @@ def subprocess_runner(pythonpath=None):
 
     def run(argv, cwd):
         completed = subprocess.run(
-            [sys.executable, "-m", "anomseg", *argv, "--no-progress"],
+            [sys.executable, "-m", "anomseg", *_quietly(argv)],
             cwd=cwd,
             env=env,
             capture_output=True,

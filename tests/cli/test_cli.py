@@ -487,7 +487,7 @@ def test_bad_nested_inpainter_param(scans, tmp_path, capsys):
         )
         == 1
     )
-    assert "bad --param inpainter__" in capsys.readouterr().err
+    assert "--param inpainter__colour: inpainting has no such" in capsys.readouterr().err
     assert not (tmp_path / "m.joblib").exists()
 
 

@@ -283,3 +283,85 @@ def test_truncated_and_complex_files_are_named(scan, tmp_path):
     nib.save(nib.Nifti1Image(data.astype(np.complex64), np.eye(4)), complex_path)
     with pytest.raises(ValueError, match="complex.nii.gz' holds complex values"):
         load_nifti(complex_path)
+
+
+# -- issue 24: headers, files and sizes that look wrong, named as such ------------
+def _raw_nifti(path, edit, data=None):
+    """A .nii.gz whose header ``edit(header)`` changed after nibabel set it
+    up: written by hand, since nibabel rewrites the affine on save."""
+    import gzip
+
+    data = np.ones(SHAPE, np.float32) if data is None else data
+    header = nib.Nifti1Image(data, np.eye(4)).header.copy()
+    header.set_data_offset(352)
+    edit(header)
+    body = np.asarray(data, header.get_data_dtype()).tobytes(order="F")
+    path.write_bytes(gzip.compress(header.binaryblock + b"\0" * 4 + body))
+    return path
+
+
+def _nan_sform(header):
+    sform = np.eye(4)
+    sform[0, 0] = np.nan
+    header.set_sform(sform, 1)
+
+
+def _empty_axis(header):
+    header["dim"][3] = 0
+
+
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (_nan_sform, r"corrupt NIfTI header.*NaN or infinite"),
+        (lambda h: h.set_sform(np.zeros((4, 4)), 1), r"corrupt NIfTI header.*singular"),
+        (_empty_axis, r"corrupt NIfTI header.*5 x 6 x 0 voxels"),
+    ],
+    ids=["NaN in the sform", "zero sform", "dim[3]=0"],
+)
+def test_corrupt_headers_are_named_with_the_file(tmp_path, edit, words):
+    path = _raw_nifti(tmp_path / "bad.nii.gz", edit)
+    for load in (load_nifti_reference, load_nifti):
+        with pytest.raises(ValueError, match=rf"bad\.nii\.gz.*{words}"):
+            load(path)
+
+
+def test_a_declared_size_beyond_the_budget_fails_before_any_voxel_is_read(tmp_path, monkeypatch):
+    path = tmp_path / "huge.nii"
+    header = nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4)).header
+    header.set_data_shape((2000, 2000, 2000))
+    path.write_bytes(header.binaryblock + b"\0" * 4)  # 352 bytes, no voxels
+    words = r"huge\.nii.*2000 x 2000 x 2000 voxels.*32 GB.*ANOMSEG_MAX_VOXELS.*--max-voxels"
+    with pytest.raises(ValueError, match=words):
+        load_nifti(path)
+    small = tmp_path / "small.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones(SHAPE, np.float32), np.eye(4)), small)
+    with pytest.raises(ValueError, match=r"small\.nii\.gz.*budget of 100 voxels"):
+        load_nifti(small, max_voxels=100)
+    monkeypatch.setenv("ANOMSEG_MAX_VOXELS", "100")
+    with pytest.raises(ValueError, match=r"budget of 100 voxels"):
+        load_nifti_reference(small)
+    assert load_nifti(small, max_voxels=210)[0].shape == SHAPE  # the keyword wins
+    monkeypatch.setenv("ANOMSEG_MAX_VOXELS", "lots")
+    with pytest.raises(ValueError, match=r"ANOMSEG_MAX_VOXELS must be a positive.*'lots'"):
+        load_nifti(small)
+
+
+def test_values_beyond_float32_are_named_as_such(tmp_path):
+    data = np.ones(SHAPE)
+    data[0, 0, :3] = 1e39
+    data[1, 1, 1] = np.inf  # a true infinity is the caller's to name
+    path = tmp_path / "big.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    with pytest.raises(ValueError, match=r"big\.nii\.gz.*3 value\(s\) beyond the float32 range"):
+        load_nifti(path)
+    assert load_nifti(path, dtype=np.float64)[0].max() == np.inf
+
+
+def test_a_folder_or_a_pipe_is_not_a_nifti_file(tmp_path):
+    (tmp_path / "folder.nii.gz").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"folder\.nii\.gz' is a folder"):
+        load_nifti(tmp_path / "folder.nii.gz")
+    os.mkfifo(tmp_path / "fifo.nii.gz")
+    with pytest.raises(ValueError, match=r"fifo\.nii\.gz' is not a regular file"):
+        load_nifti_reference(tmp_path / "fifo.nii.gz")

@@ -181,3 +181,21 @@ def test_scorers_count_the_pixels_the_model_scored():
     assert get_scorer("auroc")(pipe, images, truth) != roc_auc(truth, maps, foreground=images != 0)
     expected = dice_score(truth, pipe.predict(images), foreground=head)
     assert get_scorer("dice")(pipe, images, truth) == expected
+
+
+def test_a_table_of_nothing_but_n_a_is_refused(scored):
+    from anomseg.exceptions import AnomsegWarning
+
+    truth, scores, fg = scored
+    with pytest.raises(ValueError, match=r"No truth mask has a lesion.*y_true\[0\] holds no"):
+        evaluate(np.zeros_like(truth), scores, foreground=fg)
+    outside = truth & ~fg  # the lesions moved out of the foreground
+    outside[0] = ~fg[0]
+    with pytest.raises(ValueError, match=r"undefined: the \d+ lesion pixel\(s\) of a\.nii"):
+        evaluate(outside, scores, foreground=fg, names=["a.nii", "b.nii", "c.nii"][: len(truth)])
+    truth = truth.copy()
+    truth[0] = ~fg[0]  # one volume's lesion outside, the others counted
+    with pytest.warns(
+        AnomsegWarning, match=r"\[evaluate\] the \d+ lesion pixel\(s\) of y_true\[0\]"
+    ):
+        evaluate(truth, scores, foreground=fg)
