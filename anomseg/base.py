@@ -933,11 +933,15 @@ class BaseAnomalySegmenter(BaseEstimator):
         of them equal, or a few values, as masks or flat images give), so
         that ``predict`` flags only scores above every healthy one. With
         post-processing, only equal scores warn: filters that remove every
-        healthy false positive (a large ``min_size``) are the user's choice."""
+        healthy false positive (a large ``min_size``) are the user's choice;
+        nor does a threshold that is not the one calibrated at ``max_fpr``
+        (ASC-Net's ``threshold_method="histogram-peak"``)."""
         n = self.n_calibration_pixels_
         allowed = n - fpr_rank(n, self.max_fpr) - 1
         if self.calibration_fpr_ > 0 or allowed < 1:
             return  # too few voxels for the rate to flag one: no tie to blame
+        if self.threshold_ != self.calibration_thresholds_.get(float(self.max_fpr)):
+            return  # a threshold chosen otherwise (ASC-Net's histogram peak)
         low, high = values.extent()
         if low < high and self._postprocesses():
             return  # the filters the user chose removed what was flagged
@@ -1141,9 +1145,18 @@ def _plain_import(cls, params, attributes):
 def _param_fingerprints(params):
     """Parameter name to a digest of its value, estimators by their class
     and parameters (not their fitted state, which predicting may change)."""
+    return {key: _fingerprint(value) for key, value in params.items()}
+
+
+def _fingerprint(value):
     import joblib
 
-    return {key: joblib.hash(_canonical(value)) for key, value in params.items()}
+    try:
+        return joblib.hash(_canonical(value))
+    except Exception:  # unpicklable (a local function): the object itself
+        # Such a value cannot be saved either, so its identity is enough to
+        # tell a set_params from none.
+        return ("unpicklable", id(value))
 
 
 def _canonical(value):
