@@ -58,7 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .exceptions import DiskFullError
+from .exceptions import AnomsegWarning, DiskFullError
 from .io._atomic import disk_full_error, is_disk_full, remove_stale_temporaries
 from .io._outputs import MANIFEST_NAME, OutputRecord, folder_lock
 
@@ -324,16 +324,49 @@ def plan_outputs(scans, output, suffixes=OUTPUT_SUFFIXES, keep_tree=False):
 
 def check_scans(scans):
     """Every scan's header, read before any work, without keeping it: a
-    missing, foreign, 2D or 4D file, or one given twice, raises at once."""
+    missing, foreign, 2D or 4D file, or one given twice, raises at once; a
+    very large one warns (see :func:`warn_large_scans`)."""
     from .io import load_nifti_reference
 
     seen = set()
+    references = []
     for path in scans:
         key = os.path.realpath(path)
         if key in seen:
             raise ValueError(f"'{path}' is given twice.")
         seen.add(key)
-        load_nifti_reference(path)
+        references.append(load_nifti_reference(path))
+    warn_large_scans(scans, references)
+
+
+#: Scans with more voxels than this warn before any work: 2^26, about nine
+#: times a brain at 1 mm (182 x 218 x 182), where scoring takes gigabytes
+#: and minutes. Such a grid is more often an unintended resolution (or a
+#: header that declares more than the file holds: a 512^3 volume of zeros
+#: compresses to half a megabyte) than a scan that needs it.
+LARGE_SCAN_VOXELS = 2**26
+
+
+def warn_large_scans(paths, references):
+    """One warning, before any work, naming the scans whose grid holds more
+    than :data:`LARGE_SCAN_VOXELS` voxels (the largest first)."""
+    large = [
+        (int(np.prod(ref.shape)), path, ref.shape)
+        for path, ref in zip(paths, references)
+        if np.prod(ref.shape) > LARGE_SCAN_VOXELS
+    ]
+    if not large:
+        return
+    n_voxels, path, shape = max(large, key=lambda item: item[0])
+    others = f" (and {len(large) - 1} other scan(s) of more than {LARGE_SCAN_VOXELS:,})"
+    warnings.warn(
+        f"'{path}' holds {' x '.join(map(str, shape))} voxels ({n_voxels / 1e6:.0f} "
+        f"million, {n_voxels / (182 * 218 * 182):.0f} times a brain at 1 mm)"
+        f"{others if len(large) > 1 else ''}: scoring it takes gigabytes of memory and "
+        "minutes; resample it if that resolution is not intended.",
+        AnomsegWarning,
+        stacklevel=3,
+    )
 
 
 # -- the summary ---------------------------------------------------------------------

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import time
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -17,6 +18,7 @@ from anomseg.baselines import FlairThreshold
 from anomseg.cli import main
 from anomseg.cohort import SUMMARY_FIELDS, mask_statistics, predict_cohort
 from anomseg.datasets import add_synthetic_lesions, make_healthy_images
+from anomseg.exceptions import AnomsegWarning
 from anomseg.io import load_nifti_reference
 from anomseg.preprocessing import ForegroundMasker, make_anomaly_pipeline
 
@@ -170,6 +172,36 @@ def test_bad_arguments_are_named(synthetic, tmp_path):
 
 # -- a Dask cluster on loopback, real scans ------------------------------------------
 # (in `make test-scale`, which .ci/run runs: a cluster takes seconds to start)
+def test_large_scans_warn_before_any_work(synthetic, tmp_path, monkeypatch, capsys):
+    """A grid far beyond a brain's is named once, from the headers alone,
+    before a scan is scored (a 512^3 volume in half a megabyte took 40 s and
+    3 GB without a word)."""
+    import anomseg.cohort
+
+    model, scans = synthetic
+    n_voxels = int(np.prod(load_nifti_reference(scans[0]).shape))
+    monkeypatch.setattr(anomseg.cohort, "LARGE_SCAN_VOXELS", n_voxels)
+    anomseg.cohort.check_scans(scans[:2])  # no warning at the limit (warnings are errors)
+    monkeypatch.setattr(anomseg.cohort, "LARGE_SCAN_VOXELS", n_voxels - 1)
+    # the command line's fit (and evaluate), which prints it before "fitting"
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        fitted = main(
+            ["fit", "--method", "flair-threshold", str(scans[0]), "-o", str(tmp_path / "m")]
+        )
+    assert fitted == 0
+    err = capsys.readouterr().err
+    assert err.index("holds 32 x 32 x 6 voxels") < err.index("fitting")
+    scored = []
+    monkeypatch.setattr(anomseg.cohort, "read_scan", scored.append)
+    monkeypatch.setattr(anomseg.cohort, "plan_outputs", lambda *a: 1 / 0)
+    large = r"holds 32 x 32 x 6 voxels.*and 1 other scan"
+    # stopped by plan_outputs once the warning is out
+    with pytest.warns(AnomsegWarning, match=large), pytest.raises(ZeroDivisionError):
+        predict_cohort(model, scans[:2], tmp_path / "out")
+    assert not scored
+
+
 def _scans_for_the_cluster(folder):
     """4 LGG FLAIR and 4 IXI T1 scans of ../shared/data; where that data is
     absent (a clone without it), 8 synthetic heads of 128 x 128 x 40, so

@@ -53,7 +53,7 @@ from pathlib import Path
 
 from .._registry import METHODS, PRESETS, method_class
 from .._version import __version__
-from ..cohort import complete, plan_outputs, read_scan, score_scan, stem
+from ..cohort import complete, plan_outputs, read_scan, score_scan, stem, warn_large_scans
 
 __all__ = ["main"]
 
@@ -213,7 +213,9 @@ def _check_headers(paths, unique=True):
         if unique and key in seen:
             raise CommandError(f"'{path}' is given twice.")
         seen.add(key)
-    return [load_nifti_reference(path) for path in paths]
+    references = [load_nifti_reference(path) for path in paths]
+    warn_large_scans(paths, references)
+    return references
 
 
 def _load_scans(paths, progress, description="loading"):

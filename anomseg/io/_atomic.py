@@ -5,10 +5,10 @@ A file is written to a temporary file beside its target, flushed to disk
 (``fsync``), then linked (no-clobber) or renamed into place, and the folder
 is flushed too, so that after a crash or a power loss the target is either
 the old file, or absent, or the whole new one. The temporary files are
-named ``.anomseg-tmp-PID-NAME-XXXXXXXX``: a process killed outright
-(SIGKILL, the out-of-memory killer, a lost cluster node), which cannot clean
-up, leaves them behind, and the next write into that folder, by any anomseg
-process, removes those whose process ``PID`` is no longer alive.
+named ``.anomseg-tmp-PID-NAME-XXXXXXXX.tmp`` (or the writer's suffix): a
+process killed outright (SIGKILL, the out-of-memory killer, a lost cluster
+node), which cannot clean up, leaves them behind, and the next write into
+that folder, by any anomseg process, removes those whose process ``PID`` is no longer alive.
 """
 
 from __future__ import annotations
@@ -277,7 +277,9 @@ def atomic_write_all(items, *, overwrite=False):
     try:
         for path, (_, write, suffix) in zip(paths, items):
             prefix = f"{TEMP_PREFIX}{os.getpid()}-{path.name[:_NAME_KEPT]}-"
-            fd, tmp = tempfile.mkstemp(suffix=suffix, prefix=prefix, dir=path.parent)
+            # A name with an extension: torch.save refuses a file whose name
+            # is all leading dot and no stem ("invalid file name").
+            fd, tmp = tempfile.mkstemp(suffix=suffix or ".tmp", prefix=prefix, dir=path.parent)
             temporaries.append(tmp)
             os.close(fd)
             os.chmod(tmp, _FILE_MODE)

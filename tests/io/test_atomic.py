@@ -75,3 +75,14 @@ def test_a_writer_that_hides_a_full_disk_is_still_said_to_fill_it(tmp_path, monk
     with pytest.raises(OSError, match=r"no space left.*m\.anomseg.*0 bytes free"):
         atomic_write(tmp_path / "m.anomseg", torch_like)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_target_without_an_extension_can_be_written_by_torch(tmp_path):
+    """torch.save refuses a file name that is all leading dot ("invalid file
+    name"): the temporary file keeps an extension even when the target
+    (``anomseg fit -o model``) has none."""
+    import torch
+
+    path = atomic_write(tmp_path / "model", lambda tmp: torch.save({"a": 1}, tmp))
+    assert torch.load(path, weights_only=True) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
