@@ -594,7 +594,9 @@ def model_identity(model):
 
 
 # -- what to do with each scan ------------------------------------------------------
-def _foreign(target, record):
+def foreign_output_message(target, record):
+    """Why ``target``, in the way of an output, is left alone: anomseg's
+    ``record`` does not list it."""
     return (
         f"'{target}' exists and anomseg did not write it (it is not in "
         f"'{record.path.name}', the record of anomseg's outputs there), so it is left "
@@ -619,7 +621,7 @@ def _plan_tasks(planned, record, model_id, overwrite):
         if foreign:
             whole = len(present) == len(targets) and complete(targets, load_nifti_reference(path))
             if overwrite or not whole:
-                refused.append(_failed(path, targets, _foreign(foreign[0], record)))
+                refused.append(_failed(path, targets, foreign_output_message(foreign[0], record)))
             else:  # complete: kept, as written by anomseg before it kept a record
                 tasks.append((path, targets, {"overwrite": False}))
             continue

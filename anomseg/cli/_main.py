@@ -735,38 +735,68 @@ def _preprocessing_steps(foreground, scale):
     return steps
 
 
-def _each_scan(command, planned, references, args, work):
+def _each_scan(command, planned, references, args, work, identity):
     """Run ``work(path, targets)`` on every scan that has no complete
     outputs yet, printing the line it returns; a scan that fails is
     reported in one line, and the others go on. Returns the exit status:
-    1 if any scan failed."""
+    1 if any scan failed.
+
+    As :func:`~anomseg.cohort.predict_cohort` does, it holds the output
+    folder's lock and keeps its record of outputs: a file anomseg did not
+    write is never replaced (even with ``--overwrite``), an output left by a
+    killed run is redone, and outputs made with other options
+    (``identity``) are redone with ``--overwrite`` or refused."""
+    from ..cohort import foreign_output_message
+    from ..io._outputs import OutputRecord, folder_lock
+
     counts = {"done": 0, "skipped": 0, "failed": 0}
     items = list(zip(planned, references))
-    for (path, targets), reference in _progress(items, command, args.progress):
-        _SIGNALS.check()
-        present = [t for t in targets if os.path.lexists(t)]
-        if present and not args.overwrite:
-            if complete(targets, reference):
-                counts["skipped"] += 1
+    output = Path(args.output)
+
+    def failed(message):
+        counts["failed"] += 1
+        _say(command, "error", message)
+
+    with folder_lock(output, command):
+        record = OutputRecord(output)
+        for (path, targets), reference in _progress(items, command, args.progress):
+            _SIGNALS.check()
+            present = [t for t in targets if os.path.lexists(t)]
+            owners = [record.owner(t) for t in present]
+            if None in owners:
+                foreign = present[owners.index(None)]
+                if args.overwrite or not complete(targets, reference):
+                    failed(_plain(foreign_output_message(foreign, record)))
+                else:  # complete: written before anomseg kept a record
+                    counts["skipped"] += 1
                 continue
-            # Not written by an anomseg run, whose outputs appear together.
-            counts["failed"] += 1
-            _say(
-                command,
-                "error",
-                f"'{present[0]}' exists, but the outputs of '{path}' are incomplete "
-                "(missing, or not NIfTI on its grid); pass --overwrite to redo them.",
-            )
-            continue
-        try:
-            targets[0].parent.mkdir(parents=True, exist_ok=True)
-            line = work(path, targets)
-        except Exception as exc:  # one bad scan does not stop the cohort
-            counts["failed"] += 1
-            _say(command, "error", _message(exc, path))
-            continue
-        counts["done"] += 1
-        print(line)
+            other = [o for o in owners if o.get("model") != identity]
+            written = all(o.get("state") == "written" for o in owners)
+            if present and not args.overwrite:
+                if other:
+                    failed(
+                        f"'{present[0]}' was made with other options than these, as "
+                        f"'{record.path}' records; pass --overwrite to redo it."
+                    )
+                    continue
+                if written and len(present) == len(targets) and complete(targets, reference):
+                    counts["skipped"] += 1
+                    continue
+            # ours but half-written by a killed run, or to be redone
+            record.mark_pending(targets, path, identity)
+            record.save()
+            try:
+                targets[0].parent.mkdir(parents=True, exist_ok=True)
+                line = work(path, targets, bool(present))
+            except Exception as exc:  # one bad scan does not stop the cohort
+                failed(_message(exc, path))
+                record.forget_missing(targets)
+                record.save()
+                continue
+            record.mark_written(targets, path, identity)
+            record.save()
+            counts["done"] += 1
+            print(line)
     _say_summary(command, counts, len(items))
     return 1 if counts["failed"] else 0
 
@@ -1189,6 +1219,7 @@ def _figure(value):
 
 
 def cmd_brain_extract(args):
+    from ..cohort import own_outputs
     from ..io import save_nifti
     from ..preprocessing import BrainExtractor
 
@@ -1197,19 +1228,21 @@ def cmd_brain_extract(args):
         BrainExtractor(**params).fit([_TINY_VOLUME])
     except (ValueError, TypeError, ImportError) as exc:
         raise CommandError(_as_options(_plain(exc))) from None
-    args.scans = _scan_paths(args)
+    _given_folder(args.output)
+    args.scans = _scan_paths(args, own_outputs(args.output, None))
     references = _check_headers(args.scans)
     output = _output_folder(args.output)
     planned = plan_outputs(args.scans, output, ("_brainmask.nii.gz",), keep_tree=False)
 
-    def extract(path, targets):
+    def extract(path, targets, replace):
         image, reference = read_scan(path)
         extractor = BrainExtractor(affine=reference, **params).fit([image])
         mask = extractor.get_mask([image])[0]
-        save_nifti(mask, reference, targets[0], overwrite=args.overwrite)
+        save_nifti(mask, reference, targets[0], overwrite=replace)
         return f"{path}: brain {mask.mean():.1%} of the volume -> {targets[0]}"
 
-    return _each_scan("brain-extract", planned, references, args, extract)
+    identity = f"deepbet threshold={args.threshold!r} margin={args.margin!r}"
+    return _each_scan("brain-extract", planned, references, args, extract, identity)
 
 
 def cmd_demo(args):

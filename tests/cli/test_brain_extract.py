@@ -106,3 +106,42 @@ def test_without_deepbet_the_error_names_the_extra(lps_scan, tmp_path, capsys, m
     model = tmp_path / "model.joblib"
     assert run(*FIT, path, "-o", model, "--foreground", "brain") == 1
     assert "anomseg[brain]" in capsys.readouterr().err
+
+
+@pytest.fixture
+def quick_extractor(monkeypatch):
+    """BrainExtractor without deepbet: the mask is the non-zero voxels (the
+    command's bookkeeping is under test here, not the network)."""
+    monkeypatch.setattr(BrainExtractor, "fit", lambda self, X, y=None: self)
+    monkeypatch.setattr(BrainExtractor, "get_mask", lambda self, X: [x != 0 for x in X])
+
+
+def test_brain_extract_keeps_a_record_and_never_replaces_a_users_file(
+    quick_extractor, lps_scan, tmp_path, capsys
+):
+    """As predict does: a mask of the user's own in the way is left alone,
+    even with --overwrite; other options are noticed; a rerun over the folder
+    does not extract its own outputs; a second run waits its turn."""
+    from anomseg.io._outputs import folder_lock
+
+    path, data = lps_scan
+    folder = path.parent
+    own = folder / "scan_brainmask.nii.gz"  # the user's corrected mask
+    nib.save(nib.Nifti1Image((data > 10).astype(np.uint8), LPS), own)
+    before = own.read_bytes()
+    assert run("brain-extract", path, "-o", folder, "--overwrite") == 1
+    assert "anomseg did not write it" in capsys.readouterr().err
+    assert own.read_bytes() == before
+    own.unlink()
+    glob = ("--glob", folder / "*.nii.gz")
+    assert run("brain-extract", *glob, "-o", folder) == 0
+    assert run("brain-extract", *glob, "-o", folder) == 0  # its own mask left out
+    err = capsys.readouterr().err
+    assert "left out 1 file(s)" in err and "0 done, 1 skipped" in err
+    assert sorted(p.name for p in folder.glob("*.nii.gz")) == [path.name, own.name]
+    assert run("brain-extract", path, "-o", folder, "--threshold", "0.7") == 1
+    assert "other options" in capsys.readouterr().err
+    assert run("brain-extract", path, "-o", folder, "--threshold", "0.7", "--overwrite") == 0
+    with folder_lock(folder, "predict"):
+        assert run("brain-extract", path, "-o", folder) == 1
+    assert "is writing to" in capsys.readouterr().err
