@@ -61,6 +61,7 @@ import numpy as np
 from .exceptions import AnomsegWarning, DiskFullError
 from .io._atomic import disk_full_error, is_disk_full, remove_stale_temporaries
 from .io._outputs import MANIFEST_NAME, OutputRecord, folder_lock
+from .utils._text import printable
 
 __all__ = [
     "SUMMARY_FIELDS",
@@ -151,7 +152,7 @@ def score_scan(model, path, image, reference, metadata=None, masked=False):
         warnings.simplefilter("always")
         anomaly_map = score([image])[0]
     notes = [voxel_size_warning(path, reference, metadata)]
-    notes += [f"'{path}': {_first_line(w.message)}" for w in caught]
+    notes += [f"'{printable(path)}': {_first_line(w.message, path)}" for w in caught]
     if not np.isfinite(np.ma.getdata(anomaly_map)).all():
         raise ValueError(
             f"'{path}' gave non-finite anomaly scores; its intensities "
@@ -160,9 +161,14 @@ def score_scan(model, path, image, reference, metadata=None, masked=False):
     return anomaly_map, [note for note in notes if note]
 
 
-def _first_line(message):
-    """A library message without its ``[Class.method]`` prefix."""
-    text = str(message).strip().splitlines()[0]
+def _first_line(message, path=None):
+    """A library message without its ``[Class.method]`` prefix, cut to its
+    first line, where the name of ``path`` is written with its control
+    characters escaped, so that a file name holding a newline is not cut."""
+    text = str(message).strip()
+    if path is not None and not str(path).isprintable():
+        text = text.replace(str(path), printable(str(path)))
+    text = text.splitlines()[0]
     return text.split("] ", 1)[1] if text.startswith("[") and "] " in text else text
 
 
@@ -272,11 +278,11 @@ def predict_scan(model, path, targets, overwrite=False, metadata=None, redo_part
 
 
 def _error_line(exc, path):
-    text = _first_line(exc) if str(exc).strip() else type(exc).__name__
+    text = _first_line(exc, path) if str(exc).strip() else type(exc).__name__
     if not isinstance(exc, (ValueError, TypeError, OSError)):
         text = f"unexpected {type(exc).__name__}: {text}"
-    if str(path) not in text:
-        text = f"'{path}': {text}"
+    if printable(path) not in text:
+        text = f"'{printable(path)}': {text}"
     return text
 
 

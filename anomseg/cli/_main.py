@@ -54,6 +54,7 @@ from pathlib import Path
 from .._registry import METHODS, PRESETS, method_class
 from .._version import __version__
 from ..cohort import complete, plan_outputs, read_scan, score_scan, stem, warn_large_scans
+from ..utils._text import printable
 
 __all__ = ["main"]
 
@@ -1168,7 +1169,6 @@ def _read_truth(path):
 def cmd_info(args):
     from .._persistence import check_file, file_kind
     from ..base import model_info
-    from ..utils._text import printable
 
     def say(line):  # text from the file never reaches the terminal raw
         print(printable(line))
@@ -1575,11 +1575,14 @@ def build_parser():
 def _message(exc, path=None):
     """One line for the user: the exception's first line in the command
     line's words, naming ``path`` unless the message already does."""
-    text = _plain(exc) if str(exc).strip() else type(exc).__name__
+    message = str(exc)
+    if path is not None and not str(path).isprintable():  # a newline in a name
+        message = message.replace(str(path), printable(str(path)))
+    text = _plain(message) if message.strip() else type(exc).__name__
     if not isinstance(exc, (CommandError, ValueError, TypeError, OSError)):
         text = f"unexpected {type(exc).__name__}: {text} (ANOMSEG_DEBUG=1 shows the traceback)"
-    if path is not None and str(path) not in text:
-        text = f"'{path}': {text}"
+    if path is not None and printable(path) not in text:
+        text = f"'{printable(path)}': {text}"
     return text
 
 

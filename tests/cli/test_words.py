@@ -52,3 +52,18 @@ def test_a_name_that_is_not_utf8_is_scored_summarised_and_printed(fixtures, tmp_
         ("plain.nii.gz", "done"),
     ]
     assert Path(tmp_path / "out" / os.fsdecode(b"caf\xe9_mask.nii.gz")).is_file()
+
+
+def test_a_name_with_a_newline_is_named_whole_in_its_error(fixtures, tmp_path):
+    """An error line names the file with its newline escaped, rather than cut
+    at it (the rest of the line, the reason, was lost)."""
+    import numpy as np
+
+    name = "two\nlines.nii.gz"
+    write(tmp_path / name, np.full((8, 8, 4), 3.0, np.float32))  # constant: fails
+    write(tmp_path / "plain.nii.gz", volume(31))
+    done = run_in_process(["predict", fixtures.model, "--glob", "*.nii.gz", "-o", "out"], tmp_path)
+    assert done.status == 1
+    [line] = [line for line in done.stderr.splitlines() if "error" in line]
+    assert "'two\\nlines.nii.gz'" in line and "constant" in line, done.stderr
+    assert "1 done, 0 skipped, 1 failed" in done.stderr
