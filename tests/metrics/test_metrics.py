@@ -25,6 +25,7 @@ def scored():
     scores = np.round(rng.random((3, 20, 20)) + 0.6 * truth, 1)
     foreground = np.ones_like(truth)
     foreground[:, :2] = False
+    truth &= foreground  # lesions lie in the pixels scored
     return truth, scores, foreground
 
 
@@ -193,9 +194,31 @@ def test_a_table_of_nothing_but_n_a_is_refused(scored):
     outside[0] = ~fg[0]
     with pytest.raises(ValueError, match=r"undefined: the \d+ lesion pixel\(s\) of a\.nii"):
         evaluate(outside, scores, foreground=fg, names=["a.nii", "b.nii", "c.nii"][: len(truth)])
-    truth = truth.copy()
+    truth = truth & fg  # the others' lesions inside
     truth[0] = ~fg[0]  # one volume's lesion outside, the others counted
     with pytest.warns(
         AnomsegWarning, match=r"\[evaluate\] the \d+ lesion pixel\(s\) of y_true\[0\]"
+    ):
+        evaluate(truth, scores, foreground=fg)
+
+
+def test_a_lesion_partly_outside_the_foreground_warns_beyond_a_trim(scored):
+    """Pixels of a lesion outside the foreground count in no figure: a trim
+    at the brain's edge (up to 5 %) passes quietly, more is said."""
+    from anomseg.exceptions import AnomsegWarning
+
+    truth, scores, fg = scored
+    truth = truth & fg
+    lesion = int(truth[0].sum())
+    background = np.argwhere(~fg[0])
+    assert lesion > 20 and len(background) > lesion // 4
+    trimmed = truth.copy()
+    for i, j in background[: lesion // 25]:  # 4 % of the lesion outside
+        trimmed[0, i, j] = True
+    evaluate(trimmed, scores, foreground=fg)  # no warning (warnings are errors)
+    for i, j in background[: lesion // 4]:  # 20 % more outside
+        truth[0, i, j] = True
+    with pytest.warns(
+        AnomsegWarning, match=r"\d+ of the \d+ lesion pixels of y_true\[0\] \(\d+%\)"
     ):
         evaluate(truth, scores, foreground=fg)
