@@ -817,9 +817,17 @@ def _scan_paths(args, leave_out=frozenset()):
                 f"--list '{listing}' is not a file; give a text file of scan paths."
             )
         try:
-            lines = path.read_text().splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CommandError(f"--list '{listing}' could not be read as text ({exc}).") from exc
+            data = path.read_bytes()
+        except OSError as exc:
+            raise CommandError(f"--list '{listing}' could not be read ({exc}).") from exc
+        if b"\0" in data:  # no name holds one: a binary file (a scan, say)
+            raise CommandError(
+                f"--list '{listing}' could not be read as text (it holds NUL bytes); "
+                "give a text file of scan paths, one per line."
+            )
+        # Any name a file system holds: one that is not UTF-8 comes back as
+        # its own bytes (surrogate escapes), as --glob gives it.
+        lines = data.decode("utf-8", errors="surrogateescape").splitlines()
         listed = [
             line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")
         ]

@@ -67,3 +67,21 @@ def test_a_name_with_a_newline_is_named_whole_in_its_error(fixtures, tmp_path):
     [line] = [line for line in done.stderr.splitlines() if "error" in line]
     assert "'two\\nlines.nii.gz'" in line and "constant" in line, done.stderr
     assert "1 done, 0 skipped, 1 failed" in done.stderr
+
+
+def test_a_list_holds_any_name_and_refuses_a_binary_file(fixtures, tmp_path):
+    """``ls > cohort.txt`` may hold a name that is not UTF-8 and end its lines
+    with CRLF (a list written on Windows); a scan given as the list is no
+    text at all."""
+    name = os.fsdecode(b"caf\xe9.nii.gz")
+    write(tmp_path / name, volume(30))
+    write(tmp_path / "plain.nii.gz", volume(31))
+    (tmp_path / "cohort.txt").write_bytes(b"caf\xe9.nii.gz\r\nplain.nii.gz\r\n")
+    argv = ["predict", fixtures.model, "--list", "cohort.txt", "-o", "out"]
+    done = run_in_process(argv, tmp_path)
+    assert done.status == 0, done.stderr
+    assert (tmp_path / "out" / os.fsdecode(b"caf\xe9_mask.nii.gz")).is_file()
+    argv = ["predict", fixtures.model, "--list", "plain.nii.gz", "-o", "out2"]
+    done = run_in_process(argv, tmp_path)
+    assert done.status == 1 and "NUL bytes" in done.stderr, done.stderr
+    assert not (tmp_path / "out2").exists()
