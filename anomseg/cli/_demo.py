@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+
+from ..io._outputs import OutputRecord, folder_lock
 
 __all__ = ["leave_one_out_maps", "run_demo"]
 
@@ -10,6 +14,9 @@ __all__ = ["leave_one_out_maps", "run_demo"]
 #: 5 % false-positive rate would flood the mask; 1 % is the useful operating
 #: point here (the table also reports 5 % and 10 %).
 DEMO_MAX_FPR = 0.01
+
+#: What the folder's record of outputs names as the maker of the demo's.
+_IDENTITY = "anomseg demo"
 
 
 def leave_one_out_maps(images, masks, estimator, progress=False):
@@ -39,12 +46,7 @@ def run_demo(output_dir, *, overwrite=False, progress=True):
     table, and writes per-patient NIfTI maps and masks plus ``demo.png``
     (input, anomaly map, mask, ground truth) into ``output_dir``.
     """
-    from ..baselines import FlairThreshold
     from ..datasets import load_demo_mslub
-    from ..io import save_figure, save_niftis
-    from ..metrics import evaluate
-    from ..plotting import plot_anomaly_overview
-    from ..utils import check_images
 
     data = load_demo_mslub()
     subjects = list(data.subjects)
@@ -54,13 +56,51 @@ def run_demo(output_dir, *, overwrite=False, progress=True):
             output_dir / f"{subject}_anomaly_map.nii.gz",
             output_dir / f"{subject}_mask.nii.gz",
         ]
-    if not overwrite:
-        existing = [str(t) for t in targets if t.exists()]
-        if existing:
-            raise FileExistsError(
-                f"'{existing[0]}' exists; pass --overwrite to replace the demo outputs."
-            )
+    if output_dir.exists() and not output_dir.is_dir():
+        raise FileExistsError(f"'{output_dir}' is a file; give a folder for the demo's outputs.")
     output_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(output_dir, "demo"):
+        record = OutputRecord(output_dir)
+        replace = _check_targets(targets, record, overwrite)
+        record.mark_pending(targets, "the embedded MSLUB patients", _IDENTITY)
+        record.save()
+        try:
+            report = _run(output_dir, data, subjects, replace, progress)
+        except BaseException:
+            record.forget_missing(targets)
+            record.save()
+            raise
+        record.mark_written(targets, "the embedded MSLUB patients", _IDENTITY)
+        record.save()
+    return report
+
+
+def _check_targets(targets, record, overwrite):
+    """Whether to replace the outputs in the way, refusing before any work
+    a file anomseg did not write (as the folder's record of outputs says),
+    even with ``overwrite``, and the demo's own complete outputs without
+    it; those a killed demo left (still pending) are replaced."""
+    from ..cohort import foreign_output_message
+
+    present = [t for t in targets if os.path.lexists(t)]
+    owners = [record.owner(t) for t in present]
+    for target, owner in zip(present, owners):
+        if owner is None:
+            raise FileExistsError(foreign_output_message(target, record))
+    if present and not overwrite and all(o["state"] == "written" for o in owners):
+        raise FileExistsError(
+            f"'{present[0]}' exists; pass --overwrite to replace the demo outputs."
+        )
+    return bool(present)
+
+
+def _run(output_dir, data, subjects, overwrite, progress):
+    """Score, report and write the demo's outputs."""
+    from ..baselines import FlairThreshold
+    from ..io import save_figure, save_niftis
+    from ..metrics import evaluate
+    from ..plotting import plot_anomaly_overview
+    from ..utils import check_images
 
     print(
         f"anomseg demo: FLAIR histogram-equalisation baseline (Meissen et al. 2021)\n"

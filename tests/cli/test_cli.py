@@ -255,6 +255,14 @@ def test_demo(tmp_path, capsys):
     assert auroc > 0.9  # the published baseline reaches 0.938 on these patients
     # a second run refuses to overwrite
     assert run("demo", "-o", out) == 1
+    assert run("demo", "-o", out, "--overwrite") == 0  # its own outputs, as asked
+    # a file of the user's where the demo writes is never replaced
+    own = out / "patient07_mask.nii.gz"
+    own.unlink()
+    own.write_bytes(b"the user's own")
+    assert run("demo", "-o", out, "--overwrite") == 1
+    assert "anomseg did not write it" in capsys.readouterr().err
+    assert own.read_bytes() == b"the user's own"
 
 
 def test_foreground_auto_for_scans_that_are_not_skull_stripped(tmp_path, capsys):
