@@ -10,7 +10,7 @@ import numpy as np
 from scipy import ndimage, signal
 
 from ..exceptions import AnomsegWarning
-from ..utils._param_validation import Interval, StrOptions, validate_params
+from ..utils._param_validation import MAX_BINS, Interval, StrOptions, validate_params
 
 __all__ = ["histogram_peak_threshold"]
 
@@ -18,7 +18,7 @@ __all__ = ["histogram_peak_threshold"]
 @validate_params(
     {
         "side": [StrOptions({"right", "left"})],
-        "n_bins": [Interval(Integral, 3, None, closed="left")],
+        "n_bins": [Interval(Integral, 3, MAX_BINS, closed="both")],
         "smoothing": [Interval(Real, 0, None, closed="left")],
         "min_prominence": [Interval(Real, 0, None, closed="neither")],
         "return_histogram": ["boolean"],

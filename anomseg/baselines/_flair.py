@@ -10,7 +10,7 @@ from skimage.exposure import equalize_hist
 from .._docstrings import fill_doc
 from ..base import BaseAnomalySegmenter
 from ..postprocessing import remove_small_components
-from ..utils._param_validation import COMMON_CONSTRAINTS, Interval
+from ..utils._param_validation import COMMON_CONSTRAINTS, MAX_BINS, Interval
 
 __all__ = ["FlairThreshold"]
 
@@ -80,7 +80,7 @@ class FlairThreshold(BaseAnomalySegmenter):
         "max_fpr": COMMON_CONSTRAINTS["max_fpr"],
         "smoothing": COMMON_CONSTRAINTS["smoothing"],
         "postprocessing": COMMON_CONSTRAINTS["postprocessing"],
-        "n_bins": [Interval(Integral, 2, None, closed="left")],
+        "n_bins": [Interval(Integral, 2, MAX_BINS, closed="both")],
         "channel_axis": COMMON_CONSTRAINTS["channel_axis"],
         "flair_channel": [Interval(Integral, 0, None, closed="left")],
         "min_component_size": [Interval(Integral, 0, None, closed="left")],

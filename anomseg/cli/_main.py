@@ -54,6 +54,7 @@ from pathlib import Path
 from .._registry import METHODS, PRESETS, method_class
 from .._version import __version__
 from ..cohort import complete, plan_outputs, read_scan, score_scan, stem, warn_large_scans
+from ..utils._param_validation import MAX_RADIUS, MAX_SMOOTHING
 from ..utils._text import printable
 
 __all__ = ["main"]
@@ -118,19 +119,21 @@ def _parse_param(text):
     return method or None, name, value
 
 
-def _int_option(option, least, allow=()):
-    """An argparse type: an int >= ``least`` (or one of ``allow``), or a
-    usage error naming ``option``."""
+def _int_option(option, least, allow=(), most=None):
+    """An argparse type: an int >= ``least`` (and <= ``most``, if given; or
+    one of ``allow``), or a usage error naming ``option``."""
 
     def parse(text):
         try:
             value = int(text)
         except ValueError:
             value = None
-        if value is None or (value < least and value not in allow):
+        outside = value is not None and (value < least or (most is not None and value > most))
+        if value is None or (outside and value not in allow):
             also = "".join(f" or {a}" for a in allow)
+            bound = f">= {least}" if most is None else f"in [{least}, {most}]"
             raise argparse.ArgumentTypeError(
-                f"{option} must be an integer >= {least}{also}; got {text!r}"
+                f"{option} must be an integer {bound}{also}; got {text!r}"
             )
         return value
 
@@ -139,16 +142,19 @@ def _int_option(option, least, allow=()):
 
 
 def _sigma(text):
-    """``--smoothing``: a standard deviation > 0, or one >= 0 per axis."""
+    """``--smoothing``: a standard deviation in (0, MAX_SMOOTHING], or one in
+    [0, MAX_SMOOTHING] per axis (the constraint of every estimator's
+    ``smoothing``)."""
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         values = []
+    fits = all(0 <= v <= MAX_SMOOTHING for v in values)
     single = len(values) == 1 and values[0] > 0
-    if not (single or (len(values) in (2, 3) and all(v >= 0 for v in values) and any(values))):
+    if not (fits and (single or (len(values) in (2, 3) and any(values)))):
         raise argparse.ArgumentTypeError(
-            "--smoothing must be a standard deviation > 0 in voxels, or one >= 0 per "
-            f"axis such as 2,2,1; got {text!r}"
+            f"--smoothing must be a standard deviation in (0, {MAX_SMOOTHING}] voxels, "
+            f"or one in [0, {MAX_SMOOTHING}] per axis such as 2,2,1; got {text!r}"
         )
     return values[0] if single else tuple(values)
 
@@ -1410,7 +1416,7 @@ def build_parser():
     )
     fit.add_argument(
         "--opening",
-        type=_non_negative_int("--opening"),
+        type=_int_option("--opening", 0, most=MAX_RADIUS),
         default=0,
         metavar="RADIUS",
         help="Open every mask with a ball of this radius in voxels first (removes "
@@ -1418,7 +1424,7 @@ def build_parser():
     )
     fit.add_argument(
         "--closing",
-        type=_non_negative_int("--closing"),
+        type=_int_option("--closing", 0, most=MAX_RADIUS),
         default=0,
         metavar="RADIUS",
         help="Then close every mask with a ball of this radius (fills small gaps; "

@@ -8,11 +8,11 @@ import numpy as np
 from scipy import ndimage
 from skimage.morphology import ball, disk, remove_small_objects
 
-from ..utils._param_validation import Interval, validate_params
+from ..utils._param_validation import MAX_RADIUS, Interval, validate_params
 
 __all__ = ["binary_closing", "binary_opening", "remove_small_components"]
 
-_RADIUS = {"mask": ["array-like"], "radius": [Interval(Integral, 0, None, closed="left")]}
+_RADIUS = {"mask": ["array-like"], "radius": [Interval(Integral, 0, MAX_RADIUS, closed="both")]}
 
 
 def _footprint(ndim, radius):

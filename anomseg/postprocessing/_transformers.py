@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from ..utils import check_maps
-from ..utils._param_validation import Interval, StrOptions
+from ..utils._param_validation import MAX_RADIUS, Interval, StrOptions
 from ._components import binary_closing, binary_opening, remove_small_components
 
 __all__ = ["ConnectedComponentFilter", "MorphologicalFilter"]
@@ -150,7 +150,7 @@ class MorphologicalFilter(_BaseMaskFilter):
 
     _parameter_constraints: dict = {
         "operation": [StrOptions({"opening", "closing", "opening-closing"})],
-        "radius": [Interval(Integral, 0, None, closed="left")],
+        "radius": [Interval(Integral, 0, MAX_RADIUS, closed="both")],
     }
 
     def _filter(self, mask):

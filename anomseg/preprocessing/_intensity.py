@@ -8,7 +8,7 @@ import numpy as np
 from skimage.exposure import equalize_hist
 
 from .._docstrings import fill_doc
-from ..utils._param_validation import COMMON_CONSTRAINTS, ArrayOf, Interval
+from ..utils._param_validation import COMMON_CONSTRAINTS, MAX_BINS, ArrayOf, Interval
 from ._base import _BaseImageTransformer, _channels_last
 
 __all__ = ["HistogramEqualizer", "HistogramMatcher", "IntensityScaler"]
@@ -261,7 +261,7 @@ class HistogramEqualizer(_BaseImageTransformer):
     _per_scan = True
 
     _parameter_constraints: dict = {
-        "n_bins": [Interval(Integral, 2, None, closed="left")],
+        "n_bins": [Interval(Integral, 2, MAX_BINS, closed="both")],
         "channel_axis": COMMON_CONSTRAINTS["channel_axis"],
     }
 

@@ -128,6 +128,18 @@ class SequenceOf(Options):
 
 
 #: What the parameters shared by many estimators accept.
+#: The widest Gaussian smoothing of maps, in voxels: a standard deviation of
+#: 64 spreads a voxel over the whole of a brain at 1 mm; a wider one only
+#: costs time (a sigma of 10^6 ran for minutes on a 32 x 32 x 8 scan).
+MAX_SMOOTHING = 64
+
+#: The largest radius of a morphological filter, in voxels: a ball of 50
+#: spans a brain at 2 mm; a radius of 10^5 asked for 171 PiB of memory.
+MAX_RADIUS = 50
+
+#: The most histogram bins: one per level of 16-bit intensities.
+MAX_BINS = 2**16
+
 COMMON_CONSTRAINTS = {
     "max_fpr": [Interval(Real, 0, 1, closed="neither")],
     "calibration_fraction": [Interval(Real, 0, 1, closed="neither")],
@@ -143,8 +155,8 @@ COMMON_CONSTRAINTS = {
     "verbose": [Interval(Integral, 0, None, closed="left")],
     "smoothing": [
         None,
-        Interval(Real, 0, None, closed="neither"),
-        NumberSequence(Interval(Real, 0, None, closed="left")),
+        Interval(Real, 0, MAX_SMOOTHING, closed="right"),
+        NumberSequence(Interval(Real, 0, MAX_SMOOTHING, closed="both")),
     ],
     "postprocessing": [
         None,

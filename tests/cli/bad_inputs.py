@@ -542,6 +542,16 @@ _model_case(
     r"crafted.*not a fitted attribute",
     _recrafted(_record_edit(lambda r: r["attributes"].update(__class__="x"))),
 )
+_model_case(
+    "a smoothing that would run for minutes (10^6 voxels)",
+    r"crafted.*smoothing",
+    _recrafted(_record_edit(lambda r: r["params"].update(smoothing=1e6))),
+)
+_model_case(
+    "histogram bins that would take terabytes (10^12)",
+    r"crafted.*n_bins",
+    _recrafted(_record_edit(lambda r: r["params"].update(n_bins=10**12))),
+)
 _model_case("tampered content, old checksum", r"crafted.*checksum", _tampered)
 _model_case("tampered checksum", r"crafted.*checksum", _changed(checksum="sha256:" + "0" * 64))
 _model_case("newer format version", r"crafted.*format version", _changed(format_version=3))
@@ -760,7 +770,9 @@ _fit_case("--closing -1", r"--closing.*>= 0", "--closing", "-1")
 _fit_case(
     "postprocessing through --param", r"postprocessing.*--min-size", "--param", "postprocessing=[]"
 )
-_fit_case("--smoothing 0", r"--smoothing.*> 0", "--smoothing", "0")
+_fit_case("--opening 100000 (171 PiB)", r"--opening.*\[0, 50\]", "--opening", "100000")
+_fit_case("--smoothing 0", r"--smoothing.*\(0, 64\]", "--smoothing", "0")
+_fit_case("--smoothing 10^6 (minutes)", r"--smoothing.*\(0, 64\]", "--smoothing", "1e6")
 _fit_case("--smoothing of 4 axes", r"--smoothing.*per", "--smoothing", "1,1,1,1")
 _fit_case("--smoothing not a number", r"--smoothing.*'wide'", "--smoothing", "wide")
 _fit_case("smoothing through --param", r"smoothing.*--smoothing", "--param", "smoothing=1.0")
