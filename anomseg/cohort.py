@@ -452,7 +452,10 @@ def write_summary(path, records):
     with contextlib.suppress(OSError, UnicodeDecodeError):
         if Path(path).read_text(**_TEXT) == text:
             return Path(path)
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, **_TEXT), overwrite=True)
+    data = text.encode(**_TEXT)
+    return atomic_write(
+        path, lambda tmp: Path(tmp).write_bytes(data), overwrite=True, size=len(data)
+    )
 
 
 # -- engines -----------------------------------------------------------------------
