@@ -66,6 +66,8 @@ from .utils._text import printable
 __all__ = [
     "SUMMARY_FIELDS",
     "cap_jobs",
+    "check_summary",
+    "earlier_outputs",
     "mask_statistics",
     "own_outputs",
     "predict_cohort",
@@ -386,7 +388,7 @@ def _summary_format(path):
     suffix = Path(path).suffix.lower()
     if suffix not in (".csv", ".json"):
         raise ValueError(
-            f"The 'summary' file must end in .csv or .json; got '{path}'. Pass "
+            f"The 'summary' file must end in .csv or .json; got '{path}'; pass "
             "summary=None to write none."
         )
     return suffix[1:]
@@ -395,35 +397,54 @@ def _summary_format(path):
 def _is_summary(path):
     """Whether an existing file is a summary that anomseg wrote (which a
     rerun may replace), rather than a user's file."""
+    return _summary_rows(path) is not None
+
+
+def _summary_rows(path):
+    """The rows of a file that is a summary anomseg wrote (a CSV file that
+    starts with its header, a JSON list of which some row, or none, has its
+    fields), as read, whether or not each can be parsed; None for any other
+    file. A spreadsheet's byte-order mark is allowed."""
     try:
-        text = Path(path).read_text(**_TEXT)
+        text = Path(path).read_text(**_TEXT).removeprefix("\ufeff")
     except (OSError, UnicodeDecodeError):
-        return False
+        return None
     if _summary_format(path) == "csv":
-        return text.splitlines()[:1] == [",".join(SUMMARY_FIELDS)]
+        if text.splitlines()[:1] != [",".join(SUMMARY_FIELDS)]:
+            return None
+        return list(csv.DictReader(io.StringIO(text)))
     try:
         rows = json.loads(text)
     except ValueError:
-        return False
-    return isinstance(rows, list) and all(
-        isinstance(r, dict) and set(r) == set(SUMMARY_FIELDS) for r in rows
+        return None
+    ours = isinstance(rows, list) and (
+        not rows or any(isinstance(r, dict) and set(r) == set(SUMMARY_FIELDS) for r in rows)
     )
+    return rows if ours else None
+
+
+def _parsed_row(row):
+    """A summary row with its figures as numbers, or None if it is not one
+    (a line a user added, a row cut short)."""
+    if not isinstance(row, dict) or set(row) != set(SUMMARY_FIELDS):
+        return None
+    if not isinstance(row["scan"], str) or any(v is None for v in row.values()):
+        return None
+    try:
+        figures = {k: kind(row[k]) if row[k] != "" else "" for k, kind in _NUMBERS.items()}
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return {**row, **figures}
 
 
 def read_summary(path):
     """The rows of a summary that anomseg wrote, by scan, with their figures
-    as numbers; an empty dict if there is none."""
-    path = Path(path)
-    if not path.is_file() or not _is_summary(path):
-        return {}
-    if _summary_format(path) == "json":
-        rows = json.loads(path.read_text(**_TEXT))
-    else:
-        rows = list(csv.DictReader(io.StringIO(path.read_text(**_TEXT))))
-        for row in rows:
-            for key, kind in _NUMBERS.items():
-                row[key] = kind(row[key]) if row[key] != "" else ""
-    return {row["scan"]: row for row in rows}
+    as numbers; an empty dict if there is none. Rows that cannot be parsed
+    (a note a user added, a row cut short) are skipped: a rerun rewrites
+    the summary whole, without them."""
+    rows = _summary_rows(path) if Path(path).is_file() else None
+    parsed = [_parsed_row(row) for row in rows or []]
+    return {row["scan"]: row for row in parsed if row is not None}
 
 
 _NUMBERS = {
@@ -452,7 +473,10 @@ def write_summary(path, records):
     with contextlib.suppress(OSError, UnicodeDecodeError):
         if Path(path).read_text(**_TEXT) == text:
             return Path(path)
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, **_TEXT), overwrite=True)
+    data = text.encode(**_TEXT)
+    return atomic_write(
+        path, lambda tmp: Path(tmp).write_bytes(data), overwrite=True, size=len(data)
+    )
 
 
 # -- engines -----------------------------------------------------------------------
@@ -685,6 +709,83 @@ def own_outputs(output_dir, summary="summary.csv"):
     return {os.path.realpath(f) for f in files}
 
 
+def earlier_outputs(paths):
+    """The files among ``paths`` that a run of anomseg wrote as its outputs,
+    in any folder: those that a record of outputs (``anomseg-outputs.json``)
+    in the file's folder or a folder above lists, the records themselves
+    and the summaries anomseg wrote in a folder that has one. Each record is
+    read once.
+
+    Used to leave the results of earlier runs out of the scans matched by a
+    pattern (``--glob 'cohort/**/*.nii.gz' -o cohort/run2`` after
+    ``-o cohort/run1``).
+
+    Returns
+    -------
+    found : set of str
+        The paths, as given, of the files that are anomseg's outputs.
+    """
+    listed = {}  # folder -> the real paths its record lists, or None
+
+    def record_of(folder):
+        if folder not in listed:
+            listed[folder] = None
+            if os.path.isfile(os.path.join(folder, MANIFEST_NAME)):
+                with contextlib.suppress(OSError, ValueError):
+                    files = OutputRecord(folder).files()
+                    listed[folder] = {os.path.realpath(f) for f in files}
+        return listed[folder]
+
+    found = set()
+    for path in paths:
+        real, own = os.path.realpath(path), os.path.dirname(os.path.abspath(path))
+        if os.path.basename(path) == MANIFEST_NAME and record_of(own) is not None:
+            found.add(path)
+            continue
+        folder, parent = None, own
+        while parent != folder:
+            folder, parent = parent, os.path.dirname(parent)
+            files = record_of(folder)
+            if files is not None and (real in files or _written_summary(path)):
+                found.add(path)
+                break
+    return found
+
+
+def _written_summary(path):
+    return Path(path).suffix.lower() in (".csv", ".json") and _is_summary(path)
+
+
+def check_summary(output_dir, summary):
+    """The path of a run's summary, ``output_dir / summary``, checked before
+    any work: a name ending in .csv or .json, other than the record of
+    outputs, and no file that anomseg did not write; None for no summary.
+
+    Raises
+    ------
+    ValueError
+        If the name is not one a summary may have.
+    FileExistsError
+        If a file of that name exists that is not a summary anomseg wrote.
+    """
+    if summary is None:
+        return None
+    output = Path(output_dir)
+    summary_path = output / summary
+    _summary_format(summary_path)
+    if os.path.normpath(summary_path) == os.path.normpath(output / MANIFEST_NAME):
+        raise ValueError(
+            f"The 'summary' file cannot be '{MANIFEST_NAME}', anomseg's record of "
+            "its outputs; choose another name."
+        )
+    if summary_path.exists() and not _is_summary(summary_path):
+        raise FileExistsError(
+            f"The 'summary' file '{summary_path}' exists and is not a summary "
+            "written by anomseg; it is left alone: choose another name."
+        )
+    return summary_path
+
+
 # -- the cohort ---------------------------------------------------------------------
 def predict_cohort(
     model,
@@ -810,20 +911,7 @@ def predict_cohort(
     output = Path(output_dir)
     if output.exists() and not output.is_dir():
         raise ValueError(f"The 'output_dir' '{output}' is a file; give a folder.")
-    summary_path = None
-    if summary is not None:
-        summary_path = output / summary
-        _summary_format(summary_path)
-        if os.path.normpath(summary_path) == os.path.normpath(output / MANIFEST_NAME):
-            raise ValueError(
-                f"The 'summary' file cannot be '{MANIFEST_NAME}', anomseg's record of "
-                "its outputs; choose another name."
-            )
-        if summary_path.exists() and not _is_summary(summary_path):
-            raise FileExistsError(
-                f"The 'summary' file '{summary_path}' exists and is not a summary "
-                "written by anomseg; it is left alone: choose another name."
-            )
+    summary_path = check_summary(output, summary)
     check_scans(scans)
     planned = plan_outputs(scans, output, OUTPUT_SUFFIXES, keep_tree)
     if n_jobs is not None:

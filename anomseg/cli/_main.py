@@ -45,6 +45,7 @@ import functools
 import glob
 import os
 import re
+import select
 import signal
 import sys
 import threading
@@ -53,7 +54,16 @@ from pathlib import Path
 
 from .._registry import METHODS, PRESETS, method_class
 from .._version import __version__
-from ..cohort import complete, plan_outputs, read_scan, score_scan, stem, warn_large_scans
+from ..cohort import (
+    complete,
+    earlier_outputs,
+    plan_outputs,
+    read_scan,
+    score_scan,
+    stem,
+    warn_large_scans,
+)
+from ..io._atomic import remove_stale_temporaries
 from ..utils._param_validation import MAX_RADIUS, MAX_SMOOTHING
 from ..utils._text import printable
 
@@ -339,9 +349,12 @@ def _add_model_options(parser):
 
 
 def _given_folder(output):
-    """Refuse ``-o ''``, which would write into the working folder."""
+    """Refuse ``-o ''``, which would write into the working folder; remove
+    the temporary files that killed runs left in the folder (first, so that
+    a run that refuses leaves none either)."""
     if not output:
         raise CommandError("-o is empty; give the output folder ('-o .' for the working folder).")
+    remove_stale_temporaries(output)
 
 
 def _output_folder(output):
@@ -570,6 +583,8 @@ def _plain(message):
     text = re.sub(r"^\[[^\]]*\] ", "", str(message).strip().splitlines()[0])
     return (
         text.replace("pass overwrite=True", "pass --overwrite")
+        .replace("pass summary=None", "pass --no-summary")
+        .replace("The 'summary' file", "--summary")
         .replace("overwrite=True", "--overwrite")
         .replace("'exclude'", "--exclude")
     )
@@ -813,38 +828,24 @@ def _scan_paths(args, leave_out=frozenset()):
     file (one path per line, relative to the working folder; blank lines
     and lines starting with # are skipped), then those matching each
     ``--glob`` pattern, for cohorts too large for a command line; the
-    listed and matched files whose real path is in ``leave_out`` (the
-    outputs of an earlier run) are left out, saying so once."""
-    scans, left = list(args.scans), []
-    for listing in args.list or []:
-        path = Path(listing)
-        if not path.is_file():
-            raise CommandError(
-                f"--list '{listing}' is not a file; give a text file of scan paths."
-            )
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise CommandError(f"--list '{listing}' could not be read ({exc}).") from exc
-        if b"\0" in data:  # no name holds one: a binary file (a scan, say)
-            raise CommandError(
-                f"--list '{listing}' could not be read as text (it holds NUL bytes); "
-                "give a text file of scan paths, one per line."
-            )
-        # Any name a file system holds: one that is not UTF-8 comes back as
-        # its own bytes (surrogate escapes), as --glob gives it.
-        lines = data.decode("utf-8", errors="surrogateescape").splitlines()
-        listed = [
-            line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")
-        ]
-        scans += _left_out(listed, leave_out, left)
+    listed and matched files that anomseg wrote (whose real path is in
+    ``leave_out``, the output folder's own, or that a record of outputs in
+    their folder or one above lists: an earlier run's, wherever it wrote)
+    are left out, saying so once."""
+    sources = [("--list", listing, _listed(listing)) for listing in args.list or []]
     for pattern in getattr(args, "glob", None) or []:
         matches = sorted(glob.glob(pattern, recursive=True))
-        matches = [m for m in matches if os.path.isfile(m)]
-        kept = _left_out(matches, leave_out, left)
-        if not kept:
-            outputs = " but the outputs of an earlier run" if matches else ""
-            raise CommandError(f"--glob '{pattern}' matches no file{outputs}.")
+        sources.append(("--glob", pattern, [m for m in matches if os.path.isfile(m)]))
+    outputs = earlier_outputs({path for _, _, paths in sources for path in paths})
+    scans, left = list(args.scans), []
+    for option, source, paths in sources:
+        kept = []
+        for path in paths:
+            ours = path in outputs or os.path.realpath(path) in leave_out
+            (left if ours else kept).append(path)
+        if option == "--glob" and not kept:
+            but = " but the outputs of an earlier run" if paths else ""
+            raise CommandError(f"--glob '{source}' matches no file{but}.")
         scans += kept
     if not scans:
         raise CommandError(
@@ -854,20 +855,30 @@ def _scan_paths(args, leave_out=frozenset()):
         _say(
             args.command,
             "note",
-            f"left out {len(left)} file(s) of --list/--glob that an earlier run wrote "
-            f"to '{args.output}' (its outputs, record and summary), such as '{left[0]}'.",
+            f"left out {len(left)} file(s) of --list/--glob that anomseg wrote (the "
+            f"outputs, records and summaries of its runs), such as '{left[0]}'.",
         )
     return scans
 
 
-def _left_out(paths, leave_out, left):
-    """``paths`` without those in ``leave_out``, which go to ``left``."""
-    if not leave_out:
-        return paths
-    kept = []
-    for path in paths:
-        (left if os.path.realpath(path) in leave_out else kept).append(path)
-    return kept
+def _listed(listing):
+    """The paths that a ``--list`` file names."""
+    path = Path(listing)
+    if not path.is_file():
+        raise CommandError(f"--list '{listing}' is not a file; give a text file of scan paths.")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CommandError(f"--list '{listing}' could not be read ({exc}).") from exc
+    if b"\0" in data:  # no name holds one: a binary file (a scan, say)
+        raise CommandError(
+            f"--list '{listing}' could not be read as text (it holds NUL bytes); "
+            "give a text file of scan paths, one per line."
+        )
+    # Any name a file system holds: one that is not UTF-8 comes back as
+    # its own bytes (surrogate escapes), as --glob gives it.
+    lines = data.decode("utf-8", errors="surrogateescape").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 def _model_identity(path, foreground):
@@ -885,9 +896,10 @@ def _model_identity(path, foreground):
 
 
 def cmd_predict(args):
-    from ..cohort import cap_jobs, own_outputs, predict_cohort, usable_cores
+    from ..cohort import cap_jobs, check_summary, own_outputs, predict_cohort, usable_cores
 
     _given_folder(args.output)
+    check_summary(args.output, args.summary)  # before the output folder is made
     args.scans = _scan_paths(args, own_outputs(args.output, args.summary))
     if args.n_jobs is not None and args.n_jobs < 1 and args.n_jobs != -1:
         raise CommandError(
@@ -1098,12 +1110,17 @@ def _report_path(args):
 def _output_file(path, option, what, overwrite, inputs=()):
     """``path`` as a file a command may write, checked before any work:
     never one of the command's ``inputs`` nor anything but a regular file,
-    even with ``--overwrite``."""
+    even with ``--overwrite``. The temporary files that killed runs left in
+    its folder are removed first, so that a run that refuses leaves none
+    either (a ``fit`` killed after linking its model left one)."""
+    if not str(path):
+        raise CommandError(f"{option} is empty; give {what}'s path.")
     output = Path(path)
     if output.is_dir():
         raise CommandError(f"{option} '{output}' is a folder; give {what} to write.")
     if not output.parent.is_dir():
         raise CommandError(f"cannot write '{output}': folder '{output.parent}' does not exist.")
+    remove_stale_temporaries(output.parent)
     if os.path.lexists(output):
         if any(_same_file(output, path) for path in inputs):
             raise CommandError(
@@ -1463,7 +1480,8 @@ def build_parser():
         "--overwrite", action="store_true", help="Redo and replace complete outputs too."
     )
     _add_budget_option(predict)
-    predict.add_argument(
+    summary = predict.add_mutually_exclusive_group()
+    summary.add_argument(
         "--summary",
         default="summary.csv",
         metavar="FILE",
@@ -1471,7 +1489,7 @@ def build_parser():
         "connected components), CSV or JSON by its suffix, relative to OUTDIR "
         "(default: summary.csv); written atomically, and rewritten by a rerun.",
     )
-    predict.add_argument(
+    summary.add_argument(
         "--no-summary",
         dest="summary",
         action="store_const",
@@ -1711,6 +1729,7 @@ def main(argv=None):
             warnings.showwarning = functools.partial(_show_warning, args.command)
             status = args.func(args) or 0
             _SIGNALS.check()  # one that a finaliser swallowed
+            sys.stdout.flush()  # a closed pipe is noticed here, not at exit
             return status
     except Terminated:
         _say(args.command, "error", "terminated (SIGTERM); no output is left half-written")
@@ -1721,7 +1740,36 @@ def main(argv=None):
         _quiet_finalisers()
         return 130
     except Exception as exc:
+        if isinstance(exc, BrokenPipeError) and _stdout_closed():
+            return _reader_gone()
         if os.environ.get("ANOMSEG_DEBUG"):
             raise
         _say(args.command, "error", _message(exc))
         return 1
+
+
+def _stdout_closed():
+    """Whether the reader of stdout has gone (``anomseg info M | head``),
+    rather than another pipe broken (a worker's), which is an error to
+    report; where it cannot be told, it is taken to be stdout."""
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+    except (AttributeError, OSError, ValueError):
+        return True
+    poller.register(fd, select.POLLOUT)
+    return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+
+
+def _reader_gone():
+    """End quietly, as Unix tools do when the reader of their output has
+    gone, with status 141 (128 + SIGPIPE: what a shell reports for ``cat``
+    or ``grep`` in the same place, as 130 and 143 are for SIGINT and
+    SIGTERM; 1 would read as a failed run). What is left in stdout's buffer
+    goes to the null device, so that Python's flush at exit does not fail
+    again (the Python documentation's recipe, "Note on SIGPIPE")."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return 141

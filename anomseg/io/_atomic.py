@@ -184,7 +184,7 @@ def _size(n):
 
 
 # -- writing ---------------------------------------------------------------------
-def atomic_write(path, write, *, overwrite=False, suffix=""):
+def atomic_write(path, write, *, overwrite=False, suffix="", size=0):
     """Create ``path`` atomically with ``write(temporary_path)``.
 
     ``write`` fills a temporary file in the target's directory, which is then
@@ -205,6 +205,9 @@ def atomic_write(path, write, *, overwrite=False, suffix=""):
     suffix : str, default=""
         Suffix of the temporary file, for writers that infer the format from
         the file name (``".nii.gz"``, ``".png"``).
+    size : int, default=0
+        The bytes the file will hold, where the writer knows them: a full
+        disk says it needs at least these.
 
     Returns
     -------
@@ -221,10 +224,10 @@ def atomic_write(path, write, *, overwrite=False, suffix=""):
         An OSError (errno ENOSPC), if the disk is full: its message names
         the path, the bytes written when it failed and the bytes free.
     """
-    return atomic_write_all([(path, write, suffix)], overwrite=overwrite)[0]
+    return atomic_write_all([(path, write, suffix)], overwrite=overwrite, sizes=[size])[0]
 
 
-def atomic_write_all(items, *, overwrite=False):
+def atomic_write_all(items, *, overwrite=False, sizes=None):
     """Create several files as one: all of them, or none.
 
     Every file is first written to a temporary file beside its target and
@@ -245,6 +248,9 @@ def atomic_write_all(items, *, overwrite=False):
         its temporary file (see :func:`atomic_write`).
     overwrite : bool, default=False
         Whether to replace existing targets.
+    sizes : list of int or None, default=None
+        The bytes each file will hold, where the writer knows them (see
+        :func:`atomic_write`).
 
     Returns
     -------
@@ -274,8 +280,9 @@ def atomic_write_all(items, *, overwrite=False):
         if os.path.realpath(folder) not in _swept:
             remove_stale_temporaries(folder)
     temporaries = []
+    sizes = sizes or [0] * len(items)
     try:
-        for path, (_, write, suffix) in zip(paths, items):
+        for path, (_, write, suffix), size in zip(paths, items, sizes):
             prefix = f"{TEMP_PREFIX}{os.getpid()}-{path.name[:_NAME_KEPT]}-"
             # A name with an extension: torch.save refuses a file whose name
             # is all leading dot and no stem ("invalid file name").
@@ -291,7 +298,7 @@ def atomic_write_all(items, *, overwrite=False):
                 # pos") hides a full disk: say so, in the user's words.
                 if is_disk_full(exc) or free_bytes(path.parent) == 0:
                     written = os.path.getsize(tmp) if os.path.exists(tmp) else 0
-                    raise disk_full_error(path, max(written, 1)) from exc
+                    raise disk_full_error(path, max(written, size, 1)) from exc
                 raise
         with _signals_held():
             _commit(paths, temporaries, overwrite)

@@ -22,6 +22,7 @@ redoes or keeps it without asking for ``overwrite``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 from pathlib import Path
@@ -80,9 +81,10 @@ class OutputRecord:
                 f"'{self.path}' exists and is not anomseg's record of its outputs; "
                 "it is left alone: move it away or choose another output folder."
             )
-        self._saved = text
         outputs = content.get("outputs", {})
-        return {k: v for k, v in outputs.items() if isinstance(v, dict)}
+        entries = {k: v for k, v in outputs.items() if isinstance(v, dict)}
+        self._saved = copy.deepcopy(entries)
+        return entries
 
     def key(self, target):
         """The record's name of an output path."""
@@ -137,25 +139,27 @@ class OutputRecord:
                 self.entries.pop(self.key(target), None)
 
     def save(self):
-        """Write the record atomically (and flushed to disk), unless it
-        holds what the file holds already; a record of nothing is removed,
-        so that a run that wrote nothing leaves nothing."""
+        """Write the record atomically (and flushed to disk), unless its
+        entries are those the file holds already (a rerun that skips every
+        scan writes nothing: the writer's pid, which the file holds too, is
+        not a reason to write); a record of nothing is removed, so that a
+        run that wrote nothing leaves nothing."""
         if not self.entries:
             if self._saved is not None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.path)
                 self._saved = None
             return
-        content = {"format": _FORMAT, "pid": os.getpid(), "outputs": self.entries}
-        text = json.dumps(content, indent=1, sort_keys=True) + "\n"
-        if text == self._saved:
+        if self.entries == self._saved:
             return
-        atomic_write(
-            self.path,
-            lambda tmp: Path(tmp).write_text(text, errors="surrogateescape"),
-            overwrite=True,
+        content = {"format": _FORMAT, "pid": os.getpid(), "outputs": self.entries}
+        data = (json.dumps(content, indent=1, sort_keys=True) + "\n").encode(
+            "utf-8", "surrogateescape"
         )
-        self._saved = text
+        atomic_write(
+            self.path, lambda tmp: Path(tmp).write_bytes(data), overwrite=True, size=len(data)
+        )
+        self._saved = copy.deepcopy(self.entries)
 
 
 def _writer_pid(folder):

@@ -63,7 +63,8 @@ def cohort(tmp_path_factory):
 def _kill_at(kind, n):
     """Make this process SIGKILL itself at the ``n``-th call of ``os.link``
     or ``os.replace`` (``kind``), or, for ``"replace-after-links"``, at the
-    first ``os.replace`` after two links: after a pair was committed."""
+    first ``os.replace`` after two links: after a pair was committed; for
+    ``"after-link"``, right after the ``n``-th link."""
     real = {"link": os.link, "replace": os.replace}
     calls = {"link": 0, "replace": 0}
 
@@ -73,7 +74,10 @@ def _kill_at(kind, n):
             after_pair = kind == "replace-after-links" and name == "replace"
             if (name == kind and calls[name] == n) or (after_pair and calls["link"] >= 2):
                 os.kill(os.getpid(), signal.SIGKILL)
-            return real[name](*args, **kwargs)
+            result = real[name](*args, **kwargs)
+            if kind == "after-link" and name == "link" and calls[name] == n:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return result
 
         return call
 
@@ -149,6 +153,28 @@ def test_fit_killed_at_the_final_link_leaves_a_temporary_the_next_fit_removes(co
     assert left.startswith(f".anomseg-tmp-{pid}-m.anomseg-")
     assert _quiet(argv)[0] == 0  # no --overwrite: there was no model
     assert _hidden(tmp_path) == []
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]], ids=["refused", "overwrite"])
+def test_fit_killed_after_the_final_link_leaves_no_orphan_after_any_rerun(
+    cohort, tmp_path, overwrite
+):
+    scans, _ = cohort
+    argv = ["fit", "--method", "flair-threshold", *scans, "-o", tmp_path / "m.anomseg"]
+    _killed(argv, "after-link", 1)
+    assert len(_hidden(tmp_path)) == 1 and (tmp_path / "m.anomseg").exists()
+    status, err = _quiet([*argv, *overwrite])
+    assert status == (0 if overwrite else 1), err
+    assert overwrite or "exists" in err
+    assert _hidden(tmp_path) == []
+
+
+def test_an_empty_model_path_is_named(cohort, tmp_path, monkeypatch):
+    scans, _ = cohort
+    monkeypatch.chdir(tmp_path)
+    status, err = _quiet(["fit", "--method", "flair-threshold", scans[0], "-o", ""])
+    assert status == 1
+    assert "-o is empty; give the model file's path" in err
 
 
 def test_fit_killed_while_training_leaves_scratch_the_next_fit_removes(
@@ -240,6 +266,39 @@ def test_a_glob_over_the_output_folder_run_twice_scores_only_the_scans(cohort, t
     assert _whole_pairs(root / "results") == ["s0", "s1"]
 
 
+def test_a_glob_over_the_cohort_leaves_out_the_results_of_a_run_in_another_folder(
+    cohort, tmp_path
+):
+    scans, (model, _) = cohort
+    root = tmp_path / "cohort"
+    (root / "a").mkdir(parents=True)
+    for i, scan in enumerate(scans[:2]):
+        (root / "a" / f"s{i}.nii.gz").write_bytes(Path(scan).read_bytes())
+    pattern = root / "**" / "*"  # the summaries and records too
+    assert _quiet(["predict", model, "--glob", pattern, "-o", root / "run1"])[0] == 0
+    status, err = _quiet(["predict", model, "--glob", pattern, "-o", root / "run2"])
+    assert status == 0, err
+    # run1's 4 outputs, its record and its summary, in one note
+    [note] = [line for line in err.splitlines() if "left out" in line]
+    assert "left out 6 file(s)" in note and "run1" in note
+    assert "2 done, 0 skipped, 0 failed" in err
+    assert _whole_pairs(root / "run2") == ["s0", "s1"]
+
+
+def test_an_edited_summary_is_rewritten_without_the_rows_it_cannot_parse(cohort, tmp_path):
+    scans, (model, _) = cohort
+    out = tmp_path / "out"
+    assert _quiet(["predict", model, scans[0], "-o", out])[0] == 0
+    with open(out / "summary.csv", "a") as summary:
+        summary.write("# note\nh9,done,not a number,,,,,,\n")
+    status, err = _quiet(["predict", model, *scans[:2], "-o", out])
+    assert status == 0, err
+    assert "1 done, 1 skipped, 0 failed" in err
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert [row.split(",")[1] for row in rows[1:]] == ["done", "done"]
+    assert _whole_pairs(out) == ["h0", "h1"]
+
+
 def test_an_empty_output_folder_is_refused(cohort, tmp_path, monkeypatch):
     scans, (model, _) = cohort
     monkeypatch.chdir(tmp_path)
@@ -313,3 +372,66 @@ def test_a_full_tmpdir_stops_fit_in_one_line_leaving_nothing(cohort, tmp_path, m
     assert "no space left" in line and str(scratch) in line and "TMPDIR" in line
     assert f"{5 * 3 * 24 * 24 * 8} bytes" in line  # 5 bytes per voxel
     assert list(scratch.iterdir()) == [] and not (tmp_path / "m.anomseg").exists()
+
+
+def test_a_rerun_that_skips_every_scan_writes_nothing_even_on_a_full_disk(
+    cohort, tmp_path, monkeypatch
+):
+    from anomseg.io import _atomic
+
+    scans, (model, _) = cohort
+    out = tmp_path / "out"
+    # by another process, whose pid the record holds
+    first = FORK.Process(
+        target=lambda: os._exit(_quiet(["predict", model, scans[0], "-o", out])[0])
+    )
+    first.start()
+    first.join(60)
+    assert first.exitcode == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    monkeypatch.setattr(_atomic.tempfile, "mkstemp", _no_space)
+    status, err = _quiet(["predict", model, scans[0], "-o", out])
+    assert status == 0, err
+    assert "0 done, 1 skipped, 0 failed" in err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_a_full_disk_says_the_record_needs_at_least_its_own_size(tmp_path, monkeypatch):
+    from anomseg.io._outputs import OutputRecord
+
+    record = OutputRecord(tmp_path)
+    record.mark_pending([tmp_path / "a_mask.nii.gz"], "a.nii.gz", "sha256:" + "0" * 64)
+    monkeypatch.setattr(Path, "write_bytes", _no_space)
+    monkeypatch.setattr(Path, "write_text", _no_space)
+    with pytest.raises(OSError, match="no space left") as failed:
+        record.save()
+    needed = int(str(failed.value).split("needs about ")[1].split(" bytes")[0])
+    assert needed > 100  # the record's text, not "1 bytes"
+    assert not (tmp_path / MANIFEST_NAME).exists() and _hidden(tmp_path) == []
+
+
+# -- words ---------------------------------------------------------------------------
+def test_a_bad_summary_is_named_in_options_before_the_folder_is_made(cohort, tmp_path):
+    scans, (model, _) = cohort
+    out = tmp_path / "out"
+    status, err = _quiet(["predict", model, scans[0], "-o", out, "--summary", "s.txt"])
+    assert status == 1
+    assert "--summary must end in .csv or .json" in err and "pass --no-summary" in err
+    assert "summary=None" not in err and not out.exists()
+    with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as err:
+        main(["predict", model, scans[0], "-o", str(out), "--summary", "a.csv", "--no-summary"])
+    assert "--no-summary" in err.getvalue() and "--summary" in err.getvalue()
+
+
+def test_a_closed_stdout_ends_the_command_quietly(cohort):
+    _, (model, _) = cohort
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone, as `anomseg info M | head` does
+    with (
+        open(write, "w") as stdout,
+        contextlib.redirect_stdout(stdout),
+        contextlib.redirect_stderr(io.StringIO()) as err,
+    ):
+        status = main(["info", model])
+    assert status == 141
+    assert err.getvalue() == ""
