@@ -766,7 +766,7 @@ _fit_case("--exclude-slices without --exclude", r"--exclude-slices.*--exclude", 
 # -- fit: post-processing and ensembles ------------------------------------------
 _fit_case("--min-size -1", r"--min-size.*>= 0", "--min-size", "-1")
 _fit_case("--opening 1.5", r"--opening.*1\.5", "--opening", "1.5")
-_fit_case("--closing -1", r"--closing.*>= 0", "--closing", "-1")
+_fit_case("--closing -1", r"--closing.*\[0, 50\]", "--closing", "-1")
 _fit_case(
     "postprocessing through --param", r"postprocessing.*--min-size", "--param", "postprocessing=[]"
 )
