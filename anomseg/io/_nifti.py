@@ -9,9 +9,12 @@ saved for ``scan.nii.gz`` overlays that scan in any viewer.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import math
 import os
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +23,9 @@ import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
+from nibabel.spatialimages import HeaderDataError
 
+from ..exceptions import AnomsegWarning
 from ._atomic import atomic_write_all
 
 __all__ = [
@@ -160,6 +165,13 @@ def _check_header(path, image, max_voxels):
             "(--max-voxels N on the command line, max_voxels=N in the API), else its "
             "header is corrupt."
         )
+    zooms = np.asarray(image.header.get_zooms()[:3], dtype=float)
+    if not (np.isfinite(zooms).all() and (zooms > 0).all()):
+        raise ValueError(
+            f"'{path}' has a corrupt NIfTI header: its voxel sizes (pixdim) are "
+            f"{' x '.join(f'{z:g}' for z in zooms)}, not positive numbers; repair the "
+            "header or re-export the file."
+        )
     affine = np.asarray(image.affine, dtype=float)
     if not np.isfinite(affine).all():
         raise ValueError(
@@ -183,13 +195,54 @@ def _bytes(n):
         n /= 1000
 
 
+#: The header repairs warned of already by this process, by file and note.
+_REPAIRS_SAID = set()
+
+
+@contextlib.contextmanager
+def _nibabel_notes():
+    """Collect what nibabel logs of a header it reads (the repairs it makes,
+    such as "pixdim[1,2,3] should be non-zero; setting 0 dims to 1"), which
+    it would print raw, without the file's name, to stderr."""
+    logger = logging.getLogger("nibabel.global")
+    notes = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            notes.append(record.getMessage())
+
+    # nibabel gives this logger a stderr handler of its own: set it aside.
+    handlers, propagate = logger.handlers[:], logger.propagate
+    logger.handlers = [Collect(level=logging.WARNING)]
+    logger.propagate = False
+    try:
+        yield notes
+    finally:
+        logger.handlers = handlers
+        logger.propagate = propagate
+
+
 def _load_image(path, max_voxels=None):
     path = Path(path)
     _check_path(path)
-    try:
-        image = nib.load(path)
-    except (ImageFileError, OSError, EOFError, ValueError) as exc:
-        raise ValueError(f"Could not read '{path}' as a NIfTI image: {exc}") from None
+    with _nibabel_notes() as notes:
+        try:
+            image = nib.load(path)
+        except HeaderDataError as exc:
+            raise ValueError(
+                f"'{path}' has a corrupt NIfTI header: {exc}; repair or re-export the file."
+            ) from None
+        except (ImageFileError, OSError, EOFError, ValueError) as exc:
+            raise ValueError(f"Could not read '{path}' as a NIfTI image: {exc}") from None
+    for note in dict.fromkeys(notes):
+        if (str(path), note) in _REPAIRS_SAID:
+            continue  # its header is read again later (the voxels after the check)
+        _REPAIRS_SAID.add((str(path), note))
+        warnings.warn(
+            f"'{path}' has a NIfTI header that nibabel repaired on reading: {note}.",
+            AnomsegWarning,
+            stacklevel=3,
+        )
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
         raise ValueError(f"'{path}' is a {type(image).__name__}, not a NIfTI image.")
     if image.ndim == 4 and image.shape[3] == 1:

@@ -310,6 +310,24 @@ _scan_case(
     r"bad\.nii\.gz.*beyond the float32 range",
     _beyond_float32,
 )
+_scan_case(
+    "an unknown datatype code (999)",
+    "error",
+    r"bad\.nii\.gz.*corrupt NIfTI header.*data code 999",
+    lambda p: _raw(p, lambda h: h.__setitem__("datatype", 999)),
+)
+_scan_case(
+    "a NaN voxel size (nan mL in the summary)",
+    "error",
+    r"bad\.nii\.gz.*corrupt NIfTI header.*voxel sizes.*nan",
+    lambda p: _raw(p, lambda h: h["pixdim"].__setitem__(1, np.nan)),
+)
+_scan_case(
+    "zero voxel sizes, which nibabel repairs (printed raw, unnamed)",
+    "warning",
+    r"bad\.nii\.gz.*nibabel repaired.*pixdim",
+    lambda p: _raw(p, lambda h: h["pixdim"].__setitem__(slice(1, 4), 0)),
+)
 _scan_case("a FIFO as scan", "error", r"bad\.nii\.gz.*not a regular file", os.mkfifo)
 _scan_case(
     "a folder as scan, named so", "error", r"bad\.nii\.gz.*is a folder", lambda p: p.mkdir()
