@@ -330,19 +330,30 @@ def plan_outputs(scans, output, suffixes=OUTPUT_SUFFIXES, keep_tree=False):
     return planned
 
 
+def file_identity(path):
+    """What tells two paths to one file apart from two files: the device
+    and inode (which a hard link shares), else the real path."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)
+    return (stat.st_dev, stat.st_ino)
+
+
 def check_scans(scans):
     """Every scan's header, read before any work, without keeping it: a
     missing, foreign, 2D or 4D file, or one given twice, raises at once; a
     very large one warns (see :func:`warn_large_scans`)."""
     from .io import load_nifti_reference
 
-    seen = set()
+    seen = {}
     references = []
     for path in scans:
-        key = os.path.realpath(path)
+        key = file_identity(path)
         if key in seen:
-            raise ValueError(f"'{path}' is given twice.")
-        seen.add(key)
+            also = f" (as '{seen[key]}' too)" if str(seen[key]) != str(path) else ""
+            raise ValueError(f"'{path}' is given twice{also}.")
+        seen[key] = path
         references.append(load_nifti_reference(path))
     warn_large_scans(scans, references)
 

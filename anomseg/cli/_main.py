@@ -57,12 +57,14 @@ from .._version import __version__
 from ..cohort import (
     complete,
     earlier_outputs,
+    file_identity,
     plan_outputs,
     read_scan,
     score_scan,
     stem,
     warn_large_scans,
 )
+from ..exceptions import AnomsegWarning
 from ..io._atomic import remove_stale_temporaries
 from ..utils._param_validation import MAX_RADIUS, MAX_SMOOTHING
 from ..utils._text import printable
@@ -224,12 +226,17 @@ def _check_headers(paths, unique=True):
     command at once."""
     from ..io import load_nifti_reference
 
-    seen = set()
+    seen = {}
     for path in paths:
-        key = os.path.realpath(path)
-        if unique and key in seen:
-            raise CommandError(f"'{path}' is given twice.")
-        seen.add(key)
+        key = file_identity(path)
+        if key in seen:
+            also = f" (as '{seen[key]}' too)" if str(seen[key]) != str(path) else ""
+            if unique:
+                raise CommandError(f"'{path}' is given twice{also}.")
+            warnings.warn(
+                f"'{path}' is given twice{also}: it counts twice.", AnomsegWarning, stacklevel=2
+            )
+        seen.setdefault(key, path)
     references = [load_nifti_reference(path) for path in paths]
     warn_large_scans(paths, references)
     return references

@@ -417,6 +417,24 @@ def _(tmp, fx):
     return ["predict", fx.model, fx.scan, fx.scan, "-o", _out(tmp)]
 
 
+@case(
+    "predict: one scan given twice, as a hard link", "error", r"l\.nii\.gz.*twice.*scan\.nii\.gz"
+)
+def _(tmp, fx):
+    os.link(fx.scan, tmp / "l.nii.gz")
+    return ["predict", fx.model, fx.scan, str(tmp / "l.nii.gz"), "-o", _out(tmp)]
+
+
+@case("fit: one healthy scan given twice (warns)", "warning", r"healthy0\.nii\.gz.*twice")
+def _(tmp, fx):
+    return _fit(fx, tmp, scans=[fx.healthy[0], *fx.healthy])
+
+
+@case("evaluate: one scan given twice (warns)", "warning", r"\.nii\.gz.*given twice.*counts")
+def _(tmp, fx):
+    return ["evaluate", fx.model, fx.scan, fx.scan, "--truth", fx.truth, fx.truth]
+
+
 @case("predict: a truncated scan among good ones", "error", r"bad\.nii\.gz")
 def _(tmp, fx):
     bad = tmp / "bad.nii.gz"

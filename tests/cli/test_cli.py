@@ -171,7 +171,7 @@ def test_never_overwrites_without_flag(scans, tmp_path, capsys):
                 "--method",
                 "vae-reconstruction",
                 "HEALTHY",
-                "HEALTHY",
+                "HEALTHY1",
                 "-o",
                 "m.joblib",
                 "--param",
@@ -196,7 +196,8 @@ def test_bad_input_is_one_line(scans, tmp_path, capsys, monkeypatch, args, messa
     model = tmp_path / "MODEL"
     run("fit", "--method", "flair-threshold", *scans["healthy"], "-o", model)
     capsys.readouterr()
-    args = [scans["healthy"][0] if a == "HEALTHY" else a for a in args]
+    named = {"HEALTHY": scans["healthy"][0], "HEALTHY1": scans["healthy"][1]}
+    args = [named.get(a, a) for a in args]
     assert run(*args) == 1
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if "error:" in line]
