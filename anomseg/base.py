@@ -415,6 +415,9 @@ class BaseAnomalySegmenter(BaseEstimator):
             threshold can classify.
         """
         self._check_calibrated()
+        self._check_params_unchanged(
+            f"[{type(self).__name__}.predict]", stages=("calibrate",), action="predicting"
+        )
         masks = []
         for i, m in enumerate(maps):
             inside = ~np.ma.getmaskarray(m)  # a closing may reach the background
@@ -630,12 +633,14 @@ class BaseAnomalySegmenter(BaseEstimator):
             self._params_at_fit = fingerprint
         self._params_at_calibration = fingerprint
 
-    def _check_params_unchanged(self, where):
+    def _check_params_unchanged(self, where, stages=("fit", "calibrate"), action="saving"):
         """Refuse to describe a fitted model by parameters that did not make
         it: ``set_params`` after ``fit`` changes the parameters but not the
         weights nor the threshold, so a file would record, say, a
         ``max_fpr`` of 0.01 beside a threshold calibrated at 0.05, or a
-        width that its weights do not have."""
+        width that its weights do not have; and ``predict`` would flag at
+        the old rate while ``max_fpr`` promises the new one (``stages``:
+        which of the two to check)."""
         now = _param_fingerprints(self.get_params(deep=False))
         name = type(self).__name__
         learned = now.keys() - self._runtime_params - self._calibration_params
@@ -648,6 +653,8 @@ class BaseAnomalySegmenter(BaseEstimator):
                 "call calibrate() again",
             ),
         ):
+            if stage not in stages:
+                continue
             before = getattr(self, attribute, None)
             if before is None:  # fitted by an anomseg that did not record them
                 continue
@@ -656,7 +663,7 @@ class BaseAnomalySegmenter(BaseEstimator):
                 raise ValueError(
                     f"{where}: the parameter(s) {', '.join(map(repr, changed))} of this "
                     f"{name} changed since {stage}() (set_params), so its fitted state "
-                    f"no longer matches them; {advice} before saving, or set them back."
+                    f"no longer matches them; {advice} before {action}, or set them back."
                 )
 
     def _postprocess_mask(self, mask):

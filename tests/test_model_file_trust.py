@@ -283,6 +283,20 @@ def test_save_refuses_parameters_changed_since_calibration(images, tmp_path):
     assert loaded.max_fpr == 0.01 and loaded.threshold_ == model.calibration_thresholds_[0.01]
 
 
+def test_predict_refuses_a_max_fpr_changed_since_calibration(images):
+    """set_params(max_fpr=...) left predict flagging at the old rate, without
+    a word, while max_fpr promised the new one."""
+    model = FlairThreshold().fit(images)
+    expected = model.predict(images)
+    model.set_params(max_fpr=0.01)
+    with pytest.raises(ValueError, match=r"\[FlairThreshold.predict\].*'max_fpr'.*calibrate"):
+        model.predict(images)
+    model.set_params(max_fpr=0.05)  # set back
+    np.testing.assert_array_equal(model.predict(images), expected)
+    model.set_params(max_fpr=0.01).calibrate(images)
+    assert model.predict(images).sum() < expected.sum()
+
+
 def test_save_refuses_parameters_changed_since_fit(vae, images, tmp_path):
     from sklearn.base import clone
 
