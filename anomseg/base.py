@@ -641,6 +641,9 @@ class BaseAnomalySegmenter(BaseEstimator):
         width that its weights do not have; and ``predict`` would flag at
         the old rate while ``max_fpr`` promises the new one (``stages``:
         which of the two to check)."""
+        attributes = {"fit": "_params_at_fit", "calibrate": "_params_at_calibration"}
+        if not any(hasattr(self, attributes[stage]) for stage in stages):
+            return  # fitted by an anomseg that did not record them
         now = _param_fingerprints(self.get_params(deep=False))
         name = type(self).__name__
         learned = now.keys() - self._runtime_params - self._calibration_params
