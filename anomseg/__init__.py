@@ -10,9 +10,30 @@ calibrated on healthy data. Subpackages follow the domain:
 * :mod:`anomseg.io`: NIfTI in and out;
 * :mod:`anomseg.datasets`: loaders, embedded data, synthetic lesions.
 
-``import anomseg`` does not import torch.
+What a user calls daily is here too: :func:`load_model`,
+:func:`save_model` and :func:`model_info` (from :mod:`anomseg.base`).
+
+``import anomseg`` does not import torch, nor scikit-learn: those names are
+imported when first used.
 """
 
 from ._version import __version__
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "load_model", "model_info", "save_model"]
+
+#: The names of ``__all__`` imported on first use (PEP 562), by module.
+_LAZY = {"load_model": "base", "model_info": "base", "save_model": "base"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # once
+        return value
+    raise AttributeError(f"module 'anomseg' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})

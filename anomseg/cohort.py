@@ -888,7 +888,7 @@ def predict_cohort(
 
     Examples
     --------
-    >>> from anomseg import load_model                       # doctest: +SKIP
+    >>> from anomseg import load_model
     >>> from anomseg.cohort import predict_cohort            # doctest: +SKIP
     >>> model = load_model("model.anomseg")                  # doctest: +SKIP
     >>> records = predict_cohort(model, scans, "results/", n_jobs=4)  # doctest: +SKIP
