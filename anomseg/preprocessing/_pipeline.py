@@ -303,12 +303,18 @@ class AnomalyPipeline(Pipeline):
 
     def _transform_to_final(self, X, method="score_samples", exclude=None):
         X = apply_exclusion(self._validated(X, method), exclude, f"{type(self).__name__}.{method}")
-        for _, _, transformer in self._iter(with_final=False):
+        for transformer in self._transformers():
             X = transformer.transform(X)
         return X
 
+    def _transformers(self):
+        """The steps before the final one, without those switched off (None
+        or "passthrough"), from ``steps``: scikit-learn's public attribute,
+        rather than its private ``Pipeline._iter``."""
+        return [step for _, step in self.steps[:-1] if step not in (None, "passthrough")]
+
     def _map_back(self, maps):
-        for _, _, transformer in reversed(list(self._iter(with_final=False))):
+        for transformer in reversed(self._transformers()):
             if hasattr(transformer, "inverse_transform"):
                 maps = transformer.inverse_transform(maps)
         return maps
