@@ -40,7 +40,7 @@ class _FallbackHandler(logging.Handler):
         try:
             sys.stderr.write(self.format(record) + "\n")
             sys.stderr.flush()
-        except Exception:  # noqa: BLE001 -- logging must never break a run
+        except Exception:  # logging must never break a run
             self.handleError(record)
 
 
