@@ -87,7 +87,7 @@ def healthy():
 
 
 @pytest.fixture
-def records(monkeypatch):
+def records():
     """The records that reach a handler on the ``anomseg`` logger, which
     lets every level through."""
 
@@ -100,11 +100,12 @@ def records(monkeypatch):
             self.records.append(record)
 
     library = logging.getLogger(LIBRARY_LOGGER)
-    handler = Keep()
-    monkeypatch.setattr(library, "level", logging.DEBUG)
+    handler, level = Keep(), library.level
+    library.setLevel(logging.DEBUG)  # not .level =: setLevel clears the loggers' caches
     library.addHandler(handler)
     yield handler.records
     library.removeHandler(handler)
+    library.setLevel(level)
 
 
 @pytest.mark.parametrize("verbose, level", [(1, logging.INFO), (0, logging.DEBUG)])
