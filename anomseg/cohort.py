@@ -61,10 +61,11 @@ import numpy as np
 from .exceptions import AnomsegWarning, DiskFullError
 from .io._atomic import disk_full_error, is_disk_full, remove_stale_temporaries
 from .io._outputs import MANIFEST_NAME, OutputRecord, folder_lock
-from .utils._text import printable
+from .utils._text import first_line, printable
 
 __all__ = [
     "SUMMARY_FIELDS",
+    "ScanTask",
     "cap_jobs",
     "check_summary",
     "earlier_outputs",
@@ -73,6 +74,8 @@ __all__ = [
     "predict_cohort",
     "predict_scan",
     "read_summary",
+    "run_cohort",
+    "run_scan",
     "usable_cores",
 ]
 
@@ -120,6 +123,13 @@ def read_scan(path):
     return image, reference
 
 
+def voxel_sizes(reference):
+    """The voxel size of a scan along its three axes, in mm, as the header
+    says it, rounded to 6 digits: the header stores float32, in which 1.2
+    would read 1.2000000476837158."""
+    return [round(float(z), 6) for z in reference.header.get_zooms()[:3]]
+
+
 def voxel_size_warning(path, reference, metadata):
     """A one-line warning if ``reference``'s voxels differ from those of the
     model's healthy scans (``metadata["voxel_size"]``: lowest and highest
@@ -127,7 +137,7 @@ def voxel_size_warning(path, reference, metadata):
     sizes = (metadata or {}).get("voxel_size")
     if not sizes:
         return None
-    zooms = [round(float(z), 6) for z in reference.header.get_zooms()[:3]]
+    zooms = voxel_sizes(reference)
     low, high = sizes
     if any(
         z < a / VOXEL_SIZE_FACTOR or z > b * VOXEL_SIZE_FACTOR for z, a, b in zip(zooms, low, high)
@@ -154,24 +164,13 @@ def score_scan(model, path, image, reference, metadata=None, masked=False):
         warnings.simplefilter("always")
         anomaly_map = score([image])[0]
     notes = [voxel_size_warning(path, reference, metadata)]
-    notes += [f"'{printable(path)}': {_first_line(w.message, path)}" for w in caught]
+    notes += [f"'{printable(path)}': {first_line(w.message, path)}" for w in caught]
     if not np.isfinite(np.ma.getdata(anomaly_map)).all():
         raise ValueError(
             f"'{path}' gave non-finite anomaly scores; its intensities "
             f"(up to {np.abs(image).max():.3g}) are beyond what the model handles."
         )
     return anomaly_map, [note for note in notes if note]
-
-
-def _first_line(message, path=None):
-    """A library message without its ``[Class.method]`` prefix, cut to its
-    first line, where the name of ``path`` is written with its control
-    characters escaped, so that a file name holding a newline is not cut."""
-    text = str(message).strip()
-    if path is not None and not str(path).isprintable():
-        text = text.replace(str(path), printable(str(path)))
-    text = text.splitlines()[0]
-    return text.split("] ", 1)[1] if text.startswith("[") and "] " in text else text
 
 
 def mask_statistics(mask, reference):
@@ -221,47 +220,80 @@ _OLD_TEMPORARY = re.compile(
 )
 
 
-def predict_scan(model, path, targets, overwrite=False, metadata=None, redo_partial=False):
-    """Score one scan and write its anomaly map and mask (together or not at
-    all): the work of one task of :func:`predict_cohort`, in whichever
-    process runs it.
+class ScanTask:
+    """What a run over a cohort does to each scan: :func:`run_cohort` plans
+    the outputs, keeps the record of them, skips the scans whose outputs are
+    complete and records the failures; the task writes one scan's outputs.
 
-    Returns its summary record (:data:`SUMMARY_FIELDS`, with a ``warnings``
-    list more). Outputs that are complete already are kept (status
-    ``"skipped"``, figures read from the mask) unless ``overwrite``; an
-    incomplete pair (one of the two, or not NIfTI on the scan's grid) is
-    redone with ``redo_partial`` (the caller knows that anomseg wrote it),
-    else it fails. Any failure is caught and recorded (status ``"failed"``
-    and the message), so one bad scan does not stop a cohort; but a full
-    disk, which would fail every scan, raises a
-    :class:`~anomseg.exceptions.DiskFullError`.
+    A subclass defines :meth:`write` and, if the record of a skipped scan
+    should hold figures, :meth:`figures`; its class attributes name its
+    outputs. It must pickle to run on worker processes (``n_jobs``, a Dask
+    cluster).
+
+    Attributes
+    ----------
+    command : str
+        What a second run on the same folder is told is writing there.
+    suffixes : tuple of str
+        The outputs of a scan, by the suffix of their name.
+    fields : tuple of str
+        The keys of the outputs' paths in a scan's record, one per suffix.
+    changed : str
+        What differs when the folder holds outputs of another task: "other
+        options than these".
     """
-    from .io import load_nifti, load_nifti_reference, save_niftis
 
-    started = time.perf_counter()
-    record = {"scan": str(path), "anomaly_map": str(targets[0]), "mask": str(targets[1])}
-    record["warnings"] = []
-    try:
-        present = [t for t in targets if os.path.lexists(t)]
-        if present and not overwrite:
-            reference = load_nifti_reference(path)
-            if complete(targets, reference):
-                mask, _ = load_nifti(targets[1])
-                record.update(status="skipped", **mask_statistics(mask > 0, reference))
-                return record
-            if not redo_partial:
-                raise FileExistsError(
-                    f"'{present[0]}' exists, but the outputs of '{path}' are incomplete "
-                    "(missing, or not NIfTI on its grid); pass overwrite=True to redo them."
-                )
+    command = "run"
+    suffixes = ()
+    fields = ()
+    changed = "other options than these"
+
+    def write(self, path, targets, replace):
+        """Write the outputs of scan ``path`` to ``targets`` (replacing the
+        files there with ``replace``), together or not at all.
+
+        Returns
+        -------
+        figures : dict
+            What the scan's record holds besides its paths, status and
+            seconds, such as ``warnings``, a list of one-line warnings.
+        """
+        raise NotImplementedError
+
+    def figures(self, targets, reference):
+        """What the record of a scan whose outputs ``targets`` are complete
+        already holds; ``reference`` is the scan's grid."""
+        return {}
+
+    def identity(self):
+        """The identity recorded beside the outputs, so that a rerun with
+        another task notices: the hash of the task (:func:`model_identity`)."""
+        return model_identity(self)
+
+
+class _Prediction(ScanTask):
+    """A model's anomaly map and mask of each scan: the task of
+    :func:`predict_cohort`."""
+
+    command = "predict"
+    suffixes = OUTPUT_SUFFIXES
+    fields = ("anomaly_map", "mask")
+    changed = "another model than this one"
+
+    def __init__(self, model, metadata=None):
+        self.model = model
+        self.metadata = metadata
+
+    def write(self, path, targets, replace):
+        from .io import save_niftis
+
         image, reference = read_scan(path)
-        anomaly_map, record["warnings"] = score_scan(model, path, image, reference, metadata)
-        mask = model.threshold_maps([anomaly_map])[0]  # predict, scoring once
-        Path(targets[0]).parent.mkdir(parents=True, exist_ok=True)
+        anomaly_map, notes = score_scan(self.model, path, image, reference, self.metadata)
+        mask = self.model.threshold_maps([anomaly_map])[0]  # predict, scoring once
         try:
             save_niftis(
                 [(anomaly_map, reference, targets[0]), (mask, reference, targets[1])],
-                overwrite=overwrite or bool(present),
+                overwrite=replace,
             )
         except OSError as exc:
             if not is_disk_full(exc):
@@ -269,7 +301,65 @@ def predict_scan(model, path, targets, overwrite=False, metadata=None, redo_part
             needed = np.asarray(anomaly_map).nbytes + np.asarray(mask).size
             what = "a scan's map and mask, before compression"
             raise disk_full_error(targets[0], needed, what) from None
-        record.update(status="done", **mask_statistics(mask, reference))
+        return {**mask_statistics(mask, reference), "warnings": notes}
+
+    def figures(self, targets, reference):
+        from .io import load_nifti
+
+        mask, _ = load_nifti(targets[1])
+        return mask_statistics(mask > 0, reference)
+
+    def identity(self):
+        return model_identity(self.model)
+
+
+def predict_scan(model, path, targets, overwrite=False, metadata=None, redo_partial=False):
+    """Score one scan and write its anomaly map and mask (together or not at
+    all): the work of one task of :func:`predict_cohort`, in whichever
+    process runs it.
+
+    Returns its summary record (:data:`SUMMARY_FIELDS`, with a ``warnings``
+    list more). Outputs that are complete already are kept (status
+    ``"skipped"``, figures read from the mask) unless ``overwrite``; see
+    :func:`run_scan`.
+    """
+    task = _Prediction(model, metadata)
+    return run_scan(task, path, targets, overwrite=overwrite, redo_partial=redo_partial)
+
+
+def run_scan(task, path, targets, overwrite=False, redo_partial=False):
+    """Run ``task`` (a :class:`ScanTask`) on one scan, writing its outputs
+    ``targets``, in whichever process runs it.
+
+    Returns its record: the scan, the outputs' paths (by ``task.fields``),
+    ``status``, ``seconds``, ``warnings`` and what :meth:`ScanTask.write`
+    returns. Outputs that are complete already are kept (status
+    ``"skipped"``, figures from :meth:`ScanTask.figures`) unless
+    ``overwrite``; an incomplete set (some missing, or not NIfTI on the
+    scan's grid) is redone with ``redo_partial`` (the caller knows that
+    anomseg wrote it), else it fails. Any failure is caught and recorded
+    (status ``"failed"`` and the message), so one bad scan does not stop a
+    cohort; but a full disk, which would fail every scan, raises a
+    :class:`~anomseg.exceptions.DiskFullError`.
+    """
+    from .io import load_nifti_reference
+
+    started = time.perf_counter()
+    record = {"scan": str(path), **_paths(task, targets), "warnings": []}
+    try:
+        present = [t for t in targets if os.path.lexists(t)]
+        if present and not overwrite:
+            reference = load_nifti_reference(path)
+            if complete(targets, reference):
+                record.update(status="skipped", **task.figures(targets, reference))
+                return record
+            if not redo_partial:
+                raise FileExistsError(
+                    f"'{present[0]}' exists, but the outputs of '{path}' are incomplete "
+                    "(missing, or not NIfTI on its grid); pass overwrite=True to redo them."
+                )
+        Path(targets[0]).parent.mkdir(parents=True, exist_ok=True)
+        record.update(task.write(path, targets, overwrite or bool(present)), status="done")
     except DiskFullError:
         raise  # every scan after it would fail alike: stop the cohort
     except Exception as exc:  # one bad scan does not stop the cohort
@@ -279,8 +369,12 @@ def predict_scan(model, path, targets, overwrite=False, metadata=None, redo_part
     return record
 
 
+def _paths(task, targets):
+    return {field: str(target) for field, target in zip(task.fields, targets)}
+
+
 def _error_line(exc, path):
-    text = _first_line(exc, path) if str(exc).strip() else type(exc).__name__
+    text = first_line(exc, path) if str(exc).strip() else type(exc).__name__
     if not isinstance(exc, (ValueError, TypeError, OSError)):
         text = f"unexpected {type(exc).__name__}: {text}"
     if printable(path) not in text:
@@ -491,35 +585,35 @@ def write_summary(path, records):
 
 
 # -- engines -----------------------------------------------------------------------
-_WORKER_MODEL = None
+_WORKER_TASK = None
 
 
-def _start_worker(model, n_threads):
-    """Initialiser of a local worker process: keep the model, use
-    ``n_threads`` threads, and make SIGTERM clean up as SIGINT does."""
+def _start_worker(task, n_threads):
+    """Initialiser of a local worker process: keep the task (and its model),
+    use ``n_threads`` threads, and make SIGTERM clean up as SIGINT does."""
     import signal
 
-    global _WORKER_MODEL
-    _WORKER_MODEL = model
+    global _WORKER_TASK
+    _WORKER_TASK = task
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n_threads)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
-def _predict_in_worker(path, targets, options, metadata):
-    return predict_scan(_WORKER_MODEL, path, targets, metadata=metadata, **options)
+def _run_in_worker(path, targets, options):
+    return run_scan(_WORKER_TASK, path, targets, **options)
 
 
-def _predict_task(path, targets, options, model, metadata):
-    return predict_scan(model, path, targets, metadata=metadata, **options)
+def _run_on_cluster(path, targets, options, task):
+    return run_scan(task, path, targets, **options)
 
 
-def _run_serial(model, tasks, metadata):
+def _run_serial(task, tasks):
     for path, targets, options in tasks:
-        yield predict_scan(model, path, targets, metadata=metadata, **options)
+        yield run_scan(task, path, targets, **options)
 
 
-def _run_local(model, tasks, metadata, n_jobs):
+def _run_local(task, tasks, n_jobs):
     """The scans on ``n_jobs`` loky processes, at most two per worker in
     flight, so that memory does not grow with the cohort."""
     from concurrent.futures import FIRST_COMPLETED, wait
@@ -528,13 +622,13 @@ def _run_local(model, tasks, metadata, n_jobs):
 
     n_threads = max(1, usable_cores() // n_jobs)
     executor = get_reusable_executor(
-        max_workers=n_jobs, initializer=_start_worker, initargs=(model, n_threads), reuse=False
+        max_workers=n_jobs, initializer=_start_worker, initargs=(task, n_threads), reuse=False
     )
     pending, items = set(), iter(tasks)
     try:
         while True:
             for path, targets, options in items:
-                future = executor.submit(_predict_in_worker, path, targets, options, metadata)
+                future = executor.submit(_run_in_worker, path, targets, options)
                 pending.add(future)
                 if len(pending) >= 2 * n_jobs:
                     break
@@ -554,9 +648,9 @@ def _run_local(model, tasks, metadata, n_jobs):
             executor.shutdown(wait=True)
 
 
-def _run_dask(model, tasks, metadata, scheduler):
-    """The scans as tasks of a Dask cluster; the model is scattered to the
-    workers once, and each finished task is released at once."""
+def _run_dask(task, tasks, scheduler):
+    """The scans as tasks of a Dask cluster; the task (and its model) is
+    scattered to the workers once, and each finished task is released at once."""
     try:
         from distributed import Client, as_completed
     except ImportError:
@@ -565,14 +659,13 @@ def _run_dask(model, tasks, metadata, scheduler):
         ) from None
     client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
     try:
-        shared = client.scatter(model, broadcast=True, hash=False)
+        shared = client.scatter(task, broadcast=True, hash=False)
         futures = client.map(
-            _predict_task,
+            _run_on_cluster,
             [path for path, _, _ in tasks],
             [targets for _, targets, _ in tasks],
             [options for _, _, options in tasks],
-            metadata=metadata,
-            model=shared,
+            task=shared,
             pure=False,
         )
         by_key = {future.key: item for future, item in zip(futures, tasks)}
@@ -583,7 +676,7 @@ def _run_dask(model, tasks, metadata, scheduler):
                 raise
             except Exception as exc:  # the cluster gave up (KilledWorker...)
                 path, targets, _ = by_key[future.key]
-                record = _failed(path, targets, _error_line(exc, path))
+                record = _failed(task, path, targets, _error_line(exc, path))
             future.release()
             yield record
     finally:
@@ -591,11 +684,10 @@ def _run_dask(model, tasks, metadata, scheduler):
             client.close()
 
 
-def _failed(path, targets, message):
+def _failed(task, path, targets, message):
     return {
         "scan": str(path),
-        "anomaly_map": str(targets[0]),
-        "mask": str(targets[1]),
+        **_paths(task, targets),
         "status": "failed",
         "message": message,
         "seconds": 0.0,
@@ -645,13 +737,13 @@ def foreign_output_message(target, record):
     )
 
 
-def _plan_tasks(planned, record, model_id, overwrite):
-    """Each scan's task ``(path, targets, options)`` for :func:`predict_scan`,
+def _plan_tasks(task, planned, record, task_id, overwrite):
+    """Each scan's work ``(path, targets, options)`` for :func:`run_scan`,
     or its failed record if an output in the way is not anomseg's; the
-    outputs that the tasks may write are marked pending in ``record``.
+    outputs that the work may write are marked pending in ``record``.
 
-    Raises a ValueError, before any work, if outputs of another model are in
-    the way and ``overwrite`` is False."""
+    Raises a ValueError, before any work, if outputs of another model (or
+    task) are in the way and ``overwrite`` is False."""
     from .io import load_nifti_reference
 
     tasks, refused, changed = [], [], []
@@ -662,14 +754,15 @@ def _plan_tasks(planned, record, model_id, overwrite):
         if foreign:
             whole = len(present) == len(targets) and complete(targets, load_nifti_reference(path))
             if overwrite or not whole:
-                refused.append(_failed(path, targets, foreign_output_message(foreign[0], record)))
+                message = foreign_output_message(foreign[0], record)
+                refused.append(_failed(task, path, targets, message))
             else:  # complete: kept, as written by anomseg before it kept a record
                 tasks.append((path, targets, {"overwrite": False}))
             continue
         other = [
             t
             for t, owner in zip(present, owners)
-            if None not in (model_id, owner.get("model")) and owner["model"] != model_id
+            if None not in (task_id, owner.get("model")) and owner["model"] != task_id
         ]
         if other and not overwrite:
             changed.append(other[0])
@@ -680,19 +773,19 @@ def _plan_tasks(planned, record, model_id, overwrite):
             or len(present) < len(targets)
             or not all(o.get("state") == "written" for o in owners)
         ):
-            record.mark_pending(targets, path, model_id)
+            record.mark_pending(targets, path, task_id)
         tasks.append((path, targets, {"overwrite": redo, "redo_partial": True}))
     if changed:
         more = f" (and the outputs of {len(changed) - 1} more scan(s))" if len(changed) > 1 else ""
         raise ValueError(
-            f"'{changed[0]}'{more} was written with another model than this one, as "
-            f"'{record.path}' records; pass overwrite=True to redo them with this "
-            "model, or choose another output folder."
+            f"'{changed[0]}'{more} was written with {task.changed}, as "
+            f"'{record.path}' records; pass overwrite=True to redo them, or choose "
+            "another output folder."
         )
     return tasks, refused
 
 
-def _update_record(record, tasks, records, model_id, final):
+def _update_record(record, tasks, records, task_id, final):
     """Mark the outputs of the scans done (or found complete) as written;
     at the end, drop the pending outputs that never appeared."""
     for (path, targets, _), result in zip(tasks, records):
@@ -700,7 +793,7 @@ def _update_record(record, tasks, records, model_id, final):
         ours = all(record.owner(t) is not None for t in targets)
         if status == "done" or (status == "skipped" and ours):
             with contextlib.suppress(OSError):  # removed meanwhile
-                record.mark_written(targets, path, model_id)
+                record.mark_written(targets, path, task_id)
         if final:
             record.forget_missing(targets)
 
@@ -900,6 +993,51 @@ def predict_cohort(
             "The 'model' of predict_cohort must be a fitted anomseg estimator or "
             f"AnomalyPipeline; got {type(model).__name__}."
         )
+    return run_cohort(
+        _Prediction(model, metadata),
+        scans,
+        output_dir,
+        n_jobs=n_jobs,
+        scheduler=scheduler,
+        keep_tree=keep_tree,
+        overwrite=overwrite,
+        summary=summary,
+        progress=progress,
+        callback=callback,
+        task_id=model_id,
+    )
+
+
+def run_cohort(
+    task,
+    scans,
+    output_dir,
+    *,
+    n_jobs=None,
+    scheduler=None,
+    keep_tree=False,
+    overwrite=False,
+    summary=None,
+    progress=False,
+    callback=None,
+    task_id=None,
+):
+    """Run ``task`` (a :class:`ScanTask`) on every scan of a cohort, as
+    :func:`predict_cohort` does for a model's maps and masks: the outputs
+    planned and checked before any work, the folder locked, a record of
+    outputs kept, complete outputs skipped, a failed scan recorded while the
+    others go on.
+
+    The parameters are :func:`predict_cohort`'s; ``summary`` is None by
+    default, and a summary has the columns of :data:`SUMMARY_FIELDS` (those
+    the task's records lack are left empty). ``task_id`` defaults to
+    ``task.identity()``.
+
+    Returns
+    -------
+    records : list of dict
+        One per scan, in the order of ``scans`` (see :func:`run_scan`).
+    """
     if n_jobs is not None and scheduler is not None:
         raise ValueError(
             "Pass either 'n_jobs' (local processes) or 'scheduler' (a Dask cluster), "
@@ -924,26 +1062,26 @@ def predict_cohort(
         raise ValueError(f"The 'output_dir' '{output}' is a file; give a folder.")
     summary_path = check_summary(output, summary)
     check_scans(scans)
-    planned = plan_outputs(scans, output, OUTPUT_SUFFIXES, keep_tree)
+    planned = plan_outputs(scans, output, task.suffixes, keep_tree)
     if n_jobs is not None:
         n_jobs = cap_jobs(n_jobs, len(planned))
-    if model_id is None:
-        model_id = model_identity(model)
+    if task_id is None:
+        task_id = task.identity()
     output.mkdir(parents=True, exist_ok=True)
-    with folder_lock(output, "predict"):
+    with folder_lock(output, task.command):
         record = OutputRecord(output)
         for folder in {output} | {targets[0].parent for _, targets in planned}:
             remove_temporaries(folder)
-        tasks, refused = _plan_tasks(planned, record, model_id, overwrite)
+        tasks, refused = _plan_tasks(task, planned, record, task_id, overwrite)
         record.save()
         return _run_tasks(
-            model, tasks, refused, planned, record, model_id, metadata,
+            task, tasks, refused, planned, record, task_id,
             n_jobs, scheduler, summary_path, progress, callback,
         )  # fmt: skip
 
 
 def _run_tasks(
-    model, tasks, refused, planned, outputs, model_id, metadata,
+    task, tasks, refused, planned, outputs, task_id,
     n_jobs, scheduler, summary_path, progress, callback,
 ):  # fmt: skip
     """Score the tasks on the engine chosen, keeping the summary and the
@@ -952,11 +1090,11 @@ def _run_tasks(
 
     order = {path: k for k, (path, _) in enumerate(planned)}
     if scheduler is not None:
-        results = _run_dask(model, tasks, metadata, scheduler)
+        results = _run_dask(task, tasks, scheduler)
     elif n_jobs is None or n_jobs == 1 or len(tasks) <= 1:
-        results = _run_serial(model, tasks, metadata)
+        results = _run_serial(task, tasks)
     else:
-        results = _run_local(model, tasks, metadata, n_jobs)
+        results = _run_local(task, tasks, n_jobs)
 
     # A scan skipped by a rerun keeps the row of the run that scored it.
     before = read_summary(summary_path) if summary_path is not None else {}
@@ -965,7 +1103,7 @@ def _run_tasks(
     results_of_tasks = [None] * len(tasks)
     last_write = time.monotonic()
     failing = False
-    bar = tqdm(total=len(planned), desc="predict", unit="scan", disable=not progress,
+    bar = tqdm(total=len(planned), desc=task.command, unit="scan", disable=not progress,
                leave=False, file=sys.stderr)  # fmt: skip
     try:
         for record in itertools.chain(refused, results):
@@ -975,12 +1113,13 @@ def _run_tasks(
                 results_of_tasks[task_of[record["scan"]]] = record
             earlier = before.get(record["scan"])
             if record["status"] == "skipped" and earlier and earlier["status"] == "done":
-                rows[k] = earlier if earlier["mask"] == record["mask"] else record
+                same = all(earlier.get(f) == record[f] for f in task.fields)
+                rows[k] = earlier if same else record
             bar.update()
             if callback is not None:
                 callback(record)
             if time.monotonic() - last_write > SUMMARY_INTERVAL:
-                _save(summary_path, rows, outputs, tasks, results_of_tasks, model_id, False)
+                _save(summary_path, rows, outputs, tasks, results_of_tasks, task_id, False)
                 last_write = time.monotonic()
     except BaseException:
         failing = True
@@ -989,18 +1128,18 @@ def _run_tasks(
         bar.close()
         results.close()
         try:
-            _save(summary_path, rows, outputs, tasks, results_of_tasks, model_id, True)
+            _save(summary_path, rows, outputs, tasks, results_of_tasks, task_id, True)
         except OSError:
             if not failing:  # a full disk says so once, for the scan it failed on
                 raise
     return records
 
 
-def _save(summary_path, rows, outputs, tasks, results, model_id, final):
+def _save(summary_path, rows, outputs, tasks, results, task_id, final):
     """Write the record of outputs, then the summary (unless there is no
     row to write, nor a summary to replace: a run stopped before its first
     scan, by a full disk say, leaves no file)."""
-    _update_record(outputs, tasks, results, model_id, final)
+    _update_record(outputs, tasks, results, task_id, final)
     outputs.save()
     rows = [r for r in rows if r is not None]
     if summary_path is not None and (rows or summary_path.exists()):

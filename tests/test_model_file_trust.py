@@ -17,7 +17,7 @@ from anomseg._persistence import checksum
 from anomseg.base import load_model, model_info
 from anomseg.baselines import FlairThreshold
 from anomseg.cli import main
-from anomseg.cli._main import CommandError, _load_model
+from anomseg.cli._common import CommandError, _load_model
 from anomseg.datasets import make_healthy_images
 from anomseg.ensemble import AnomalyEnsemble
 from anomseg.preprocessing import IntensityScaler, make_anomaly_pipeline

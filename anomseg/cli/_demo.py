@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
 from ..io._outputs import OutputRecord, folder_lock
+from ._parser import add_command
 
 __all__ = ["leave_one_out_maps", "run_demo"]
 
@@ -136,3 +138,26 @@ def _run(output_dir, data, subjects, overwrite, progress):
     save_figure(figure, output_dir / "demo.png", overwrite=overwrite)
     print(f"\nwrote {output_dir / 'demo.png'} and NIfTI maps and masks to {output_dir}/")
     return report
+
+
+def cmd_demo(args):
+    run_demo(Path(args.output), overwrite=args.overwrite, progress=args.progress)
+
+
+def add_parser(commands):
+    """The command's options, as a subparser of ``commands``."""
+    demo = add_command(
+        commands,
+        "demo",
+        "Run the FLAIR baseline on the embedded MS data (3 patients, "
+        "CC-BY): print the metric table and write a figure and NIfTI maps.",
+        cmd_demo,
+    )
+    demo.add_argument(
+        "-o",
+        "--output",
+        default="anomseg_demo_output",
+        metavar="OUTDIR",
+        help="Output folder (default: ./anomseg_demo_output).",
+    )
+    demo.add_argument("--overwrite", action="store_true", help="Replace existing outputs.")

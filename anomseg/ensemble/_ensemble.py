@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import warnings
@@ -16,7 +17,10 @@ from .._docstrings import fill_doc
 from ..base import BaseAnomalySegmenter
 from ..exceptions import DataDriftWarning, NotFittedError
 from ..utils import check_generator
+from ..utils._logging import estimator_log
 from ..utils._param_validation import COMMON_CONSTRAINTS, StrOptions
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["AnomalyEnsemble", "make_recommended_ensemble", "make_seed_ensemble"]
 
@@ -65,7 +69,9 @@ class AnomalyEnsemble(BaseAnomalySegmenter):
         Seeds the split of the healthy images into training and calibration
         images (the members keep their own ``random_state``).
     verbose : int >= 0, default=0
-        Report which member is training, and pass ``verbose`` to the members.
+        Report which member is training, through :mod:`logging` (``INFO``;
+        ``DEBUG`` with 0, see ``anomseg.utils._logging``), and pass
+        ``verbose`` to the members.
     %(channel_axis)s
 
     Attributes
@@ -267,7 +273,7 @@ class AnomalyEnsemble(BaseAnomalySegmenter):
             threads = max(1, (os.cpu_count() or 1) // n_jobs)
             self._log(f"training {len(members)} members on {n_jobs} workers")
             fitted = Parallel(n_jobs=n_jobs, backend="loky")(
-                delayed(_fit_member)(member, X, y, 0, threads)  # workers print nothing
+                delayed(_fit_member)(member, X, y, 0, threads)  # workers report nothing
                 for _, member, X, y in jobs
             )
         else:
@@ -339,8 +345,7 @@ class AnomalyEnsemble(BaseAnomalySegmenter):
         return [np.maximum(c, 0).astype(np.float32) for c in combined]
 
     def _log(self, message):
-        if self.verbose:
-            print(f"[{type(self).__name__}] {message}", flush=True)
+        estimator_log(self, logger)(message)
 
     # -- persistence ------------------------------------------------------------------
     def _check_loaded(self):

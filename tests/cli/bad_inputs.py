@@ -642,7 +642,7 @@ def _fit_case(name, words, *extra, method="flair-threshold", expect="error"):
 
 
 for value in ("0", "1", "-0.1", "1.5", "nan", "inf"):
-    _fit_case(f"--max-fpr {value}", r"--max-fpr.*\(0, 1\)", "--max-fpr", value)
+    _fit_case(f"--max-fpr {value}", r"--max-fpr.*\(0\.0, 1\.0\)", "--max-fpr", value)
 _fit_case("--max-fpr abc", r"max-fpr.*abc", "--max-fpr", "abc")
 _fit_case("max_fpr through --param", r"max_fpr.*--max-fpr", "--param", "max_fpr=0.5")
 _fit_case("unknown method", r"method.*bogus", method="bogus")

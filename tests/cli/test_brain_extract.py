@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from anomseg.cli import main
-from anomseg.cli._main import _load_model
+from anomseg.cli._common import _load_model
 from anomseg.datasets import get_demo_path
 from anomseg.preprocessing import AnomalyPipeline, BrainExtractor
 

@@ -316,9 +316,9 @@ def test_n_jobs_is_capped_by_the_scans_and_the_cores_and_says_so_once(
     scans, (model, _) = cohort
     started = []
 
-    def serial(model, tasks, metadata, n_jobs):
+    def serial(model, tasks, n_jobs):
         started.append(n_jobs)
-        return module._run_serial(model, tasks, metadata)
+        return module._run_serial(model, tasks)
 
     monkeypatch.setattr(module, "_run_local", serial)
     status, err = _quiet(["predict", model, *scans[:2], "-o", tmp_path, "--n-jobs", "64"])

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+import anomseg.cli._evaluate
+import anomseg.cli._fit
 import anomseg.cli._main
 from anomseg.base import load_model, model_info
 from anomseg.baselines import FlairThreshold
@@ -277,7 +279,7 @@ def test_ensemble_of_seeds_and_methods(ensemble_model, patients, capsys):
 def _ensemble_of(*argv):
     """The unfitted estimator that ``anomseg fit`` would train for ``argv``."""
     args = anomseg.cli._main.build_parser().parse_args(["fit", *argv, "x.nii.gz", "-o", "m"])
-    return anomseg.cli._main._fit_estimator(args)
+    return anomseg.cli._fit._fit_estimator(args)
 
 
 def test_method_key_value_goes_to_that_methods_members_only():
@@ -383,7 +385,7 @@ def test_evaluate_refuses_its_output_before_any_work(
     def never(*args, **kwargs):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(anomseg.cli._main, "_load_model", never)
+    monkeypatch.setattr(anomseg.cli._evaluate, "_load_model", never)
     scans, masks = patients["scans"], patients["masks"]
     assert run("evaluate", filtered_model, *scans, "--truth", *masks, "-o", output) == 1
     [error] = _lines(capsys.readouterr().err, "error")
@@ -403,13 +405,13 @@ def test_the_recommended_preset_is_the_python_factorys_ensemble(monkeypatch):
     same members, seeds and options), and options given win."""
     from anomseg.ensemble import make_recommended_ensemble
 
-    build, built = anomseg.cli._main._fit_estimator, []
+    build, built = anomseg.cli._fit._fit_estimator, []
 
     def capture(args):
         built.append(build(args))
         raise SystemExit(0)  # stop before any scan is read
 
-    monkeypatch.setattr(anomseg.cli._main, "_fit_estimator", capture)
+    monkeypatch.setattr(anomseg.cli._fit, "_fit_estimator", capture)
     fit = ["fit", "--method", "recommended", "x.nii.gz", "-o", "m.anomseg"]
     for options in ([], ["--max-fpr", "0.01", "--ensemble", "2"]):
         with pytest.raises(SystemExit):

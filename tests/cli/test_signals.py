@@ -83,7 +83,7 @@ def test_an_interrupt_swallowed_by_a_finaliser_still_stops_the_run(capsys):
     """Python swallows an exception raised in ``__del__`` (as nibabel's
     finalisers run during garbage collection): the signal is remembered and
     acted on at the next check, without a traceback."""
-    from anomseg.cli._main import _SIGNALS, Terminated
+    from anomseg.cli._signals import _SIGNALS, Terminated
 
     class Finalised:
         def __del__(self):

@@ -1,0 +1,225 @@
+"""``anomseg evaluate``: the metric table of a model against truth masks."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..cohort import stem
+from ._common import (
+    CommandError,
+    _check_headers,
+    _load_model,
+    _load_scans,
+    _output_file,
+    _progress,
+    _say,
+    _scored,
+)
+from ._parser import _add_budget_option, _add_model_options, add_command
+
+
+def cmd_evaluate(args):
+    from ..io import same_grid
+    from ..metrics import evaluate
+
+    if len(args.scans) != len(args.truth):
+        raise CommandError(
+            f"got {len(args.scans)} scan(s) but {len(args.truth)} --truth "
+            "mask(s); give one mask per scan, in the same order."
+        )
+    args.truth = _pair_truths(args.scans, args.truth)
+    references = _check_headers(args.scans, unique=False)
+    truth_references = _check_headers(args.truth, unique=False)
+    for scan, truth, reference, truth_reference in zip(
+        args.scans, args.truth, references, truth_references
+    ):
+        if not same_grid(reference, truth_reference):
+            raise CommandError(
+                f"mask '{truth}' is not on the grid of scan '{scan}' (shape "
+                f"{truth_reference.shape} vs {reference.shape}, or another affine); "
+                "resample it onto the scan."
+            )
+    output = _report_path(args)
+    model, metadata = _load_model(
+        args.model, args.foreground, args.trust_pickle, "evaluate", args.allow_unchecked
+    )
+    images, _ = _load_scans(args.scans, args.progress)
+    truths = [_read_truth(path) for path in args.truth]
+    # masked outside the voxels the model scored (and calibrated on)
+    maps = []
+    for path, image, reference in zip(
+        args.scans, _progress(images, "scoring", args.progress), references
+    ):
+        maps.append(_scored(model, path, image, reference, metadata, "evaluate", masked=True))
+    final = model[-1]
+    report = evaluate(
+        truths,
+        maps,
+        thresholds=final.calibration_thresholds_,
+        postprocess=final.postprocess_mask,  # Dice of the masks predict writes
+        names=[f"--truth '{truth}' (of '{scan}')" for scan, truth in zip(args.scans, args.truth)],
+    )
+    for scan, truth, mask in zip(args.scans, args.truth, truths):
+        if not mask.any():  # a healthy control, or the wrong file
+            _say(
+                "evaluate",
+                "warning",
+                f"--truth '{truth}' (of '{scan}') holds no lesion voxel: it counts in the "
+                "pooled rows only, as healthy voxels, and not in the per-volume rows.",
+            )
+    print(f"{len(images)} scan(s), foreground voxels only; model {args.model}")
+    print(report.to_table())
+    if output is not None:
+        _write_report(output, report, args, overwrite=args.overwrite)
+        print(f"wrote {output}")
+
+
+#: Words that end the file names of masks (``a_seg.nii.gz``) or of scans
+#: (``a_flair.nii.gz``), dropped to pair a scan with its truth mask by name.
+_NAME_WORDS = (
+    "seg|segmentation|mask|masks|truth|groundtruth|gt|label|labels|lesion|lesions|roi"
+    "|manual|annotation|wmh|flair|t1|t1w|t2|t2w|t1ce|t1c|t1gd|pd|dwi|scan|image|img|brain"
+)
+
+
+def _name_key(path):
+    """A file name without its suffix and the words that say it is a mask
+    or a modality: what a scan and its truth mask have in common."""
+    key = stem(path).lower()
+    while True:
+        shorter = re.sub(rf"[_\-.](?:{_NAME_WORDS})$", "", key)
+        if shorter == key or not shorter:
+            return key
+        key = shorter
+
+
+def _pair_truths(scans, truths):
+    """The truth masks in the order of the scans: by file name when the
+    names pair one to one (``a.nii.gz`` with ``a_seg.nii.gz``), saying so
+    if that is not the order given; else in the order given, saying so if
+    the names do not look paired."""
+    if len(scans) < 2:
+        return list(truths)
+    scan_keys, truth_keys = [_name_key(s) for s in scans], [_name_key(t) for t in truths]
+    if len(set(scan_keys)) == len(scans) and sorted(scan_keys) == sorted(truth_keys):
+        by_key = dict(zip(truth_keys, truths))
+        paired = [by_key[key] for key in scan_keys]
+        if paired != list(truths):
+            _say(
+                "evaluate",
+                "warning",
+                "--truth masks paired with the scans by file name, not in the order "
+                f"given: {_pairs(scans, paired)}.",
+            )
+        return paired
+    if not all(key in Path(t).name.lower() for key, t in zip(scan_keys, truths)):
+        _say(
+            "evaluate",
+            "warning",
+            "the --truth file names do not pair with the scans' by name; paired in "
+            f"the order given: {_pairs(scans, truths)}.",
+        )
+    return list(truths)
+
+
+def _pairs(scans, truths, shown=3):
+    pairs = [f"'{s}' with '{t}'" for s, t in zip(scans, truths)]
+    return ", ".join(pairs[:shown]) + (
+        f" and {len(pairs) - shown} more" if len(pairs) > shown else ""
+    )
+
+
+def _report_path(args):
+    """The ``--output`` file of evaluate, checked before any work."""
+    if args.output is None:
+        return None
+    if Path(args.output).suffix.lower() not in (".json", ".csv"):
+        raise CommandError(f"--output '{args.output}' must end in .json or .csv.")
+    inputs = [args.model, *args.scans, *args.truth]
+    return _output_file(args.output, "--output", "the file", args.overwrite, inputs)
+
+
+def _write_report(path, report, args, overwrite):
+    """The report as JSON (``pooled`` and ``per_volume`` rows, and one
+    record per scan) or CSV (one row per scan, then the pooled and the mean
+    rows), written atomically."""
+    import csv
+    import io
+    import json
+
+    from ..io import atomic_write
+
+    scans = [
+        {"scan": str(scan), "truth": str(truth), **record}
+        for scan, truth, record in zip(args.scans, args.truth, report.volume_records())
+    ]
+    if path.suffix.lower() == ".json":
+        content = {
+            "model": str(args.model),
+            "pooled": [r for r in report.to_records() if r["aggregation"] == "pooled"],
+            "per_volume": [r for r in report.to_records() if r["aggregation"] == "per-volume"],
+            "scans": scans,
+        }
+        text = json.dumps(content, indent=1, allow_nan=True) + "\n"
+    else:
+        names = [
+            f"{r.metric} [{r.threshold}]" for r in report.results if r.aggregation == "pooled"
+        ]
+        rows = [*scans]
+        for aggregation in ("pooled", "per-volume"):
+            values = {
+                f"{r.metric} [{r.threshold}]": r.value
+                for r in report.results
+                if r.aggregation == aggregation
+            }
+            rows.append({"scan": aggregation, **values})
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, ["scan", "truth", "volume", "has_lesion", *names])
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buffer.getvalue()
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text), overwrite=overwrite)
+
+
+def _read_truth(path):
+    """A ground-truth mask, which must hold 0 and 1 only."""
+    from ..io import load_mask
+
+    try:
+        return load_mask(path)[0]
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def add_parser(commands):
+    """The command's options, as a subparser of ``commands``."""
+    evaluate = add_command(
+        commands,
+        "evaluate",
+        "Print the metric table of a model against ground-truth masks.",
+        cmd_evaluate,
+    )
+    evaluate.add_argument("model", metavar="MODEL")
+    evaluate.add_argument("scans", nargs="+", metavar="SCAN.nii.gz")
+    evaluate.add_argument(
+        "--truth",
+        nargs="+",
+        required=True,
+        metavar="MASK.nii.gz",
+        help="Ground-truth masks of 0 and 1, one per scan, in the same order, "
+        "on the scans' grids.",
+    )
+    evaluate.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="Also write the figures to FILE: .json (pooled and per-volume rows, "
+        "and every scan's own figures) or .csv (a row per scan, then the pooled "
+        "and per-volume rows); written atomically.",
+    )
+    evaluate.add_argument(
+        "--overwrite", action="store_true", help="Replace the --output file if it exists."
+    )
+    _add_model_options(evaluate)
+    _add_budget_option(evaluate)

@@ -1,0 +1,71 @@
+"""``anomseg info``: what a model file holds, without running code from it."""
+
+from __future__ import annotations
+
+from ..utils._text import printable
+from ._common import CommandError
+from ._parser import add_command
+
+
+def cmd_info(args):
+    from .._persistence import check_file, file_kind
+    from ..base import model_info
+
+    def say(line):  # text from the file never reaches the terminal raw
+        print(printable(line))
+
+    path = check_file(args.model)
+    if file_kind(path) == "pickle":
+        raise CommandError(
+            f"'{path}' is a pickle, which cannot be read without running the code it "
+            "holds; only safe files can be inspected."
+        )
+    info = model_info(path)  # the model's own values, checked as on load
+    calibration = info["calibration"]
+    if info["checksum"] is None:
+        say(
+            f"{path}: a safe anomseg model file with no checksum (format 1): a damaged "
+            "or altered file cannot be told from a whole one; predict and evaluate "
+            "read it only with --allow-unchecked"
+        )
+    else:
+        say(f"{path}: a safe anomseg model file (format {info['format_version']}, checksum OK)")
+    say(f"  written by anomseg {info['anomseg_version']}")
+    say(f"  steps: {' -> '.join(info['steps'])}")
+    for key, value in sorted(info["params"].items()):
+        if key == "estimators" and "members" in info:
+            continue
+        say(f"  {info['estimator']}.{key} = {value!r}")
+    for member in info.get("members", []):
+        changed = ", ".join(f"{k}={v!r}" for k, v in sorted(member["params"].items()))
+        say(
+            f"  member {member['name']}: {member['estimator']}({changed}), "
+            f"own threshold {_figure(member['threshold'])}"
+        )
+    healthy = calibration.pop("healthy_data", None) or {}
+    for key, value in calibration.items():
+        say(f"  calibration {key}: {_figure(value)}")
+    for key, value in healthy.items():  # as the final estimator saw them
+        say(f"  healthy data {key.replace('_', ' ')}: {_figure(value)}")
+    for key, value in info["metadata"].items():
+        say(f"  {key.replace('_', ' ')}: {_figure(value)}")
+
+
+def _figure(value):
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return " to ".join(map(_figure, value)) if len(value) == 2 else str(value)
+    return str(value)
+
+
+def add_parser(commands):
+    """The command's options, as a subparser of ``commands``."""
+    info = add_command(
+        commands,
+        "info",
+        "Show what a model file holds (its steps, parameters, calibration and "
+        "healthy data) after checking its checksum, without running code from it.",
+        cmd_info,
+    )
+    info.add_argument("model", metavar="MODEL")

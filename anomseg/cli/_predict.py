@@ -1,0 +1,164 @@
+"""``anomseg predict``: write an anomaly map and a mask per scan."""
+
+from __future__ import annotations
+
+from ._common import (
+    CommandError,
+    _given_folder,
+    _load_model,
+    _output_folder,
+    _reporter,
+    _say,
+    _say_summary,
+    _scan_paths,
+)
+from ._parser import (
+    _add_budget_option,
+    _add_model_options,
+    _add_scan_arguments,
+    _positive_int,
+    add_command,
+)
+
+
+def cmd_predict(args):
+    from ..cohort import cap_jobs, check_summary, own_outputs, predict_cohort, usable_cores
+
+    _given_folder(args.output)
+    check_summary(args.output, args.summary)  # before the output folder is made
+    args.scans = _scan_paths(args, own_outputs(args.output, args.summary))
+    if args.n_jobs is not None and args.n_jobs > 1:
+        n_jobs = cap_jobs(args.n_jobs, len(args.scans))
+        if n_jobs < args.n_jobs:
+            _say(
+                "predict",
+                "note",
+                f"--n-jobs {args.n_jobs} capped to {n_jobs} ({len(args.scans)} scan(s), "
+                f"{usable_cores()} core(s)).",
+            )
+    if args.dask_scheduler is not None:
+        _check_dask()
+    model, metadata = _load_model(
+        args.model, args.foreground, args.trust_pickle, allow_unchecked=args.allow_unchecked
+    )
+    model_id = _model_identity(args.model, args.foreground)
+    output = _output_folder(args.output)
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    predict_cohort(
+        model,
+        args.scans,
+        output,
+        n_jobs=args.n_jobs,
+        scheduler=args.dask_scheduler,
+        keep_tree=args.keep_tree,
+        overwrite=args.overwrite,
+        summary=args.summary,
+        metadata=metadata,
+        progress=args.progress,
+        callback=_reporter("predict", counts, _predicted),
+        model_id=model_id,
+    )
+    _say_summary("predict", counts, len(args.scans), args.summary and output / args.summary)
+    return 1 if counts["failed"] else 0
+
+
+def _predicted(record):
+    return (
+        f"{record['scan']}: {record['anomalous_voxels']} anomalous voxels "
+        f"({record['lesion_volume_ml']:.3g} mL, {record['n_components']} "
+        f"component(s)) -> {record['mask']}"
+    )
+
+
+def _model_identity(path, foreground):
+    """The identity of the model that ``predict`` applies: the SHA-256 of
+    its file, and the option that adds a step to it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}" + (
+        " --foreground brain" if foreground == "brain" else ""
+    )
+
+
+def _check_dask():
+    """``--dask-scheduler`` needs Dask's distributed scheduler, an optional
+    dependency: say how to install it before any work."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise CommandError(
+            "--dask-scheduler needs Dask's distributed scheduler, which is not "
+            "installed: pip install 'anomseg[cluster]'."
+        ) from None
+
+
+def add_parser(commands):
+    """The command's options, as a subparser of ``commands``."""
+    predict = add_command(
+        commands,
+        "predict",
+        "Write an anomaly map and a mask (NIfTI, on each scan's grid) per scan. "
+        "Both appear together or not at all; scans whose outputs are complete "
+        "are skipped, so an interrupted run can be rerun. A scan that fails "
+        "does not stop the others: the failures are reported at the end, and "
+        "the exit status is 1.",
+        cmd_predict,
+    )
+    predict.add_argument("model", metavar="MODEL", help="A model written by 'anomseg fit'.")
+    _add_scan_arguments(predict)
+    predict.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUTDIR",
+        help="Output folder; SCAN.nii.gz gives OUTDIR/SCAN_anomaly_map.nii.gz "
+        "and OUTDIR/SCAN_mask.nii.gz.",
+    )
+    predict.add_argument(
+        "--keep-tree",
+        action="store_true",
+        help="Mirror the scans' folders (relative to their common folder) under "
+        "OUTDIR, for scans that share a file name.",
+    )
+    _add_model_options(predict)
+    predict.add_argument(
+        "--overwrite", action="store_true", help="Redo and replace complete outputs too."
+    )
+    _add_budget_option(predict)
+    summary = predict.add_mutually_exclusive_group()
+    summary.add_argument(
+        "--summary",
+        default="summary.csv",
+        metavar="FILE",
+        help="The per-scan summary (status, seconds, lesion volume in mL, "
+        "connected components), CSV or JSON by its suffix, relative to OUTDIR "
+        "(default: summary.csv); written atomically, and rewritten by a rerun.",
+    )
+    summary.add_argument(
+        "--no-summary",
+        dest="summary",
+        action="store_const",
+        const=None,
+        help="Write no summary file.",
+    )
+    where = predict.add_mutually_exclusive_group()
+    where.add_argument(
+        "--n-jobs",
+        type=_positive_int("--n-jobs", allow=(-1,)),
+        metavar="N",
+        help="Score N scans at once in worker processes of this machine "
+        "(joblib); -1 for one per core. Each worker uses an equal share of the "
+        "cores.",
+    )
+    where.add_argument(
+        "--dask-scheduler",
+        metavar="ADDRESS",
+        help="Score the scans on the workers of a Dask cluster, such as "
+        "tcp://10.0.0.1:8786 (started with 'dask scheduler' and 'dask worker'); "
+        "they must see the scans and OUTDIR at the same paths. Needs pip install "
+        "'anomseg[cluster]'.",
+    )
