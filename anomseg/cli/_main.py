@@ -52,7 +52,6 @@ import threading
 import warnings
 from pathlib import Path
 
-from .._registry import METHODS, PRESETS, method_class
 from .._version import __version__
 from ..cohort import (
     complete,
@@ -66,6 +65,7 @@ from ..cohort import (
 )
 from ..exceptions import AnomsegWarning
 from ..io._atomic import remove_stale_temporaries
+from ..persistence._registry import METHODS, PRESETS, method_class
 from ..utils._param_validation import MAX_RADIUS, MAX_SMOOTHING
 from ..utils._text import printable
 
@@ -531,8 +531,8 @@ def _load_model(
     BrainExtractor goes first unless the model starts with one."""
     from sklearn.pipeline import Pipeline
 
-    from .._persistence import check_file, file_kind
-    from ..base import load_model, model_info
+    from ..persistence import load_model, model_info
+    from ..persistence._format import check_file, file_kind
     from ..preprocessing import AnomalyPipeline, BrainExtractor
 
     path = check_file(path)
@@ -1205,8 +1205,8 @@ def _read_truth(path):
 
 
 def cmd_info(args):
-    from .._persistence import check_file, file_kind
-    from ..base import model_info
+    from ..persistence import model_info
+    from ..persistence._format import check_file, file_kind
 
     def say(line):  # text from the file never reaches the terminal raw
         print(printable(line))

@@ -27,7 +27,7 @@ def save_model(estimator, path, *, overwrite=False):
         Use ``estimator.save(path, format="pickle")``, or, to share a model,
         the safe format of ``estimator.save(path)``.
     """
-    from .._persistence import write_pickle
+    from ..persistence._format import write_pickle  # upward: deprecated, removed in 0.3
 
     _deprecated("save_model", "estimator.save(path, format='pickle')")
     return write_pickle(estimator, path, overwrite=overwrite)
@@ -43,7 +43,7 @@ def load_model(path, *, allow_pickle=False):
         Pickles, which run any code they name, need ``allow_pickle=True``:
         this function no longer loads them unasked.
     """
-    from ..base import load_model as _load_model
+    from ..persistence import load_model as _load_model  # upward: deprecated, removed in 0.3
 
     _deprecated("load_model", "anomseg.base.load_model(path)")
     return _load_model(path, allow_pickle=allow_pickle)
@@ -65,7 +65,7 @@ def load_torch_model(path, *, device=None):
     .. deprecated:: 0.2
         Use :func:`anomseg.base.load_model`.
     """
-    from ..base import load_model as _load_model
+    from ..persistence import load_model as _load_model  # upward: deprecated, removed in 0.3
 
     _deprecated("load_torch_model", "anomseg.base.load_model(path)")
     return _load_model(path, device=device)

@@ -18,7 +18,7 @@ import pytest
 from scipy import ndimage
 
 import anomseg.cli._main
-from anomseg.base import load_model, model_info
+from anomseg import load_model, model_info
 from anomseg.baselines import FlairThreshold
 from anomseg.cli import main
 from anomseg.datasets import add_synthetic_lesions

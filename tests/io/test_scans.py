@@ -101,7 +101,7 @@ def test_a_bad_scan_stops_fit_and_leaves_no_files(scans, tmp_path, own_tmpdir):
 
 
 def test_the_scans_are_held_on_disk_not_in_memory(scans, own_tmpdir):
-    from anomseg.preprocessing._stream import streamed_images
+    from anomseg.io._scans import streamed_images
 
     with streamed_images(scans, [ForegroundMasker()], where="test") as batch:
         assert len(batch) == len(scans)
