@@ -38,10 +38,11 @@ from pathlib import Path
 LAYERS = (
     # The ground floor: the package's namespace (it imports ``_version``
     # only; its public functions are imported by name on first use), and
-    # what everything may use. io reads scans into the ImageBatch of utils,
-    # and utils reads exclusion masks through io: the two share the floor,
-    # and the cycle check keeps them apart file by file.
+    # what every module may use.
     ("anomseg", "anomseg._version", "anomseg.exceptions", "anomseg._docstrings"),
+    # Arrays and files. io reads scans into the ImageBatch of utils, and
+    # utils reads exclusion masks through io: the two share a floor, and the
+    # cycle check keeps them apart file by file.
     ("anomseg.utils", "anomseg.io"),
     # What the estimators compute with: figures on arrays, the calibration
     # arithmetic, data-parallel training.
