@@ -109,7 +109,7 @@ path : str or path-like
 format : {"safe", "pickle"}, default="safe"
     "safe" writes plain data (parameters and fitted attributes as JSON, a
     summary of the calibration) and the networks' weights, with a SHA-256
-    checksum of it all; :func:`~anomseg.base.load_model` reads it back
+    checksum of it all; :func:`~anomseg.load_model` reads it back
     without running code from the file, so it is the format to share
     models in. It holds the estimators, transformers and pipelines of
     anomseg; parameters that hold a fitted estimator (a
@@ -120,7 +120,7 @@ overwrite : bool, default=False
     Whether to replace an existing file.
 metadata : dict or None, default=None
     Plain JSON data stored with a safe file, read back by
-    :func:`~anomseg.base.model_info`, such as the modality of the healthy
+    :func:`~anomseg.model_info`, such as the modality of the healthy
     scans."""
 
 

@@ -23,28 +23,18 @@ calibrates ``threshold_`` on healthy data, and derives ``predict``,
 from __future__ import annotations
 
 import itertools
-import json
+import logging
 import warnings
 from dataclasses import dataclass, field, fields
 from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.pipeline import Pipeline
 from sklearn.utils import Tags, get_tags
 from sklearn.utils.validation import check_is_fitted
 
+from ._calibration import PostprocessedSearch, TailTransform, tail_quantiles, voxel_chunks
 from ._docstrings import fill_doc
-from ._persistence import (
-    check_file,
-    decode,
-    encode,
-    file_kind,
-    read_pickle,
-    read_safe,
-    write_pickle,
-    write_safe,
-)
 from ._version import __version__
 from .exceptions import (
     AnomsegWarning,
@@ -52,10 +42,15 @@ from .exceptions import (
     ShapeMismatchError,
     VersionMismatchWarning,
 )
+from .io._scans import is_file_list, streamed_images
 from .metrics._pixel import fpr_rank
+from .persistence import save_model
+from .persistence._models import load_instance
+from .persistence._state import plain_import, plain_state, upgrade_state
 from .utils import check_generator, check_images, describe_images
 from .utils._drift import drift_messages
 from .utils._exclusion import apply_exclusion
+from .utils._logging import estimator_log
 from .utils._param_validation import (
     COMMON_CONSTRAINTS,
     FITTED_CONSTRAINTS,
@@ -65,13 +60,8 @@ from .utils._param_validation import (
     ListOf,
     Name,
     Record,
-    StrOptions,
-    validate_fitted_attributes,
-    validate_parameter_constraints,
-    validate_params,
 )
 from .utils._smoothing import smooth_map
-from .utils._text import printable
 from .utils._validation import check_groups, mask_like_values
 from .utils._values import MapStore, ValueStore
 
@@ -80,10 +70,9 @@ __all__ = [
     "AnomalySegmenterTags",
     "AnomalyTags",
     "BaseAnomalySegmenter",
-    "load_model",
-    "model_info",
-    "save_model",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: False-positive rates at which every estimator also stores a threshold.
 STANDARD_FPRS = (0.01, 0.05, 0.1)
@@ -91,10 +80,6 @@ STANDARD_FPRS = (0.01, 0.05, 0.1)
 #: Above this 99th foreground percentile, estimators that need intensities of
 #: about [0, 1] warn that the images look unscaled.
 _MAX_SCALED_INTENSITY = 10.0
-
-#: Calibration scores at most about this many voxels at a time (16 MiB of
-#: float32 maps), so that its memory does not grow with the healthy data.
-_SCORE_CHUNK_VOXELS = 2**22
 
 #: Voxels enough to check the scale of a training set.
 _MAX_SCALE_SAMPLE = 2**24
@@ -284,11 +269,9 @@ class BaseAnomalySegmenter(BaseEstimator):
             The fitted estimator.
         """
         self.check_params()
-        from .preprocessing._stream import is_file_list, streamed_images, verbose_log
-
         where = f"{type(self).__name__}.fit"
         if is_file_list(X):
-            log = verbose_log(self)
+            log = estimator_log(self, logger)
             with streamed_images(X, where=where, log=log, exclude=exclude) as batch:
                 return self.fit(batch, y, groups, calibrate=calibrate, **fit_params)
         batch = apply_exclusion(self._validate_images(X, "fit", reset=True), exclude, where)
@@ -479,7 +462,7 @@ class BaseAnomalySegmenter(BaseEstimator):
             at most 0.
         """
         check_is_fitted(self, "healthy_quantiles_")
-        transform = _TailTransform(self.healthy_quantiles_)
+        transform = TailTransform(self.healthy_quantiles_)
         tiny = np.finfo(np.float32).tiny
         tails = []
         for m in maps:
@@ -890,13 +873,13 @@ class BaseAnomalySegmenter(BaseEstimator):
         """Append to ``store`` (a ValueStore) the values of the maps of
         ``batch`` that calibration counts (foreground, not excluded): the
         given ``maps`` (model-input layout), or maps scored a chunk of about
-        ``_SCORE_CHUNK_VOXELS`` at a time, so that only the values are kept,
+        ``SCORE_CHUNK_VOXELS`` at a time, so that only the values are kept,
         and those in bounded memory; and to ``maps_store`` (a MapStore), if
         given, the maps themselves and their counted voxels."""
         if maps is not None:
             chunks = [(batch, maps)]
         else:
-            chunks = ((batch.subset(part), None) for part in _voxel_chunks(batch))
+            chunks = ((batch.subset(part), None) for part in voxel_chunks(batch))
         for part, part_maps in chunks:
             for i, m in enumerate(self._score_batch(part, part_maps, method)):
                 counted = part.counted(i)
@@ -920,7 +903,7 @@ class BaseAnomalySegmenter(BaseEstimator):
                 )
             rates = sorted(set(STANDARD_FPRS) | {float(self.max_fpr)})
             if postprocessed:
-                search = _PostprocessedSearch(values, stored, self._postprocess_mask)
+                search = PostprocessedSearch(values, stored, self._postprocess_mask)
                 thresholds = [search.threshold(rate) for rate in rates]
             else:
                 thresholds = values.order_statistics([fpr_rank(n, rate) for rate in rates])
@@ -933,7 +916,7 @@ class BaseAnomalySegmenter(BaseEstimator):
             else:
                 self.calibration_fpr_ = values.count_above(self.threshold_) / n
             self.n_calibration_pixels_ = n
-            self.healthy_quantiles_ = _tail_quantiles(values)
+            self.healthy_quantiles_ = tail_quantiles(values)
             self._warn_if_degenerate(values, method)
 
     def _warn_if_degenerate(self, values, method):
@@ -1006,8 +989,8 @@ class BaseAnomalySegmenter(BaseEstimator):
 
         See Also
         --------
-        load_model : Loads either format.
-        model_info : What a safe file holds, read without building the model.
+        anomseg.load_model : Loads either format.
+        anomseg.model_info : What a safe file holds, read without building the model.
 
         Examples
         --------
@@ -1034,12 +1017,12 @@ class BaseAnomalySegmenter(BaseEstimator):
             A file written by :meth:`save`.
         device : {"auto", "cpu", "cuda"} or None, default=None
             Safe files of torch estimators only: where to put the network
-            (see :func:`load_model`).
+            (see :func:`~anomseg.load_model`).
         allow_pickle : bool, default=False
             Whether to load a pickle, which runs any code the file names.
         allow_unchecked : bool, default=False
             Whether to load a safe file of format version 1 (anomseg 0.1),
-            which has no checksum (see :func:`load_model`).
+            which has no checksum (see :func:`~anomseg.load_model`).
 
         Returns
         -------
@@ -1052,22 +1035,21 @@ class BaseAnomalySegmenter(BaseEstimator):
         TypeError
             If the file holds another kind of model.
         """
-        model = load_model(
-            path, device=device, allow_pickle=allow_pickle, allow_unchecked=allow_unchecked
+        return load_instance(
+            cls, path, device=device, allow_pickle=allow_pickle, allow_unchecked=allow_unchecked
         )
-        if not isinstance(model, cls):
-            raise TypeError(f"'{path}' holds a {type(model).__name__}, not a {cls.__name__}.")
-        return model
 
     def _export_state(self):
         """The parameters, fitted attributes and network weights that a safe
         file holds."""
-        return _plain_state(self)
+        return plain_state(self)
 
     @classmethod
     def _import_state(cls, params, attributes, weights, device):
         """The estimator that :meth:`_export_state` described."""
-        return _plain_import(cls, cls._upgrade_params(params), attributes)
+        estimator = plain_import(cls, cls._upgrade_params(params), attributes)
+        estimator._remember_params("fit")  # its parameters made it
+        return estimator
 
     @classmethod
     def _upgrade_params(cls, params):
@@ -1092,63 +1074,10 @@ class BaseAnomalySegmenter(BaseEstimator):
                 VersionMismatchWarning,
                 stacklevel=2,
             )
-        state = _upgrade_state(state)
+        state = upgrade_state(state)
         names = [name for name in self._get_param_names() if name in state]
         upgraded = type(self)._upgrade_params({name: state[name] for name in names})
         super().__setstate__({**state, **upgraded})
-
-
-def _is_fitted_attribute(name):
-    # Dunder names such as __dict__ also end in "_": never set them.
-    return name.endswith("_") and not name.startswith("__") and name != "module_"
-
-
-def _upgrade_state(state):
-    """Fitted attributes saved by an older anomseg, in today's form: since
-    0.2 every record of a ``history_`` starts with its ``epoch`` (ASC-Net's
-    ``cycle``; the record's position for the inpainting models)."""
-    for key, value in state.items():
-        if key.endswith("history_") and isinstance(value, list):
-            state[key] = [
-                record
-                if "epoch" in record
-                else {"epoch": record.get("cycle", epoch)}
-                | {k: v for k, v in record.items() if k != "cycle"}
-                for epoch, record in enumerate(value, start=1)
-            ]
-    return state
-
-
-def _plain_state(obj):
-    """The parameters and fitted attributes of ``obj``, and no weights."""
-    attributes = {k: v for k, v in vars(obj).items() if _is_fitted_attribute(k)}
-    return obj.get_params(deep=False), attributes, {}
-
-
-def _plain_import(cls, params, attributes):
-    """An instance of ``cls`` with ``params`` and ``attributes``, both
-    validated against what the class declares (``_parameter_constraints``
-    and ``_check_params``; ``_fitted_attribute_constraints`` and
-    ``_check_fitted_state``)."""
-    constraints = getattr(cls, "_parameter_constraints", None)
-    if constraints is not None:
-        validate_parameter_constraints(constraints, params, caller_name=cls.__name__)
-    estimator = cls(**params)
-    check_params = getattr(estimator, "_check_params", None)
-    if check_params is not None:
-        check_params()
-    attributes = _upgrade_state(attributes)
-    validate_fitted_attributes(cls._fitted_attribute_constraints, attributes, cls.__name__)
-    for key, value in attributes.items():
-        if not _is_fitted_attribute(key):
-            raise ValueError(f"{printable(repr(key))} is not a fitted attribute")
-        setattr(estimator, key, value)
-    check_state = getattr(estimator, "_check_fitted_state", None)
-    if check_state is not None:
-        check_state()
-    if isinstance(estimator, BaseAnomalySegmenter):  # its parameters made it
-        estimator._remember_params("fit")
-    return estimator
 
 
 def _param_fingerprints(params):
@@ -1193,576 +1122,3 @@ def warn_if_drifted(reference, batch, where, figures):
             DataDriftWarning,
             stacklevel=4,
         )
-
-
-# -- model files ---------------------------------------------------------------
-def _safe_classes():
-    from ._registry import safe_classes
-
-    return safe_classes()
-
-
-def _to_record(model, classes):
-    """The plain-data record of a fitted estimator, transformer or pipeline
-    (tagged by :func:`encode`), and its weights."""
-    name = type(model).__name__
-    if classes.get(name) is not type(model):
-        raise TypeError(
-            f"The safe format holds the estimators, transformers and pipelines "
-            f"of anomseg ({', '.join(classes)}); save a {name} with format='pickle'."
-        )
-
-    def encoded(mapping, kind):
-        return {k: encode(v, f"{kind} '{k}' of {name}", classes) for k, v in mapping.items()}
-
-    if isinstance(model, Pipeline):
-        steps, weights = [], {}
-        for step_name, step in model.steps:
-            record, step_weights = _to_record(step, classes)
-            steps.append([step_name, record])
-            weights.update({f"{step_name}/{k}": v for k, v in step_weights.items()})
-        params, attributes, _ = _plain_state(model)
-        del params["steps"]
-    else:
-        export = getattr(model, "_export_state", None)
-        params, attributes, weights = export() if export else _plain_state(model)
-    fitted = {}
-    for key, value in list(attributes.items()):
-        if _is_fitted_list(value):  # such as an ensemble's estimators_
-            fitted[key] = []
-            for k, member in enumerate(attributes.pop(key)):
-                member_record, member_weights = _to_record(member, classes)
-                fitted[key].append(member_record)
-                weights.update({f"{key}/{k}/{w}": v for w, v in member_weights.items()})
-    record = {
-        "estimator": name,
-        "params": encoded(params, "parameter"),
-        "attributes": encoded(attributes, "attribute"),
-    }
-    if isinstance(model, Pipeline):
-        record["steps"] = steps
-    if fitted:
-        record["fitted"] = fitted
-    return record, weights
-
-
-def _is_fitted_list(value):
-    """Whether a fitted attribute is a list of fitted anomseg estimators,
-    which the safe format holds as records of their own."""
-    return (
-        isinstance(value, list)
-        and len(value) > 0
-        and all(isinstance(v, BaseAnomalySegmenter) for v in value)
-    )
-
-
-def _from_record(record, weights, classes, device, build=True):
-    """The inverse of :func:`_to_record`: the model, rebuilt from the
-    allow-listed ``classes`` only, every parameter and fitted attribute
-    checked; without ``build``, the networks are neither checked nor built
-    (for :func:`model_info`)."""
-    name = record["estimator"]
-    if not isinstance(name, str) or name not in classes:
-        raise ValueError(
-            f"it names {printable(repr(name))}; the safe format rebuilds only {', '.join(classes)}"
-        )
-    cls = classes[name]
-    params = decode(record["params"], classes)
-    if issubclass(cls, Pipeline) != ("steps" in record):
-        raise ValueError(f"its {name} is malformed")
-    attributes = decode(record["attributes"], classes)
-    if "steps" in record:
-        steps = []
-        for step_name, step in record["steps"]:
-            prefix = f"{step_name}/"
-            own = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
-            steps.append((step_name, _from_record(step, own, classes, device, build)))
-        return _plain_import(cls, {"steps": steps, **params}, attributes)
-    importer = getattr(cls, "_import_state", None) if build else None
-    if importer is not None:
-        model = importer(params, attributes, weights, device)
-    else:
-        upgrade = getattr(cls, "_upgrade_params", None)
-        model = _plain_import(cls, upgrade(params) if upgrade else params, attributes)
-    for key, records in record.get("fitted", {}).items():
-        if not (key in cls._fitted_attribute_constraints and isinstance(records, list)):
-            raise ValueError(f"its {name} holds a malformed {printable(repr(key))}")
-        members = []
-        for k, member in enumerate(records):
-            prefix = f"{key}/{k}/"
-            own = {w[len(prefix) :]: v for w, v in weights.items() if w.startswith(prefix)}
-            members.append(_from_record(member, own, classes, device, build))
-        setattr(model, key, members)
-    check = getattr(model, "_check_loaded", None)
-    if check is not None:
-        check()
-    return model
-
-
-def _final(model):
-    return model[-1] if isinstance(model, Pipeline) else model
-
-
-def _estimators_in(model):
-    """Every anomseg estimator of ``model``: a pipeline's steps, an
-    ensemble's members, the model itself."""
-    if isinstance(model, Pipeline):
-        for _, step in model.steps:
-            yield from _estimators_in(step)
-    elif isinstance(model, BaseAnomalySegmenter):
-        yield model
-        for member in getattr(model, "estimators_", None) or ():
-            yield from _estimators_in(member)
-
-
-def _calibration_info(model):
-    """What a user reads before trusting a model: its calibration and the
-    healthy data behind it."""
-    final = _final(model)
-    return {
-        "threshold": float(final.threshold_),
-        "max_fpr": float(final.max_fpr),
-        "achieved_fpr": float(final.calibration_fpr_),
-        "n_calibration_pixels": int(final.n_calibration_pixels_),
-        "healthy_data": getattr(final, "healthy_data_", None),
-    }
-
-
-@fill_doc
-def save_model(model, path, *, format="safe", overwrite=False, metadata=None):
-    """Save a fitted estimator or :class:`~anomseg.preprocessing.AnomalyPipeline`,
-    atomically: what their ``save`` methods do.
-
-    Parameters
-    ----------
-    model : BaseAnomalySegmenter or AnomalyPipeline
-        A fitted, calibrated model.
-    %(save_parameters)s
-
-    Returns
-    -------
-    path : pathlib.Path
-    """
-    where = f"{type(model).__name__}.save"
-    validate_parameter_constraints(
-        {
-            "format": [StrOptions({"safe", "pickle"})],
-            "overwrite": ["boolean"],
-            "metadata": [None, dict],
-        },
-        {"format": format, "overwrite": overwrite, "metadata": metadata},
-        caller_name=where,
-    )
-    check_is_fitted(_final(model), "threshold_")
-    for estimator in _estimators_in(model):
-        estimator._check_params_unchanged(where)
-    if format == "pickle":
-        if metadata is not None:
-            raise ValueError(f"'metadata' of {where} is for format='safe' only.")
-        return write_pickle(model, path, overwrite=overwrite)
-    classes = _safe_classes()
-    record, weights = _to_record(model, classes)
-    info = {"calibration": _calibration_info(model), "metadata": metadata or {}}
-    try:
-        info_text = json.dumps(info, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"'metadata' of {where} must hold plain JSON data (dicts of str keys, "
-            f"lists, strings, finite numbers, booleans and None): {exc}."
-        ) from None
-    return write_safe(path, json.dumps(record), info_text, weights, overwrite=overwrite)
-
-
-@validate_params(
-    {
-        "device": [None, StrOptions({"auto", "cpu", "cuda"})],
-        "allow_pickle": ["boolean"],
-        "allow_unchecked": ["boolean"],
-    },
-    prefer_skip_nested_validation=True,
-)
-def load_model(path, *, device=None, allow_pickle=False, allow_unchecked=False):
-    """Load a model saved by ``save``: an anomseg estimator, or a pipeline.
-
-    A safe file is read with ``torch.load(..., weights_only=True)``, which
-    accepts plain data and tensors only; its checksum is checked, and the
-    model is rebuilt from an allow-list of anomseg classes (the registered
-    estimators, the preprocessing transformers and
-    :class:`~anomseg.preprocessing.AnomalyPipeline`): loading runs no code
-    from the file. A pickle runs whatever code it names, so it is loaded
-    only with ``allow_pickle=True``.
-
-    Nothing in a safe file is trusted, since whoever alters one can
-    recompute its checksum: every parameter is checked against the
-    class's ``_parameter_constraints``, every fitted attribute against its
-    ``_fitted_attribute_constraints`` and the rules that tie them together
-    (a finite ``threshold_``, the one calibrated for ``max_fpr``, within the
-    healthy calibration values), and every weight's name, shape and dtype
-    against the network that the parameters describe, built first on
-    torch's ``meta`` device (no memory), before the network is built for
-    real; weights must be finite.
-
-    Safe files of format version 1, which anomseg 0.1 wrote, have no
-    checksum, so a damaged or altered one cannot be told from a whole one:
-    they load only with ``allow_unchecked=True``. To give such a file a
-    checksum, load it so once, from a source you trust, and save it again::
-
-        load_model("old.pt", allow_unchecked=True).save("model.anomseg")
-
-    Parameters
-    ----------
-    path : str or path-like
-        A file written by an estimator's or a pipeline's ``save``.
-    device : {"auto", "cpu", "cuda"} or None, default=None
-        For safe files of torch estimators: where to put the network;
-        ``device_`` is set to it. None uses the device the model was trained
-        on, or the CPU, with a warning, if that is CUDA and torch finds none.
-        Pickles load on the device they were saved from (or the CPU).
-    allow_pickle : bool, default=False
-        Whether to load a pickle. Pass True only for files you trust.
-    allow_unchecked : bool, default=False
-        Whether to load a safe file of format version 1, which has no
-        checksum. Pass True only for files you trust.
-
-    Returns
-    -------
-    model : BaseAnomalySegmenter or AnomalyPipeline
-        The fitted model, ready for ``score_samples`` and ``predict``.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    ValueError
-        If ``path`` is a pickle and ``allow_pickle`` is False, is of format
-        version 1 and ``allow_unchecked`` is False, is no model file of
-        anomseg, does not match its checksum, comes from a newer format
-        version, names a class off the allow-list, or holds parameters,
-        attributes or weights that do not fit that class (or NaN or
-        infinite weights); or if ``device="cuda"`` and torch finds no CUDA
-        device.
-
-    Warns
-    -----
-    VersionMismatchWarning
-        If another anomseg version saved the model.
-    AnomsegWarning
-        If the model was trained on CUDA, which is not available here.
-
-    See Also
-    --------
-    model_info : What a safe file holds, read without building the model.
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> from anomseg.base import load_model
-    >>> from anomseg.datasets import make_healthy_images
-    >>> from anomseg.restoration import GMVAERestorer
-    >>> X = make_healthy_images(n_images=12, shape=(32, 32), random_state=0)
-    >>> est = GMVAERestorer(width=4, n_clusters=3, n_epochs=2,
-    ...                     n_restoration_steps=5, tv_weight=1.0,
-    ...                     device="cpu", random_state=0).fit(X)
-    >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     path = est.save(pathlib.Path(tmp) / "gmvae.anomseg")
-    ...     loaded = load_model(path, device="cpu")
-    >>> bool((loaded.score_samples(X) == est.score_samples(X)).all())
-    True
-    """
-    path = check_file(path)
-    kind = file_kind(path)
-    if kind != "safe":
-        if not allow_pickle:
-            if kind == "unknown":
-                raise ValueError(
-                    f"'{path}' is not an anomseg model file: it is neither a safe "
-                    "file nor a pickle."
-                )
-            raise ValueError(
-                f"'{path}' is a pickle, and loading a pickle runs any code it "
-                "names; pass allow_pickle=True only for files you trust, and "
-                "share models saved with format='safe'."
-            )
-        if device is not None:
-            raise ValueError(
-                f"'device' applies to safe files only; '{path}' is a pickle, which "
-                "loads on the device it was saved from (or the CPU)."
-            )
-        model = read_pickle(path)
-        if not (hasattr(_final(model), "score_samples") and hasattr(_final(model), "threshold_")):
-            raise ValueError(
-                f"'{path}' holds a {type(model).__name__}, not a fitted anomseg model."
-            )
-        return model
-    content = read_safe(path)
-    if content["format_version"] == 1 and not allow_unchecked:
-        raise ValueError(
-            f"'{path}' is a safe file of format version 1 (anomseg 0.1), which has no "
-            "checksum, so a damaged or altered one cannot be told from a whole one; "
-            "pass allow_unchecked=True only if you trust its source, and save it "
-            "again to give it a checksum."
-        )
-    _warn_if_other_version(content["anomseg_version"])
-    return _rebuilt(path, content, device)
-
-
-def _rebuilt(path, content, device, build=True):
-    """The model of a safe file's ``content``, rebuilt and checked; any
-    fault named with the file."""
-    try:
-        return _from_record(
-            content["model"], content["state_dict"], _safe_classes(), device, build
-        )
-    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, IndexError) as exc:
-        name = content["model"].get("estimator") if isinstance(content["model"], dict) else None
-        name = printable(name) if isinstance(name, str) else "model"
-        raise ValueError(f"'{path}' does not hold a valid {name}: {exc}") from None
-
-
-def _warn_if_other_version(version):
-    if version != __version__:
-        warnings.warn(
-            f"[load_model] This model was saved by anomseg {printable(version)} and is "
-            f"loaded by {__version__}; results may differ.",
-            VersionMismatchWarning,
-            stacklevel=3,
-        )
-
-
-def model_info(path):
-    """What a safe model file holds, read and checked without building the
-    model's networks or running any code from it: for a user to decide
-    whether to trust it.
-
-    Every figure comes from the model itself (its final estimator's
-    parameters and fitted attributes), checked as :func:`load_model`
-    checks them, so none can disagree with what the model computes. Files
-    of format version 1 are read too (without ``allow_unchecked``: nothing
-    is used), and say that they have no checksum.
-
-    Parameters
-    ----------
-    path : str or path-like
-        A safe file written by ``save``.
-
-    Returns
-    -------
-    info : dict
-        ``anomseg_version`` and ``format_version`` that wrote it;
-        ``checksum``, the SHA-256 the file matched (None for format version
-        1, which has none);
-        ``estimator`` (the final estimator's class) and ``steps`` (the class
-        of every step, the estimator last); ``params`` (the estimator's
-        parameters); ``calibration`` (``threshold``, ``max_fpr``,
-        ``achieved_fpr``, ``n_calibration_pixels`` and ``healthy_data``,
-        the summary of the healthy images of :func:`describe_images`);
-        ``metadata``, what its writer added (the command line records the
-        modality, voxel sizes and number of the healthy scans); and, for an
-        ensemble, ``members``: each member's ``name``, ``estimator``, the
-        ``params`` that differ from its class's defaults and its own
-        ``threshold``. Files of format version 1 carry no metadata, nor
-        the summary of the healthy data.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    ValueError
-        If ``path`` is not a safe model file, does not match its checksum,
-        or holds parameters or fitted attributes that do not fit their
-        class.
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> from anomseg.base import model_info
-    >>> from anomseg.baselines import FlairThreshold
-    >>> from anomseg.datasets import make_healthy_images
-    >>> X = make_healthy_images(n_images=8, shape=(32, 32), random_state=0)
-    >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     path = FlairThreshold(max_fpr=0.01).fit(X).save(pathlib.Path(tmp) / "m.anomseg")
-    ...     info = model_info(path)
-    >>> info["estimator"], info["calibration"]["max_fpr"]
-    ('FlairThreshold', 0.01)
-    >>> info["calibration"]["healthy_data"]["n_images"]  # all the healthy images
-    8
-    """
-    path = check_file(path)
-    if file_kind(path) != "safe":
-        raise ValueError(
-            f"'{path}' is not a safe model file; only those can be read without running code."
-        )
-    content = read_safe(path)
-    model = _rebuilt(path, content, None, build=False)
-    final = _final(model)
-    check_is_fitted(final, "threshold_")
-    metadata = content["info"].get("metadata", {})
-    if not isinstance(metadata, dict):
-        raise ValueError(f"'{path}' holds malformed metadata.")
-    info = {
-        "anomseg_version": content["anomseg_version"],
-        "format_version": content["format_version"],
-        "checksum": content.get("checksum"),
-        "estimator": type(final).__name__,
-        "steps": [type(step).__name__ for step in _steps(model)],
-        "params": final.get_params(deep=False),
-        "calibration": _calibration_info(model),
-        "metadata": metadata,
-    }
-    if isinstance(getattr(final, "estimators_", None), list):
-        info["members"] = _members_info(final)
-    return info
-
-
-def _steps(model):
-    return [step for _, step in model.steps] if isinstance(model, Pipeline) else [model]
-
-
-def _members_info(ensemble):
-    """The members of an ensemble as ``model_info`` lists them: name,
-    class, the parameters that differ from the class's defaults, and the
-    member's own calibrated threshold."""
-    out = []
-    for (name, _), member in zip(ensemble.estimators, ensemble.estimators_):
-        cls = type(member)
-        params = member.get_params(deep=False)
-        defaults = cls().get_params(deep=False) if cls.__name__ != "AnomalyEnsemble" else {}
-        changed = {
-            k: v for k, v in params.items() if k not in defaults or repr(defaults[k]) != repr(v)
-        }
-        out.append(
-            {
-                "name": name,
-                "estimator": cls.__name__,
-                "params": changed,
-                "threshold": getattr(member, "threshold_", None),
-            }
-        )
-    return out
-
-
-#: Healthy tail fractions at most this many apart in log scale in
-#: ``healthy_quantiles_`` (about 200 quantiles for 10 million values).
-_TAIL_QUANTILES = 200
-
-
-def _tail_quantiles(values):
-    """The quantiles of the healthy calibration ``values`` (a ValueStore)
-    at tail fractions spaced evenly in log scale from 1 (the smallest
-    value) to 1/n (the largest): ``{"tail": [...], "value": [...]}``,
-    values ascending, tails descending."""
-    n = len(values)
-    counts = np.unique(np.geomspace(1, n, _TAIL_QUANTILES).round().astype(np.int64))
-    quantiles = values.order_statistics([n - k for k in counts[::-1]])
-    return {
-        "tail": [float(k) / n for k in counts[::-1]],
-        "value": [float(v) for v in quantiles],
-    }
-
-
-class _TailTransform:
-    """The log tail probability of scores, from ``healthy_quantiles_``
-    (see :meth:`BaseAnomalySegmenter.tail_probability`)."""
-
-    #: The tail fractions whose quantiles set the exponential tail's rate.
-    _TOP = 1e-2
-
-    def __init__(self, quantiles):
-        values = np.asarray(quantiles["value"], dtype=np.float64)
-        log_tail = np.log(np.asarray(quantiles["tail"], dtype=np.float64))
-        # Ties: a value's tail is that of its first (largest-tail) quantile.
-        self.values, first = np.unique(values, return_index=True)
-        self.log_tail = log_tail[first]
-        self.rate = self._rate()
-
-    def _rate(self):
-        """The rate at which the log tail falls with the score among the
-        highest healthy scores: least squares over their quantiles (at least
-        3 of them), which a few nearly equal top values do not sway."""
-        for top in (self._TOP, 0.1, 1.0):
-            upper = self.log_tail <= np.log(top)
-            if upper.sum() >= 3:
-                x, y = self.values[upper], self.log_tail[upper]
-                slope = np.polyfit(x - x.mean(), y, 1)[0]
-                if slope < 0:
-                    return -slope
-        spread = max(self.values[-1] - self.values[0], abs(self.values[-1]), 1e-12)
-        return max(self.log_tail[0] - self.log_tail[-1], 1.0) / spread
-
-    def log(self, scores):
-        """``log P(healthy >= score)``, float64."""
-        scores = np.asarray(scores, dtype=np.float64)
-        out = np.interp(scores, self.values, self.log_tail)
-        above = scores > self.values[-1]
-        out[above] = self.log_tail[-1] - self.rate * (scores[above] - self.values[-1])
-        return out
-
-
-class _PostprocessedSearch:
-    """The thresholds of post-processed masks: for a rate, the lowest
-    threshold among the calibration values whose post-processed masks flag
-    at most that fraction of the counted voxels.
-
-    The post-processing steps (connected-component size filters, opening,
-    closing) are increasing operators, so the voxels they flag can only
-    shrink as the threshold rises, and a bracketing search applies: on a
-    geometric grid of 64 candidate ranks, then a linear one between the
-    two that bracket the rate, which finds the threshold to within about
-    half a percent of the count it allows."""
-
-    _GRID = 64
-
-    def __init__(self, values, maps, postprocess):
-        self.values = values
-        self.maps = maps
-        self.postprocess = postprocess
-        self.n = len(values)
-
-    def flagged(self, threshold):
-        """How many counted voxels the post-processed masks flag."""
-        total = 0
-        for m, counted in self.maps:
-            total += int(np.count_nonzero(self.postprocess(m > threshold) & counted))
-        return total
-
-    def _best(self, counts, allowed):
-        """Of ascending candidate ``counts`` (of values above the
-        threshold), the largest whose threshold flags at most ``allowed``
-        voxels after post-processing, by bisection; None if none does."""
-        thresholds = self.values.order_statistics([self.n - 1 - k for k in counts])
-        low, high = -1, len(counts)
-        while high - low > 1:
-            mid = (low + high) // 2
-            if self.flagged(thresholds[mid]) <= allowed:
-                low = mid
-            else:
-                high = mid
-        return (None, None) if low < 0 else (counts[low], thresholds[low])
-
-    def threshold(self, rate):
-        allowed = self.n - 1 - fpr_rank(self.n, rate)  # floor(rate * n)
-        grid = np.unique(np.geomspace(1, self.n - 1, self._GRID).astype(np.int64))
-        coarse, threshold = self._best(np.concatenate([[0], grid]), allowed)
-        if coarse is None:  # even the highest value flags too much
-            return float(self.values.order_statistics([self.n - 1])[0])
-        above = grid[grid > coarse]
-        if above.size and above[0] - coarse > 1:
-            fine = np.unique(np.linspace(coarse, above[0] - 1, self._GRID).astype(np.int64))
-            found, fine_threshold = self._best(fine, allowed)
-            if found is not None:
-                threshold = fine_threshold
-        return float(threshold)
-
-
-def _voxel_chunks(batch):
-    """Indices of consecutive samples of ``batch`` holding together at most
-    ``_SCORE_CHUNK_VOXELS`` voxels, one sample at least."""
-    part, voxels = [], 0
-    for i, fg in enumerate(batch.foreground):
-        if part and voxels + fg.size > _SCORE_CHUNK_VOXELS:
-            yield part
-            part, voxels = [], 0
-        part.append(i)
-        voxels += fg.size
-    if part:
-        yield part

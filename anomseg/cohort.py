@@ -61,6 +61,7 @@ import numpy as np
 from .exceptions import AnomsegWarning, DiskFullError
 from .io._atomic import disk_full_error, is_disk_full, remove_stale_temporaries
 from .io._outputs import MANIFEST_NAME, OutputRecord, folder_lock
+from .io._scans import read_scan
 from .utils._text import first_line, printable
 
 __all__ = [
@@ -103,32 +104,11 @@ SUMMARY_INTERVAL = 60.0
 
 
 # -- one scan ----------------------------------------------------------------------
-def read_scan(path):
-    """A scan's voxels (closest canonical orientation) and grid, refused if
-    scoring it would mean nothing: non-finite or constant voxels."""
-    from .io import load_nifti
-
-    image, reference = load_nifti(path)
-    n_bad = image.size - int(np.count_nonzero(np.isfinite(image)))
-    if n_bad:
-        raise ValueError(
-            f"'{path}' has {n_bad} NaN or infinite voxel(s); anomseg needs finite "
-            "intensities: set them to 0 (background) or repair the file."
-        )
-    if image.min() == image.max():
-        raise ValueError(
-            f"'{path}' is constant (every voxel is {image.flat[0]:g}, shape "
-            f"{image.shape}): there is nothing to segment."
-        )
-    return image, reference
-
-
 def voxel_sizes(reference):
     """The voxel size of a scan along its three axes, in mm, as the header
     says it, rounded to 6 digits: the header stores float32, in which 1.2
     would read 1.2000000476837158."""
     return [round(float(z), 6) for z in reference.header.get_zooms()[:3]]
-
 
 def voxel_size_warning(path, reference, metadata):
     """A one-line warning if ``reference``'s voxels differ from those of the

@@ -226,7 +226,7 @@ def main():
             }
         )
     prior = equalised_slices(val, args.every)
-    from anomseg.base import load_model
+    from anomseg import load_model
 
     ascnet, model = ascnet_rows(
         params,

@@ -66,7 +66,7 @@ def main():
     if not path.is_dir():
         print(f"skipped: {path} is absent")
         return
-    from anomseg.base import load_model
+    from anomseg import load_model
     from anomseg.denoising import DenoisingAESegmenter
 
     protocol = load_protocol(path, args.region, args.every, args.healthy_every)

@@ -243,7 +243,7 @@ def step_timing(default_params, n_slices=8, n_steps=3):
 def convergence_only(model_path, path, every, record_steps, region="brain"):
     """AUROC / AUPRC / best Dice after each number of restoration steps of a
     model saved by a previous run (``--json`` keeps it), at its TV weight."""
-    from anomseg.base import load_model
+    from anomseg import load_model
 
     model = load_model(model_path)
     X, y, _ = slices(*prepare(path, "validation", region), lesion_free=None)

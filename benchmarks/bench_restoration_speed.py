@@ -62,7 +62,7 @@ from pathlib import Path
 import numpy as np
 from _lgg import DEFAULT_DATA, MAX_FPR, load_protocol, slices
 
-from anomseg.base import load_model
+from anomseg import load_model
 from anomseg.metrics import evaluate
 
 #: The priors' training, as in the restoration benchmark.

@@ -61,7 +61,7 @@ def inner_split(files, seed=0):
 
 
 def fit_model(name, seed, fit_files):
-    from anomseg._registry import method_class
+    from anomseg.persistence._registry import method_class
     from anomseg.preprocessing import IntensityScaler, make_anomaly_pipeline
     from anomseg.utils import LesionExclusion
 
@@ -148,9 +148,9 @@ def _load(out, key):
 def _neg_log_tail(data, prefix="", n=None):
     """A member's maps as the ensemble combines them: ``-log10`` of their
     healthy tail probability, from its calibration quantiles."""
-    from anomseg.base import _TailTransform
+    from anomseg._calibration import TailTransform
 
-    transform = _TailTransform(
+    transform = TailTransform(
         {
             "value": data[f"{prefix}quantile_value"].tolist(),
             "tail": data[f"{prefix}quantile_tail"].tolist(),

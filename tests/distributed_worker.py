@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anomseg._registry import method_class
 from anomseg.datasets import make_healthy_images
 from anomseg.distributed import is_main_process, process_group, rank, world_size
+from anomseg.persistence._registry import method_class
 
 
 def fit(spec):

@@ -54,7 +54,7 @@ def test_import_anomseg_stays_light():
         "import sys, anomseg\n"
         "assert 'torch' not in sys.modules and 'sklearn' not in sys.modules\n"
         "from anomseg import load_model\n"
-        "import anomseg.base\n"
-        "assert load_model is anomseg.base.load_model"
+        "import anomseg.persistence\n"
+        "assert load_model is anomseg.persistence.load_model"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -75,6 +75,7 @@ def test_calibration_split_by_groups_is_seeded(volumes):
 def test_calibration_scores_in_chunks_and_spills_its_values(volumes, monkeypatch):
     """With a chunk of one volume and values that go to a file, the
     thresholds are those of all the calibration maps scored at once."""
+    import anomseg._calibration
     import anomseg.base
     from anomseg.metrics import threshold_at_fpr
     from anomseg.utils._values import ValueStore
@@ -94,7 +95,7 @@ def test_calibration_scores_in_chunks_and_spills_its_values(volumes, monkeypatch
         return score(self, batch)
 
     monkeypatch.setattr(MeanImageDistance, "_score", spying_score)
-    monkeypatch.setattr(anomseg.base, "_SCORE_CHUNK_VOXELS", 24 * 24 * 5)
+    monkeypatch.setattr(anomseg._calibration, "SCORE_CHUNK_VOXELS", 24 * 24 * 5)
     monkeypatch.setattr(anomseg.base, "ValueStore", SpyingStore)
     model = MeanImageDistance(random_state=0).fit(volumes)
     # 2 calibration volumes of 5 slices, scored one volume at a time

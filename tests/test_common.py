@@ -170,7 +170,7 @@ class TestContract:
     def test_every_fitted_attribute_has_a_constraint(self, name, cls, fitted):
         # What a model file holds is checked against these on load, so every
         # attribute fit sets must be declared, and satisfy its declaration.
-        from anomseg.base import _is_fitted_attribute
+        from anomseg.persistence._state import is_fitted_attribute as _is_fitted_attribute
         from anomseg.utils._param_validation import validate_fitted_attributes
 
         for est in [fitted[name], *getattr(fitted[name], "estimators_", [])]:

@@ -19,9 +19,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from anomseg._registry import method_class
-from anomseg.base import load_model
+from anomseg import load_model
 from anomseg.datasets import make_healthy_images
+from anomseg.persistence._registry import method_class
 
 pytestmark = pytest.mark.scale
 

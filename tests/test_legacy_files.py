@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anomseg.base import load_model
+from anomseg import load_model
 from anomseg.exceptions import VersionMismatchWarning
 
 LEGACY = Path(__file__).parent / "data" / "legacy"

@@ -21,10 +21,8 @@ from anomseg.utils._logging import LIBRARY_LOGGER
 
 PACKAGE = Path(anomseg.__file__).parent
 
-# TEMPORARY: these two still print; they are converted on branches i25-train
-# (anomseg/_torch.py) and i25-persist (anomseg/preprocessing/_stream.py).
-# Remove this allow-list when those branches are merged.
-NOT_YET_CONVERTED = {"_torch.py", "preprocessing/_stream.py"}
+# TEMPORARY: still prints; converted on branch i25-train. Remove on merge.
+NOT_YET_CONVERTED = {"_torch.py"}
 
 
 def stdout_writes(source):

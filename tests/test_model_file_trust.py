@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from anomseg._persistence import checksum
-from anomseg.base import load_model, model_info
+from anomseg import load_model, model_info
 from anomseg.baselines import FlairThreshold
 from anomseg.cli import main
 from anomseg.cli._common import CommandError, _load_model
 from anomseg.datasets import make_healthy_images
 from anomseg.ensemble import AnomalyEnsemble
+from anomseg.persistence._format import checksum
 from anomseg.preprocessing import IntensityScaler, make_anomaly_pipeline
 from anomseg.restoration import VAEReconstructor
 from anomseg.restoration._networks import ConvVAE
@@ -311,7 +311,7 @@ def test_save_refuses_parameters_changed_since_fit(vae, images, tmp_path):
 
 
 def test_every_class_a_safe_file_rebuilds_declares_its_fitted_attributes():
-    from anomseg._registry import safe_classes
+    from anomseg.persistence._registry import safe_classes
 
     undeclared = [
         name

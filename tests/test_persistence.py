@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from anomseg import __version__
-from anomseg.base import BaseAnomalySegmenter, load_model, model_info
+from anomseg import __version__, load_model, model_info
+from anomseg.base import BaseAnomalySegmenter
 from anomseg.baselines import FlairThreshold
 from anomseg.datasets import make_healthy_images
 from anomseg.exceptions import AnomsegWarning, NotFittedError, VersionMismatchWarning
@@ -62,7 +62,7 @@ def _rewrite(path, **changes):
 def _recrafted(path, edit):
     """A copy of a saved file whose model record ``edit(record)`` changed,
     with a checksum recomputed to match, as an attacker would."""
-    from anomseg._persistence import checksum
+    from anomseg.persistence._format import checksum
 
     payload = torch.load(path, weights_only=True)
     record = json.loads(payload["model"])
@@ -121,7 +121,7 @@ def test_file_is_plain_data(gmvae, gmvae_file):
 def test_other_arrays_and_scalars_round_trip():
     # Through the encoding itself: a model file holds only the fitted
     # attributes its classes declare, so none carries these.
-    from anomseg._persistence import decode, encode
+    from anomseg.persistence._format import decode, encode
 
     original = {
         "empty": np.zeros((0, 3), np.float32),
@@ -201,7 +201,7 @@ def test_tampered_content_is_refused(gmvae_file):
 
 
 def _checksum_of(payload, state_dict):
-    from anomseg._persistence import checksum
+    from anomseg.persistence._format import checksum
 
     return checksum(payload["model"], payload["info"], state_dict)
 

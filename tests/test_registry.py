@@ -1,4 +1,4 @@
-"""A method registers in one place, anomseg/_registry.py: the command line,
+"""A method registers in one place, anomseg/persistence/_registry.py: the command line,
 the safe file format and the contract test follow from it, and these tests
 fail when a new estimator is missing from it or from the API reference."""
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 from sklearn.utils import get_tags
 
-from anomseg._registry import METHODS, PRESETS, estimator_classes, method_class
 from anomseg.base import BaseAnomalySegmenter
 from anomseg.cli._main import build_parser
+from anomseg.persistence._registry import METHODS, PRESETS, estimator_classes, method_class
 from anomseg.utils import all_estimators
 
 DOCS = Path(__file__).parents[1] / "docs" / "api.rst"

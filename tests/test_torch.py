@@ -128,7 +128,7 @@ def test_networks_see_few_batch_sizes_whatever_the_depths(method):
     """Scoring volumes of every depth from 1 to 23 feeds the network at most
     1 + log2(inference_batch_size) batch sizes: oneDNN compiles (and keeps)
     convolutions per input shape, so that each new size costs memory."""
-    from anomseg._registry import method_class
+    from anomseg.persistence._registry import method_class
 
     X = make_healthy_images(n_images=12, shape=(32, 32), random_state=0)
     params = {"random_state": 0, "inference_batch_size": 16, "width": 4}

@@ -260,8 +260,8 @@ def _load_model(
     BrainExtractor goes first unless the model starts with one."""
     from sklearn.pipeline import Pipeline
 
-    from .._persistence import check_file, file_kind
-    from ..base import load_model, model_info
+    from ..persistence import load_model, model_info
+    from ..persistence._format import check_file, file_kind
     from ..preprocessing import AnomalyPipeline, BrainExtractor
 
     path = check_file(path)

@@ -7,9 +7,9 @@ import logging
 import sys
 import warnings
 
-from .._registry import METHODS, PRESETS, method_class
 from .._version import __version__
 from ..cohort import voxel_sizes
+from ..persistence._registry import METHODS, PRESETS, method_class
 from ..utils._logging import LIBRARY_LOGGER
 from ..utils._param_validation import MAX_RADIUS, InvalidParameterError
 from ._common import CommandError, _as_options, _check_headers, _output_file

@@ -8,8 +8,8 @@ from ._parser import add_command
 
 
 def cmd_info(args):
-    from .._persistence import check_file, file_kind
-    from ..base import model_info
+    from ..persistence import model_info
+    from ..persistence._format import check_file, file_kind
 
     def say(line):  # text from the file never reaches the terminal raw
         print(printable(line))

@@ -7,7 +7,7 @@ import argparse
 import ast
 import contextlib
 
-from .._registry import METHODS
+from ..persistence._registry import METHODS
 from ..utils._param_validation import MAX_SMOOTHING
 
 

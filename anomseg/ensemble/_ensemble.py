@@ -463,7 +463,7 @@ def make_recommended_ensemble(*, random_state=None, n_jobs=None):
     >>> ensemble.smoothing, ensemble.max_fpr
     ((2.0, 2.0, 1.0), 0.02)
     """
-    from .._registry import PRESETS, method_class
+    from ..persistence._registry import PRESETS, method_class
 
     preset = PRESETS["recommended"]
     members = []

@@ -5,10 +5,11 @@ in the closest canonical (RAS+) orientation, axial slices along the last axis,
 together with a :class:`NiftiReference` with which anomaly maps are written
 back onto the original grid; :func:`to_canonical` and :func:`from_canonical`
 do the same for arrays with an affine. Every writer is atomic and refuses to replace an
-existing file unless ``overwrite=True``.
+existing file unless ``overwrite=True``. The scans that ``fit`` on paths
+and :mod:`anomseg.cohort` read go through here too, checked, one at a time.
 
 Models are saved by their own ``save`` method and loaded by
-:func:`anomseg.base.load_model`; ``save_model``, ``load_model``,
+:func:`anomseg.load_model`; ``save_model``, ``load_model``,
 ``save_torch_model`` and ``load_torch_model`` remain here, deprecated, until
 anomseg 0.3.
 """

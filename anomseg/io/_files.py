@@ -1,6 +1,12 @@
 """Figures on disk, written atomically and never clobbered; and the model
 functions of anomseg 0.1, deprecated for the estimators' own ``save`` and
-:func:`anomseg.base.load_model`."""
+:func:`anomseg.load_model`.
+
+Model files are :mod:`anomseg.persistence`'s, a layer above io
+(``tools/import_graph.py``): these deprecated functions import it when
+called, each import marked as the exception it is, until their removal in
+anomseg 0.3.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ def save_model(estimator, path, *, overwrite=False):
         Use ``estimator.save(path, format="pickle")``, or, to share a model,
         the safe format of ``estimator.save(path)``.
     """
-    from .._persistence import write_pickle
+    from ..persistence._format import write_pickle  # upward: deprecated, removed in 0.3
 
     _deprecated("save_model", "estimator.save(path, format='pickle')")
     return write_pickle(estimator, path, overwrite=overwrite)
@@ -37,15 +43,15 @@ def load_model(path, *, allow_pickle=False):
     """Load a model file: a safe file, or a pickle with ``allow_pickle=True``.
 
     .. deprecated:: 0.2
-        Use :func:`anomseg.base.load_model`.
+        Use :func:`anomseg.load_model`.
 
     .. versionchanged:: 0.2
         Pickles, which run any code they name, need ``allow_pickle=True``:
         this function no longer loads them unasked.
     """
-    from ..base import load_model as _load_model
+    from ..persistence import load_model as _load_model  # upward: deprecated, removed in 0.3
 
-    _deprecated("load_model", "anomseg.base.load_model(path)")
+    _deprecated("load_model", "anomseg.load_model(path)")
     return _load_model(path, allow_pickle=allow_pickle)
 
 
@@ -63,11 +69,11 @@ def load_torch_model(path, *, device=None):
     """Load an estimator saved in the safe format; never a pickle.
 
     .. deprecated:: 0.2
-        Use :func:`anomseg.base.load_model`.
+        Use :func:`anomseg.load_model`.
     """
-    from ..base import load_model as _load_model
+    from ..persistence import load_model as _load_model  # upward: deprecated, removed in 0.3
 
-    _deprecated("load_torch_model", "anomseg.base.load_model(path)")
+    _deprecated("load_torch_model", "anomseg.load_model(path)")
     return _load_model(path, device=device)
 
 

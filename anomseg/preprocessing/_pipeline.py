@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from sklearn.pipeline import Pipeline, make_pipeline
 
 from .._docstrings import fill_doc
-from ..base import load_model, save_model
+from ..io._scans import is_file_list, streamed_images
+from ..persistence import save_model
+from ..persistence._models import load_instance
 from ..utils import check_images
 from ..utils._exclusion import apply_exclusion
-from ._stream import is_file_list, streamed_images, verbose_log
+from ..utils._logging import estimator_log
 
 __all__ = ["AnomalyPipeline", "make_anomaly_pipeline"]
+
+logger = logging.getLogger(__name__)
 
 
 class AnomalyPipeline(Pipeline):
@@ -129,7 +135,7 @@ class AnomalyPipeline(Pipeline):
                 f"final step '{name}' only; got {', '.join(foreign)}."
             )
         final_params = {key[len(name) + 2 :]: value for key, value in params.items()}
-        log = verbose_log(final)
+        log = estimator_log(final, logger)
         where = f"{type(self).__name__}.fit"
         steps = [step for _, step in transformers if step not in (None, "passthrough")]
         with streamed_images(paths, steps, where=where, log=log, exclude=exclude) as batch:
@@ -254,7 +260,7 @@ class AnomalyPipeline(Pipeline):
         Examples
         --------
         >>> import tempfile, pathlib
-        >>> from anomseg.base import load_model
+        >>> from anomseg import load_model
         >>> from anomseg.baselines import FlairThreshold
         >>> from anomseg.datasets import make_healthy_images
         >>> from anomseg.preprocessing import IntensityScaler, make_anomaly_pipeline
@@ -270,7 +276,7 @@ class AnomalyPipeline(Pipeline):
     @classmethod
     def load(cls, path, *, device=None, allow_pickle=False, allow_unchecked=False):
         """Load a pipeline saved by :meth:`save` (see
-        :func:`~anomseg.base.load_model`).
+        :func:`~anomseg.load_model`).
 
         Parameters
         ----------
@@ -288,12 +294,9 @@ class AnomalyPipeline(Pipeline):
         -------
         pipeline : AnomalyPipeline
         """
-        model = load_model(
-            path, device=device, allow_pickle=allow_pickle, allow_unchecked=allow_unchecked
+        return load_instance(
+            cls, path, device=device, allow_pickle=allow_pickle, allow_unchecked=allow_unchecked
         )
-        if not isinstance(model, cls):
-            raise TypeError(f"'{path}' holds a {type(model).__name__}, not a {cls.__name__}.")
-        return model
 
     def _validated(self, X, method):
         """``X`` validated once, as the first step validates it."""

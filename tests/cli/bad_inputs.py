@@ -480,7 +480,7 @@ def _recrafted(edit):
     checksum recomputed as an attacker would."""
 
     def make(path, fx, marker):
-        from anomseg._persistence import checksum
+        from anomseg.persistence._format import checksum
 
         payload = _safe_payload(fx)
         edit(payload)
@@ -617,7 +617,7 @@ def _(tmp, fx):
 
 @case("predict: a trusted pickle with --trust-pickle (valid, warns)", "warning", r"pickle")
 def _(tmp, fx):
-    from anomseg.base import load_model
+    from anomseg import load_model
 
     path = tmp / "model.joblib"
     load_model(fx.safe_model).save(path, format="pickle")
@@ -1127,7 +1127,7 @@ def _loader_case(name, loader):
 
 
 def _load_model(path):
-    from anomseg.base import load_model
+    from anomseg import load_model
 
     return load_model(path)
 
@@ -1161,7 +1161,7 @@ def _deprecated_load_torch(path):
 
 
 def _model_info(path):
-    from anomseg.base import model_info
+    from anomseg import model_info
 
     return model_info(path)
 

@@ -9,10 +9,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from anomseg._registry import METHODS, method_class
-from anomseg.base import BaseAnomalySegmenter, load_model
+from anomseg import load_model
+from anomseg.base import BaseAnomalySegmenter
 from anomseg.cli import main
 from anomseg.datasets import add_synthetic_lesions, make_healthy_images
+from anomseg.persistence._registry import METHODS, method_class
 
 # A non-canonical affine (LPS, anisotropic), to check outputs keep the grid.
 AFFINE = np.array([[-1.2, 0, 0, 90.0], [0, -1.0, 0, 120.0], [0, 0, 2.0, -60.0], [0, 0, 0, 1]])

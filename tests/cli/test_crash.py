@@ -354,7 +354,7 @@ def test_a_full_output_disk_stops_predict_in_one_line_leaving_nothing(
 
 
 def test_a_full_tmpdir_stops_fit_in_one_line_leaving_nothing(cohort, tmp_path, monkeypatch):
-    from anomseg.preprocessing import _stream
+    from anomseg.io import _scans as _stream
 
     scans, _ = cohort
     scratch = tmp_path / "tmpdir"

@@ -20,7 +20,7 @@ from scipy import ndimage
 import anomseg.cli._evaluate
 import anomseg.cli._fit
 import anomseg.cli._main
-from anomseg.base import load_model, model_info
+from anomseg import load_model, model_info
 from anomseg.baselines import FlairThreshold
 from anomseg.cli import main
 from anomseg.datasets import add_synthetic_lesions

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
+from anomseg import load_model, model_info
 from anomseg.adversarial import ASCNetSegmenter
-from anomseg.base import load_model, model_info
 from anomseg.baselines import FlairThreshold
 from anomseg.datasets import add_synthetic_lesions, make_healthy_images
 from anomseg.denoising import DenoisingAESegmenter

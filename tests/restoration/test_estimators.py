@@ -522,7 +522,7 @@ def test_verbose_reports_progress_and_time_left(healthy, monkeypatch, capsys):
 def test_models_saved_before_the_fast_schedule_keep_the_paper_one(name):
     from pathlib import Path
 
-    from anomseg.base import load_model
+    from anomseg import load_model
 
     path = Path(__file__).parents[1] / "data" / "legacy" / f"{name}.pt"
     with pytest.warns(AnomsegWarning):

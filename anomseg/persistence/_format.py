@@ -1,8 +1,8 @@
 """The two model file formats, as files: what is written, and what is read
 back, without knowing any estimator.
 
-The estimators assemble and rebuild themselves (``save``, ``load`` and
-:func:`anomseg.base.load_model`); this module only writes and reads files:
+The models are assembled and rebuilt by :mod:`._models` (``save_model``,
+``load_model``); this module only writes and reads files:
 
 * **pickle**: joblib's pickle of any object. Loading a pickle can run any
   code it names: read it only from sources you trust.
@@ -30,9 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .io._atomic import atomic_write
-from .utils._param_validation import validate_parameter_constraints
-from .utils._text import printable
+from .._version import __version__
+from ..io._atomic import atomic_write
+from ..utils._param_validation import validate_parameter_constraints
+from ..utils._text import printable
 
 __all__ = [
     "FORMAT",
@@ -166,8 +167,6 @@ def write_safe(path, model, info, state_dict, *, overwrite=False):
     estimator or pipeline), ``info`` (the JSON text of what a user reads
     before trusting it) and ``state_dict`` (name to CPU tensor)."""
     import torch
-
-    from ._version import __version__
 
     payload = {
         "format": FORMAT,

@@ -1,6 +1,7 @@
 """fit on NIfTI paths: the scans are read and preprocessed one at a time
 into memory-mapped files, and the model is the one arrays give."""
 
+import logging
 import tempfile
 
 import nibabel as nib
@@ -101,7 +102,7 @@ def test_a_bad_scan_stops_fit_and_leaves_no_files(scans, tmp_path, own_tmpdir):
 
 
 def test_the_scans_are_held_on_disk_not_in_memory(scans, own_tmpdir):
-    from anomseg.preprocessing._stream import streamed_images
+    from anomseg.io._scans import streamed_images
 
     with streamed_images(scans, [ForegroundMasker()], where="test") as batch:
         assert len(batch) == len(scans)
@@ -114,3 +115,31 @@ def test_the_scans_are_held_on_disk_not_in_memory(scans, own_tmpdir):
             image.size for image in batch.images
         )
     assert not folder.exists()
+
+
+@pytest.mark.parametrize(
+    ("model", "logger", "level"),
+    [
+        (lambda: FlairThreshold(), "anomseg.base", logging.DEBUG),  # has no verbose
+        (
+            lambda: make_anomaly_pipeline(IntensityScaler(), _vae().set_params(verbose=1)),
+            "anomseg.preprocessing._pipeline",
+            logging.INFO,
+        ),
+    ],
+    ids=["estimator", "verbose pipeline"],
+)
+def test_reading_scans_reports_through_logging_not_stdout(
+    scans, own_tmpdir, caplog, capsys, model, logger, level
+):
+    """The progress of fit on paths goes to the logger of the module that
+    reads them, at INFO when the estimator is verbose, else DEBUG, prefixed
+    with the estimator's class; nothing to stdout."""
+    with caplog.at_level(logging.DEBUG, logger="anomseg"):
+        model().fit(scans)
+    [record] = [r for r in caplog.records if "trained on the scans' files" in r.getMessage()]
+    assert (record.name, record.levelno) == (logger, level)
+    assert record.getMessage().startswith(
+        "[VAERestorer] " if level == logging.INFO else "[FlairThreshold] "
+    )
+    assert "trained on the scans' files" not in capsys.readouterr().out

@@ -20,6 +20,7 @@ __all__ = [
     "COMBINERS",
     "METHODS",
     "PRESETS",
+    "STEP_MODULES",
     "Method",
     "Preset",
     "estimator_classes",
@@ -132,8 +133,15 @@ PRESETS = {
 #: safe format rebuilds, by class name to ``"module:Class"``.
 COMBINERS = {"AnomalyEnsemble": "anomseg.ensemble:AnomalyEnsemble"}
 
+#: The subpackages whose every public class a safe file may rebuild too.
+STEP_MODULES = ("anomseg.preprocessing", "anomseg.postprocessing")
+
 
 def _import(path):
+    # The registry names the classes, which sit in the layers above it
+    # (tools/import_graph.py), by dotted path: they are imported on first
+    # use, so that the command line's --help and the file format import no
+    # method, and no method imports the registry back.
     module_name, class_name = path.split(":")
     return getattr(importlib.import_module(module_name), class_name)
 
@@ -155,10 +163,8 @@ def safe_classes():
     registered estimators, the preprocessing transformers,
     :class:`~anomseg.preprocessing.AnomalyPipeline` and the mask filters of
     :mod:`anomseg.postprocessing` (imports them)."""
-    from . import postprocessing, preprocessing
-
     classes = {}
-    for module in (preprocessing, postprocessing):
+    for module in map(importlib.import_module, STEP_MODULES):  # by name, as in _import
         public = (getattr(module, name) for name in module.__all__)
         classes.update({cls.__name__: cls for cls in public if isinstance(cls, type)})
     return {**estimator_classes(), **classes}

@@ -1,14 +1,22 @@
-"""Fitting on NIfTI files: healthy data that need not fit in memory.
+"""Reading scans: one at a time, checked, or a list of them streamed to disk
+for ``fit``.
 
-``fit`` of an estimator or an :class:`AnomalyPipeline` also takes a list of
-NIfTI paths. The scans are then read one at a time, preprocessed by the
-pipeline's steps (each scan on its own, as those steps do in memory) and
-appended to two files in a temporary folder (``TMPDIR``): the voxels as
-float32 and the foreground as bytes, 5 bytes per voxel. The method then
-trains on memory-mapped views of those files, so the operating system pages
-in the slices of each mini-batch and the process keeps only what it uses;
-the folder is removed when ``fit`` returns. The model is the one that the
-same scans, loaded as arrays, would give.
+:func:`read_scan` reads a scan and refuses one that scoring would make
+meaningless (non-finite or constant voxels); the cohort functions and the
+command line read every scan through it.
+
+``fit`` of an estimator or an :class:`~anomseg.preprocessing.AnomalyPipeline`
+also takes a list of NIfTI paths: healthy data that need not fit in memory.
+The scans are then read one at a time by :func:`streamed_images`,
+preprocessed by the pipeline's steps (each scan on its own, as those steps
+do in memory) and appended to two files in a temporary folder (``TMPDIR``):
+the voxels as float32 and the foreground as bytes, 5 bytes per voxel. The
+method then trains on memory-mapped views of those files, so the operating
+system pages in the slices of each mini-batch and the process keeps only
+what it uses; the folder is removed when ``fit`` returns. The model is the
+one that the same scans, loaded as arrays, would give. The steps are given
+as objects with ``fit`` and ``transform`` (and a ``_per_scan`` class
+attribute): this module knows no transformer class.
 
 The folder is named ``anomseg-fit-PID-XXXXXXXX``: a ``fit`` killed outright
 (SIGKILL, the out-of-memory killer), which cannot remove it, leaves it
@@ -29,11 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io._atomic import disk_full_error, is_disk_full, pid_alive, writer_pid
 from ..utils import ImageBatch, check_images
 from ..utils._exclusion import as_exclusion, check_counted
+from ..utils._progress import Progress
+from ._atomic import disk_full_error, is_disk_full, pid_alive, writer_pid
+from ._nifti import load_nifti, load_nifti_reference
 
-__all__ = ["is_file_list", "streamed_images", "verbose_log"]
+__all__ = ["is_file_list", "read_scan", "streamed_images"]
 
 #: The start of the name of a fit's scratch folder in TMPDIR.
 SCRATCH_PREFIX = "anomseg-fit-"
@@ -48,12 +58,22 @@ def is_file_list(X):
     )
 
 
-def verbose_log(estimator):
-    """Where the progress of reading scans goes: the estimator's messages
-    (``[Class] ...`` on stdout) if it is ``verbose``, else nowhere."""
-    if not getattr(estimator, "verbose", 0):
-        return None
-    return lambda message: print(f"[{type(estimator).__name__}] {message}", flush=True)
+def read_scan(path):
+    """A scan's voxels (closest canonical orientation) and grid, refused if
+    scoring it would mean nothing: non-finite or constant voxels."""
+    image, reference = load_nifti(path)
+    n_bad = image.size - int(np.count_nonzero(np.isfinite(image)))
+    if n_bad:
+        raise ValueError(
+            f"'{path}' has {n_bad} NaN or infinite voxel(s); anomseg needs finite "
+            "intensities: set them to 0 (background) or repair the file."
+        )
+    if image.min() == image.max():
+        raise ValueError(
+            f"'{path}' is constant (every voxel is {image.flat[0]:g}, shape "
+            f"{image.shape}): there is nothing to segment."
+        )
+    return image, reference
 
 
 @contextlib.contextmanager
@@ -68,20 +88,19 @@ def streamed_images(paths, transformers=(), *, where, log=None, exclude=None):
         :func:`anomseg.io.load_nifti` reads them.
     transformers : sequence of transformers
         Unfitted preprocessing steps that treat each scan on its own (a
-        ``_per_scan`` class attribute says so); they are fitted on the first
-        scan, then transform every scan in turn.
+        ``_per_scan`` class attribute says so), any objects with ``fit`` and
+        ``transform`` of :class:`~anomseg.utils.ImageBatch`; they are fitted
+        on the first scan, then transform every scan in turn.
     where : str
         ``Class.method`` for the messages.
     log : callable or None
-        Receives a progress line about every 10 seconds.
+        Receives a progress line about every 10 seconds, such as the
+        function of :func:`anomseg.utils._logging.estimator_log`.
     exclude : list or LesionExclusion or None
         The voxels of each scan to neither train nor calibrate on (see
         :class:`~anomseg.utils.LesionExclusion`): NIfTI masks on the scans'
         grids (or arrays), held in a third file, 1 byte per voxel.
     """
-    from ..cohort import read_scan
-    from ..utils._progress import Progress
-
     alone = [type(t).__name__ for t in transformers if not getattr(t, "_per_scan", False)]
     if alone:
         raise ValueError(
@@ -168,8 +187,6 @@ def _no_space(paths, exclusion, folder):
     except OSError as exc:
         if not is_disk_full(exc):
             raise
-        from ..io import load_nifti_reference
-
         voxels = 0
         with contextlib.suppress(Exception):  # an estimate: the headers were read already
             voxels = sum(int(np.prod(load_nifti_reference(p).shape)) for p in paths)
