@@ -110,6 +110,7 @@ def voxel_sizes(reference):
     would read 1.2000000476837158."""
     return [round(float(z), 6) for z in reference.header.get_zooms()[:3]]
 
+
 def voxel_size_warning(path, reference, metadata):
     """A one-line warning if ``reference``'s voxels differ from those of the
     model's healthy scans (``metadata["voxel_size"]``: lowest and highest
