@@ -2,8 +2,9 @@
 
 The choices of the recommended default (which method, which settings, how
 many members, which calibrated FPR and post-processing) are made here on an
-**inner split of the 60 training patients** of LGG FLAIR: 40 to fit on (their
-tumours excluded, as ``anomseg fit --exclude`` does) and 20 to evaluate on.
+**inner split of the 60 training patients** of LGG FLAIR: 32 to fit on (their
+tumours excluded, as ``anomseg fit --exclude`` does), 8 to calibrate on and
+20 to evaluate on.
 The 20 validation patients, on which ``bench_user_lgg.py`` reports, are
 never looked at. Everything goes through the public API, with the
 preprocessing of ``anomseg fit`` (nonzero foreground of skull-stripped
@@ -16,8 +17,7 @@ an ensemble combines members) in ``WORKDIR/sweep``.
 
 Stage 2, ``report``: threshold-free figures (pooled AUROC, AUPRC, best Dice)
 of each configuration, of seed ensembles and of mixed ensembles, combined
-as :class:`~anomseg.ensemble.AnomalyEnsemble` combines them, and of
-smoothed maps.
+as :class:`~anomseg.ensemble.AnomalyEnsemble` combines them.
 
 Stage 3, ``ensemble``: the seed ensemble (``--members`` DAE seeds and the
 FLAIR baseline) fitted once, then calibrated for each variant (exclusion

@@ -85,7 +85,8 @@ def wait_for_outputs(out, process, count):
 
 def inspect(folder):
     """Counts of what ``folder`` holds: complete pairs, temporary files,
-    lone maps or masks, and files that do not load."""
+    lone maps or masks, and NIfTI files that do not load (the summary table
+    that ``predict`` writes beside them is not one)."""
     state = {"pairs": 0, "temporary": 0, "lone": 0, "unreadable": 0}
     if not folder.exists():
         return state
@@ -93,6 +94,8 @@ def inspect(folder):
     for path in folder.iterdir():
         if path.name.startswith("."):
             state["temporary"] += 1
+            continue
+        if not path.name.endswith(".nii.gz"):
             continue
         try:
             np.asarray(nib.load(path).dataobj)
