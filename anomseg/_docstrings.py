@@ -37,7 +37,7 @@ smoothing : float, sequence of float or None, default=None
     calibration and thresholding. Lesions are blobs, healthy false positives
     specks: on LGG FLAIR, ``(2, 2, 1)`` raised the AUPRC of the denoising
     autoencoder and of the learning-free baseline alike
-    (``benchmarks/sweep_user_lgg.py``). None: no smoothing."""
+    (``benchmarks/quality/sweep_user_lgg.py``). None: no smoothing."""
 
 docdict["postprocessing"] = """\
 postprocessing : list of mask filters or None, default=None
@@ -157,7 +157,7 @@ docdict["restoration_runtime"] = """\
 inference_batch_size : int >= 1, default=16
     Slices restored (or scored) together; bounds memory. On the CPU, 16
     slices of 128 x 128 ran a restoration step about 20 % faster per slice
-    than 64 (``benchmarks/bench_restoration_speed.py``); on a GPU, larger
+    than 64 (``benchmarks/performance/bench_restoration_speed.py``); on a GPU, larger
     batches use it better.
 device : {"auto", "cpu", "cuda"}, default="auto"
     Where the network runs; "auto" picks CUDA when torch finds it. Maps are
@@ -208,7 +208,7 @@ max_tv_images : int >= 1, default=16
     At most this many evenly spaced calibration slices are restored at
     every evaluated weight to choose the TV weight; on LGG FLAIR, 12 slices
     already gave a clean U-shaped curve
-    (``benchmarks/bench_restoration.py``).
+    (``benchmarks/quality/bench_restoration.py``).
 schedule : {"fast", "paper"}, default="fast"
     The restoration schedule whose values ``n_restoration_steps``,
     ``step_sizes`` and ``step_size_switch`` take when they are None (see
@@ -217,7 +217,7 @@ schedule : {"fast", "paper"}, default="fast"
     100. "fast" covers the same distance in 45 steps with heavy-ball
     momentum 0.9 (18 of 0.5 / 18, then 27 of 0.8 / 27); on LGG FLAIR it
     matched or beat the paper schedule's AUROC, AUPRC and best Dice in
-    10 to 12 times less time (``benchmarks/bench_restoration_speed.py``).
+    10 to 12 times less time (``benchmarks/performance/bench_restoration_speed.py``).
 n_restoration_steps : int >= 1 or None, default=None
     Steps of the restoration; None takes the schedule's (45 or 500).
 step_sizes : pair of float > 0 or None, default=None

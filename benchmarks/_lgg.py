@@ -23,9 +23,7 @@ brain masks still hold a little skull.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -33,29 +31,13 @@ from anomseg.baselines import FlairThreshold
 from anomseg.datasets import apply_brain_masks, exclude_lesions, extract_slices, load_lgg_flair
 from anomseg.metrics import calibrate_thresholds, evaluate
 from anomseg.preprocessing import ForegroundMasker, IntensityScaler
+from benchmarks._common import peak_memory_mib, reset_peak_memory
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MAX_FPR = 0.05
 RATES = (0.01, 0.05, 0.1)
 REGIONS = ("brain", "head")
-
-
-# -- process memory -------------------------------------------------------------
-def reset_peak_memory():
-    """Reset the peak resident set size of this process (Linux only)."""
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_memory_mib():
-    """Peak resident set size of this process since the last reset, MiB."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+#: The label of the thresholds calibrated at ``MAX_FPR`` in a metric table.
+CALIBRATED = f"calibrated on healthy data at FPR {MAX_FPR:.0%}"
 
 
 # -- data -------------------------------------------------------------------------
@@ -81,22 +63,37 @@ def slices(volumes, masks, subjects, lesion_free):
     return X, np.asarray(s.masks), np.asarray(s.groups)
 
 
-def add_region_argument(parser):
+def add_protocol_arguments(parser, every=1, healthy_every=True):
+    """``--region``, ``--every`` (default ``every``) and, if
+    ``healthy_every``, ``--healthy-every``: the options of
+    :func:`load_protocol`."""
     parser.add_argument(
         "--region",
         choices=REGIONS,
         default="brain",
         help="Work inside the brain masks (default, as published) or the head.",
     )
+    parser.add_argument(
+        "--every",
+        type=int,
+        default=every,
+        help=f"Evaluate every k-th validation slice only (default {every}; 1: all).",
+    )
+    if healthy_every:
+        parser.add_argument(
+            "--healthy-every",
+            type=int,
+            default=1,
+            help="Calibrate on every k-th tumour-free validation slice only (1: all).",
+        )
 
 
 # -- rows --------------------------------------------------------------------------
 def per_patient_dice(table):
-    calibrated = f"calibrated on healthy data at FPR {MAX_FPR:.0%}"
     r = next(
         r
         for r in table.results
-        if (r.metric, r.aggregation, r.threshold) == ("Dice", "per-volume", calibrated)
+        if (r.metric, r.aggregation, r.threshold) == ("Dice", "per-volume", CALIBRATED)
     )
     return r.value, r.sd
 
@@ -104,15 +101,14 @@ def per_patient_dice(table):
 def row(name, table, seconds, extra):
     """A table's figures; the calibrated Dice cells only if the table has
     them (maps evaluated with thresholds)."""
-    calibrated = f"calibrated on healthy data at FPR {MAX_FPR:.0%}"
     out = {
         "method": name,
         "AUROC": table["AUROC", "pooled"],
         "AUPRC": table["AUPRC", "pooled"],
         "best Dice": table["Best Dice", "pooled"],
     }
-    if any(r.threshold == calibrated for r in table.results):
-        out["Dice@5% pooled"] = table["Dice", "pooled", calibrated]
+    if any(r.threshold == CALIBRATED for r in table.results):
+        out["Dice@5% pooled"] = table["Dice", "pooled", CALIBRATED]
         out["Dice@5% per patient"] = per_patient_dice(table)
     return {**out, "s/slice": seconds, **extra}
 
@@ -209,28 +205,6 @@ COLUMNS = [
     "train s",
     "peak MiB",
 ]
-#: Number formats of columns other than the default ".3f".
-FORMATS = {"train s": ".0f", "peak MiB": ".0f"}
-
-
-def print_table(rows, cols=COLUMNS, formats=None):
-    """Print ``rows`` (dicts) as a Markdown table of ``cols``: (mean, sd)
-    tuples as "mean ± sd", floats with ``formats[col]`` (default ".3f"),
-    missing values and None as empty cells."""
-    formats = {**FORMATS, **(formats or {})}
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
-    for r in rows:
-        cells = []
-        for c in cols:
-            v = r.get(c)
-            if isinstance(v, tuple):  # (mean, sd)
-                cells.append(f"{v[0]:.3f} ± {v[1]:.3f}")
-            elif isinstance(v, float):
-                cells.append(format(v, formats.get(c, ".3f")))
-            else:
-                cells.append("" if v is None else str(v))
-        print("| " + " | ".join(cells) + " |")
 
 
 def scored_row(name, maps, protocol, thresholds, seconds, extra=None):
@@ -282,7 +256,6 @@ def prior_row(name, test, test_maps, eq_test, healthy=None, extra=None):
         **(extra or {}),
     }
     if thresholds is not None:
-        calibrated = f"calibrated on healthy data at FPR {MAX_FPR:.0%}"
-        out["Dice@5% pooled"] = table["Dice", "pooled", calibrated]
+        out["Dice@5% pooled"] = table["Dice", "pooled", CALIBRATED]
         out["Dice@5% per patient"] = per_patient_dice(table)
     return out

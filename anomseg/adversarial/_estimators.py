@@ -46,7 +46,7 @@ class ASCNetSegmenter(TorchSegmenter):
     discriminator teaches the network to move into the wild cut. Without an
     input set, the network trains on the reference alone; the
     discriminator then never sees an anomaly, nothing teaches the wild cut
-    to take one, so expect much weaker maps (``benchmarks/bench_ascnet.py
+    to take one, so expect much weaker maps (``benchmarks/quality/bench_ascnet.py
     --reference-only`` measures it).
 
     Parameters

@@ -172,7 +172,7 @@ class DenoisingAESegmenter(TorchSegmenter):
     weight-standardised ones; and the map is the positive residual by
     default (``residual="absolute"`` is the paper's).
 
-    On LGG FLAIR inside the brain (``benchmarks/bench_denoising.py``: 20
+    On LGG FLAIR inside the brain (``benchmarks/quality/bench_denoising.py``: 20
     validation patients, pooled over brain pixels, threshold at a healthy FPR
     of 5 %), width 8 and 20 epochs (24 minutes on one CPU thread) gave AUPRC
     0.622, best Dice 0.598 and per-patient Dice 0.597 with the positive
@@ -180,7 +180,7 @@ class DenoisingAESegmenter(TorchSegmenter):
     0.593 with ``intensity_prior=True``, against 0.532 / 0.566 / 0.518 for
     the FLAIR baseline on the same voxels (those runs fed whole slices).
     Through ``anomseg fit`` with the tumour slices of the 60 training
-    patients excluded (``benchmarks/bench_user_lgg.py``, seed 0), the
+    patients excluded (``benchmarks/quality/bench_user_lgg.py``, seed 0), the
     default cropped windows gave AUPRC 0.663 and best Dice 0.637 against
     0.612 and 0.594 with ``crop_margin=None``. Timed side by side, cropped
     training took 0.84 times the wall time of whole slices (3 epochs, 10

@@ -433,7 +433,7 @@ def make_recommended_ensemble(*, random_state=None, n_jobs=None):
     :class:`~anomseg.baselines.FlairThreshold`, its map smoothed by a
     Gaussian of ``(2, 2, 1)`` voxels and calibrated at a healthy FPR of 2 %%.
     These settings were chosen on the LGG FLAIR training patients only
-    (``benchmarks/sweep_user_lgg.py``); the README gives its figures on the
+    (``benchmarks/quality/sweep_user_lgg.py``); the README gives its figures on the
     validation patients. Both members assume that lesions are brighter than
     healthy tissue, as in FLAIR: for other contrasts, build an ensemble of
     methods that do not (``residual="absolute"``).

@@ -535,7 +535,7 @@ class InpaintingLossPredictor(_WindowLocalizer):
     it can only learn which healthy patterns the generator finds hard, and
     on toy data it then predicts *low* losses over inserted lesions; the
     perturbed windows are an addition of anomseg's to teach it otherwise.
-    ``benchmarks/bench_inpainting.py`` measures both on LGG FLAIR.
+    ``benchmarks/quality/bench_inpainting.py`` measures both on LGG FLAIR.
 
     References
     ----------

@@ -114,8 +114,8 @@ class Preset:
 
 
 #: The presets of ``anomseg fit --method``. "recommended" was chosen on the
-#: LGG FLAIR training patients only (benchmarks/sweep_user_lgg.py) and is
-#: measured on the validation patients by benchmarks/bench_user_lgg.py.
+#: LGG FLAIR training patients only (benchmarks/quality/sweep_user_lgg.py) and is
+#: measured on the validation patients by benchmarks/quality/bench_user_lgg.py.
 PRESETS = {
     "recommended": Preset(
         "the recommended default for FLAIR: an ensemble of 3 seeds of denoising-ae and "

@@ -36,7 +36,7 @@ __all__ = [
 #: 0.5 + 0.8 along the gradients. "fast" covers the same distances, 0.5 in
 #: 18 steps and 0.8 in 27, with momentum 0.9; on LGG FLAIR and MSLUB it
 #: matched or beat the paper schedule's AUROC, AUPRC and best Dice in 10 to
-#: 12 times less time (``benchmarks/bench_restoration_speed.py``).
+#: 12 times less time (``benchmarks/performance/bench_restoration_speed.py``).
 RESTORATION_SCHEDULES = {
     "fast": {
         "n_restoration_steps": 45,

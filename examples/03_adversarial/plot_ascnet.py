@@ -17,7 +17,7 @@ typically the scans to segment. No label is used for training.
 This example uses the MSLUB FLAIR volumes embedded in anomseg, at half
 resolution, with a small network trained for about a minute on a CPU. Its
 numbers show how to use and inspect the estimator, not the method's merit:
-see the benchmark in ``benchmarks/bench_ascnet.py`` for that.
+see the benchmark in ``benchmarks/quality/bench_ascnet.py`` for that.
 """
 
 # %%
@@ -190,5 +190,5 @@ for name, m, threshold in [
 # and the histogram-peak rule then isolates only the few saturated pixels of
 # the rightmost peak. The numbers vary with the seed. The FLAIR baseline is
 # the bar every learned method has to clear on the same data; the benchmark
-# (``benchmarks/bench_ascnet.py``) measures ASC-Net against it on the 80 LGG
+# (``benchmarks/quality/bench_ascnet.py``) measures ASC-Net against it on the 80 LGG
 # patients.

@@ -18,7 +18,7 @@ generator is not needed to score.
 This example uses the MSLUB FLAIR volumes embedded in anomseg, at half
 resolution, with small networks trained for well under a minute on a CPU.
 Its numbers show how to use and compare the two estimators, not the
-method's merit: see ``benchmarks/bench_inpainting.py`` for that.
+method's merit: see ``benchmarks/quality/bench_inpainting.py`` for that.
 """
 
 # %%
@@ -195,5 +195,5 @@ for name, m, threshold in [
 # sulci), not by the lesions, where the predictor falls short of the
 # generator. The numbers vary with the seed. The FLAIR baseline is the bar
 # every learned method has to clear on the same data;
-# ``benchmarks/bench_inpainting.py`` measures both localisers against it on
+# ``benchmarks/quality/bench_inpainting.py`` measures both localisers against it on
 # the 80 LGG patients.

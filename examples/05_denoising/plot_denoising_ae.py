@@ -15,7 +15,7 @@ embedded in anomseg and evaluates it on the third, next to the FLAIR
 baseline. It uses **reduced settings** so that it runs on a CPU in about a
 minute: a narrow network, slices at half resolution and a few epochs. Its
 numbers show how to use the estimator, not how good the method is; the LGG
-benchmark (``benchmarks/bench_denoising.py``) measures that.
+benchmark (``benchmarks/quality/bench_denoising.py``) measures that.
 """
 
 # %%

@@ -2,8 +2,9 @@
 
 The choices of the recommended default (which method, which settings, how
 many members, which calibrated FPR and post-processing) are made here on an
-**inner split of the 60 training patients** of LGG FLAIR: 40 to fit on (their
-tumours excluded, as ``anomseg fit --exclude`` does) and 20 to evaluate on.
+**inner split of the 60 training patients** of LGG FLAIR: 32 to fit on (their
+tumours excluded, as ``anomseg fit --exclude`` does), 8 to calibrate on and
+20 to evaluate on.
 The 20 validation patients, on which ``bench_user_lgg.py`` reports, are
 never looked at. Everything goes through the public API, with the
 preprocessing of ``anomseg fit`` (nonzero foreground of skull-stripped
@@ -16,37 +17,49 @@ an ensemble combines members) in ``WORKDIR/sweep``.
 
 Stage 2, ``report``: threshold-free figures (pooled AUROC, AUPRC, best Dice)
 of each configuration, of seed ensembles and of mixed ensembles, combined
-as :class:`~anomseg.ensemble.AnomalyEnsemble` combines them, and of
-smoothed maps.
+as :class:`~anomseg.ensemble.AnomalyEnsemble` combines them.
 
-    python benchmarks/sweep_user_lgg.py maps --configs dae dae-w16 --seeds 0 1 2
-    python benchmarks/sweep_user_lgg.py report
+Stage 3, ``ensemble``: the seed ensemble (``--members`` DAE seeds and the
+FLAIR baseline) fitted once, then calibrated for each variant (exclusion
+of the calibration patients' lesions, smoothing, post-processing), with
+the per-scan Dice of the masks ``predict`` returns at several FPRs.
+
+Run from the repository root::
+
+    python -m benchmarks.quality.sweep_user_lgg maps --configs dae dae-w16 --seeds 0 1 2
+    python -m benchmarks.quality.sweep_user_lgg report --json sweep.json
+    python -m benchmarks.quality.sweep_user_lgg ensemble --members 3 --seeds 0
 
 The skull-stripped scans are those ``bench_user_lgg.py`` prepares in the
-same ``--workdir``.
+same ``--workdir``; ``--json`` writes the rows of the stage run.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
-from bench_user_lgg import DATA, prepare
 
-#: name: (description, seeded, estimator parameters, exclusion).
+from anomseg.baselines import FlairThreshold
+from anomseg.denoising import DenoisingAESegmenter
+from anomseg.restoration import GMVAERestorer
+from benchmarks._common import benchmark_parser, data_folder, write_json
+from benchmarks.quality.bench_user_lgg import prepare
+
+#: name: (description, seeded, estimator class, its parameters, exclusion).
 SLICES = {"whole_slices": True}
 VOXELS = {"margin": 2}
+DAE = DenoisingAESegmenter
 CONFIGS = {
-    "flair": ("FLAIR baseline", False, "flair-threshold", {}, VOXELS),
-    "dae": ("DAE width 8, 20 epochs", True, "denoising-ae", {}, SLICES),
-    "dae-whole": ("DAE, whole slices", True, "denoising-ae", {"crop_margin": None}, SLICES),
-    "dae-voxels": ("DAE trained with lesion holes (margin 2)", True, "denoising-ae", {}, VOXELS),
-    "dae-w16": ("DAE width 16", True, "denoising-ae", {"width": 16}, SLICES),
-    "dae-e40": ("DAE 40 epochs", True, "denoising-ae", {"n_epochs": 40}, SLICES),
-    "dae-e10": ("DAE 10 epochs", True, "denoising-ae", {"n_epochs": 10}, SLICES),
-    "gmvae": ("GMVAE restoration", True, "gmvae", {}, SLICES),
+    "flair": ("FLAIR baseline", False, FlairThreshold, {}, VOXELS),
+    "dae": ("DAE width 8, 20 epochs", True, DAE, {}, SLICES),
+    "dae-whole": ("DAE, whole slices", True, DAE, {"crop_margin": None}, SLICES),
+    "dae-voxels": ("DAE trained with lesion holes (margin 2)", True, DAE, {}, VOXELS),
+    "dae-w16": ("DAE width 16", True, DAE, {"width": 16}, SLICES),
+    "dae-e40": ("DAE 40 epochs", True, DAE, {"n_epochs": 40}, SLICES),
+    "dae-e10": ("DAE 10 epochs", True, DAE, {"n_epochs": 10}, SLICES),
+    "gmvae": ("GMVAE restoration", True, GMVAERestorer, {}, SLICES),
 }
 
 
@@ -61,13 +74,12 @@ def inner_split(files, seed=0):
 
 
 def fit_model(name, seed, fit_files):
-    from anomseg.persistence._registry import method_class
     from anomseg.preprocessing import IntensityScaler, make_anomaly_pipeline
     from anomseg.utils import LesionExclusion
 
-    _, seeded, method, params, exclusion = CONFIGS[name]
-    estimator = method_class(method)(**params, **({"random_state": seed} if seeded else {}))
-    steps = [IntensityScaler.for_deep_methods()] if method != "flair-threshold" else []
+    _, seeded, cls, params, exclusion = CONFIGS[name]
+    estimator = cls(**params, **({"random_state": seed} if seeded else {}))
+    steps = [IntensityScaler.for_deep_methods()] if cls is not FlairThreshold else []
     model = make_anomaly_pipeline(*steps, estimator)
     scans, masks = fit_files
     started = time.perf_counter()
@@ -94,6 +106,7 @@ RATES = (0.01, 0.05, 0.1)
 
 
 def stage_maps(args, files):
+    """Stage 1; returns the fit and scoring seconds of the runs made."""
     from anomseg.io import load_mask, load_nifti
 
     fit_files, (cal_scans, cal_masks), (scans, masks) = inner_split(files)
@@ -109,6 +122,7 @@ def stage_maps(args, files):
             **{f"truth{i}": load_mask(m)[0] for i, m in enumerate(masks)},
             **{f"fg{i}": v != 0 for i, v in enumerate(volumes)},
         )
+    rows = []
     for name in args.configs:
         seeds = args.seeds if CONFIGS[name][1] else [None]
         for seed in seeds:
@@ -137,14 +151,13 @@ def stage_maps(args, files):
                 f"{name} seed {seed}: fit {seconds:.0f} s, scoring {score_seconds:.0f} s",
                 flush=True,
             )
+            rows.append(
+                {"config": name, "seed": seed, "fit s": seconds, "scoring s": score_seconds}
+            )
+    return rows
 
 
 # -- stage 2 ----------------------------------------------------------------------------
-def _load(out, key):
-    data = np.load(out / f"{key}.npz")
-    return data
-
-
 def _neg_log_tail(data, prefix="", n=None):
     """A member's maps as the ensemble combines them: ``-log10`` of their
     healthy tail probability, from its calibration quantiles."""
@@ -167,6 +180,7 @@ def figures(truths, fgs, maps):
 
 
 def stage_report(args):
+    """Stage 2; returns its rows."""
     out = args.workdir / "sweep"
     truth = np.load(out / "truth.npz")
     n = len([k for k in truth.files if k.startswith("truth")])
@@ -178,9 +192,10 @@ def stage_report(args):
         runs.setdefault(name, {})[seed] = np.load(path)
     rows = []
 
-    def add(label, maps, extra=""):
-        rows.append((label, figures(truths, fgs, maps), extra))
-        r = rows[-1][1]
+    def add(label, maps, fit_seconds=None):
+        r = figures(truths, fgs, maps)
+        rows.append({"configuration": label, **r, "fit s": fit_seconds})
+        extra = "" if fit_seconds is None else f"{fit_seconds:.0f}"
         print(
             f"| {label} | {r['AUROC']:.3f} | {r['AUPRC']:.3f} | {r['Best Dice']:.3f} | {extra} |",
             flush=True,
@@ -193,7 +208,7 @@ def stage_report(args):
     for name, seeds in runs.items():
         for seed, data in seeds.items():
             maps = [data[f"map{i}"] for i in range(n)]
-            add(f"{name} seed {seed}", maps, f"{float(data['fit_seconds']):.0f}")
+            add(f"{name} seed {seed}", maps, float(data["fit_seconds"]))
             if "prior_map0" in data.files:
                 add(f"{name} seed {seed} x FLAIR", [data[f"prior_map{i}"] for i in range(n)])
         if len(seeds) < 2:
@@ -206,6 +221,7 @@ def stage_report(args):
                 add(f"{name}{label}: ensemble of seeds {k}", mean(members[:k]))
             if flair_member is not None:
                 add(f"{name}{label}: {len(members)} seeds + FLAIR", mean([*members, flair_member]))
+    return rows
 
 
 # -- stage 3 ----------------------------------------------------------------------------
@@ -225,11 +241,10 @@ def stage_ensemble(args, files):
     """Fit the seed ensemble (DAE seeds and the FLAIR baseline) once on the
     inner training patients, then calibrate it for every variant on the
     inner calibration patients, and report the per-scan Dice of the masks
-    that ``predict`` returns on the inner evaluation patients."""
+    that ``predict`` returns on the inner evaluation patients; returns the
+    rows."""
     import joblib
 
-    from anomseg.baselines import FlairThreshold
-    from anomseg.denoising import DenoisingAESegmenter
     from anomseg.ensemble import AnomalyEnsemble
     from anomseg.ensemble._ensemble import seed_members
     from anomseg.io import load_mask, load_nifti
@@ -263,6 +278,7 @@ def stage_ensemble(args, files):
     columns = ["model", "calibrated on", "smoothing", "min size", "AUPRC", "best Dice"]
     columns += [f"Dice@{r:.0%}" for r in STAGE_RATES] + ["healthy FPR@5% (evaluated)"]
     print("| " + " | ".join(columns) + " |\n" + "|---" * len(columns) + "|")
+    rows = []
     flair = make_anomaly_pipeline(FlairThreshold())
     for label, candidate in (("FLAIR baseline", flair), ("ensemble", model)):
         final = candidate[-1]
@@ -279,9 +295,15 @@ def stage_ensemble(args, files):
                 for min_size in MIN_SIZES:
                     steps = [ConnectedComponentFilter(min_size=min_size)] if min_size else None
                     final.set_params(postprocessing=steps)
-                    row = [label, calibration_name, smoothing_name, str(min_size)]
-                    row += _calibrated_row(candidate, cal, exclude, maps, truths, fgs)
-                    print("| " + " | ".join(row) + " |", flush=True)
+                    values = _calibrated_row(candidate, cal, exclude, maps, truths, fgs)
+                    rows.append(
+                        dict(zip(columns, [label, calibration_name, smoothing_name, min_size]))
+                        | dict(zip(columns[4:], values))
+                    )
+                    cells = [label, calibration_name, smoothing_name, str(min_size)]
+                    cells += [f"{v:.3f}" for v in values[:-1]] + [f"{values[-1]:.4f}"]
+                    print("| " + " | ".join(cells) + " |", flush=True)
+    return rows
 
 
 def _calibrated_row(model, cal, exclude, maps, truths, fgs):
@@ -305,29 +327,27 @@ def _calibrated_row(model, cal, exclude, maps, truths, fgs):
     ]
     masks = [final.postprocess_mask((m > thresholds[0.05]) & fg) for m, fg in zip(maps, fgs)]
     healthy = np.concatenate([k[fg & ~t] for k, fg, t in zip(masks, fgs, truths)])
-    figures = [report["AUPRC", "pooled"], report["Best Dice", "pooled"], *dice, healthy.mean()]
-    return [f"{v:.3f}" for v in figures[:-1]] + [f"{figures[-1]:.4f}"]
+    return [report["AUPRC", "pooled"], report["Best Dice", "pooled"], *dice, healthy.mean()]
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("stage", choices=("maps", "report", "ensemble"))
     parser.add_argument("--members", type=int, default=3, help="DAE seeds of the ensemble.")
     parser.add_argument("--n-jobs", type=int, default=None, help="Members trained at once.")
-    parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/anomseg-user-lgg"))
     parser.add_argument("--configs", nargs="+", default=["flair", "dae"], choices=sorted(CONFIGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     args = parser.parse_args()
-    if not (args.data / "lgg_flair").is_dir():
-        print(f"skipped: {args.data / 'lgg_flair'} is absent")
+    if data_folder(args, "lgg_flair") is None:
         return
     if args.stage == "maps":
-        stage_maps(args, prepare(args.data, args.workdir))
+        rows = stage_maps(args, prepare(args.data, args.workdir))
     elif args.stage == "ensemble":
-        stage_ensemble(args, prepare(args.data, args.workdir))
+        rows = stage_ensemble(args, prepare(args.data, args.workdir))
     else:
-        stage_report(args)
+        rows = stage_report(args)
+    write_json(args.json, {"stage": args.stage, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/bench_flair_baseline.py [--data ../shared/data]
+    python -m benchmarks.quality.bench_flair_baseline [--json flair.json]
 
 Three data sets, each printed as a metric table plus cost:
 
@@ -16,7 +16,7 @@ Three data sets, each printed as a metric table plus cost:
   full-head scans), twice on the same patients: inside the **head**
   (:class:`ForegroundMasker`, the image above a small intensity) and inside
   the **brain** (the data set's brain masks, :func:`apply_brain_masks`), the
-  region of the learned-method benchmarks (``_lgg.py``). Each volume is
+  region of the learned-method benchmarks (``benchmarks/_lgg.py``). Each volume is
   equalised as a whole over the region's voxels; thresholds are calibrated
   on the tumour-free slices of the validation patients in that region,
   metrics cover all their slices, pooled over the region's voxels and per
@@ -26,15 +26,15 @@ Three data sets, each printed as a metric table plus cost:
   README (head 0.808 / 0.071 / 0.162, brain 0.893 / 0.544 / 0.561).
 
 Cost is seconds per volume and per slice of ``score_samples`` and the peak
-memory traced by :mod:`tracemalloc` during scoring.
+memory traced by :mod:`tracemalloc` during scoring. ``--json`` writes each
+table's rows (:meth:`~anomseg.metrics.EvaluationReport.to_records`) and
+costs.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 
@@ -49,8 +49,7 @@ from anomseg.datasets import (
 from anomseg.metrics import evaluate
 from anomseg.preprocessing import ForegroundMasker
 from anomseg.utils import check_images
-
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from benchmarks._common import benchmark_parser, write_json
 
 
 def timed_scores(model, volumes):
@@ -81,18 +80,26 @@ def leave_one_out(volumes, masks, max_fpr):
     return maps, thresholds, np.mean([c[0] for c in costs]), max(c[1] for c in costs)
 
 
-def report(title, masks, maps, foreground, thresholds, seconds, n_slices, peak, groups=None):
-    table = evaluate(masks, maps, foreground=foreground, thresholds=thresholds, groups=groups)
+def report(title, masks, maps, foreground, thresholds, seconds, n_slices, peak, figures):
+    """Print the metric table of ``maps`` and its cost, and add both to
+    ``figures`` under ``title``; returns the table."""
+    table = evaluate(masks, maps, foreground=foreground, thresholds=thresholds)
     print(f"\n## {title}\n")
     print(table.to_table())
     print(
         f"\ncost: {seconds:.3f} s per volume, {1000 * seconds / n_slices:.2f} ms per "
         f"axial slice, peak traced memory {peak:.0f} MiB"
     )
+    figures[title] = {
+        "metrics": table.to_records(),
+        "s/volume": seconds,
+        "ms/slice": 1000 * seconds / n_slices,
+        "peak traced MiB": peak,
+    }
     return table
 
 
-def bench_mslub(path, label):
+def bench_mslub(path, label, figures):
     data = load_mslub(path) if path is not None else load_demo_mslub()
     maps, thresholds, seconds, peak = leave_one_out(data.images, data.masks, 0.01)
     foreground = check_images(list(data.images)).foreground
@@ -105,6 +112,7 @@ def bench_mslub(path, label):
         seconds,
         data.images[0].shape[-1],
         peak,
+        figures,
     )
     print(
         "published method on the original files: AUROC 0.938, AUPRC 0.288, "
@@ -114,7 +122,7 @@ def bench_mslub(path, label):
     )
 
 
-def bench_lgg(path):
+def bench_lgg(path, figures):
     data = load_lgg_flair(path)  # all 80 patients; the validation ones are evaluated
     regions = {
         "head": ForegroundMasker().fit_transform(data.images),
@@ -139,6 +147,7 @@ def bench_lgg(path):
             seconds,
             n_slices,
             peak,
+            figures,
         )
         # Equalisation needs no fit: score every patient, no threshold.
         table = evaluate(
@@ -157,22 +166,25 @@ def bench_lgg(path):
             f"| {region} | {table['AUROC', 'pooled']:.3f} | {table['AUPRC', 'pooled']:.3f} | "
             f"{table['Best Dice', 'pooled']:.3f} | {readme[region]} |"
         )
+        figures[f"LGG FLAIR, all {len(data.subjects)} patients, pooled, inside the {region}"] = {
+            "metrics": table.to_records()
+        }
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="The shared data folder.")
-    args = parser.parse_args()
+    args = benchmark_parser(__doc__).parse_args()
     print("# FLAIR histogram-equalisation baseline (anomseg.baselines.FlairThreshold)")
+    figures = {}
     if (args.data / "mslub").is_dir():
-        bench_mslub(args.data / "mslub", "MSLUB, original files (3 patients, 1 mm MNI)")
+        bench_mslub(args.data / "mslub", "MSLUB, original files (3 patients, 1 mm MNI)", figures)
     else:
         print(f"\nskipped MSLUB: {args.data / 'mslub'} is absent")
-    bench_mslub(None, "Embedded demo data (MSLUB cropped, 8-bit)")
+    bench_mslub(None, "Embedded demo data (MSLUB cropped, 8-bit)", figures)
     if (args.data / "lgg_flair").is_dir():
-        bench_lgg(args.data / "lgg_flair")
+        bench_lgg(args.data / "lgg_flair", figures)
     else:
         print(f"\nskipped LGG: {args.data / 'lgg_flair'} is absent")
+    write_json(args.json, figures)
 
 
 if __name__ == "__main__":

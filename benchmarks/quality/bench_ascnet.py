@@ -2,9 +2,9 @@
 
 Run from the repository root::
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_ascnet.py [--data ../shared/data]
+    OMP_NUM_THREADS=1 python -m benchmarks.quality.bench_ascnet [--json ascnet.json]
 
-The protocol is the shared one of ``_lgg.py``, on the LGG FLAIR set at
+The protocol is the shared one of ``benchmarks/_lgg.py``, on the LGG FLAIR set at
 128 x 128 (``../shared/data/lgg_flair``):
 
 * every volume is restricted to its brain mask (``--region brain``, the
@@ -30,33 +30,37 @@ thresholded at the healthy FPR or by the histogram-peak rule, each without
 and with the 2D post-processing (opening then closing, radius
 ``--radius``), and the wild cut ``I_wc`` at the healthy FPR; and each map
 times the FLAIR baseline's equalised intensity (the intensity prior),
-calibrated on the same healthy slices.
+calibrated on the same healthy slices. ``--json`` writes the rows and the
+losses per cycle.
 """
 
 from __future__ import annotations
 
-import argparse
-import ast
 import time
 from pathlib import Path
 
 import numpy as np
-from _lgg import (
-    DEFAULT_DATA,
-    MAX_FPR,
-    add_region_argument,
-    equalised_slices,
-    flair_row,
-    peak_memory_mib,
-    prepare,
-    print_table,
-    prior_row,
-    reset_peak_memory,
-    slices,
-)
 
 from anomseg.metrics import evaluate
 from anomseg.postprocessing import MorphologicalFilter
+from benchmarks._common import (
+    add_param_argument,
+    benchmark_parser,
+    data_folder,
+    peak_memory_mib,
+    print_table,
+    reset_peak_memory,
+    write_json,
+)
+from benchmarks._lgg import (
+    MAX_FPR,
+    add_protocol_arguments,
+    describe,
+    equalised_slices,
+    flair_row,
+    load_protocol,
+    prior_row,
+)
 
 
 def dice_rows(y, masks, groups):
@@ -154,12 +158,8 @@ COLUMNS = [
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="The shared data folder.")
-    add_region_argument(parser)
-    parser.add_argument(
-        "--every", type=int, default=1, help="Evaluate every k-th validation slice only (1: all)."
-    )
+    parser = benchmark_parser(__doc__)
+    add_protocol_arguments(parser, healthy_every=False)
     parser.add_argument(
         "--reference-only", action="store_true", help="Train without the unlabelled input set."
     )
@@ -170,40 +170,26 @@ def main():
         help="Radius of the opening and closing of the post-processed rows.",
     )
     parser.add_argument("--no-flair", action="store_true", help="Leave out the FLAIR row.")
-    parser.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override an ASCNetSegmenter parameter (Python literal).",
-    )
+    add_param_argument(parser, "ASCNetSegmenter")
     parser.add_argument("--save", type=Path, help="Write the trained model here (safe format).")
     parser.add_argument("--load", type=Path, help="Evaluate a model saved by --save instead.")
     args = parser.parse_args()
-    path = args.data / "lgg_flair"
-    if not path.is_dir():
-        print(f"skipped: {path} is absent")
+    path = data_folder(args, "lgg_flair")
+    if path is None:
         return
-    params = {"random_state": 0, "device": "auto"}
-    for item in args.param:
-        key, _, value = item.partition("=")
-        params[key] = ast.literal_eval(value)
-
-    train_volumes, train_masks, train_subjects = prepare(path, "train", args.region)
-    val = prepare(path, "validation", args.region)
-    reference = slices(train_volumes, train_masks, train_subjects, lesion_free=True)
-    every_train = slices(train_volumes, train_masks, train_subjects, lesion_free=None)
+    params = {"random_state": 0, "device": "auto", **dict(args.param)}
+    protocol = load_protocol(path, args.region, args.every)
+    reference, healthy_val, test, val = (
+        protocol[k] for k in ("train", "healthy_val", "test", "val")
+    )
+    # The unlabelled input: the training patients' slices with tumour.
+    every_train = protocol["train_all"]
     has_tumour = every_train[1].reshape(len(every_train[1]), -1).any(axis=1)
     unlabelled = None if args.reference_only else every_train[0][has_tumour]
-    healthy_val = slices(*val, lesion_free=True)[0]
-    test = tuple(a[:: args.every] for a in slices(*val, lesion_free=None))
+    n_unlabelled = 0 if unlabelled is None else len(unlabelled)
     print(
-        f"# ASC-Net on LGG FLAIR (128 x 128), inside the {args.region}: "
-        f"{len(reference[0])} reference slices and "
-        f"{0 if unlabelled is None else len(unlabelled)} unlabelled slices of "
-        f"{len(set(reference[2]))} train patients, {len(healthy_val)} tumour-free validation "
-        f"slices for the FPR threshold, {len(test[0])} evaluation slices of "
-        f"{len(set(test[2]))} patients ({int(test[1].sum())} tumour pixels)\n",
+        f"# ASC-Net on {describe(protocol)}; {n_unlabelled} unlabelled slices of the train "
+        "patients\n",
         flush=True,
     )
     rows = []
@@ -261,6 +247,7 @@ def main():
     print("|" + "---|" * (len(keys) + 2))
     for h in model.history_:
         print(f"| {h['stage']} | {h['epoch']} | " + " | ".join(f"{h[k]:.4f}" for k in keys) + " |")
+    write_json(args.json, {"rows": rows, "history": model.history_})
 
 
 if __name__ == "__main__":

@@ -3,10 +3,10 @@ FLAIR baseline, inside the brain.
 
 Run from the repository root::
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_denoising.py [--data ../shared/data] \
-        [--param random_state=1] [--save dae.anomseg]
+    OMP_NUM_THREADS=1 python -m benchmarks.quality.bench_denoising \
+        [--param random_state=1] [--save dae.anomseg] [--json dae.json]
 
-The protocol is the shared one of ``_lgg.py`` (brain masks, per-volume
+The protocol is the shared one of ``benchmarks/_lgg.py`` (brain masks, per-volume
 scaling, training on the tumour-free slices of the ``train`` patients,
 calibration on the tumour-free slices of the ``validation`` patients,
 metrics over all their slices, pooled over brain pixels and per patient).
@@ -21,50 +21,47 @@ slices:
   baseline (``--no-combined`` leaves it out): the learned map weighted by
   the intensity prior that FLAIR lesions are bright.
 
-``--load MODEL`` evaluates a model saved by ``--save`` instead of training.
+``--load MODEL`` evaluates a model saved by ``--save`` instead of training;
+``--every`` and ``--healthy-every`` thin the evaluation and calibration
+slices. ``--json`` writes the rows.
 """
 
 from __future__ import annotations
 
-import argparse
-import ast
 import time
 from pathlib import Path
 
-from _lgg import (
+from benchmarks._common import (
+    add_param_argument,
+    benchmark_parser,
+    data_folder,
+    peak_memory_mib,
+    print_table,
+    reset_peak_memory,
+    write_json,
+)
+from benchmarks._lgg import (
     COLUMNS,
-    DEFAULT_DATA,
-    add_region_argument,
+    add_protocol_arguments,
     describe,
     equalised_slices,
     flair_row,
     load_protocol,
-    peak_memory_mib,
-    print_table,
     prior_row,
-    reset_peak_memory,
     scored_row,
 )
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="The shared data folder.")
-    add_region_argument(parser)
-    parser.add_argument("--every", type=int, default=1, help="Evaluate every k-th slice only.")
-    parser.add_argument(
-        "--healthy-every", type=int, default=1, help="Calibrate on every k-th healthy slice only."
-    )
-    parser.add_argument(
-        "--param", action="append", default=[], metavar="KEY=VALUE", help="Estimator parameter."
-    )
+    parser = benchmark_parser(__doc__)
+    add_protocol_arguments(parser)
+    add_param_argument(parser, "DenoisingAESegmenter")
     parser.add_argument("--save", type=Path, help="Save the trained model here.")
     parser.add_argument("--load", type=Path, help="Evaluate this saved model instead.")
     parser.add_argument("--no-combined", action="store_true", help="Skip the combined row.")
     args = parser.parse_args()
-    path = args.data / "lgg_flair"
-    if not path.is_dir():
-        print(f"skipped: {path} is absent")
+    path = data_folder(args, "lgg_flair")
+    if path is None:
         return
     from anomseg import load_model
     from anomseg.denoising import DenoisingAESegmenter
@@ -76,11 +73,7 @@ def main():
     if args.load:
         model = load_model(args.load)
     else:
-        params = {"random_state": 0}
-        for item in args.param:
-            key, _, value = item.partition("=")
-            params[key] = ast.literal_eval(value)
-        model = DenoisingAESegmenter(**params)
+        model = DenoisingAESegmenter(**{"random_state": 0, **dict(args.param)})
         X, _, groups = protocol["train"]
         model.fit(X, groups=groups, calibrate=False)
         if args.save:
@@ -121,6 +114,7 @@ def main():
             )
         )
     print_table(rows, COLUMNS)
+    write_json(args.json, {"rows": rows, "parameters": model.get_params()})
 
 
 if __name__ == "__main__":

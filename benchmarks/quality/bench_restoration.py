@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/bench_restoration.py [--data ../shared/data]
+    python -m benchmarks.quality.bench_restoration [--json restoration.json]
 
 Options: ``--region brain`` (the default: the brain masks of the data set,
 as the published methods work on skull-stripped scans) or ``--region head``
@@ -12,30 +12,30 @@ parameter.
 
 Restoration runs the default "fast" schedule (45 momentum steps) unless
 ``--param schedule=paper`` asks for the reference code's 500 steps, hours
-on a 2-core CPU for the full protocol; ``bench_restoration_speed.py``
-compares the two. A reduced run (every 4th evaluation slice, every 3rd
-healthy validation slice, 15 epochs, 5 TV weights), one method per
-process::
+on a 2-core CPU for the full protocol;
+``benchmarks/performance/bench_restoration_speed.py`` compares the two. A
+reduced run (every 4th evaluation slice, every 3rd healthy validation
+slice, 15 epochs, 5 TV weights), one method per process::
 
     OPTS="--every 4 --healthy-every 3 --record-steps 0,10,20 \
       --param width=16 --param n_epochs=15 \
       --param tv_weights=(0.0,0.5,1.0,2.0,4.0) --param max_tv_images=12"
-    OMP_NUM_THREADS=1 python benchmarks/bench_restoration.py --methods flair,vae \
-      $OPTS --json vae.json
-    OMP_NUM_THREADS=1 python benchmarks/bench_restoration.py --methods flair,gmvae \
-      $OPTS --json gmvae.json
+    OMP_NUM_THREADS=1 python -m benchmarks.quality.bench_restoration \
+      --methods flair,vae $OPTS --json vae.json
+    OMP_NUM_THREADS=1 python -m benchmarks.quality.bench_restoration \
+      --methods flair,gmvae $OPTS --json gmvae.json
 
 and the convergence of the paper's schedule to 500 steps, for the saved VAE,
 from::
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_restoration.py \
+    OMP_NUM_THREADS=1 python -m benchmarks.quality.bench_restoration \
       --convergence vae.vae.pt --every 12 \
       --record-steps 0,50,100,150,200,300,400,500
 
 Measured figures are in the issue notes and the README / docs, with the
 region and options they came from.
 
-The protocol is the shared one of ``_lgg.py``, on the LGG FLAIR set at
+The protocol is the shared one of ``benchmarks/_lgg.py``, on the LGG FLAIR set at
 128 x 128 (``../shared/data/lgg_flair``):
 
 * every volume is restricted to its brain mask (or head, ``--region head``)
@@ -61,33 +61,40 @@ of the process while scoring (``VmHWM``, reset before each phase), and the
 training time. A last table compares one restoration step of the published
 configuration (64 channels, 158 x 198, 9 clusters) with the default one, in
 the same run, and the AUROC reached after each number of restoration steps.
+``--json`` writes the rows, the healthy change per TV weight and the
+convergence, and saves each trained model beside the file.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
-from _lgg import (
-    DEFAULT_DATA,
+
+from anomseg.metrics import calibrate_thresholds, evaluate
+from benchmarks._common import (
+    add_param_argument,
+    benchmark_parser,
+    data_folder,
+    peak_memory_mib,
+    print_table,
+    reset_peak_memory,
+    write_json,
+)
+from benchmarks._lgg import (
     MAX_FPR,
     RATES,
-    add_region_argument,
+    add_protocol_arguments,
+    describe,
     equalised_slices,
     flair_row,
-    peak_memory_mib,
+    load_protocol,
     prepare,
-    print_table,
     prior_row,
-    reset_peak_memory,
     row,
     slices,
 )
-
-from anomseg.metrics import calibrate_thresholds, evaluate
 
 
 def restorer_rows(cls, params, train, healthy_val, test, record_steps, with_reconstruction, prior):
@@ -269,34 +276,15 @@ def convergence_only(model_path, path, every, record_steps, region="brain"):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="The shared data folder.")
-    add_region_argument(parser)
+    parser = benchmark_parser(__doc__)
+    add_protocol_arguments(parser)
     parser.add_argument(
         "--methods", default="flair,vae,gmvae", help="Comma-separated subset of flair, vae, gmvae."
     )
     parser.add_argument(
-        "--every", type=int, default=1, help="Evaluate every k-th validation slice only (1: all)."
-    )
-    parser.add_argument(
-        "--healthy-every",
-        type=int,
-        default=1,
-        help="Calibrate on every k-th tumour-free validation slice only (1: all).",
-    )
-    parser.add_argument(
         "--record-steps", default="", help="Comma-separated step counts for the convergence table."
     )
-    parser.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override a restorer parameter (Python literal).",
-    )
-    parser.add_argument(
-        "--json", type=Path, help="Also write the results here, and each model beside it."
-    )
+    add_param_argument(parser, "VAERestorer or GMVAERestorer")
     parser.add_argument(
         "--convergence",
         type=Path,
@@ -304,37 +292,18 @@ def main():
         help="Only measure convergence against --record-steps for a model saved by --json.",
     )
     args = parser.parse_args()
-    import ast
-
-    path = args.data / "lgg_flair"
-    if not path.is_dir():
-        print(f"skipped: {path} is absent")
+    path = data_folder(args, "lgg_flair")
+    if path is None:
         return
-    if args.convergence:
-        steps = [int(s) for s in args.record_steps.split(",") if s]
-        convergence_only(args.convergence, path, args.every, steps, args.region)
-        return
-    params = {"random_state": 0, "device": "auto"}
-    for item in args.param:
-        key, _, value = item.partition("=")
-        params[key] = ast.literal_eval(value)
-    methods = args.methods.split(",")
     record_steps = [int(s) for s in args.record_steps.split(",") if s]
-
-    train_volumes, train_masks, train_subjects = prepare(path, "train", args.region)
-    val = prepare(path, "validation", args.region)
-    train = slices(train_volumes, train_masks, train_subjects, lesion_free=True)
-    healthy_val = slices(*val, lesion_free=True)[0]
-    test = slices(*val, lesion_free=None)
-    test = tuple(a[:: args.every] for a in test)
-    healthy_val = healthy_val[:: args.healthy_every]
-    print(
-        f"# MAP restoration on LGG FLAIR (128 x 128), inside the {args.region}: "
-        f"{len(train[0])} tumour-free training slices of {len(set(train[2]))} patients, "
-        f"{len(healthy_val)} tumour-free validation slices for the TV weight and the "
-        f"threshold, {len(test[0])} evaluation slices of {len(set(test[2]))} patients "
-        f"({int(test[1].sum())} tumour pixels)\n"
-    )
+    if args.convergence:
+        convergence_only(args.convergence, path, args.every, record_steps, args.region)
+        return
+    params = {"random_state": 0, "device": "auto", **dict(args.param)}
+    methods = args.methods.split(",")
+    protocol = load_protocol(path, args.region, args.every, args.healthy_every)
+    train, healthy_val, test, val = (protocol[k] for k in ("train", "healthy_val", "test", "val"))
+    print(f"# MAP restoration on {describe(protocol)}\n", flush=True)
     rows, curves, convergence = [], {}, {}
     if "flair" in methods:
         rows.append(flair_row(val, test, args.every)[1])
@@ -384,12 +353,7 @@ def main():
         print(f"{pub_name}: {1000 * pub:.2f} ms per slice")
         print(f"{def_name}: {1000 * dflt:.2f} ms per slice")
         print(f"ratio published / default: {pub / dflt:.1f}x")
-    if args.json:
-        args.json.write_text(
-            json.dumps(
-                {"rows": rows, "curves": curves, "convergence": convergence}, default=str, indent=1
-            )
-        )
+    write_json(args.json, {"rows": rows, "curves": curves, "convergence": convergence})
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@ side by side.
 
 Run from the repository root::
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_inpainting.py [--every 4] [--healthy-every 3]
+    OMP_NUM_THREADS=1 python -m benchmarks.quality.bench_inpainting [--every 4] \
+        [--healthy-every 3] [--json inpainting.json]
 
-The protocol is the shared one of ``_lgg.py``, on the LGG FLAIR set at
+The protocol is the shared one of ``benchmarks/_lgg.py``, on the LGG FLAIR set at
 128 x 128 (``../shared/data/lgg_flair``):
 
 * every volume is restricted to its brain mask (``--region brain``, the
@@ -38,35 +39,39 @@ were measured in) came from ``--every 4
 --healthy-every 3 --param verbose=1 --predictor-param verbose=1`` (default
 geometry) and ``--every 4 --healthy-every 3 --naive-slices 0 --param
 window_size=16 --param context_size=32``, on one CPU thread.
+``--json`` writes the rows, the speeds, the mean heatmap by region and
+the training losses.
 """
 
 from __future__ import annotations
 
-import argparse
-import ast
 import time
-from pathlib import Path
 
 import numpy as np
-from _lgg import (
-    DEFAULT_DATA,
-    MAX_FPR,
-    add_region_argument,
-    equalised_slices,
-    flair_row,
-    peak_memory_mib,
-    prepare,
-    print_table,
-    prior_row,
-    reset_peak_memory,
-    row,
-    slices,
-)
 from scipy.ndimage import binary_dilation, binary_erosion
 from scipy.stats import pearsonr, spearmanr
 from sklearn.frozen import FrozenEstimator
 
 from anomseg.metrics import evaluate
+from benchmarks._common import (
+    add_param_argument,
+    benchmark_parser,
+    data_folder,
+    peak_memory_mib,
+    print_table,
+    reset_peak_memory,
+    write_json,
+)
+from benchmarks._lgg import (
+    MAX_FPR,
+    add_protocol_arguments,
+    describe,
+    equalised_slices,
+    flair_row,
+    load_protocol,
+    prior_row,
+    row,
+)
 
 
 def module_mib(model):
@@ -131,66 +136,30 @@ def region_masks(X, y):
     return out
 
 
-def parse_params(items):
-    return {k: ast.literal_eval(v) for k, _, v in (item.partition("=") for item in items)}
-
-
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="The shared data folder.")
-    add_region_argument(parser)
-    parser.add_argument(
-        "--every", type=int, default=1, help="Evaluate every k-th validation slice only (1: all)."
-    )
-    parser.add_argument(
-        "--healthy-every",
-        type=int,
-        default=1,
-        help="Calibrate on every k-th tumour-free validation slice only.",
-    )
+    parser = benchmark_parser(__doc__)
+    add_protocol_arguments(parser)
     parser.add_argument(
         "--naive-slices",
         type=int,
         default=2,
         help="Slices scored one window position at a time (0: skip).",
     )
-    parser.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override an InpaintingLocalizer parameter (Python literal).",
-    )
-    parser.add_argument(
-        "--predictor-param",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override an InpaintingLossPredictor parameter.",
-    )
+    add_param_argument(parser, "InpaintingLocalizer")
+    add_param_argument(parser, "InpaintingLossPredictor", flag="--predictor-param")
     args = parser.parse_args()
-    path = args.data / "lgg_flair"
-    if not path.is_dir():
-        print(f"skipped: {path} is absent")
+    path = data_folder(args, "lgg_flair")
+    if path is None:
         return
     from anomseg.inpainting import InpaintingLocalizer, InpaintingLossPredictor
 
-    params = {"random_state": 0, "device": "auto", **parse_params(args.param)}
-    predictor_params = {"random_state": 0, "device": "auto", **parse_params(args.predictor_param)}
-
-    train_volumes, train_masks, train_subjects = prepare(path, "train", args.region)
-    val = prepare(path, "validation", args.region)
-    X_train, _, groups_train = slices(train_volumes, train_masks, train_subjects, lesion_free=True)
-    healthy_val = slices(*val, lesion_free=True)[0][:: args.healthy_every]
-    test = tuple(a[:: args.every] for a in slices(*val, lesion_free=None))
-    print(
-        f"# Inpainting localisers on LGG FLAIR (128 x 128), inside the {args.region}: "
-        f"{len(X_train)} tumour-free "
-        f"slices of {len(set(groups_train))} train patients, {len(healthy_val)} tumour-free "
-        f"validation slices for the thresholds, {len(test[0])} evaluation slices of "
-        f"{len(set(test[2]))} patients ({int(test[1].sum())} tumour pixels)\n",
-        flush=True,
+    params = {"random_state": 0, "device": "auto", **dict(args.param)}
+    predictor_params = {"random_state": 0, "device": "auto", **dict(args.predictor_param)}
+    protocol = load_protocol(path, args.region, args.every, args.healthy_every)
+    (X_train, _, groups_train), healthy_val, test, val = (
+        protocol[k] for k in ("train", "healthy_val", "test", "val")
     )
+    print(f"# Inpainting localisers on {describe(protocol)}\n", flush=True)
     _, flair, _ = flair_row(val, test, args.every)
     flair["model MiB"] = 0.0
     rows = [flair]
@@ -293,10 +262,11 @@ def main():
     regions = region_masks(*test[:2])
     print("| region | pixels | " + " | ".join(heatmaps) + " |")
     print("|---|---|" + "---|" * len(heatmaps))
+    means = {r: {k: m[mask].mean() for k, m in heatmaps.items()} for r, mask in regions.items()}
     for region, mask in regions.items():
         print(
             f"| {region} | {int(mask.sum())} | "
-            + " | ".join(f"{m[mask].mean():.4f}" for m in heatmaps.values())
+            + " | ".join(f"{v:.4f}" for v in means[region].values())
             + " |"
         )
     print("\n## Generator losses (every 20th of training)\n")
@@ -315,6 +285,16 @@ def main():
             f"(step {last['step']}), loss_scale_ {predictor.loss_scale_:.4f}, receptive "
             f"field {predictor.receptive_field_} px"
         )
+    write_json(
+        args.json,
+        {
+            "rows": rows + prior_rows,
+            "naive s/slice": naive,
+            "mean heatmap by region": means,
+            "generator history": exact.history_,
+            "predictor histories": [p.history_ for p in predictors],
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ the seconds per slice of ``evaluate`` (reading, scoring and metrics of the
 Run from the repository root (on 2 cores, the FLAIR baseline takes a
 minute, one denoising autoencoder about 15 to 25)::
 
-    python benchmarks/bench_user_lgg.py --configs flair dae --seeds 0 1 2
-    python benchmarks/bench_user_lgg.py --list          # the configurations
+    python -m benchmarks.quality.bench_user_lgg --configs flair dae --seeds 0 1 2
+    python -m benchmarks.quality.bench_user_lgg --list          # the configurations
 
 ``--json FILE`` writes every run's figures; a rerun with the same
 ``--workdir`` reuses the models and reports already made (``--refit``
@@ -37,17 +37,16 @@ redoes them).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from benchmarks._common import anomseg_command, benchmark_parser, data_folder, write_json
+
 SPLIT_DIRS = {"train": "train", "validation": "validation"}
 
 #: Exclusion of the lesions of the training patients, as the user passes it.
@@ -156,7 +155,7 @@ def _save(image, path):
 def run(command, log):
     """Run ``python -m anomseg COMMAND`` in a fresh process; returns its wall
     seconds and peak resident memory (MiB). Its output goes to ``log``."""
-    argv = [sys.executable, "-m", "anomseg", *map(str, command)]
+    argv = anomseg_command(*command)
     started = time.perf_counter()
     with open(log, "w") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
@@ -279,8 +278,7 @@ def _cell(values):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DATA, help="The shared data folder.")
+    parser = benchmark_parser(__doc__)
     parser.add_argument(
         "--workdir",
         type=Path,
@@ -299,7 +297,6 @@ def main():
     )
     parser.add_argument("--tag", default="", help="Suffix of the configurations' names.")
     parser.add_argument("--refit", action="store_true", help="Redo cached runs.")
-    parser.add_argument("--json", type=Path, help="Write every run's figures here.")
     parser.add_argument(
         "--cached",
         action="store_true",
@@ -311,8 +308,7 @@ def main():
         for name, (description, _seeded, arguments) in CONFIGS.items():
             print(f"{name}: {description}; anomseg fit ... {' '.join(arguments)}")
         return
-    if not (args.data / "lgg_flair").is_dir():
-        print(f"skipped: {args.data / 'lgg_flair'} is absent")
+    if data_folder(args, "lgg_flair") is None:
         return
     files = prepare(args.data, args.workdir)
     print(
@@ -342,8 +338,7 @@ def main():
             )
     print()
     print(table(records))
-    if args.json:
-        args.json.write_text(json.dumps(records, indent=1))
+    write_json(args.json, records)
 
 
 if __name__ == "__main__":

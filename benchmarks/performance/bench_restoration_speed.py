@@ -3,15 +3,16 @@ weight search against the full grid, and the FLOP rate of one step.
 
 Run from the repository root, one prior per process (each on one thread)::
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_restoration_speed.py --kind vae \
+    OMP_NUM_THREADS=1 python -m benchmarks.performance.bench_restoration_speed --kind vae \
       --healthy-every 2 --models /tmp/models --json vae_speed.json
-    OMP_NUM_THREADS=1 python benchmarks/bench_restoration_speed.py --kind gmvae \
+    OMP_NUM_THREADS=1 python -m benchmarks.performance.bench_restoration_speed --kind gmvae \
       --healthy-every 2 --models /tmp/models --json gmvae_speed.json
 
 (about 20 minutes each on one thread, the two side by side on 2 cores).
 
 ``--models DIR`` keeps the trained priors (``lgg.vae.anomseg`` and so on)
-and loads them when they are there, so a rerun measures restoration only.
+and loads them when they are there, so a rerun measures restoration only;
+``--param KEY=VALUE`` changes their training (width 16, 15 epochs).
 
 For each data set and prior, in one process:
 
@@ -38,7 +39,7 @@ For each data set and prior, in one process:
 
 The data:
 
-* **LGG FLAIR**, the shared protocol of ``_lgg.py`` inside the brain masks:
+* **LGG FLAIR**, the shared protocol of ``benchmarks/_lgg.py`` inside the brain masks:
   priors trained on the tumour-free slices of the training patients
   (width 16, 15 epochs), calibration on the tumour-free validation slices
   (every ``--healthy-every``-th), evaluation on every ``--every``-th
@@ -54,16 +55,16 @@ The data:
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import numpy as np
-from _lgg import DEFAULT_DATA, MAX_FPR, load_protocol, slices
 
 from anomseg import load_model
 from anomseg.metrics import evaluate
+from benchmarks._common import add_param_argument, benchmark_parser, data_folder, write_json
+from benchmarks._lgg import CALIBRATED, MAX_FPR, load_protocol, slices
 
 #: The priors' training, as in the restoration benchmark.
 TRAINING = {"width": 16, "n_epochs": 15, "random_state": 0, "device": "auto"}
@@ -71,7 +72,7 @@ TRAINING = {"width": 16, "n_epochs": 15, "random_state": 0, "device": "auto"}
 
 # -- data ---------------------------------------------------------------------------
 def lgg(path, every, healthy_every):
-    protocol = load_protocol(path / "lgg_flair", "brain", every, healthy_every)
+    protocol = load_protocol(path, "brain", every, healthy_every)
     return {
         "name": "LGG FLAIR, brain",
         "train": protocol["train"][0],
@@ -101,7 +102,7 @@ def mslub():
 
 
 # -- measurements ---------------------------------------------------------------------
-def trained(kind, data, key, models):
+def trained(kind, data, key, models, training):
     from anomseg.restoration import GMVAERestorer, VAERestorer
 
     cls = {"vae": VAERestorer, "gmvae": GMVAERestorer}[kind]
@@ -110,7 +111,7 @@ def trained(kind, data, key, models):
         model = load_model(path)
         print(f"loaded {path}", flush=True)
     else:
-        model = cls(**TRAINING, tv_weight=1.0).fit(data["train"])
+        model = cls(**training, tv_weight=1.0).fit(data["train"])
         print(f"trained {kind} on {key}: {model.training_time_:.0f} s", flush=True)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,9 +172,7 @@ def quality(model, test):
             "s/slice": seconds,
         }
         if thresholds is not None:
-            row[f"Dice@{MAX_FPR:.0%}"] = table[
-                "Dice", "pooled", f"calibrated on healthy data at FPR {MAX_FPR:.0%}"
-            ]
+            row[f"Dice@{MAX_FPR:.0%}"] = table["Dice", "pooled", CALIBRATED]
         rows[schedule] = row
     model.set_params(schedule="fast")
     return rows
@@ -302,8 +301,7 @@ def print_report(kind, results, flops):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="The shared data folder.")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--kind", choices=("vae", "gmvae"), default="vae")
     parser.add_argument("--sets", default="lgg,mslub", help="Comma-separated: lgg, mslub.")
     parser.add_argument("--every", type=int, default=20, help="Every k-th LGG evaluation slice.")
@@ -311,16 +309,16 @@ def main():
         "--healthy-every", type=int, default=1, help="Every k-th LGG calibration slice."
     )
     parser.add_argument("--models", type=Path, help="Keep and reuse trained priors here.")
-    parser.add_argument("--json", type=Path, help="Also write the results here.")
+    add_param_argument(parser, "VAERestorer or GMVAERestorer (training)")
     args = parser.parse_args()
+    training = {**TRAINING, **dict(args.param)}
 
     sets = {}
     for key in args.sets.split(","):
         if key == "lgg":
-            if not (args.data / "lgg_flair").is_dir():
-                print(f"skipped LGG: {args.data / 'lgg_flair'} is absent")
-                continue
-            sets[key] = lgg(args.data, args.every, args.healthy_every)
+            path = data_folder(args, "lgg_flair")
+            if path is not None:
+                sets[key] = lgg(path, args.every, args.healthy_every)
         elif key == "mslub":
             sets[key] = mslub()
     results, model = {}, None
@@ -331,15 +329,14 @@ def main():
             f"({int(data['test'][1].sum())} lesion pixels)",
             flush=True,
         )
-        model = trained(args.kind, data, key, args.models)
+        model = trained(args.kind, data, key, args.models, training)
         tv = tv_search(model, data["calibration"])
         print(f"  TV weight: {tv['golden']['tv_weight']:g} (golden)", flush=True)
         results[data["name"]] = {"tv": tv, "quality": quality(model, data["test"])}
         print(json.dumps(results[data["name"]]), flush=True)  # in case a later set fails
     flops = flop_rate(model, [16, 64])
     print_report(args.kind, results, flops)
-    if args.json:
-        args.json.write_text(json.dumps({"results": results, "flops": flops}, indent=1))
+    write_json(args.json, {"results": results, "flops": flops})
 
 
 if __name__ == "__main__":

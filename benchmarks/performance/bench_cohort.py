@@ -2,7 +2,7 @@
 against cohort size.
 
 Runs ``anomseg predict`` as a user does, on LGG FLAIR volumes
-(``../shared/data/lgg_flair``, 128 x 128 x 20-88), with two models fitted
+(``lgg_flair`` of ``--data``, 128 x 128 x 20-88), with two models fitted
 here on tumour-free data of other patients (their quality is not the point):
 
 * ``flair``: the FLAIR histogram-equalisation baseline, cheap per scan, so
@@ -23,13 +23,14 @@ largest process with ``--n-jobs 2``) on cohorts of 10, 50 and 100 scans
 beyond the 80 patients repeat scans under other names. The memory of
 ``anomseg fit`` is measured by ``bench_fit_memory.py``.
 
-    python benchmarks/bench_cohort.py                 # about 10 minutes on 2 cores
-    python benchmarks/bench_cohort.py --vae-scans 4 --flair-scans 12 --sizes 5 10
+Run from the repository root (``--json`` writes both tables' rows)::
+
+    python -m benchmarks.performance.bench_cohort          # about 10 minutes on 2 cores
+    python -m benchmarks.performance.bench_cohort --vae-scans 4 --flair-scans 12 --sizes 5 10
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -42,7 +43,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lgg_flair"
+from benchmarks._common import anomseg_command, benchmark_parser, data_folder, write_json
 
 #: Prints, in a fresh process, the peak resident memory (MiB) of the largest
 #: process of the command it runs (itself and its workers).
@@ -52,10 +53,6 @@ _PEAK = (
     "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
     "print(f'PEAK {peak:.1f} {status}')\n"
 )
-
-
-def _anomseg(*args):
-    return [sys.executable, "-m", "anomseg", *map(str, args)]
 
 
 def fit_models(folder, healthy):
@@ -132,18 +129,17 @@ def peak(command):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--flair-scans", type=int, default=40)
     parser.add_argument("--vae-scans", type=int, default=8)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 100])
     parser.add_argument("--vae-memory-scans", type=int, default=4)
-    parser.add_argument("--json", type=Path, help="Also write the figures here.")
     args = parser.parse_args(argv)
-    scans = sorted(args.data.glob("*_flair.nii.gz"))
-    if len(scans) < 10:
-        sys.exit(f"the LGG FLAIR volumes are not in {args.data}")
-    split = json.loads((args.data / "split.json").read_text())
+    folder = data_folder(args, "lgg_flair")
+    if folder is None:
+        return
+    scans = sorted(folder.glob("*_flair.nii.gz"))
+    split = json.loads((folder / "split.json").read_text())
     train = set(split["train"])
     healthy = [p for p in scans if p.name[: -len("_flair.nii.gz")] in train][:6]
     cohort_scans = [p for p in scans if p not in healthy]
@@ -169,7 +165,7 @@ def main(argv=None):
                 slices = sum(nib.load(p).shape[2] for p in listing.read_text().split())
                 for k, (engine, options) in enumerate(engines.items()):
                     out = tmp / f"out-{name}-{k}"
-                    command = _anomseg(
+                    command = anomseg_command(
                         "predict", models[name], "--list", listing, "-o", out, "--no-progress"
                     )
                     seconds = timed(command + options)
@@ -192,7 +188,7 @@ def main(argv=None):
                 row = {"model": name, "scans": n}
                 for engine, options in (("serial", []), ("n_jobs 2", ["--n-jobs", "2"])):
                     out = tmp / f"mem-{name}-{n}-{engine.replace(' ', '')}"
-                    command = _anomseg(
+                    command = anomseg_command(
                         "predict", models[name], "--list", listing, "-o", out, "--no-progress"
                     )
                     row[f"peak MiB, {engine}"] = round(peak(command + options), 1)
@@ -224,8 +220,7 @@ def main(argv=None):
         )
     flair = [r["peak MiB, serial"] for r in results["memory"] if r["model"] == "flair"]
     print(f"\nflair serial peak: spread {np.ptp(flair):.1f} MiB over {args.sizes} scans")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

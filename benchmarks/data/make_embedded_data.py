@@ -1,8 +1,8 @@
 """Build the embedded MSLUB demo data shipped in ``anomseg/datasets/data/``.
 
 Reads the FLAIR, T2 and lesion masks of the three MSLUB patients from
-``../shared/data/mslub`` (relative to the repository root; override with
-``--source``) and writes small uint8 copies into the package:
+``mslub`` of the shared data folder (``--data``) and writes small uint8
+copies into the package (or ``--target``):
 
 1. volumes are reoriented to the closest canonical (RAS+) orientation;
 2. all are cropped to the union of the three brain bounding boxes (brain =
@@ -14,22 +14,23 @@ Reads the FLAIR, T2 and lesion masks of the three MSLUB patients from
 4. files are gzipped at level 9 with a zero timestamp, so that running the
    script twice gives byte-identical files.
 
-Run from the repository root::
+Run from the repository root (``--json`` writes the crop and each file's
+size and SHA-256)::
 
-    python benchmarks/make_embedded_data.py
+    python -m benchmarks.data.make_embedded_data
 """
 
-import argparse
 import gzip
+import hashlib
 import shutil
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-SOURCE = ROOT.parent / "shared" / "data" / "mslub"
-TARGET = ROOT / "anomseg" / "datasets" / "data"
+from benchmarks._common import benchmark_parser, data_folder, write_json
+
+TARGET = Path(__file__).resolve().parents[2] / "anomseg" / "datasets" / "data"
 SUBJECTS = ("patient07", "patient19", "patient26")
 MODALITIES = ("flair", "t2")
 PERCENTILE = 99.9
@@ -76,7 +77,9 @@ def write(data, affine, path):
         zipped.write(image.to_bytes())
 
 
-def main(source=SOURCE, target=TARGET):
+def build(source, target):
+    """Write the embedded files from ``source`` into ``target``; returns
+    the crop and each file's size and SHA-256."""
     box, affine = brain_bounding_box(source)
     offset = np.array([s.start for s in box])
     cropped_affine = affine.copy()
@@ -98,11 +101,26 @@ def main(source=SOURCE, target=TARGET):
     shutil.copyfile(source / "LICENSE.txt", target / "LICENSE.txt")
     total = sum(p.stat().st_size for p in target.iterdir())
     print(f"wrote {target} ({total / 2**20:.2f} MiB in all)")
+    return {
+        "crop": [[s.start, s.stop] for s in box],
+        "files": {
+            p.name: {
+                "bytes": p.stat().st_size,
+                "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
+            }
+            for p in sorted(target.iterdir())
+        },
+    }
+
+
+def main():
+    parser = benchmark_parser(__doc__)
+    parser.add_argument("--target", type=Path, default=TARGET, help="Where to write the files.")
+    args = parser.parse_args()
+    source = data_folder(args, "mslub")
+    if source is not None:
+        write_json(args.json, build(source, args.target))
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=SOURCE)
-    parser.add_argument("--target", type=Path, default=TARGET)
-    args = parser.parse_args()
-    main(args.source, args.target)
+    main()

@@ -4,7 +4,7 @@
 (5 bytes per voxel, in ``TMPDIR``) and trains from them; calibration scores
 the held-out scans a chunk at a time and keeps their values in a store that
 goes to a file beyond 16 MiB. This measures, each in a fresh process, on 10,
-50 and 100 LGG FLAIR volumes (``../shared/data/lgg_flair``, 128 x 128 x
+50 and 100 LGG FLAIR volumes (``lgg_flair`` of ``--data``, 128 x 128 x
 20-88; beyond the 80 patients, scans repeat under other names):
 
 * the peak resident set (``ru_maxrss``, the kernel's high-water mark), which
@@ -18,14 +18,14 @@ deep ones, ``vae-reconstruction`` (1 epoch, width 8) and ``inpainting``
 (200 steps, width 8, windows every 8 pixels), whose quality is not the
 point.
 
-    python benchmarks/bench_fit_memory.py               # about 10 minutes on 2 cores
-    python benchmarks/bench_fit_memory.py --sizes 5 10 --methods flair-threshold
+Run from the repository root (``--json`` writes the rows)::
+
+    python -m benchmarks.performance.bench_fit_memory      # about 10 minutes on 2 cores
+    python -m benchmarks.performance.bench_fit_memory --sizes 5 10 --methods flair-threshold
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -34,7 +34,9 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from bench_cohort import DATA, _anomseg, cohort
+
+from benchmarks._common import anomseg_command, benchmark_parser, data_folder, write_json
+from benchmarks.performance.bench_cohort import cohort
 
 #: Runs the command given as arguments and prints, when it ends, its peak
 #: resident and anonymous memory (MiB) and its exit status.
@@ -81,15 +83,14 @@ def measure(command):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 100])
     parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=list(METHODS))
-    parser.add_argument("--json", type=Path, help="Also write the figures here.")
     args = parser.parse_args(argv)
-    scans = sorted(args.data.glob("*_flair.nii.gz"))
-    if len(scans) < 10:
-        sys.exit(f"the LGG FLAIR volumes are not in {args.data}")
+    folder = data_folder(args, "lgg_flair")
+    if folder is None:
+        return
+    scans = sorted(folder.glob("*_flair.nii.gz"))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -97,7 +98,7 @@ def main(argv=None):
             for n in args.sizes:
                 paths = cohort(tmp, scans, n).read_text().split()
                 voxels = sum(_voxels(p) for p in paths)
-                command = _anomseg(
+                command = anomseg_command(
                     "fit", "--method", method, *paths, "-o", tmp / f"{method}{n}.anomseg",
                     "--foreground", "auto", "--no-progress",
                     *(f"--param={param}" for param in METHODS[method]),
@@ -122,8 +123,7 @@ def main(argv=None):
             f"| {r['method']} | {r['scans']} | {r['voxels_millions']} | {r['peak_rss_mib']} "
             f"| {r['peak_anonymous_mib']} | {r['seconds']} |"
         )
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+    write_json(args.json, rows)
 
 
 def _voxels(path):

@@ -8,21 +8,22 @@ moment within the next scan's scoring and writing. The output
 folder is then inspected: temporary files left behind, maps without their
 mask (or masks without their map), and files that do not load as NIfTI.
 
-    python benchmarks/interrupt_predict.py --runs 20
-    python benchmarks/interrupt_predict.py --runs 20 --pythonpath ../old-checkout
+Run from the repository root::
+
+    python -m benchmarks.robustness.interrupt_predict --runs 20 [--json interrupt.json]
+    python -m benchmarks.robustness.interrupt_predict --runs 20 --pythonpath ../old-checkout
 
 ``--pythonpath`` runs another anomseg (an older checkout, say) for a
 before/after comparison; its own ``anomseg fit`` writes the model.
+``--json`` writes the timings and the counts per signal.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +31,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from benchmarks._common import anomseg_command, benchmark_parser, write_json
+
 SHAPE = (192, 192, 96)
+#: The checkout that this script belongs to.
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_cohort(root, n_scans):
@@ -46,11 +51,10 @@ def make_cohort(root, n_scans):
     return paths
 
 
-def anomseg_command(pythonpath):
-    env = dict(os.environ)
-    if pythonpath:
-        env["PYTHONPATH"] = str(Path(pythonpath).resolve())
-    return [sys.executable, "-m", "anomseg"], env
+def environment(pythonpath):
+    """The environment of the anomseg commands, which import anomseg from
+    ``pythonpath`` (or this checkout): they run in a temporary folder."""
+    return {**os.environ, "PYTHONPATH": str(Path(pythonpath or ROOT).resolve())}
 
 
 def start(predict, out, env):
@@ -81,7 +85,8 @@ def wait_for_outputs(out, process, count):
 
 def inspect(folder):
     """Counts of what ``folder`` holds: complete pairs, temporary files,
-    lone maps or masks, and files that do not load."""
+    lone maps or masks, and NIfTI files that do not load (the summary table
+    that ``predict`` writes beside them is not one)."""
     state = {"pairs": 0, "temporary": 0, "lone": 0, "unreadable": 0}
     if not folder.exists():
         return state
@@ -89,6 +94,8 @@ def inspect(folder):
     for path in folder.iterdir():
         if path.name.startswith("."):
             state["temporary"] += 1
+            continue
+        if not path.name.endswith(".nii.gz"):
             continue
         try:
             np.asarray(nib.load(path).dataobj)
@@ -106,13 +113,13 @@ def inspect(folder):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__, data=False)
     parser.add_argument("--runs", type=int, default=20, help="Runs per signal (default 20).")
     parser.add_argument("--scans", type=int, default=8, help="Scans per run (default 8).")
     parser.add_argument("--pythonpath", help="Import anomseg from here (an older checkout).")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    command, env = anomseg_command(args.pythonpath)
+    command, env = anomseg_command(), environment(args.pythonpath)
     draw = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -132,6 +139,7 @@ def main(argv=None):
             "signal comes after the outputs of k scans appeared (k drawn from 1 to "
             f"{args.scans - 1}) plus a moment drawn uniformly within one scan's time"
         )
+        figures = {"first scan s": first, "s per scan": per_scan, "signals": {}}
         print(
             "| signal | runs | stopped mid-run | whole | temporary files | lone map or mask "
             "| unreadable |"
@@ -155,6 +163,8 @@ def main(argv=None):
                 f"| {signum.name} | {args.runs} | {totals['mid']} | {totals['whole']} | "
                 f"{totals['temporary']} | {totals['lone']} | {totals['unreadable']} |"
             )
+            figures["signals"][signum.name] = {"runs": args.runs, **totals}
+    write_json(args.json, figures)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Scripts that build the data shipped with anomseg."""

@@ -1,0 +1,1 @@
+"""Performance benchmarks: time and memory."""

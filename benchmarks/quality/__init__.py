@@ -1,0 +1,1 @@
+"""Quality benchmarks: how well each method segments."""

@@ -1,0 +1,1 @@
+"""Robustness benchmarks: behaviour under interruption."""

@@ -1,0 +1,93 @@
+"""The benchmarks' shared command line and their layout, without running
+any benchmark: each runs as ``python -m benchmarks.KIND.NAME`` from the
+repository root (where the test suite runs), says so in its docstring, and
+takes ``--json``."""
+
+import argparse
+import importlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+KINDS = ("quality", "performance", "robustness", "data")
+SCRIPTS = sorted(
+    f"benchmarks.{path.parent.name}.{path.stem}"
+    for kind in KINDS
+    for path in (ROOT / "benchmarks" / kind).glob("*.py")
+    if not path.name.startswith("_")
+)
+
+
+def test_every_benchmark_is_in_a_folder_of_its_kind():
+    assert len(SCRIPTS) >= 13
+    loose = [p.name for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_")]
+    assert loose == []
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_benchmark_runs_as_a_module_and_takes_json(name, monkeypatch, capsys):
+    module = importlib.import_module(name)
+    assert f"python -m {name}" in module.__doc__, "its docstring should say how to run it"
+    monkeypatch.setattr("sys.argv", [name, "--help"])
+    with pytest.raises(SystemExit) as exit_:
+        module.main()
+    assert exit_.value.code == 0
+    assert "--json PATH" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("n_epochs=5", ("n_epochs", 5)),
+        ("tv_weights=(0.0,1.0)", ("tv_weights", (0.0, 1.0))),
+        ("crop_margin=None", ("crop_margin", None)),
+        ("device=cpu", ("device", "cpu")),
+        ("schedule='paper'", ("schedule", "paper")),
+        ("note=a=b", ("note", "a=b")),
+    ],
+)
+def test_parse_param_reads_literals_else_strings(text, expected):
+    from benchmarks._common import parse_param
+
+    assert parse_param(text) == expected
+
+
+@pytest.mark.parametrize("text", ["n_epochs", "=5", "n-epochs=5", "1x=5"])
+def test_parse_param_refuses_what_is_not_key_value(text):
+    from benchmarks._common import parse_param
+
+    with pytest.raises(argparse.ArgumentTypeError, match="expected KEY=VALUE"):
+        parse_param(text)
+
+
+def test_param_arguments_collect_into_a_dict():
+    from benchmarks._common import add_param_argument, benchmark_parser
+
+    parser = benchmark_parser("Title.\n\nBody.", data=False)
+    add_param_argument(parser, "DenoisingAESegmenter")
+    args = parser.parse_args(["--param", "width=4", "--param", "device=cpu"])
+    assert dict(args.param) == {"width": 4, "device": "cpu"}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--param", "width"])
+
+
+def test_write_json_holds_numpy_values_and_nan(tmp_path):
+    from benchmarks._common import write_json
+
+    path = tmp_path / "figures.json"
+    write_json(path, {"AUROC": np.float32(0.5), "sd": (1.0, math.nan), 3: np.arange(2)})
+    assert json.loads(path.read_text()) == {"AUROC": 0.5, "sd": [1.0, None], "3": [0, 1]}
+    write_json(None, {"nothing": "written"})  # no --json: nothing to do
+
+
+def test_fit_score_times_covers_every_public_estimator():
+    from anomseg.datasets import make_healthy_images
+    from anomseg.utils import all_estimators
+    from benchmarks.performance.bench_fit_score_times import estimators
+
+    Y = make_healthy_images(n_images=2, shape=(16, 16), random_state=0)
+    assert set(estimators(Y)) == {name for name, _ in all_estimators()}
