@@ -1,14 +1,18 @@
 """The public API is findable: every name that docs/api.rst documents
 imports from the module it is documented under, and is in that module's
-``__all__``."""
+``__all__``; and every import that the documentation shows runs."""
 
+import ast
 import importlib
+import importlib.util
 import re
 from pathlib import Path
 
 import pytest
+import tomllib
 
-API = Path(__file__).parents[1] / "docs" / "api.rst"
+ROOT = Path(__file__).parents[1]
+API = ROOT / "docs" / "api.rst"
 
 
 def _documented():
@@ -58,3 +62,99 @@ def test_import_anomseg_stays_light():
         "assert load_model is anomseg.persistence.load_model"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# -- every import the documentation shows runs ---------------------------------------
+#: The fences and directives that open a block of Python code.
+_PYTHON_BLOCK = re.compile(
+    r"^(\s*)(```(python|py|pycon)\s*$|\.\. (code-block|code|doctest)::\s*(python|py|pycon)?\s*$)"
+)
+
+
+def _code_lines(path):
+    """(line number, line) of the Python a documentation file shows: its
+    ``>>>`` and ``...`` lines, and the lines of its Python code blocks."""
+    lines, block_indent = [], None
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        prompt = re.match(r"\s*(>>>|\.\.\.)( |$)", line)
+        if prompt:
+            lines.append((number, line[prompt.end() :]))
+        elif block_indent is not None:
+            ended = line.strip() and (
+                line.startswith("```")
+                if path.suffix == ".md"
+                else len(line) - len(line.lstrip()) <= block_indent
+            )
+            if ended:
+                block_indent = None
+            else:
+                lines.append((number, line.strip()))
+                continue
+        opening = _PYTHON_BLOCK.match(line)
+        if opening:
+            block_indent = len(opening.group(1))
+    return lines
+
+
+def _imports(path, only_skipped=False):
+    """(where, statement) for each import statement among the Python lines of
+    ``path``, joined over its continuation lines."""
+    found, lines = [], _code_lines(path)
+    for k, (number, line) in enumerate(lines):
+        if not re.match(r"(import|from) \w", line):
+            continue
+        statement = line
+        for _, following in lines[k + 1 :]:
+            if statement.count("(") == statement.count(")") and not statement.endswith("\\"):
+                break
+            statement += "\n" + following
+        if not only_skipped or "doctest: +SKIP" in statement:
+            found.append((f"{path.relative_to(ROOT)}:{number}", statement))
+    return found
+
+
+def _optional_modules():
+    """The top-level modules of the optional dependencies (pyproject's
+    extras), which a test may find absent."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = set()
+    for requirement in (r for group in extras["optional-dependencies"].values() for r in group):
+        name, _, extra = re.match(r"([\w.-]+)(\[([\w,-]+)\])?", requirement).groups()
+        names.update(n.replace("-", "_") for n in [name, *(extra or "").split(",")] if n)
+    return names
+
+
+# The docstrings of anomseg/ are doctested, except their examples marked
+# +SKIP, which are only shown; their imports are checked here.
+DOC_IMPORTS = [
+    *(i for page in sorted((ROOT / "docs").rglob("*.rst")) for i in _imports(page)),
+    *_imports(ROOT / "README.md"),
+    *(
+        i
+        for source in sorted((ROOT / "anomseg").rglob("*.py"))
+        for i in _imports(source, only_skipped=True)
+    ),
+]
+
+
+def test_the_docs_have_imports_to_check():
+    statements = dict(DOC_IMPORTS)
+    assert len(statements) > 20
+    assert statements["README.md:39"] == "from anomseg.baselines import FlairThreshold"
+    assert any(where.startswith("anomseg/cohort.py:") for where in statements)
+    for where, statement in statements.items():
+        [node] = ast.parse(statement).body
+        assert isinstance(node, (ast.Import, ast.ImportFrom)), where
+
+
+@pytest.mark.parametrize(("where", "statement"), DOC_IMPORTS, ids=[w for w, _ in DOC_IMPORTS])
+def test_every_import_in_the_docs_runs(where, statement):
+    try:
+        exec(compile(statement, where, "exec"), {})
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing in _optional_modules() and importlib.util.find_spec(missing) is None:
+            pytest.skip(f"{where} imports {missing}, an optional dependency not installed")
+        raise AssertionError(f"{where}: {statement!r} fails: {exc}") from exc
+    except ImportError as exc:
+        raise AssertionError(f"{where}: {statement!r} fails: {exc}") from exc
