@@ -2,9 +2,11 @@
 resumes to the weights of the uninterrupted one, early stopping, progress
 through logging, and the callbacks parameter's contract."""
 
+import json
 import logging
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -304,3 +306,17 @@ def test_callbacks_are_a_parameter_that_clones_pickles_and_is_not_saved(tmp_path
 def test_callbacks_must_be_a_list_of_callbacks(callbacks):
     with pytest.raises(InvalidParameterError, match="'callbacks' parameter of VAEReconstructor"):
         vae(callbacks=callbacks).fit(SMALL, calibrate=False)
+
+
+# -- data parallelism ------------------------------------------------------------------
+@pytest.mark.scale
+def test_a_data_parallel_training_resumes_to_the_same_weights(tmp_path):
+    """Each process restores its own random states (sampling and noise
+    differ by rank); about 20 s of torchrun on 2 cores."""
+    from .test_distributed import torchrun
+
+    worker = Path(__file__).with_name("distributed_resume_worker.py")
+    done = torchrun(worker, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for r in (0, 1):
+        assert json.loads((tmp_path / f"rank{r}.json").read_text()) == {"same": True, "epochs": 3}
