@@ -5,8 +5,9 @@ and persistence.
 A method describes its training as a :class:`TrainingPlan` (its networks, the
 inputs of each update and the update itself); :class:`TorchSegmenter` runs
 every plan the same way, in one seeded session: one ``history_`` format,
-divergence errors, early stopping, progress and device placement, and
-data parallelism over the processes of a :mod:`torch.distributed` group (see
+divergence errors, early stopping, progress and device placement, the
+hooks of the callbacks (:mod:`anomseg.callbacks`) with the state that a
+checkpoint holds (:class:`Training`), and data parallelism over the processes of a :mod:`torch.distributed` group (see
 :mod:`anomseg.distributed`): sharding, synchronised weights, averaged
 gradients (in :func:`update`) and one ``history_`` on every process.
 
