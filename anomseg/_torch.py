@@ -7,7 +7,8 @@ inputs of each update and the update itself); :class:`TorchSegmenter` runs
 every plan the same way, in one seeded session: one ``history_`` format,
 divergence errors, early stopping, progress and device placement, the
 hooks of the callbacks (:mod:`anomseg.callbacks`) with the state that a
-checkpoint holds (:class:`Training`), and data parallelism over the processes of a :mod:`torch.distributed` group (see
+checkpoint holds (:class:`Training`), and data parallelism over the
+processes of a :mod:`torch.distributed` group (see
 :mod:`anomseg.distributed`): sharding, synchronised weights, averaged
 gradients (in :func:`update`) and one ``history_`` on every process.
 

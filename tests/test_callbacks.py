@@ -80,13 +80,13 @@ def without_time(estimator):
 
 
 # -- resuming -------------------------------------------------------------------------
-# Two threads on a loaded machine of two cores cost seconds a fit: the
-# denoising autoencoder alone is checked there (it has a learning-rate
-# schedule and a validation split to carry over).
+# Two threads on a loaded machine of two cores cost seconds a fit (the
+# denoising autoencoder took 10 s there, 1.4 s on one): the cheapest model
+# alone is checked on two.
 @pytest.mark.parametrize(
     "make, every, interrupted, threads",
-    [(dae, 2, 3, 1), (gmvae, 1, 1, 1), (ascnet, 1, 2, 1), (dae, 2, 3, 2)],
-    ids=["denoising", "gmvae", "ascnet", "denoising-2-threads"],
+    [(dae, 2, 3, 1), (gmvae, 1, 1, 1), (ascnet, 1, 2, 1), (gmvae, 1, 1, 2)],
+    ids=["denoising", "gmvae", "ascnet", "gmvae-2-threads"],
     indirect=["threads"],
 )
 def test_an_interrupted_training_resumes_to_the_same_weights(
