@@ -240,15 +240,19 @@ class Training:
         return states
 
     def data_digest(self):
-        """A digest of the training images (all processes' together)."""
+        """A digest of the training images (all processes' together) and of
+        the weights of the trained estimators the training learns from."""
         if self._digest is None:
             digest = hashlib.blake2b(digest_size=16)
-            for batch in self._data:
-                digest.update(repr(len(batch)).encode())
-                for image, foreground in zip(batch.images, batch.foreground):
-                    for array in (image, foreground):
-                        digest.update(repr(array.shape).encode())
-                        digest.update(np.ascontiguousarray(array).data)
+            for data in self._data:
+                if isinstance(data, ImageBatch):
+                    arrays = [a for pair in zip(data.images, data.foreground) for a in pair]
+                else:
+                    arrays = [t.cpu().numpy() for t in data.module_.state_dict().values()]
+                digest.update(repr(len(arrays)).encode())
+                for array in arrays:
+                    digest.update(repr(array.shape).encode())
+                    digest.update(np.ascontiguousarray(array).data)
             self._digest = digest.hexdigest()
         return self._digest
 
@@ -326,9 +330,10 @@ class Training:
             )
         if state["data"] != self.data_digest():
             raise ValueError(
-                f"{source} is a checkpoint of a {name} trained on other images; pass "
-                "the same images (and groups, exclude and calibrate) to fit, or start "
-                "afresh with resume=False."
+                f"{source} is a checkpoint of a {name} trained on other images, or "
+                "learning from another trained network; pass the same images (and "
+                "groups, exclude and calibrate) to fit, give a nested estimator an "
+                "int random_state, or start afresh with resume=False."
             )
         if state["world_size"] != distributed.world_size():
             raise ValueError(
@@ -480,8 +485,10 @@ class TorchSegmenter(BaseAnomalySegmenter):
         process 0's). Whatever describes the whole training set must be
         computed before this is called."""
         self.device_ = resolve_device(self.device, type(self).__name__)
-        # What a checkpoint's digest of the images covers: all processes' images.
-        data = [batch, *(v for _, v in sorted(fit_data.items()) if isinstance(v, ImageBatch))]
+        # What a checkpoint's digest covers: all processes' images, and the
+        # trained networks a training learns from (the loss predictor's
+        # inpainter, trained again before a resumed training).
+        data = [batch, *(v for _, v in sorted(fit_data.items()) if isinstance(v, _DIGESTED))]
         rng = check_generator(self.random_state)
         init_seed, noise_seed = (int(s) for s in rng.integers(2**62, size=2))
         parallel = distributed.world_size() > 1
@@ -709,3 +716,7 @@ class TorchSegmenter(BaseAnomalySegmenter):
         self.device_ = resolve_device(saved if device is None else device, where)
         self._check_weights(weights)
         self._install_module(self._build_module(), weights)
+
+
+#: The inputs of a training that a checkpoint's digest covers.
+_DIGESTED = (ImageBatch, TorchSegmenter)

@@ -21,6 +21,7 @@ from anomseg.base import load_model
 from anomseg.callbacks import Callback, Checkpoint, EarlyStopping, EpochLog, read_checkpoint
 from anomseg.datasets import make_healthy_images
 from anomseg.denoising import DenoisingAESegmenter
+from anomseg.inpainting import InpaintingLocalizer, InpaintingLossPredictor
 from anomseg.restoration import GMVAERestorer, VAEReconstructor
 
 from .test_torch import ToyTrainer
@@ -109,6 +110,32 @@ def test_an_interrupted_training_resumes_to_the_same_weights(
     assert seconds == sorted(seconds)  # the clock goes on from the checkpoint's
 
 
+def test_the_loss_predictor_resumes_only_on_the_same_inpainter(tmp_path):
+    """The loss predictor trains its inpainter again before it resumes:
+    from a seed, the same one (same weights at the end); without, another
+    one, which the checkpoint refuses."""
+
+    def predictor(seed, **params):
+        inpainter = InpaintingLocalizer(width=2, n_steps=2, batch_size=4, random_state=seed)
+        return InpaintingLossPredictor(
+            width=2, n_steps=6, batch_size=4, inpainter=inpainter, random_state=0, **params
+        )
+
+    path = tmp_path / "predictor.ckpt"
+    uninterrupted = predictor(1).fit(X, calibrate=False)
+    with pytest.raises(Interrupt):
+        predictor(1, callbacks=[Checkpoint(path, resume=True), InterruptAt(2)]).fit(
+            X, calibrate=False
+        )
+    resumed = predictor(1, callbacks=[Checkpoint(path, resume=True)]).fit(X, calibrate=False)
+    for key, weights in uninterrupted.module_.state_dict().items():
+        assert torch.equal(resumed.module_.state_dict()[key], weights), key
+    unseeded = tmp_path / "unseeded.ckpt"
+    predictor(None, callbacks=[Checkpoint(unseeded)]).fit(X, calibrate=False)
+    with pytest.raises(ValueError, match="learning from another trained network"):
+        predictor(None, callbacks=[Checkpoint(unseeded, resume=True)]).fit(X, calibrate=False)
+
+
 def test_a_finished_training_goes_on_for_more_epochs(tmp_path):
     """The VAE family's n_epochs may grow: 2 epochs, then 2 more, are the 4
     epochs of one training."""
@@ -186,7 +213,7 @@ def test_a_checkpoint_of_other_images_is_refused(tmp_path):
     path = tmp_path / "vae.ckpt"
     vae(n_epochs=2, callbacks=[Checkpoint(path)]).fit(SMALL, calibrate=False)
     est = vae(n_epochs=2, callbacks=[Checkpoint(path, resume=True)])
-    with pytest.raises(ValueError, match="trained on other images"):
+    with pytest.raises(ValueError, match="trained on other images, or"):
         est.fit(SMALL[::-1], calibrate=False)
     # What does not change the training may differ.
     est.set_params(verbose=1, inference_batch_size=3, max_fpr=0.1).fit(SMALL, calibrate=False)
