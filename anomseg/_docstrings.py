@@ -64,6 +64,13 @@ channel_axis : None or -1, default=None
     ``-1`` when samples carry a trailing channel axis (multi-modal input such
     as FLAIR + T2), None for single-channel images."""
 
+docdict["callbacks"] = """\
+callbacks : list of Callback or None, default=None
+    Called during training (see :mod:`anomseg.callbacks`): progress, early
+    stopping, and :class:`~anomseg.callbacks.Checkpoint`, which writes the
+    state of the training to a file that an interrupted training resumes
+    from. Not saved with the model."""
+
 docdict["n_channels_attribute"] = """\
 n_channels_ : int
     Number of channels seen in ``fit`` (1 without a channel axis)."""

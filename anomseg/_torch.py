@@ -5,8 +5,10 @@ and persistence.
 A method describes its training as a :class:`TrainingPlan` (its networks, the
 inputs of each update and the update itself); :class:`TorchSegmenter` runs
 every plan the same way, in one seeded session: one ``history_`` format,
-divergence errors, early stopping, progress and device placement, and
-data parallelism over the processes of a :mod:`torch.distributed` group (see
+divergence errors, early stopping, progress and device placement, the
+hooks of the callbacks (:mod:`anomseg.callbacks`) with the state that a
+checkpoint holds (:class:`Training`), and data parallelism over the
+processes of a :mod:`torch.distributed` group (see
 :mod:`anomseg.distributed`): sharding, synchronised weights, averaged
 gradients (in :func:`update`) and one ``history_`` on every process.
 
@@ -18,7 +20,9 @@ Importing this module imports torch; only the deep-learning subpackages
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
+import logging
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -29,14 +33,34 @@ import numpy as np
 import torch
 
 from . import distributed
+from ._version import __version__
 from .base import BaseAnomalySegmenter
+from .callbacks import CHECKPOINT_FORMAT, EarlyStopping, EpochLog
 from .distributed import _average_gradients, _broadcast_tensors, _shard_indices
 from .exceptions import AnomsegWarning
 from .utils import ImageBatch, check_generator
-from .utils._param_validation import COMMON_CONSTRAINTS, FITTED_CONSTRAINTS, Finite, Interval
+from .utils._logging import estimator_log
+from .utils._param_validation import (
+    COMMON_CONSTRAINTS,
+    FITTED_CONSTRAINTS,
+    Finite,
+    HasMethods,
+    Interval,
+    SequenceOf,
+)
 from .utils._progress import Progress
 
-__all__ = ["Progress", "TorchSegmenter", "TrainingPlan", "chunks", "resolve_device", "update"]
+__all__ = [
+    "Progress",
+    "TorchSegmenter",
+    "Training",
+    "TrainingPlan",
+    "chunks",
+    "resolve_device",
+    "update",
+]
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_device(device, owner):
@@ -140,6 +164,13 @@ class TrainingPlan:
         The other networks that the updates train (discriminators): under
         data parallelism their parameters and buffers start from, and their
         buffers return each epoch to, those of process 0, as ``module``'s.
+    optimizers : tuple of torch.optim.Optimizer
+        Every optimiser of the updates, and
+    schedulers : tuple of torch.optim.lr_scheduler.LRScheduler
+        every learning-rate schedule: a checkpoint holds their state (see
+        :class:`Training`). Whatever else changes during training must be
+        drawn from the plan's random generators, or a resumed training
+        would differ.
     """
 
     module: torch.nn.Module
@@ -151,6 +182,177 @@ class TrainingPlan:
     monitor: str | None = None
     patience: int | None = None
     networks: tuple = ()
+    optimizers: tuple = ()
+    schedulers: tuple = ()
+
+
+class Training:
+    """A training in progress: what the hooks of the callbacks receive
+    (see :mod:`anomseg.callbacks`), and its state as a checkpoint holds it.
+
+    Attributes
+    ----------
+    estimator : TorchSegmenter
+        The estimator being fitted.
+    plan : TrainingPlan
+        What it trains.
+    history : list of dict
+        The records of the epochs done.
+    epoch : int
+        Epochs done.
+    n_epochs : int
+        Epochs planned.
+    stop : bool
+        Whether training ends after this epoch.
+    best : tuple
+        The lowest value of the plan's ``monitor``, its epoch and
+        ``module``'s state then (``inf``, 0 and None before any).
+    """
+
+    def __init__(self, estimator, plan, rng, generator, data):
+        self.estimator = estimator
+        self.plan = plan
+        self.history = []
+        self.epoch = 0
+        self.n_epochs = plan.n_epochs
+        self.stop = False
+        self.best = (np.inf, 0, None)
+        self._rng = rng
+        self._generator = generator
+        self._data = data
+        self._digest = None
+
+    def log(self, message):
+        """Report ``message`` through the estimator's logger (on process 0)."""
+        self.estimator._log(message)
+
+    def _networks(self):
+        return (self.plan.module, *self.plan.networks)
+
+    def _random_states(self):
+        states = {
+            "numpy": self._rng.bit_generator.state,
+            "noise": self._generator.get_state(),
+            "torch": torch.random.get_rng_state(),
+        }
+        if self.estimator.device_ == "cuda":
+            states["cuda"] = torch.cuda.get_rng_state()
+        return states
+
+    def data_digest(self):
+        """A digest of the training images (all processes' together) and of
+        the weights of the trained estimators the training learns from."""
+        if self._digest is None:
+            digest = hashlib.blake2b(digest_size=16)
+            for data in self._data:
+                if isinstance(data, ImageBatch):
+                    arrays = [a for pair in zip(data.images, data.foreground) for a in pair]
+                else:
+                    arrays = [t.cpu().numpy() for t in data.module_.state_dict().values()]
+                digest.update(repr(len(arrays)).encode())
+                for array in arrays:
+                    digest.update(repr(array.shape).encode())
+                    digest.update(np.ascontiguousarray(array).data)
+            self._digest = digest.hexdigest()
+        return self._digest
+
+    def state_dict(self):
+        """The state that resuming restores, in tensors and plain data only
+        (what ``torch.load(..., weights_only=True)`` reads). Under data
+        parallelism every process must call it: it gathers their random
+        states."""
+        states = self._random_states()
+        if distributed.world_size() > 1:
+            states = distributed.all_gather_object(states)
+        else:
+            states = [states]
+        value, epoch, module_state = self.best
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "anomseg_version": __version__,
+            "estimator": type(self.estimator).__name__,
+            "params": self.estimator._training_params(),
+            "data": self.data_digest(),
+            "world_size": distributed.world_size(),
+            "epoch": self.epoch,
+            "stop": self.stop,
+            "history": [{k: _plain(v) for k, v in r.items()} for r in self.history],
+            "best": {"value": float(value), "epoch": epoch, "state": _cpu(module_state)},
+            "networks": [_cpu(network.state_dict()) for network in self._networks()],
+            "optimizers": [o.state_dict() for o in self.plan.optimizers],
+            "schedulers": [s.state_dict() for s in self.plan.schedulers],
+            "random_states": states,
+        }
+
+    def load_state_dict(self, state, source="the checkpoint"):
+        """Continue from ``state`` (of :meth:`state_dict`), after checking
+        that it describes this training; ``source`` names it in errors."""
+        self._check_same_training(state, source)
+        for network, weights in zip(self._networks(), state["networks"]):
+            network.load_state_dict(weights)
+        for optimizer, optimizer_state in zip(self.plan.optimizers, state["optimizers"]):
+            optimizer.load_state_dict(optimizer_state)
+        for scheduler, scheduler_state in zip(self.plan.schedulers, state["schedulers"]):
+            scheduler.load_state_dict(scheduler_state)
+        random = state["random_states"][distributed.rank()]
+        self._rng.bit_generator.state = random["numpy"]
+        self._generator.set_state(random["noise"])
+        torch.random.set_rng_state(random["torch"])
+        if "cuda" in random and self.estimator.device_ == "cuda":
+            torch.cuda.set_rng_state(random["cuda"])
+        self.history[:] = state["history"]
+        self.epoch, self.stop = state["epoch"], state["stop"]
+        best = state["best"]
+        self.best = (best["value"], best["epoch"], best["state"])
+
+    def _check_same_training(self, state, source):
+        name = type(self.estimator).__name__
+        if state["estimator"] != name:
+            raise ValueError(
+                f"{source} is a checkpoint of a {state['estimator']}, not of this {name}."
+            )
+        now, then = self.estimator._training_params(), state["params"]
+        changed = sorted(key for key in now.keys() | then.keys() if now.get(key) != then.get(key))
+        if changed:
+            differences = "; ".join(
+                f"{key}={then.get(key, '(none)')} there, {now.get(key, '(none)')} here"
+                for key in changed
+            )
+            raise ValueError(
+                f"{source} is a checkpoint of a {name} with other training parameters "
+                f"({differences}); set them back, or start afresh with resume=False."
+            )
+        if state["epoch"] > self.n_epochs:
+            raise ValueError(
+                f"{source} holds {state['epoch']} epochs of training, more than the "
+                f"{self.n_epochs} this {name} plans; raise them, or start afresh with "
+                "resume=False."
+            )
+        if state["data"] != self.data_digest():
+            raise ValueError(
+                f"{source} is a checkpoint of a {name} trained on other images, or "
+                "learning from another trained network; pass the same images (and "
+                "groups, exclude and calibrate) to fit, give a nested estimator an "
+                "int random_state, or start afresh with resume=False."
+            )
+        if state["world_size"] != distributed.world_size():
+            raise ValueError(
+                f"{source} was written by a training on {state['world_size']} "
+                f"process(es); resume it on as many, not {distributed.world_size()}."
+            )
+
+
+def _cpu(state_dict):
+    """A copy of a state dict on the CPU (None stays None)."""
+    if state_dict is None:
+        return None
+    return {k: v.detach().to("cpu", copy=True) for k, v in state_dict.items()}
+
+
+def _plain(value):
+    """A number of a history record as a Python number (NumPy's are not
+    plain data to ``weights_only``)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 class TorchSegmenter(BaseAnomalySegmenter):
@@ -161,6 +363,9 @@ class TorchSegmenter(BaseAnomalySegmenter):
     ``fit`` runs the plan and stores the trained network as ``module_``. The
     parameters ``inference_batch_size``, ``device``, ``random_state`` and
     ``verbose`` are expected.
+
+    The parameter ``callbacks`` (see :mod:`anomseg.callbacks`) is expected
+    too: the training loop calls its hooks.
 
     Training is data-parallel whenever a :mod:`torch.distributed` process
     group of more than one process is initialised (see
@@ -187,7 +392,23 @@ class TorchSegmenter(BaseAnomalySegmenter):
             "inference_batch_size",
             "verbose",
         )
+    } | {
+        "callbacks": [
+            None,
+            SequenceOf(
+                HasMethods(["on_train_begin", "on_epoch_end", "on_train_end"]),
+                "callbacks (see anomseg.callbacks.Callback)",
+            ),
+        ]
     }
+
+    #: Callbacks change how long a training runs, not what a model is: a
+    #: model file records ``callbacks=None``.
+    _runtime_params = BaseAnomalySegmenter._runtime_params | {"callbacks"}
+
+    #: Parameters that a training resumed from a checkpoint may raise (see
+    #: :mod:`anomseg.callbacks`): the plan does not depend on them.
+    _extendable_params = frozenset()
 
     _fitted_attribute_constraints: dict = {
         **BaseAnomalySegmenter._fitted_attribute_constraints,
@@ -264,6 +485,10 @@ class TorchSegmenter(BaseAnomalySegmenter):
         process 0's). Whatever describes the whole training set must be
         computed before this is called."""
         self.device_ = resolve_device(self.device, type(self).__name__)
+        # What a checkpoint's digest covers: all processes' images, and the
+        # trained networks a training learns from (the loss predictor's
+        # inpainter, trained again before a resumed training).
+        data = [batch, *(v for _, v in sorted(fit_data.items()) if isinstance(v, _DIGESTED))]
         rng = check_generator(self.random_state)
         init_seed, noise_seed = (int(s) for s in rng.integers(2**62, size=2))
         parallel = distributed.world_size() > 1
@@ -283,7 +508,7 @@ class TorchSegmenter(BaseAnomalySegmenter):
             if parallel:
                 _broadcast_tensors(self._synchronised(plan, parameters=True))
                 torch.manual_seed(init_seed + rank)  # dropout differs per process
-            self._train(plan)
+            self._train(Training(self, plan, rng, generator, data))
 
     @staticmethod
     def _shard(batch, fit_data, seed):
@@ -326,14 +551,23 @@ class TorchSegmenter(BaseAnomalySegmenter):
         (this process's shard under data parallelism)."""
         raise NotImplementedError
 
-    def _train(self, plan):
-        """Run ``plan``: set ``history_``, ``training_time_``,
-        ``best_epoch_`` (with a monitored metric) and ``module_``."""
+    def _train(self, training):
+        """Run ``training``'s plan, with the callbacks: set ``history_``,
+        ``training_time_``, ``best_epoch_`` (with a monitored metric) and
+        ``module_``."""
+        plan = training.plan
         parallel = distributed.world_size() > 1
-        self.history_ = history = []
-        best = (np.inf, 0, None)
-        started = time.perf_counter()
-        for epoch in range(1, plan.n_epochs + 1):
+        callbacks = [EpochLog()]
+        if plan.patience is not None:
+            callbacks.append(EarlyStopping(plan.monitor, patience=plan.patience))
+        callbacks.extend(self.callbacks or ())
+        self.history_ = history = training.history
+        for callback in callbacks:
+            callback.on_train_begin(training)
+        # A resumed training's clock goes on from its checkpoint's.
+        started = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
+        while training.epoch < plan.n_epochs and not training.stop:
+            epoch = training.epoch + 1
             totals = {}
             for item in plan.steps(epoch):
                 for key, value in plan.step(item).items():
@@ -354,30 +588,32 @@ class TorchSegmenter(BaseAnomalySegmenter):
             record.update(end)
             record["seconds"] = seconds
             history.append(record)
-            left = record["seconds"] / epoch * (plan.n_epochs - epoch)
-            self._log(
-                f"epoch {epoch}/{plan.n_epochs}: "
-                + ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "epoch")
-                + (f"; at most about {left:.0f} s left" if epoch < plan.n_epochs else "")
-            )
+            training.epoch = epoch
             for key, value in record.items():
                 if not np.isfinite(value):
                     raise FloatingPointError(
                         f"{type(self).__name__}.fit diverged at epoch {epoch} ({key} "
                         f"{value}); lower 'learning_rate' or scale intensities to [0, 1]."
                     )
-            if plan.monitor is None:
-                continue
-            if record[plan.monitor] < best[0]:
-                best = (record[plan.monitor], epoch, copy.deepcopy(plan.module.state_dict()))
-            elif plan.patience is not None and epoch - best[1] >= plan.patience:
-                self._log(f"early stop: no lower {plan.monitor} for {plan.patience} epochs")
-                break
+            if plan.monitor is not None and record[plan.monitor] < training.best[0]:
+                state = copy.deepcopy(plan.module.state_dict())
+                training.best = (record[plan.monitor], epoch, state)
+            for callback in callbacks:
+                callback.on_epoch_end(training)
+        for callback in callbacks:
+            callback.on_train_end(training)
         self.training_time_ = time.perf_counter() - started
         state = plan.module.state_dict()
         if plan.monitor is not None:
-            self.best_epoch_, state = best[1], best[2]
+            self.best_epoch_, state = training.best[1], training.best[2]
         self._install_module(plan.module, state)
+
+    def _training_params(self):
+        """The parameters that make the training, each as its ``repr``:
+        what a checkpoint records, and what resuming from it compares."""
+        skipped = self._runtime_params | self._calibration_params | self._extendable_params
+        params = self.get_params(deep=False)
+        return {key: repr(value) for key, value in sorted(params.items()) if key not in skipped}
 
     # -- the network --------------------------------------------------------------
     def _new_module(self):
@@ -425,8 +661,10 @@ class TorchSegmenter(BaseAnomalySegmenter):
         self.module_ = module.to(self.device_)
 
     def _log(self, message):
-        if self.verbose and distributed.is_main_process():
-            print(f"[{type(self).__name__}] {message}", flush=True)
+        """Report ``message`` through this module's logger (see
+        :func:`~anomseg.utils._logging.estimator_log`), on process 0 only."""
+        if distributed.is_main_process():
+            estimator_log(self, logger)(message)
 
     def _progress(self, stage, total, unit):
         """A :class:`Progress` of ``total`` ``unit`` that reports through
@@ -437,6 +675,7 @@ class TorchSegmenter(BaseAnomalySegmenter):
     # -- persistence ---------------------------------------------------------------
     def _export_state(self):
         params, attributes, _ = super()._export_state()
+        params["callbacks"] = None  # training-time objects, not part of the model
         weights = {k: v.detach().cpu() for k, v in self.module_.state_dict().items()}
         return params, attributes, weights
 
@@ -477,3 +716,7 @@ class TorchSegmenter(BaseAnomalySegmenter):
         self.device_ = resolve_device(saved if device is None else device, where)
         self._check_weights(weights)
         self._install_module(self._build_module(), weights)
+
+
+#: The inputs of a training that a checkpoint's digest covers.
+_DIGESTED = (ImageBatch, TorchSegmenter)

@@ -13,11 +13,12 @@ class ToyTrainer(TorchSegmenter):
 
     _parameter_constraints: dict = {}
 
-    def __init__(self, make_plan=None, device="cpu", random_state=0, verbose=0):
+    def __init__(self, make_plan=None, device="cpu", random_state=0, verbose=0, callbacks=None):
         self.make_plan = make_plan
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.callbacks = callbacks
         self.max_fpr = 0.05
         self.calibration_fraction = 0.25
         self.inference_batch_size = 8

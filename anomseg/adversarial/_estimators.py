@@ -97,8 +97,10 @@ class ASCNetSegmenter(TorchSegmenter):
     %(calibration_fraction)s
     %(random_state)s
     verbose : int >= 0, default=0
-        Print the losses of every cycle when positive.
+        Report the losses of every cycle when positive (through
+        :mod:`logging`, see :mod:`anomseg.utils._logging`).
     %(channel_axis)s
+    %(callbacks)s
 
     Attributes
     ----------
@@ -228,6 +230,7 @@ class ASCNetSegmenter(TorchSegmenter):
         random_state=None,
         verbose=0,
         channel_axis=None,
+        callbacks=None,
     ):
         self.width = width
         self.n_stage1_cycles = n_stage1_cycles
@@ -251,6 +254,7 @@ class ASCNetSegmenter(TorchSegmenter):
         self.random_state = random_state
         self.verbose = verbose
         self.channel_axis = channel_axis
+        self.callbacks = callbacks
 
     _parameter_constraints: dict = {
         **TorchSegmenter._parameter_constraints,
@@ -448,6 +452,7 @@ class ASCNetSegmenter(TorchSegmenter):
             step=lambda stage: main_step() if stage is None else discriminator_step(stage),
             describe=lambda epoch: {"stage": stages[epoch - 1]},
             networks=(discriminator,),
+            optimizers=tuple(optimizers.values()),
         )
 
     # -- maps ----------------------------------------------------------------------

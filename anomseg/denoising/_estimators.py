@@ -134,6 +134,7 @@ class DenoisingAESegmenter(TorchSegmenter):
     %(random_state)s
     %(verbose)s
     %(channel_axis)s
+    %(callbacks)s
 
     Attributes
     ----------
@@ -262,6 +263,7 @@ class DenoisingAESegmenter(TorchSegmenter):
         random_state=None,
         verbose=0,
         channel_axis=None,
+        callbacks=None,
     ):
         self.width = width
         self.depth = depth
@@ -286,6 +288,7 @@ class DenoisingAESegmenter(TorchSegmenter):
         self.random_state = random_state
         self.verbose = verbose
         self.channel_axis = channel_axis
+        self.callbacks = callbacks
 
     @classmethod
     def _upgrade_params(cls, params):
@@ -374,6 +377,8 @@ class DenoisingAESegmenter(TorchSegmenter):
             end_epoch=end_epoch,
             monitor="validation_loss" if n_validation else None,
             patience=self.patience if n_validation else None,
+            optimizers=(optimizer,),
+            schedulers=(schedule,),
         )
 
     def _noisy(self, batch, indices, generator, cell=None):

@@ -112,9 +112,10 @@ class _WindowLocalizer(TorchSegmenter):
                 maps[i] = heatmap(grid, valid, window, stride, batch.foreground[i].shape)
         return maps
 
-    def _step_plan(self, module, step, networks=()):
-        """The plan of ``n_steps`` updates by ``step``, recorded in at most
-        ``_N_RECORDS`` epochs of ``history_``, each saying its last update."""
+    def _step_plan(self, module, step, optimizers, networks=()):
+        """The plan of ``n_steps`` updates by ``step`` (with ``optimizers``),
+        recorded in at most ``_N_RECORDS`` epochs of ``history_``, each
+        saying its last update."""
         ends = [
             i
             for i in range(1, self.n_steps + 1)
@@ -128,6 +129,7 @@ class _WindowLocalizer(TorchSegmenter):
             step=step,
             describe=lambda epoch: {"step": epochs[epoch - 1][-1]},
             networks=networks,
+            optimizers=optimizers,
         )
 
 
@@ -194,6 +196,7 @@ class InpaintingLocalizer(_WindowLocalizer):
     verbose : int >= 0, default=0
         Print the losses 20 times during training when positive.
     %(channel_axis)s
+    %(callbacks)s
 
     Attributes
     ----------
@@ -280,6 +283,7 @@ class InpaintingLocalizer(_WindowLocalizer):
         random_state=None,
         verbose=0,
         channel_axis=None,
+        callbacks=None,
     ):
         self.window_size = window_size
         self.stride = stride
@@ -299,6 +303,7 @@ class InpaintingLocalizer(_WindowLocalizer):
         self.random_state = random_state
         self.verbose = verbose
         self.channel_axis = channel_axis
+        self.callbacks = callbacks
 
     _parameter_constraints: dict = {
         **TorchSegmenter._parameter_constraints,
@@ -381,7 +386,9 @@ class InpaintingLocalizer(_WindowLocalizer):
                 "discriminator_loss": float(d_loss.detach()),
             }
 
-        return self._step_plan(inpainter, step, networks=(discriminator,))
+        return self._step_plan(
+            inpainter, step, tuple(optimizers.values()), networks=(discriminator,)
+        )
 
     def _patches(self, padded, slices, tops, lefts):
         """Patches of the images and of their foreground around windows."""
@@ -491,6 +498,7 @@ class InpaintingLossPredictor(_WindowLocalizer):
     verbose : int >= 0, default=0
         Print the losses 20 times during training when positive.
     %(channel_axis)s
+    %(callbacks)s
 
     Attributes
     ----------
@@ -583,6 +591,7 @@ class InpaintingLossPredictor(_WindowLocalizer):
         random_state=None,
         verbose=0,
         channel_axis=None,
+        callbacks=None,
     ):
         self.inpainter = inpainter
         self.width = width
@@ -599,6 +608,7 @@ class InpaintingLossPredictor(_WindowLocalizer):
         self.random_state = random_state
         self.verbose = verbose
         self.channel_axis = channel_axis
+        self.callbacks = callbacks
 
     _parameter_constraints: dict = {
         **TorchSegmenter._parameter_constraints,
@@ -727,7 +737,7 @@ class InpaintingLossPredictor(_WindowLocalizer):
             update(optimizer, loss)
             return {"loss": float(loss.detach())}
 
-        return self._step_plan(predictor, step)
+        return self._step_plan(predictor, step, (optimizer,))
 
     # -- maps ---------------------------------------------------------------------
     def _window_losses(self, padded, slices, tops, lefts):

@@ -77,6 +77,10 @@ class _NormativePriorEstimator(TorchSegmenter):
         "n_epochs_": [Interval(Integral, 1, None, closed="left")],
     }
 
+    #: Adam at a constant step size: a checkpoint's training goes on for
+    #: more epochs as if they had been planned from the start.
+    _extendable_params = frozenset({"n_epochs"})
+
     _parameter_constraints: dict = {
         **TorchSegmenter._parameter_constraints,
         "width": [Interval(Integral, 1, None, closed="left")],
@@ -121,6 +125,7 @@ class _NormativePriorEstimator(TorchSegmenter):
             end_epoch=end_epoch,
             monitor="validation_loss" if n_validation else "train_loss",
             patience=self.patience if n_validation else None,
+            optimizers=(optimizer,),
         )
 
     @staticmethod
@@ -471,6 +476,7 @@ class VAERestorer(_BaseRestorer):
     %(random_state)s
     %(verbose)s
     %(channel_axis)s
+    %(callbacks)s
 
     Attributes
     ----------
@@ -535,6 +541,7 @@ class VAERestorer(_BaseRestorer):
         random_state=None,
         verbose=0,
         channel_axis=None,
+        callbacks=None,
     ):
         self.width = width
         self.latent_channels = latent_channels
@@ -562,6 +569,7 @@ class VAERestorer(_BaseRestorer):
         self.random_state = random_state
         self.verbose = verbose
         self.channel_axis = channel_axis
+        self.callbacks = callbacks
 
 
 @fill_doc
@@ -591,6 +599,7 @@ class GMVAERestorer(_BaseRestorer):
     %(random_state)s
     %(verbose)s
     %(channel_axis)s
+    %(callbacks)s
 
     Attributes
     ----------
@@ -663,6 +672,7 @@ class GMVAERestorer(_BaseRestorer):
         random_state=None,
         verbose=0,
         channel_axis=None,
+        callbacks=None,
     ):
         self.width = width
         self.latent_channels = latent_channels
@@ -691,6 +701,7 @@ class GMVAERestorer(_BaseRestorer):
         self.random_state = random_state
         self.verbose = verbose
         self.channel_axis = channel_axis
+        self.callbacks = callbacks
 
     @classmethod
     def published(cls, **params):
@@ -749,6 +760,7 @@ class VAEReconstructor(_NormativePriorEstimator):
     %(random_state)s
     %(verbose)s
     %(channel_axis)s
+    %(callbacks)s
 
     Attributes
     ----------
@@ -796,6 +808,7 @@ class VAEReconstructor(_NormativePriorEstimator):
         random_state=None,
         verbose=0,
         channel_axis=None,
+        callbacks=None,
     ):
         self.width = width
         self.latent_channels = latent_channels
@@ -814,6 +827,7 @@ class VAEReconstructor(_NormativePriorEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.channel_axis = channel_axis
+        self.callbacks = callbacks
 
     def _score(self, batch):
         maps = [None] * len(batch)

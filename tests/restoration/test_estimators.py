@@ -500,22 +500,28 @@ def test_golden_and_grid_search_agree_on_a_real_curve(healthy):
     assert golden.tv_search_time_ > 0
 
 
-def test_verbose_reports_progress_and_time_left(healthy, monkeypatch, capsys):
+def test_verbose_reports_progress_and_time_left(healthy, monkeypatch, capsys, caplog):
+    import logging
+
     import anomseg.utils._progress
 
     monkeypatch.setattr(anomseg.utils._progress, "PROGRESS_INTERVAL", 0.0)
     est = GMVAERestorer(**{**TINY, "n_clusters": 3, "tv_weight": "auto", "verbose": 1})
     est.set_params(tv_weights=(0.0, 0.5, 1.0, 2.0), max_tv_images=3)
-    est.fit(healthy)
-    est.score_samples(healthy[:5])
-    out = capsys.readouterr().out
-    assert "epoch 1/2" in out and "at most about" in out
+    with caplog.at_level(logging.INFO, logger="anomseg"):
+        est.fit(healthy)
+        est.score_samples(healthy[:5])
+    out = caplog.text
+    assert "[GMVAERestorer] epoch 1/2" in out and "at most about" in out
     assert "TV weight search: healthy change" in out and "of at most 3 weights" in out
     assert re.search(r"restoring: \d+/5 slices, \d+ s, about \d+ s left", out)
     assert re.search(r"restoring: 5 slices in \d+ s", out)
-    quiet = clone(est).set_params(verbose=0).fit(healthy)
-    quiet.score_samples(healthy[:5])
-    assert capsys.readouterr().out == ""
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="anomseg"):
+        quiet = clone(est).set_params(verbose=0).fit(healthy)
+        quiet.score_samples(healthy[:5])
+    assert caplog.text == ""
+    assert capsys.readouterr().out == ""  # nothing on stdout, verbose or not
 
 
 @pytest.mark.parametrize("name", ["vaerestorer", "gmvaerestorer"])
