@@ -172,9 +172,12 @@ device : {"auto", "cpu", "cuda"}, default="auto"
 
 docdict["verbose"] = """\
 verbose : int >= 0, default=0
-    Print the loss of every epoch (and the TV-weight curve) when positive;
-    restorers also report the TV weight search and restoration batches,
-    with the time left, at most every 10 seconds."""
+    The level of the estimator's progress messages (the loss of every
+    epoch, the TV-weight curve; restorers also report the TV weight search
+    and restoration batches, with the time left, at most every 10 seconds),
+    which go through :mod:`logging` under the ``anomseg`` logger: ``INFO``
+    (shown) when positive, else ``DEBUG`` (shown only where logging asks for
+    it, as ``anomseg fit`` and ``predict`` do). Nothing goes to stdout."""
 
 docdict["prior_attributes"] = """\
 module_ : torch.nn.Module

@@ -668,8 +668,10 @@ class TorchSegmenter(BaseAnomalySegmenter):
 
     def _progress(self, stage, total, unit):
         """A :class:`Progress` of ``total`` ``unit`` that reports through
-        :meth:`_log` when ``verbose`` (on process 0 only)."""
-        quiet = not (self.verbose and distributed.is_main_process())
+        :meth:`_log` (on process 0 only) when its messages would be shown:
+        ``verbose`` sets their level, the logger decides."""
+        level = logging.INFO if self.verbose else logging.DEBUG
+        quiet = not (distributed.is_main_process() and logger.isEnabledFor(level))
         return Progress(None if quiet else self._log, stage, total, unit)
 
     # -- persistence ---------------------------------------------------------------

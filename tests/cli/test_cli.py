@@ -514,16 +514,7 @@ def test_info_shows_what_a_model_file_holds(scans, tmp_path, capsys):
     assert "voxel size: [1.2, 1.0, 2.0] to [1.2, 1.0, 2.0]" in out
 
 
-# TEMPORARY: the restorers log through logging (at DEBUG while verbose=0, which
-# the command line shows) once anomseg/_torch.py is converted on branch
-# i25-train; remove this mark on merge (strict: it fails once it passes).
-_UNTIL_TRAIN = pytest.mark.xfail(
-    reason="_torch._log still prints only when verbose; converted on branch i25-train",
-    strict=True,
-)
-
-
-@pytest.mark.parametrize("progress", [pytest.param(True, marks=_UNTIL_TRAIN), False])
+@pytest.mark.parametrize("progress", [True, False])
 def test_restorers_report_progress_on_stderr(scans, tmp_path, capsys, monkeypatch, progress):
     """fit and predict show the method's own progress (epochs, the TV weight
     search, restoration, with the time left) by default, on stderr only;
