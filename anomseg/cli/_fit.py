@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 import sys
 import warnings
 
@@ -64,6 +65,7 @@ def cmd_fit(args):
         )
     inputs = [*args.healthy, *args.unlabelled, *(args.exclude or [])]
     output = _output_file(args.output, "-o", "the model file", args.overwrite, inputs)
+    _checkpoint(args, estimator, output, inputs)
     references = _check_headers([*args.healthy, *args.unlabelled], unique=False)
     exclusion = _exclusion(args, references)
     steps = _preprocessing_steps(args.foreground, tags.requires_scaled_input)
@@ -127,6 +129,42 @@ def cmd_fit(args):
         f"FPR {estimator.max_fpr:g} (achieved {estimator.calibration_fpr_:.4f} on "
         f"{estimator.n_calibration_pixels_} calibration voxels)"
     )
+
+
+def _checkpoint(args, estimator, output, inputs):
+    """Give ``estimator`` the :class:`~anomseg.callbacks.Checkpoint` of
+    ``--checkpoint``: the training's state, written every
+    ``--checkpoint-every`` epochs, from which ``--resume`` continues."""
+    if args.checkpoint is None:
+        if args.resume or args.checkpoint_every is not None:
+            raise CommandError("--resume and --checkpoint-every need --checkpoint PATH.")
+        return
+    from ..callbacks import Checkpoint
+
+    if "callbacks" not in estimator.get_params(deep=False):
+        raise CommandError(
+            f"--checkpoint is for one learned method; {' and '.join(args.method)} "
+            + (
+                "make an ensemble, whose members train apart."
+                if len(args.method) > 1 or args.ensemble > 1
+                else "trains no network."
+            )
+        )
+    if os.path.abspath(args.checkpoint) == os.path.abspath(output):
+        raise CommandError("--checkpoint names the model file (-o); give it another name.")
+    if os.path.isfile(args.checkpoint) and not (args.resume or args.overwrite):
+        raise CommandError(
+            f"--checkpoint '{args.checkpoint}' exists; pass --resume to continue its "
+            "training, or --overwrite to start afresh."
+        )
+    path = _output_file(args.checkpoint, "--checkpoint", "the checkpoint", True, inputs)
+    params = {
+        "callbacks": [Checkpoint(str(path), every=args.checkpoint_every or 1, resume=args.resume)]
+    }
+    if estimator.get_params(deep=False).get("random_state") is None:
+        # A resumed training rebuilds its data split and starting point from it.
+        params["random_state"] = 0
+    estimator.set_params(**params)
 
 
 def _apply_preset(args):
@@ -378,6 +416,36 @@ def add_parser(commands):
     _add_mask_options(fit)
     fit.add_argument("--overwrite", action="store_true", help="Replace MODEL if it exists.")
     _add_budget_option(fit)
+    _add_checkpoint_options(fit)
+
+
+def _add_checkpoint_options(fit):
+    """A long training that survives an interruption."""
+    fit.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="PATH",
+        help="One learned method only: write the state of the training (weights, "
+        "optimiser, epoch, history, random states) to PATH as it goes, so that "
+        "--resume can continue an interrupted training; the resumed training "
+        "gives the model an uninterrupted one would. Fixes random_state to 0 "
+        "unless --param random_state=... is given. PATH is refused if it exists, "
+        "unless --resume (continue from it) or --overwrite (start afresh).",
+    )
+    fit.add_argument(
+        "--checkpoint-every",
+        type=_positive_int("--checkpoint-every"),
+        default=None,
+        metavar="N",
+        help="Write the checkpoint every N epochs, and after the last (default 1).",
+    )
+    fit.add_argument(
+        "--resume",
+        action="store_true",
+        help="Continue the training that --checkpoint PATH holds (start afresh if "
+        "PATH does not exist). The other options must be those of the interrupted "
+        "run; a checkpoint of another method, parameters or scans is refused.",
+    )
 
 
 def _add_method_options(fit):
