@@ -21,6 +21,7 @@ from anomseg.utils._logging import LIBRARY_LOGGER
 
 PACKAGE = Path(anomseg.__file__).parent
 
+
 def stdout_writes(source):
     """The lines of ``source`` that call ``print`` or touch ``sys.stdout``
     (code only: a ``print(`` in a docstring example is the user's)."""
