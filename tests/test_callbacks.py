@@ -14,10 +14,9 @@ import torch
 from sklearn.base import clone
 from sklearn.utils._param_validation import InvalidParameterError
 
-from anomseg import distributed
+from anomseg import distributed, load_model
 from anomseg._torch import TrainingPlan
 from anomseg.adversarial import ASCNetSegmenter
-from anomseg.base import load_model
 from anomseg.callbacks import Callback, Checkpoint, EarlyStopping, EpochLog, read_checkpoint
 from anomseg.datasets import make_healthy_images
 from anomseg.denoising import DenoisingAESegmenter

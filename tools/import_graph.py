@@ -47,6 +47,9 @@ LAYERS = (
     # What the estimators compute with: figures on arrays, the calibration
     # arithmetic, data-parallel training.
     ("anomseg.metrics", "anomseg._calibration", "anomseg.distributed"),
+    # The training lifecycle's callbacks and checkpoints: files and
+    # data-parallel training below, the torch contract above drives them.
+    ("anomseg.callbacks",),
     # Model files: the format, the records and the allow-list. It knows the
     # estimators by the hooks they implement and by the registry's dotted
     # paths, so that the contract above saves and loads itself downwards.
