@@ -3,12 +3,15 @@ its threshold came from."""
 
 from __future__ import annotations
 
+import functools
+import operator
 import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from ..exceptions import AnomsegWarning
+from ._lesion import lesion_wise_metrics
 from ._pixel import CurveMetrics, _as_list, dice_score, masked_foreground, pooled_pixels
 
 __all__ = ["EvaluationReport", "MetricResult", "evaluate"]
@@ -30,7 +33,8 @@ class MetricResult:
     metric : str
         Metric name, such as ``"AUROC"`` or ``"Dice"``.
     aggregation : str
-        ``"pooled"`` (all foreground pixels of the data set together) or
+        ``"pooled"`` (all foreground pixels of the data set together; for
+        lesion-wise counts, their sum, and ratios of those sums) or
         ``"per-volume"`` (mean over volumes with a lesion).
     threshold : str
         Where the threshold came from: none, an oracle chosen on the test
@@ -40,7 +44,9 @@ class MetricResult:
     sd : float or None
         Standard deviation over volumes (``ddof=1``); None when pooled.
     n_volumes : int or None
-        Number of volumes averaged; None when pooled.
+        Number of volumes averaged (those with a lesion, less those where
+        the figure is undefined, such as the lesion precision of a volume
+        with no predicted component); None when pooled.
     """
 
     metric: str
@@ -138,10 +144,41 @@ class EvaluationReport:
         return f"EvaluationReport({len(self.results)} metrics)\n{self.to_table()}"
 
 
-def _metric_rows(y_true, y_score, foreground, thresholds, postprocess=None):
+def _lesion_rows(y_true, masks, foreground, source, lesions):
+    """(metric, threshold source, value) of the lesion-wise figures of
+    ``masks``, their counts summed over the samples."""
+    _, min_overlap, voxel_volumes = lesions
+    m = functools.reduce(
+        operator.add,
+        (
+            # the truth inside the foreground, as for the pixel figures
+            lesion_wise_metrics(np.where(f, t, 0), p, min_overlap=min_overlap, voxel_volume=v)
+            for t, p, f, v in zip(y_true, masks, foreground, voxel_volumes)
+        ),
+    )
+    rows = [
+        ("Lesions", m.n_lesions),
+        ("Lesions detected", m.n_detected),
+        ("Lesions missed", m.n_missed),
+        ("Predicted components", m.n_components),
+        ("False-positive components", m.n_false_positive_components),
+        ("Lesion sensitivity", m.sensitivity),
+        ("Lesion precision", m.precision),
+        ("Lesion F1", m.f1),
+        ("Volume error (voxels)", m.volume_error),
+    ]
+    if m.volume_error_ml is not None:
+        rows.append(("Volume error (mL)", m.volume_error_ml))
+    rows.append(("Relative volume error", m.relative_volume_error))
+    return [(metric, source, float(value)) for metric, value in rows]
+
+
+def _metric_rows(y_true, y_score, foreground, thresholds, postprocess=None, lesions=None):
     """(metric, threshold source, value) for one pooled set of samples.
 
-    ``thresholds`` holds one ``{rate: threshold}`` dict per sample.
+    ``thresholds`` holds one ``{rate: threshold}`` dict per sample;
+    ``lesions`` is None or ``(rate, min_overlap, voxel volume of each
+    sample)``, for the lesion-wise rows of the masks at that rate.
     """
     labels, scores = pooled_pixels(y_true, y_score, foreground)
     curve = CurveMetrics.from_pixels(labels, scores)
@@ -150,24 +187,20 @@ def _metric_rows(y_true, y_score, foreground, thresholds, postprocess=None):
         ("AUPRC", THRESHOLD_FREE, curve.average_precision),
         ("Best Dice", ORACLE, curve.best_dice),
     ]
-    sizes = [int(np.count_nonzero(f)) for f in foreground]
+    lesion_rows = []
     for rate in sorted(thresholds[0]):
-        if postprocess is None:
-            per_pixel = np.repeat([t[rate] for t in thresholds], sizes)
-            predicted = scores > per_pixel
-        else:  # the masks as predict returns them, then pooled
-            predicted = np.concatenate(
-                [
-                    np.asarray(postprocess((s > t[rate]) & f), dtype=bool)[f]
-                    for s, t, f in zip(y_score, thresholds, foreground)
-                ]
-            )
+        masks = [(s > t[rate]) & f for s, t, f in zip(y_score, thresholds, foreground)]
+        if postprocess is not None:  # the masks as predict returns them
+            masks = [np.asarray(postprocess(m), dtype=bool) for m in masks]
+        predicted = np.concatenate([m[f] for m, f in zip(masks, foreground)])
         rows.append(("Dice", _calibrated(rate), dice_score(labels, predicted)))
+        if lesions is not None and rate == lesions[0]:
+            lesion_rows = _lesion_rows(y_true, masks, foreground, _calibrated(rate), lesions)
     rows += [
         ("FPR at Youden", ORACLE, curve.youden_fpr),
         ("FNR at Youden", ORACLE, curve.youden_fnr),
     ]
-    return rows
+    return rows + lesion_rows
 
 
 def _per_sample_thresholds(thresholds, n_samples):
@@ -182,6 +215,17 @@ def _per_sample_thresholds(thresholds, n_samples):
             f"({n_samples}) with the same rates; got {len(thresholds)} dicts."
         )
     return thresholds
+
+
+def _per_sample_voxel_volumes(voxel_volume, n_samples):
+    if voxel_volume is None or np.ndim(voxel_volume) == 0:
+        return [voxel_volume] * n_samples
+    if len(voxel_volume) != n_samples or any(v is None for v in voxel_volume):
+        raise ValueError(
+            f"'voxel_volume' must be one number, or one per sample ({n_samples}); "
+            f"got {len(voxel_volume)} numbers."
+        )
+    return list(voxel_volume)
 
 
 def _group_samples(samples, groups):
@@ -263,6 +307,9 @@ def evaluate(
     per_volume=True,
     postprocess=None,
     names=None,
+    lesion_fpr=None,
+    min_overlap=1,
+    voxel_volume=None,
 ):
     """Evaluate anomaly maps against ground-truth masks.
 
@@ -274,7 +321,18 @@ def evaluate(
     * Dice at thresholds **calibrated on healthy data** (``thresholds``), the
       figure a user can actually obtain on new scans;
     * the false-positive and false-negative rates at the Youden threshold
-      (an oracle too).
+      (an oracle too);
+    * with ``lesion_fpr``, lesion-wise figures of the masks at the
+      threshold calibrated at that rate (see :func:`lesion_wise_metrics`
+      for the overlap rule): the numbers of true lesions, detected and
+      missed lesions, predicted and false-positive components, lesion-wise
+      sensitivity, precision and F1, and the volume error (predicted minus true
+      lesion volume, in voxels, in mL with ``voxel_volume``, and relative to
+      the true volume). Pooled rows sum the counts and volumes over all
+      samples, then take the ratios; per-volume rows average each volume's
+      own. Lesions are the connected components of each sample: pass
+      volumes, since a lesion spanning several 2D slices counts once per
+      slice.
 
     Parameters
     ----------
@@ -309,6 +367,16 @@ def evaluate(
     names : list of str or None, default=None
         What to call each sample in warnings and errors, such as the file
         of its truth mask; ``y_true[i]`` when None.
+    lesion_fpr : float or None, default=None
+        The false-positive rate, a key of ``thresholds``, at whose threshold
+        to add the lesion-wise rows, such as an estimator's ``max_fpr`` (the
+        masks ``predict`` returns); None adds none.
+    min_overlap : int, default=1
+        The fewest voxels a true lesion and a predicted component must share
+        to match (any overlap by default).
+    voxel_volume : float, list of float or None, default=None
+        The volume of a voxel in mL, for all samples or one per sample, to
+        add the volume error in mL.
 
     Returns
     -------
@@ -318,7 +386,9 @@ def evaluate(
     ------
     ValueError
         If no volume has a lesion pixel inside the foreground: every figure
-        would be undefined.
+        would be undefined; if ``lesion_fpr`` is not a rate of
+        ``thresholds``; or, for the lesion-wise rows, if a truth mask is
+        not binary.
 
     Warns
     -----
@@ -350,26 +420,40 @@ def evaluate(
     fgs = [f.astype(bool) for f in fgs]
     thresholds = _per_sample_thresholds(thresholds, len(trues))
     _check_lesions(trues, fgs, groups, names)
+    voxel_volumes = _per_sample_voxel_volumes(voxel_volume, len(trues))
+    lesions = None
+    if lesion_fpr is not None:
+        if lesion_fpr not in thresholds[0]:
+            raise ValueError(
+                f"'lesion_fpr' must be one of the rates of 'thresholds', {sorted(thresholds[0])}; "
+                f"got {lesion_fpr!r}."
+            )
+        lesions = (lesion_fpr, min_overlap, voxel_volumes)
 
     results = [
         MetricResult(metric, "pooled", source, value)
-        for metric, source, value in _metric_rows(trues, scores, fgs, thresholds, postprocess)
+        for metric, source, value in _metric_rows(
+            trues, scores, fgs, thresholds, postprocess, lesions
+        )
     ]
     if not per_volume:
         return EvaluationReport(results)
 
     per_volume_rows, volumes = [], []
-    for volume in _group_samples(list(zip(trues, scores, fgs, thresholds)), groups):
-        t, s, f, th = (list(x) for x in zip(*volume))
+    samples = list(zip(trues, scores, fgs, thresholds, voxel_volumes))
+    for volume in _group_samples(samples, groups):
+        t, s, f, th, v = (list(x) for x in zip(*volume))
         if not any(np.any(ti[fi]) for ti, fi in zip(t, f)):
             volumes.append([])
             continue
-        rows = _metric_rows(t, s, f, th, postprocess)
+        volume_lesions = None if lesions is None else (*lesions[:2], v)
+        rows = _metric_rows(t, s, f, th, postprocess, volume_lesions)
         per_volume_rows.append(rows)
         volumes.append([MetricResult(m, "volume", source, value) for m, source, value in rows])
     pooled_rows = list(results)
     for i, pooled in enumerate(pooled_rows):
         values = np.array([rows[i][2] for rows in per_volume_rows], dtype=float)
+        values = values[~np.isnan(values)]  # e.g. lesion precision without a component
         n = values.size
         mean = float(values.mean()) if n else float("nan")
         sd = float(values.std(ddof=1)) if n > 1 else float("nan")
