@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
+
 from ..cohort import stem
 from ._common import (
     CommandError,
@@ -59,6 +61,8 @@ def cmd_evaluate(args):
         thresholds=final.calibration_thresholds_,
         postprocess=final.postprocess_mask,  # Dice of the masks predict writes
         names=[f"--truth '{truth}' (of '{scan}')" for scan, truth in zip(args.scans, args.truth)],
+        lesion_fpr=float(final.max_fpr),  # lesion-wise figures of the masks predict writes
+        voxel_volume=[_voxel_volume(reference) for reference in references],
     )
     for scan, truth, mask in zip(args.scans, args.truth, truths):
         if not mask.any():  # a healthy control, or the wrong file
@@ -182,6 +186,17 @@ def _write_report(path, report, args, overwrite):
     atomic_write(path, lambda tmp: Path(tmp).write_text(text), overwrite=overwrite)
 
 
+#: Millimetres per unit of a NIfTI header's ``xyzt_units`` (unknown: mm).
+_MM_PER_UNIT = {"meter": 1000.0, "micron": 0.001}
+
+
+def _voxel_volume(reference):
+    """The volume of a scan's voxel in mL, from its header's voxel sizes."""
+    header = reference.header
+    mm = _MM_PER_UNIT.get(header.get_xyzt_units()[0], 1.0)
+    return float(np.prod(np.asarray(header.get_zooms()[:3], dtype=float) * mm)) / 1000
+
+
 def _read_truth(path):
     """A ground-truth mask, which must hold 0 and 1 only."""
     from ..io import load_mask
@@ -214,9 +229,9 @@ def add_parser(commands):
         "-o",
         "--output",
         metavar="FILE",
-        help="Also write the figures to FILE: .json (pooled and per-volume rows, "
-        "and every scan's own figures) or .csv (a row per scan, then the pooled "
-        "and per-volume rows); written atomically.",
+        help="Also write the figures, lesion-wise ones included, to FILE: .json "
+        "(pooled and per-volume rows, and every scan's own figures) or .csv (a row "
+        "per scan, then the pooled and per-volume rows); written atomically.",
     )
     evaluate.add_argument(
         "--overwrite", action="store_true", help="Replace the --output file if it exists."

@@ -26,6 +26,7 @@ from anomseg.cli import main
 from anomseg.datasets import add_synthetic_lesions
 from anomseg.ensemble import AnomalyEnsemble
 from anomseg.io import load_nifti
+from anomseg.metrics import lesion_wise_metrics
 from anomseg.postprocessing import smooth_map
 
 from .bad_inputs import volume, write
@@ -367,6 +368,49 @@ def test_evaluate_writes_a_row_per_scan_as_csv(evaluated, patients):
     assert set(pooled) <= set(rows[-2])
     for key, value in pooled.items():
         assert float(rows[-2][key]) == pytest.approx(value)
+
+
+_LESION = f"[calibrated on healthy data at FPR {100 * MAX_FPR:g}%]"
+
+
+def test_evaluate_writes_lesion_wise_figures_of_the_masks_predict_writes(evaluated, patients):
+    report = json.loads((evaluated / "r.json").read_text())
+    with open(evaluated / "r.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    totals = []
+    for i, (record, row) in enumerate(zip(report["scans"], rows)):
+        header = nib.load(patients["scans"][i]).header
+        scan = np.asarray(nib.load(patients["scans"][i]).dataobj)
+        truth = (np.asarray(nib.load(patients["masks"][i]).dataobj) > 0) & (scan != 0)
+        predicted = np.asarray(nib.load(evaluated / "out" / f"patient{i}_mask.nii.gz").dataobj) > 0
+        expected = lesion_wise_metrics(
+            truth, predicted, voxel_volume=np.prod(header.get_zooms()[:3]) / 1000
+        )
+        totals.append(expected)
+        figures = {
+            "Lesions": expected.n_lesions,
+            "Lesions detected": expected.n_detected,
+            "Lesions missed": expected.n_missed,
+            "Predicted components": expected.n_components,
+            "False-positive components": expected.n_false_positive_components,
+            "Lesion sensitivity": expected.sensitivity,
+            "Volume error (voxels)": expected.volume_error,
+            "Volume error (mL)": expected.volume_error_ml,
+            "Relative volume error": expected.relative_volume_error,
+        }
+        for metric, value in figures.items():
+            assert record[f"{metric} {_LESION}"] == pytest.approx(value)
+            assert float(row[f"{metric} {_LESION}"]) == pytest.approx(value)
+    pooled = sum(totals[1:], totals[0])
+    assert pooled.n_lesions >= 3 and pooled.volume_error_ml != 0
+    by_key = {f"{r['metric']} [{r['threshold']}]": r["value"] for r in report["pooled"]}
+    for metric, value in (
+        ("Lesions", pooled.n_lesions),
+        ("Lesion sensitivity", pooled.sensitivity),
+        ("Volume error (mL)", pooled.volume_error_ml),
+    ):
+        assert by_key[f"{metric} {_LESION}"] == pytest.approx(value)
+        assert float(rows[-2][f"{metric} {_LESION}"]) == pytest.approx(value)
 
 
 @pytest.mark.parametrize(
