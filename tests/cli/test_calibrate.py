@@ -180,3 +180,28 @@ def test_info_on_a_torch_free_model_does_not_import_torch(sites, tmp_path):
     process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "checksum OK" in process.stdout, process.stderr
     assert process.stderr.strip() == "False"
+
+
+class _Runs:
+    """Unpickled, it would write a file: what a safe file must never do."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return exec, (f"open({self.path!r}, 'w').close()",)
+
+
+def test_a_file_read_without_torch_runs_no_code(tmp_path):
+    import pickle
+    import zipfile
+
+    from anomseg.persistence._format import read_safe
+
+    path, ran = tmp_path / "evil.anomseg", tmp_path / "ran"
+    payload = {"format": "anomseg.torch_model", "format_version": 2, "x": _Runs(str(ran))}
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("evil/data.pkl", pickle.dumps(payload, protocol=2))
+    with pytest.raises(ValueError, match="is not a safe anomseg model file"):
+        read_safe(path)
+    assert not ran.exists()
