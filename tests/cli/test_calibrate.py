@@ -129,6 +129,9 @@ def test_a_pipeline_calibrates_on_paths_as_on_arrays(sites):
     assert pipes[0].threshold_ == pipes[1].threshold_
     assert pipes[0][-1].n_calibration_pixels_ == pipes[1][-1].n_calibration_pixels_
     assert (pipes[0][0].get_params(), vars(pipes[0][0])) == scaler  # steps untouched
+    bare = [FlairThreshold().fit(_volumes(3, seed=0)) for _ in range(2)]
+    bare[0].calibrate(sites["b"])
+    assert bare[0].threshold_ == bare[1].calibrate(volumes).threshold_
 
 
 @pytest.mark.parametrize(
