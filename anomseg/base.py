@@ -304,8 +304,9 @@ class BaseAnomalySegmenter(BaseEstimator):
 
         Parameters
         ----------
-        X : array-like, list or ImageBatch
-            Healthy images, not used for training.
+        X : array-like, list, ImageBatch or list of str
+            Healthy images, not used for training, or the paths of NIfTI
+            scans (3D), read as ``fit`` reads them.
         exclude : list or LesionExclusion, default=None
             Voxels of ``X`` not to calibrate on, as in ``fit``.
 
@@ -316,6 +317,10 @@ class BaseAnomalySegmenter(BaseEstimator):
         check_is_fitted(self)
         self.check_params()
         where = f"{type(self).__name__}.calibrate"
+        if is_file_list(X):
+            log = estimator_log(self, logger)
+            with streamed_images(X, where=where, log=log, exclude=exclude) as batch:
+                return self.calibrate(batch)
         batch = apply_exclusion(self._validate_images(X, "calibrate"), exclude, where)
         self._tune_and_calibrate(batch, "calibrate")
         self.healthy_data_ = describe_images(batch)

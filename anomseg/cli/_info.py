@@ -47,8 +47,41 @@ def cmd_info(args):
         say(f"  calibration {key}: {_figure(value)}")
     for key, value in healthy.items():  # as the final estimator saw them
         say(f"  healthy data {key.replace('_', ' ')}: {_figure(value)}")
-    for key, value in info["metadata"].items():
+    metadata = dict(info["metadata"])
+    history = metadata.pop("calibrations", None)
+    for key, value in metadata.items():
         say(f"  {key.replace('_', ' ')}: {_figure(value)}")
+    if isinstance(history, list) and all(isinstance(step, dict) for step in history):
+        _say_history(say, history, calibration)
+    elif history is not None:
+        say(f"  calibrations: {_figure(history)}")
+
+
+def _say_history(say, history, calibration):
+    """The calibrations that ``anomseg calibrate`` recorded, oldest first.
+    They are a record of what was done: the figures above are the model's
+    own, so a record that disagrees with them is pointed out."""
+    say(f"  calibrations ({len(history)}, the last one in use):")
+    for number, step in enumerate(history, 1):
+        scans = step.get("scans")
+        named = f" ({', '.join(map(str, scans))})" if isinstance(scans, list) else ""
+        when = f" on {step['date']}" if "date" in step else ""
+        say(
+            f"    {number}. {step.get('by', '?')}{when}: {step.get('n_scans', '?')} "
+            f"scan(s){named}, {step.get('n_calibration_pixels', '?')} voxels, "
+            f"max_fpr {_figure(step.get('max_fpr'))}, threshold "
+            f"{_figure(step.get('threshold'))} (achieved FPR "
+            f"{_figure(step.get('achieved_fpr'))})"
+        )
+        for key in ("command", "anomseg_version", "excluded"):
+            if step.get(key) is not None:
+                say(f"       {key.replace('_', ' ')}: {_figure(step[key])}")
+    last = history[-1]
+    if any(last.get(key) != calibration[key] for key in ("threshold", "max_fpr")):
+        say(
+            "  note: the model's calibration differs from the last one recorded "
+            "(it was calibrated again without a record); the model's own figures hold"
+        )
 
 
 def _figure(value):

@@ -48,7 +48,7 @@ import warnings
 
 from .._version import __version__
 from ..utils._logging import LIBRARY_LOGGER
-from . import _brain, _demo, _evaluate, _fit, _info, _predict
+from . import _brain, _calibrate, _demo, _evaluate, _fit, _info, _predict
 from ._common import _message, _plain, _say, _voxel_budget
 from ._parser import _Parser
 from ._signals import _SIGNALS, Terminated, _quiet_finalisers
@@ -67,6 +67,7 @@ data at a chosen false-positive rate.
   anomseg fit --method ascnet healthy/*.nii.gz --unlabelled scans/*.nii.gz -o m.anomseg
   anomseg fit --method inpainting-predictor healthy/*.nii.gz -o fast.anomseg
   anomseg info model.anomseg                   # what a model file holds
+  anomseg calibrate model.anomseg siteB/*.nii.gz -o siteB.anomseg  # at a new site
   anomseg predict model.anomseg scans/*.nii.gz -o results/
   anomseg evaluate model.anomseg scans/*.nii.gz --truth masks/*.nii.gz
   anomseg fit --method flair-threshold --foreground brain heads/*.nii.gz -o m.anomseg
@@ -79,7 +80,7 @@ Run 'anomseg COMMAND --help' for the options of a command.
 """
 
 #: The commands, in the order of ``anomseg --help``.
-_COMMANDS = (_fit, _predict, _evaluate, _info, _brain, _demo)
+_COMMANDS = (_fit, _calibrate, _predict, _evaluate, _info, _brain, _demo)
 
 
 def build_parser():

@@ -7,7 +7,8 @@ The models are assembled and rebuilt by :mod:`._models` (``save_model``,
 * **pickle**: joblib's pickle of any object. Loading a pickle can run any
   code it names: read it only from sources you trust.
 * **safe**: a :func:`torch.save` file that holds plain data only, read back
-  by ``torch.load(..., weights_only=True)``: the format and anomseg
+  by ``torch.load(..., weights_only=True)`` (one without weights, by an
+  unpickler that resolves no global, so without torch): the format and anomseg
   versions, the estimator's class name, its parameters and fitted
   attributes as JSON, and its network's weights as CPU tensors. JSON has no
   tuple, non-string key or array, so these are written as one-key objects
@@ -25,7 +26,10 @@ Every write is atomic and refuses to replace a file unless asked to.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -149,11 +153,11 @@ def checksum(model, info, state_dict):
     texts and every weight's name, dtype, shape and bytes. It tells a damaged
     or altered file from a whole one; it is no signature, since whoever
     alters a file can recompute it."""
-    import torch
-
     digest = hashlib.sha256()
     for text in (model, info):
         digest.update(len(text).to_bytes(8, "little") + text.encode())
+    if state_dict:  # a learning-free model is checked without importing torch
+        import torch
     for key in sorted(state_dict):
         tensor = state_dict[key].detach().cpu().contiguous()
         header = json.dumps([key, str(tensor.dtype), list(tensor.shape)])
@@ -187,10 +191,12 @@ def read_safe(path):
     that), ``model`` (the estimator's or pipeline's record, still tagged:
     see :func:`decode`), ``info`` and ``state_dict``. Raises ValueError on
     any other file."""
-    import torch
-
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = _plain_payload(path)
+        if payload is None:
+            import torch
+
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types on foreign files
         # Not torch's message: it suggests weights_only=False, which runs code.
         raise ValueError(
@@ -215,7 +221,7 @@ def read_safe(path):
     if not (
         all(isinstance(text, str) for text in texts)
         and isinstance(state_dict, dict)
-        and all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in state_dict.items())
+        and all(isinstance(k, str) and _is_tensor(t) for k, t in state_dict.items())
     ):
         raise ValueError(f"'{path}' is not a safe anomseg model file.")
     if version == 1:  # no checksum, and the record spread over three keys
@@ -239,6 +245,43 @@ def read_safe(path):
         state_dict=state_dict,
     )
     return content
+
+
+class _NeedsTorch(Exception):
+    """A payload that holds more than plain data: tensors, for torch to read."""
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Reads plain data only (dicts, lists, strings, numbers): it resolves no
+    global and no storage, so it builds no object and runs no code."""
+
+    def find_class(self, module, name):
+        raise _NeedsTorch
+
+    def persistent_load(self, pid):
+        raise _NeedsTorch
+
+
+def _plain_payload(path):
+    """The payload of a safe file that holds no tensor (a learning-free
+    model's), read without importing torch, which takes seconds, so that
+    ``anomseg info`` on such a model starts at once; None for any other
+    file, which ``torch.load(weights_only=True)`` then reads or refuses.
+    ``torch.save`` writes a zip archive whose one ``<name>/data.pkl`` holds
+    the pickle, tensors referring to the archive's other records."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            [name] = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+            data = archive.read(name)
+        return _PlainUnpickler(io.BytesIO(data)).load()
+    except Exception:  # torch.load then reads it, or says why not
+        return None
+
+
+def _is_tensor(value):
+    import torch  # only for a file that holds weights, which torch read
+
+    return isinstance(value, torch.Tensor)
 
 
 def _parse(path, value, loads):

@@ -43,7 +43,7 @@ from ._format import (
 from ._registry import safe_classes
 from ._state import plain_import, plain_state
 
-__all__ = ["load_instance", "load_model", "model_info", "save_model"]
+__all__ = ["calibration_record", "load_instance", "load_model", "model_info", "save_model"]
 
 
 def _to_record(model, classes):
@@ -161,16 +161,26 @@ def _estimators_in(model):
             yield from _estimators_in(member)
 
 
-def _calibration_info(model):
-    """What a user reads before trusting a model: its calibration and the
-    healthy data behind it."""
+def calibration_record(model):
+    """The calibration of a fitted model, from its own fitted values: its
+    ``threshold``, ``max_fpr``, ``achieved_fpr`` and
+    ``n_calibration_pixels``, as plain numbers (what ``anomseg calibrate``
+    records in a model file's metadata, beside the scans it used)."""
     final = _final(model)
     return {
         "threshold": float(final.threshold_),
         "max_fpr": float(final.max_fpr),
         "achieved_fpr": float(final.calibration_fpr_),
         "n_calibration_pixels": int(final.n_calibration_pixels_),
-        "healthy_data": getattr(final, "healthy_data_", None),
+    }
+
+
+def _calibration_info(model):
+    """What a user reads before trusting a model: its calibration and the
+    healthy data behind it."""
+    return {
+        **calibration_record(model),
+        "healthy_data": getattr(_final(model), "healthy_data_", None),
     }
 
 

@@ -14,6 +14,7 @@ reference (``docs/api.rst``) against the table.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -158,13 +159,35 @@ def estimator_classes():
     return methods | {name: _import(path) for name, path in COMBINERS.items()}
 
 
+class _Classes(Mapping):
+    """Class name to class, each class imported when first looked up, so
+    that reading a learning-free model imports no torch (every method class
+    would)."""
+
+    def __init__(self, paths, classes):
+        self._paths, self._classes = paths, dict(classes)
+
+    def __getitem__(self, name):
+        if name not in self._classes:
+            self._classes[name] = _import(self._paths[name])
+        return self._classes[name]
+
+    def __iter__(self):
+        return iter({**self._paths, **self._classes})
+
+    def __len__(self):
+        return len(self._paths.keys() | self._classes.keys())
+
+
 def safe_classes():
     """Class name to class of everything a safe model file may rebuild: the
     registered estimators, the preprocessing transformers,
     :class:`~anomseg.preprocessing.AnomalyPipeline` and the mask filters of
-    :mod:`anomseg.postprocessing` (imports them)."""
+    :mod:`anomseg.postprocessing` (imports the latter; an estimator's class
+    is imported when first looked up)."""
     classes = {}
     for module in map(importlib.import_module, STEP_MODULES):  # by name, as in _import
         public = (getattr(module, name) for name in module.__all__)
         classes.update({cls.__name__: cls for cls in public if isinstance(cls, type)})
-    return {**estimator_classes(), **classes}
+    paths = [method.path for method in METHODS.values()] + list(COMBINERS.values())
+    return _Classes({path.split(":")[1]: path for path in paths}, classes)

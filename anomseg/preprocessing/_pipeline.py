@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from sklearn.base import clone
 from sklearn.pipeline import Pipeline, make_pipeline
 
 from .._docstrings import fill_doc
@@ -148,8 +149,11 @@ class AnomalyPipeline(Pipeline):
 
         Parameters
         ----------
-        X : array-like or list
-            Healthy images accepted by the first step.
+        X : array-like, list or list of str
+            Healthy images accepted by the first step, or the paths of NIfTI
+            scans (3D), read and preprocessed one at a time as in ``fit``.
+            Only the final estimator's calibration changes: the other steps
+            and the trained model stay as they are.
         exclude : list or LesionExclusion, default=None
             Voxels of ``X`` not to calibrate on, as in ``fit``.
 
@@ -157,6 +161,16 @@ class AnomalyPipeline(Pipeline):
         -------
         self : AnomalyPipeline
         """
+        if is_file_list(X):
+            # streamed_images fits the steps it is given on the first scan;
+            # these treat each scan on their own, so clones transform as the
+            # fitted steps do, and the model's own steps stay untouched.
+            steps = [clone(step) for step in self._transformers()]
+            where = f"{type(self).__name__}.calibrate"
+            log = estimator_log(self[-1], logger)
+            with streamed_images(X, steps, where=where, log=log, exclude=exclude) as batch:
+                self[-1].calibrate(batch)
+            return self
         self[-1].calibrate(self._transform_to_final(X, "calibrate", exclude))
         return self
 
