@@ -36,6 +36,7 @@ def plot_anomaly_overview(
     slice_indices=None,
     axis=-1,
     threshold=None,
+    outlines=False,
 ):
     """Plot, per sample, the input, its anomaly map, the predicted mask and
     (optionally) the ground truth, one row per sample.
@@ -53,8 +54,14 @@ def plot_anomaly_overview(
         the largest ground-truth (else predicted) area.
     axis : int, default=-1
         Slicing axis of volumes (the axial axis of canonical NIfTI arrays).
-    threshold : float or None, default=None
-        If given, drawn as a contour on the anomaly map.
+    threshold : float, sequence of float or None, default=None
+        If given, drawn as a green contour on the anomaly map (green, which
+        neither the colour map nor the outlines use); one per sample for maps
+        thresholded apart.
+    outlines : bool, default=False
+        Draw the predicted mask and the ground truth as outlines over the
+        input, in one column, "mask and truth" (see :func:`plot_overlay`, which
+        gives the legend), instead of a column each.
 
     Returns
     -------
@@ -63,9 +70,16 @@ def plot_anomaly_overview(
     import matplotlib.pyplot as plt
 
     n = len(images)
-    columns = ["input", "anomaly map", "predicted mask"]
-    if truths is not None:
-        columns.append("ground truth")
+    thresholds = [threshold] * n if threshold is None or np.ndim(threshold) == 0 else threshold
+    if len(thresholds) != n:
+        raise ValueError(
+            f"'threshold' must be one float or one per sample ({n}); got {len(thresholds)}."
+        )
+    columns = ["input", "anomaly map"]
+    if outlines:
+        columns.append("mask and truth")
+    else:
+        columns += ["predicted mask"] + (["ground truth"] if truths is not None else [])
     figure, axes = plt.subplots(n, len(columns), figsize=(3 * len(columns), 3 * n), squeeze=False)
     for row in range(n):
         reference = truths[row] if truths is not None else masks[row]
@@ -78,23 +92,28 @@ def plot_anomaly_overview(
         panels = [images[row], maps[row], masks[row]]
         if truths is not None:
             panels.append(truths[row])
-        panels = [np.rot90(_slice(p, index, axis)) for p in panels]
-        for col, (panel, title) in enumerate(zip(panels, columns)):
+        panels = [_slice(p, index, axis) for p in panels]
+        if outlines:
+            plot_overlay(panels[0], *panels[2:], ax=axes[row, 2], legend=row == 0)
+            panels = panels[:2]
+        for col, (panel, title) in enumerate(zip(map(np.rot90, panels), columns)):
             ax = axes[row, col]
             cmap = {"input": "gray", "anomaly map": "inferno"}.get(title, "gray")
             shown = ax.imshow(panel, cmap=cmap, interpolation="nearest")
             if title == "anomaly map":
                 figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
-                if threshold is not None:
-                    ax.contour(panel > threshold, levels=[0.5], colors="cyan", linewidths=0.6)
+                if thresholds[row] is not None:
+                    ax.contour(
+                        panel > thresholds[row], levels=[0.5], colors="lime", linewidths=0.6
+                    )
             ax.set_xticks([])
             ax.set_yticks([])
-            if row == 0:
-                ax.set_title(title)
         label = titles[row] if titles is not None else f"sample {row}"
         if index is not None:
             label += f"\nslice {index}"
         axes[row, 0].set_ylabel(label)
+    for ax, title in zip(axes[0], columns):
+        ax.set_title(title)
     figure.tight_layout()
     return figure
 
