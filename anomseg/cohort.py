@@ -83,6 +83,9 @@ __all__ = [
 #: The outputs written for each scan, by suffix of its name.
 OUTPUT_SUFFIXES = ("_anomaly_map.nii.gz", "_mask.nii.gz")
 
+#: The suffix of a scan's figure, with ``figures=True``.
+FIGURE_SUFFIX = "_figure.png"
+
 #: The columns of the summary, in order.
 SUMMARY_FIELDS = (
     "scan",
@@ -161,7 +164,7 @@ def mask_statistics(mask, reference):
     from scipy import ndimage
 
     mask = np.asarray(mask, bool)
-    voxel_ml = float(np.prod(reference.header.get_zooms()[:3])) / 1000.0
+    voxel_ml = _voxel_ml(reference)
     structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)
     _, n_components = ndimage.label(mask, structure=structure)
     n = int(mask.sum())
@@ -172,12 +175,22 @@ def mask_statistics(mask, reference):
     }
 
 
+def _voxel_ml(reference):
+    return float(np.prod(reference.header.get_zooms()[:3])) / 1000.0
+
+
 def complete(targets, reference):
-    """Whether every output of a scan exists, as NIfTI on the scan's grid."""
+    """Whether every output of a scan exists: the NIfTI ones on the scan's
+    grid, the others (a figure) not empty."""
     from .io import load_nifti_reference
 
     try:
-        return all(load_nifti_reference(t).shape == reference.shape for t in targets)
+        return all(
+            load_nifti_reference(t).shape == reference.shape
+            if str(t).endswith((".nii", ".nii.gz"))
+            else os.path.getsize(t) > 0
+            for t in targets
+        )
     except (OSError, ValueError):
         return False
 
@@ -261,28 +274,75 @@ class _Prediction(ScanTask):
     fields = ("anomaly_map", "mask")
     changed = "another model than this one"
 
-    def __init__(self, model, metadata=None):
+    def __init__(self, model, metadata=None, figures=False, truths=None):
         self.model = model
         self.metadata = metadata
+        self.truths = {str(scan): truth for scan, truth in (truths or {}).items()}
+        if figures:
+            self.suffixes = (*OUTPUT_SUFFIXES, FIGURE_SUFFIX)
+            self.fields = (*self.fields, "figure")
 
     def write(self, path, targets, replace):
-        from .io import save_niftis
+        from .io import save_figure, save_niftis
 
         image, reference = read_scan(path)
         anomaly_map, notes = score_scan(self.model, path, image, reference, self.metadata)
         mask = self.model.threshold_maps([anomaly_map])[0]  # predict, scoring once
+        statistics = mask_statistics(mask, reference)
+        # the figure first: a scan whose truth is off its grid writes nothing
+        figure = self._figure(path, image, mask, reference, statistics) if targets[2:] else None
         try:
             save_niftis(
                 [(anomaly_map, reference, targets[0]), (mask, reference, targets[1])],
                 overwrite=replace,
             )
+            if figure is not None:  # a rerun redoes a scan killed before its figure
+                save_figure(figure, targets[2], overwrite=replace)
         except OSError as exc:
             if not is_disk_full(exc):
                 raise
             needed = np.asarray(anomaly_map).nbytes + np.asarray(mask).size
             what = "a scan's map and mask, before compression"
             raise disk_full_error(targets[0], needed, what) from None
-        return {**mask_statistics(mask, reference), "warnings": notes}
+        return {**statistics, "warnings": notes}
+
+    def _figure(self, path, image, mask, reference, statistics):
+        """The scan's figure (:func:`~anomseg.plotting.plot_scan_figure`),
+        drawn without pyplot on Agg's canvas, titled with the scan, the
+        method, its threshold, the lesion volume and, with a truth, Dice."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        from .io import load_nifti, same_grid
+        from .plotting import plot_scan_figure
+
+        truth = self.truths.get(str(path))
+        if truth is not None:
+            truth, truth_reference = load_nifti(truth)
+            if not same_grid(reference, truth_reference):
+                raise ValueError(
+                    f"the truth mask '{self.truths[str(path)]}' is not on the grid of "
+                    f"'{path}' (shape {truth_reference.shape} vs {reference.shape}, or "
+                    "another affine); resample it onto the scan."
+                )
+            truth = truth > 0
+        final = self.model[-1] if hasattr(self.model, "steps") else self.model
+        fpr = getattr(final, "max_fpr", None)
+        title = (
+            f"{stem(path)}\n{type(final).__name__}, threshold {final.threshold_:.4g}"
+            + (f" (healthy FPR {fpr:g})" if fpr is not None else "")
+            + f"; lesion {statistics['lesion_volume_ml']:.3g} mL "
+            f"in {statistics['n_components']} component(s)"
+        )
+        if truth is not None:
+            overlap = 2 * np.count_nonzero(mask & truth)
+            dice = overlap / max(np.count_nonzero(mask) + np.count_nonzero(truth), 1)
+            title += f", truth {truth.sum() * _voxel_ml(reference):.3g} mL, Dice {dice:.3f}"
+        figure = Figure()
+        FigureCanvasAgg(figure)
+        return plot_scan_figure(
+            image, mask, truth, voxel_size=voxel_sizes(reference), title=title, figure=figure
+        )
 
     def figures(self, targets, reference):
         from .io import load_nifti
@@ -886,6 +946,8 @@ def predict_cohort(
     progress=False,
     callback=None,
     model_id=None,
+    figures=False,
+    truths=None,
 ):
     """Write the anomaly map and mask of every scan of a cohort, one scan at
     a time, on this process, on ``n_jobs`` local processes or on a Dask
@@ -941,6 +1003,16 @@ def predict_cohort(
         The identity of the model, recorded beside its outputs so that a
         rerun with another model notices (the command line passes the model
         file's SHA-256); None hashes the model with :func:`joblib.hash`.
+    figures : bool, default=False
+        Also write each scan's figure, ``SCAN_figure.png``: its mask (and
+        truth) outlined over it, at the axial slices of most lesion and in
+        orthogonal views, titled with the method, its threshold and the
+        lesion volume (:func:`anomseg.plotting.plot_scan_figure`). Needs
+        matplotlib. It is an output as the map and mask are: written
+        atomically, in the folder's record, skipped when complete.
+    truths : dict or None, default=None
+        Truth masks (on each scan's grid) outlined in the figures, by scan
+        path as given in ``scans``.
 
     Returns
     -------
@@ -975,7 +1047,7 @@ def predict_cohort(
             f"AnomalyPipeline; got {type(model).__name__}."
         )
     return run_cohort(
-        _Prediction(model, metadata),
+        _Prediction(model, metadata, figures, truths),
         scans,
         output_dir,
         n_jobs=n_jobs,

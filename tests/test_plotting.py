@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 from matplotlib.contour import ContourSet
 
-from anomseg.plotting import most_anomalous_slice, plot_anomaly_overview
+from anomseg.plotting import (
+    lesion_point,
+    most_anomalous_slice,
+    plot_anomaly_overview,
+    plot_orthogonal_views,
+    plot_overlay,
+    plot_scan_figure,
+)
 
 # pyplot picks its backend when it draws the first figure
 matplotlib.use("Agg")
@@ -128,7 +135,7 @@ def test_each_map_has_its_colour_bar(samples):
 
 
 def test_the_threshold_is_outlined_on_the_map(samples):
-    """A cyan contour at 0.5 of ``map > threshold`` runs along the pixel
+    """A green contour at 0.5 of ``map > threshold`` runs along the pixel
     edges around the pixels above the threshold, and only on the map."""
     maps = samples[1]
     grid = _grid(plot_anomaly_overview(*samples, threshold=0.5), 2, 4)
@@ -136,7 +143,7 @@ def test_the_threshold_is_outlined_on_the_map(samples):
         [contour] = ax.collections
         assert isinstance(contour, ContourSet)
         assert list(contour.levels) == [0.5]
-        np.testing.assert_array_equal(contour.get_edgecolor(), [[0, 1, 1, 1]])
+        np.testing.assert_array_equal(contour.get_edgecolor(), [[0, 1, 0, 1]])
         rows, columns = np.nonzero(np.rot90(maps[row] > 0.5))
         [path] = contour.get_paths()
         (x0, y0), (x1, y1) = path.get_extents().get_points()
@@ -203,13 +210,18 @@ def test_most_anomalous_slice():
 
 
 def test_the_demo_figure_shows_each_patient_at_its_largest_lesion(tmp_path, monkeypatch, capsys):
-    """``anomseg demo`` draws, for each embedded patient, its FLAIR, its map
-    with a colour bar, the mask it wrote and the ground truth, at the slice
-    of largest lesion area."""
+    """``anomseg demo`` draws, for each embedded patient, at the slice of
+    largest lesion area: its FLAIR, its map with a colour bar and the
+    threshold's contour, and the mask it wrote and the ground truth outlined
+    over the FLAIR; the title names the method and the healthy FPR, and
+    each row its Dice (that of the mask written) and its threshold."""
+    import re
+
     import nibabel
 
     from anomseg.cli import main
     from anomseg.datasets import load_demo_mslub
+    from anomseg.metrics import dice_score
 
     saved = []
     savefig = matplotlib.figure.Figure.savefig
@@ -221,19 +233,224 @@ def test_the_demo_figure_shows_each_patient_at_its_largest_lesion(tmp_path, monk
     assert main(["demo", "-o", str(tmp_path)]) == 0
     capsys.readouterr()
     [figure] = saved
+    assert figure.get_suptitle().startswith(
+        "FlairThreshold (Meissen et al. 2021), mask at healthy FPR 0.01"
+    )
     data = load_demo_mslub()
-    grid = _grid(figure, len(data.subjects), 4)
-    assert [ax.get_title() for ax in grid[0]] == COLUMNS
+    grid = _grid(figure, len(data.subjects), 3)
+    assert [ax.get_title() for ax in grid[0]] == ["input", "anomaly map", "mask and truth"]
+    assert [t.get_text() for t in grid[0, 2].get_legend().get_texts()] == [
+        "predicted mask",
+        "ground truth",
+    ]
     for row, subject in enumerate(data.subjects):
         truth = data.masks[row]
         largest = int(np.argmax(truth.sum(axis=(0, 1))))
-        assert grid[row, 0].get_ylabel() == f"{subject}\nslice {largest}"
         anomaly_map, written = (
             nibabel.load(tmp_path / f"{subject}_{kind}.nii.gz").get_fdata()
             for kind in ("anomaly_map", "mask")
         )
-        arrays = [np.ma.getdata(data.images[row]), anomaly_map, written > 0, truth]
-        for ax, array in zip(grid[row], arrays):
-            np.testing.assert_allclose(ax.images[0].get_array(), np.rot90(array[..., largest]))
+        label = re.fullmatch(
+            rf"{subject}\nDice (\d\.\d{{3}}), threshold (\S+)\nslice {largest}",
+            grid[row, 0].get_ylabel(),
+        )
+        assert label, grid[row, 0].get_ylabel()
+        assert float(label[1]) == round(dice_score(truth, written > 0), 3)
+        threshold = float(label[2])
+        flair = np.ma.getdata(data.images[row])[..., largest]
+        for ax, array in zip(grid[row], [flair, anomaly_map[..., largest], flair]):
+            np.testing.assert_allclose(ax.images[0].get_array(), np.rot90(array))
         assert grid[row, 1].images[0].colorbar is not None
-        assert written[..., largest].any()
+        # the map's contour, at the threshold the row names (to its 3 digits)
+        [contour] = grid[row, 1].collections
+        assert tuple(contour.get_edgecolor()[0]) == (0, 1, 0, 1)
+        shown = np.rot90(anomaly_map[..., largest])
+        near = np.isclose(shown, threshold, rtol=1e-3)
+        assert ((shown > threshold) == np.rot90(written[..., largest] > 0))[~near].all()
+        # the mask written and the truth, outlined over the FLAIR
+        outlines = grid[row, 2].collections
+        assert [tuple(c.get_edgecolor()[0][:3]) for c in outlines] == [
+            matplotlib.colors.to_rgb(c) for c in ("orangered", "cyan")
+        ]
+        for outline, outlined in zip(outlines, [written > 0, truth]):
+            _check_outline(outline, np.rot90(outlined[..., largest]))
+
+
+# -- plot_overlay, plot_orthogonal_views, plot_scan_figure ---------------------------
+def _check_outline(contour, shown):
+    """Every vertex of the contour lies on a pixel edge between a pixel of
+    ``shown`` (as drawn: rows down, columns across) and one outside it,
+    and the outline spans the pixels' edges."""
+    vertices = np.concatenate([path.vertices for path in contour.get_paths()])
+    padded = np.pad(shown, 1)
+    for x, y in vertices:
+        if float(x).is_integer():  # on a horizontal edge: pixels above and below
+            pair = (
+                padded[int(np.floor(y)) + 1, int(x) + 1],
+                padded[int(np.ceil(y)) + 1, int(x) + 1],
+            )
+        else:
+            assert float(y).is_integer(), (x, y)
+            pair = (
+                padded[int(y) + 1, int(np.floor(x)) + 1],
+                padded[int(y) + 1, int(np.ceil(x)) + 1],
+            )
+        assert sorted(pair) == [False, True], (x, y)
+    rows, columns = np.nonzero(shown)
+    (x0, y0), (x1, y1) = vertices.min(axis=0), vertices.max(axis=0)
+    assert (x0, x1) == (columns.min() - 0.5, columns.max() + 0.5)
+    assert (y0, y1) == (rows.min() - 0.5, rows.max() + 0.5)
+
+
+@pytest.fixture
+def slice_2d():
+    """A 12 x 16 slice whose mask touches the border and whose truth has
+    two parts."""
+    image = np.random.default_rng(2).random((12, 16))
+    mask = np.zeros(image.shape, bool)
+    mask[0:3, 2:6] = True
+    truth = np.zeros(image.shape, bool)
+    truth[6:9, 8:12] = True
+    truth[10, 14] = True
+    return image, mask, truth
+
+
+def test_the_overlay_outlines_the_mask_and_the_truth_along_pixel_edges(slice_2d):
+    image, mask, truth = slice_2d
+    ax = plot_overlay(image, mask, truth)
+    [shown] = ax.images
+    np.testing.assert_array_equal(shown.get_array(), np.rot90(image))
+    assert shown.get_cmap().name == "gray"
+    mask_outline, truth_outline = ax.collections
+    assert isinstance(mask_outline, ContourSet) and isinstance(truth_outline, ContourSet)
+    assert matplotlib.colors.to_rgb(mask_outline.get_edgecolor()[0]) == matplotlib.colors.to_rgb(
+        "orangered"
+    )
+    assert matplotlib.colors.to_rgb(truth_outline.get_edgecolor()[0]) == matplotlib.colors.to_rgb(
+        "cyan"
+    )
+    _check_outline(mask_outline, np.rot90(mask))
+    _check_outline(truth_outline, np.rot90(truth))
+    # the mask on the image's border is closed there: its outline is one loop
+    [path] = mask_outline.get_paths()
+    np.testing.assert_array_equal(path.vertices[0], path.vertices[-1])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "predicted mask",
+        "ground truth",
+    ]
+    assert len(ax.get_xticks()) == len(ax.get_yticks()) == 0
+
+
+def test_no_mask_no_outline(slice_2d):
+    image, mask, _ = slice_2d
+    ax = plot_overlay(image, np.zeros_like(mask), None)
+    assert len(ax.collections) == 0
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["predicted mask"]
+    ax = plot_overlay(image, legend=True)
+    assert len(ax.collections) == 0 and ax.get_legend() is None
+    ax = plot_overlay(image, None, mask, legend=False)
+    [outline] = ax.collections
+    _check_outline(outline, np.rot90(mask))
+    assert ax.get_legend() is None
+
+
+def test_the_overlay_draws_on_the_axes_given_with_its_aspect(slice_2d):
+    _, (left, right) = plt.subplots(1, 2)
+    assert plot_overlay(slice_2d[0], slice_2d[1], ax=right, aspect=2.0) is right
+    assert len(left.images) == 0 and right.get_aspect() == 2.0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"image": np.zeros((3, 4, 5))}, "'image' must be a 2D slice"),
+        ({"image": np.zeros((3, 4)), "mask": np.zeros((4, 3))}, "'mask' must have the shape"),
+        ({"image": np.zeros((3, 4)), "truth": np.zeros(3)}, "'truth' must have the shape"),
+    ],
+)
+def test_the_overlay_refuses_what_it_cannot_draw(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        plot_overlay(**kwargs)
+
+
+@pytest.fixture
+def volume():
+    """A 10 x 12 x 8 volume whose mask and truth hold most at x = 3, y = 7,
+    z = 5."""
+    image = np.random.default_rng(3).random((10, 12, 8)) + 1
+    mask = np.zeros(image.shape, bool)
+    mask[2:5, 6:9, 5] = True
+    truth = np.zeros(image.shape, bool)
+    truth[3, 7, 4:7] = True
+    return image, mask, truth
+
+
+def test_lesion_point(volume):
+    _, mask, truth = volume
+    assert lesion_point(mask, truth) == (3, 7, 5)
+    assert lesion_point(None, truth) == (3, 7, 4)
+    assert lesion_point(np.zeros((10, 12, 8)), None) == (5, 6, 4)
+
+
+def test_orthogonal_views_cut_through_the_lesion(volume):
+    image, mask, truth = volume
+    figure = plot_orthogonal_views(image, mask, truth, voxel_size=(1.0, 1.5, 3.0))
+    sagittal, coronal, axial = figure.axes
+    assert [ax.get_title() for ax in figure.axes] == [
+        "sagittal (x = 3)",
+        "coronal (y = 7)",
+        "axial (z = 5)",
+    ]
+    slices = [image[3], image[:, 7], image[..., 5]]
+    masks = [mask[3], mask[:, 7], mask[..., 5]]
+    for ax, shown, outlined in zip(figure.axes, slices, masks):
+        np.testing.assert_array_equal(ax.images[0].get_array(), np.rot90(shown))
+        _check_outline(ax.collections[0], np.rot90(outlined))
+    # a voxel drawn as tall (vertical size over horizontal) as it is
+    assert [ax.get_aspect() for ax in figure.axes] == [3.0 / 1.5, 3.0 / 1.0, 1.5 / 1.0]
+    assert sagittal.get_legend() is None and coronal.get_legend() is None
+    assert axial.get_legend() is not None
+
+
+def test_orthogonal_views_through_a_point_given(volume):
+    image, mask, _ = volume
+    figure = plot_orthogonal_views(image, mask, point=(0, 1, 2))
+    assert [ax.get_title() for ax in figure.axes] == [
+        "sagittal (x = 0)",
+        "coronal (y = 1)",
+        "axial (z = 2)",
+    ]
+    # no mask in these slices: no outline
+    assert all(len(ax.collections) == 0 for ax in figure.axes)
+    with pytest.raises(ValueError, match="'point' must be a voxel"):
+        plot_orthogonal_views(image, point=(0, 12, 2))
+
+
+def test_the_scan_figure_shows_the_slices_of_most_lesion_and_orthogonal_views(volume):
+    image, mask, truth = volume
+    image[:6] = 0  # background on the right, outside the zoom
+    figure = plot_scan_figure(image, mask, truth, title="scan\nmethod", n_slices=2)
+    assert figure.get_suptitle() == "scan\nmethod"
+    axes = [ax for ax in figure.axes if ax.axison]
+    assert [ax.get_title() for ax in axes] == [
+        "axial (z = 4): 1 voxels outlined",
+        "axial (z = 5): 9 voxels outlined",
+        "sagittal (x = 3)",
+        "coronal (y = 7)",
+        "axial (z = 5)",
+    ]
+    np.testing.assert_array_equal(axes[0].images[0].get_array(), np.rot90(image[..., 4]))
+    _check_outline(axes[1].collections[0], np.rot90(mask[..., 5]))
+    # zoomed on the non-zero voxels (x from 6) with a margin of 3; the data
+    # drawn is the whole slice's
+    for ax in axes[0], axes[1], axes[3], axes[4]:
+        assert ax.get_xlim() == (2.5, 9.5)
+    assert axes[2].get_xlim() == (-0.5, 11.5)
+    assert axes[2].images[0].get_array().shape == (8, 12)
+
+
+def test_without_lesion_the_scan_figure_spreads_its_slices(volume):
+    image, _, _ = volume
+    figure = plot_scan_figure(image, np.zeros(image.shape, bool))
+    titles = [ax.get_title() for ax in figure.axes if ax.axison][:3]
+    assert titles == [f"axial (z = {z}): 0 voxels outlined" for z in (2, 4, 5)]

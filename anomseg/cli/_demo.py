@@ -46,7 +46,9 @@ def run_demo(output_dir, *, overwrite=False, progress=True):
     Fits :class:`~anomseg.baselines.FlairThreshold` with leave-one-patient-out
     calibration on the three embedded MSLUB patients, prints the metric
     table, and writes per-patient NIfTI maps and masks plus ``demo.png``
-    (input, anomaly map, mask, ground truth) into ``output_dir``.
+    (per patient: its FLAIR, its map with the threshold's contour, and the
+    mask and ground truth outlined over the FLAIR; the method, the threshold
+    and Dice in the titles) into ``output_dir``.
     """
     from ..datasets import load_demo_mslub
 
@@ -100,7 +102,7 @@ def _run(output_dir, data, subjects, overwrite, progress):
     """Score, report and write the demo's outputs."""
     from ..baselines import FlairThreshold
     from ..io import save_figure, save_niftis
-    from ..metrics import evaluate
+    from ..metrics import dice_score, evaluate
     from ..plotting import plot_anomaly_overview
     from ..utils import check_images
 
@@ -127,14 +129,24 @@ def _run(output_dir, data, subjects, overwrite, progress):
             overwrite=overwrite,
         )
 
+    cuts = [t[DEMO_MAX_FPR] for t in thresholds]
     figure = plot_anomaly_overview(
         [np.ma.getdata(im) for im in data.images],
         maps,
         predicted,
         data.masks,
-        titles=subjects,
-        threshold=None,
+        titles=[
+            f"{subject}\nDice {dice_score(truth, mask):.3f}, threshold {cut:.3g}"
+            for subject, truth, mask, cut in zip(subjects, data.masks, predicted, cuts)
+        ],
+        threshold=cuts,
+        outlines=True,
     )
+    figure.suptitle(
+        f"{type(estimator).__name__} (Meissen et al. 2021), mask at healthy FPR "
+        f"{DEMO_MAX_FPR:g}\n(each patient's threshold calibrated on the other two)"
+    )
+    figure.tight_layout()
     save_figure(figure, output_dir / "demo.png", overwrite=overwrite)
     print(f"\nwrote {output_dir / 'demo.png'} and NIfTI maps and masks to {output_dir}/")
     return report

@@ -12,6 +12,7 @@ from ._common import (
     _say_summary,
     _scan_paths,
 )
+from ._evaluate import _pair_truths
 from ._parser import (
     _add_budget_option,
     _add_model_options,
@@ -20,13 +21,18 @@ from ._parser import (
     add_command,
 )
 
+#: The cohort's page of figures, in the output folder, with --figures.
+REPORT_NAME = "report.html"
+
 
 def cmd_predict(args):
     from ..cohort import cap_jobs, check_summary, own_outputs, predict_cohort, usable_cores
 
     _given_folder(args.output)
     check_summary(args.output, args.summary)  # before the output folder is made
-    args.scans = _scan_paths(args, own_outputs(args.output, args.summary))
+    own = own_outputs(args.output, args.summary)
+    args.scans = _scan_paths(args, own)
+    truths = _truths(args, own)
     if args.n_jobs is not None and args.n_jobs > 1:
         n_jobs = cap_jobs(args.n_jobs, len(args.scans))
         if n_jobs < args.n_jobs:
@@ -44,7 +50,7 @@ def cmd_predict(args):
     model_id = _model_identity(args.model, args.foreground)
     output = _output_folder(args.output)
     counts = {"done": 0, "skipped": 0, "failed": 0}
-    predict_cohort(
+    records = predict_cohort(
         model,
         args.scans,
         output,
@@ -57,9 +63,52 @@ def cmd_predict(args):
         progress=args.progress,
         callback=_reporter("predict", counts, _predicted),
         model_id=model_id,
+        figures=args.figures,
+        truths=truths,
     )
     _say_summary("predict", counts, len(args.scans), args.summary and output / args.summary)
+    if args.figures:
+        from ..cohort import SUMMARY_FIELDS
+        from ..plotting import write_cohort_report
+
+        report = write_cohort_report(
+            records, output, columns=SUMMARY_FIELDS, title=f"anomseg predict: {args.model}"
+        )
+        print(f"wrote {report}")
     return 1 if counts["failed"] else 0
+
+
+def _truths(args, own):
+    """The ``--truth`` masks by scan (paired as ``evaluate`` pairs them), for
+    the figures; the report page in the way, if anomseg did not write it,
+    refused before any work."""
+    import os
+
+    if args.truth and not args.figures:
+        raise CommandError("--truth outlines the truth in the figures: add --figures.")
+    if args.figures:
+        report = os.path.join(args.output, REPORT_NAME)
+        if os.path.lexists(report) and os.path.realpath(report) not in own:
+            raise CommandError(
+                f"'{report}' exists and anomseg did not write it; it is left alone: move "
+                "it away or choose another output folder."
+            )
+        _check_matplotlib()
+    if not args.truth:
+        return None
+    if len(args.truth) != len(args.scans):
+        raise CommandError(
+            f"got {len(args.scans)} scan(s) but {len(args.truth)} --truth mask(s); give "
+            "one mask per scan, in the same order."
+        )
+    return dict(zip(args.scans, _pair_truths(args.scans, args.truth)))
+
+
+def _check_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise CommandError("--figures needs matplotlib: pip install matplotlib.") from None
 
 
 def _predicted(record):
@@ -123,6 +172,22 @@ def add_parser(commands):
         action="store_true",
         help="Mirror the scans' folders (relative to their common folder) under "
         "OUTDIR, for scans that share a file name.",
+    )
+    predict.add_argument(
+        "--figures",
+        action="store_true",
+        help="Also write OUTDIR/SCAN_figure.png per scan (the mask, and any --truth, "
+        "outlined over the scan at the axial slices of most lesion and in orthogonal "
+        "views, titled with the method, its threshold and the lesion volume) and "
+        "OUTDIR/report.html, the summary table with every figure. Needs matplotlib.",
+    )
+    predict.add_argument(
+        "--truth",
+        nargs="+",
+        default=[],
+        metavar="MASK",
+        help="With --figures: the truth masks to outline too, one per scan, paired "
+        "with the scans by file name (as 'evaluate' pairs them) or in the order given.",
     )
     _add_model_options(predict)
     predict.add_argument(

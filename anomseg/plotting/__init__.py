@@ -1,5 +1,21 @@
-"""Figures of anomaly maps and masks (needs matplotlib)."""
+"""Figures of anomaly maps and masks (needs matplotlib), and a cohort's report."""
 
-from ._figures import most_anomalous_slice, plot_anomaly_overview
+from ._figures import (
+    lesion_point,
+    most_anomalous_slice,
+    plot_anomaly_overview,
+    plot_orthogonal_views,
+    plot_overlay,
+    plot_scan_figure,
+)
+from ._report import write_cohort_report
 
-__all__ = ["most_anomalous_slice", "plot_anomaly_overview"]
+__all__ = [
+    "lesion_point",
+    "most_anomalous_slice",
+    "plot_anomaly_overview",
+    "plot_orthogonal_views",
+    "plot_overlay",
+    "plot_scan_figure",
+    "write_cohort_report",
+]
