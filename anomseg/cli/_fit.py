@@ -440,26 +440,21 @@ def add_parser(commands):
 
 
 def _spacing(text):
-    """``--spacing``: one voxel size in mm, or one per axis, as
-    :class:`~anomseg.preprocessing.Resampler` accepts it."""
-    from ..preprocessing import Resampler
+    """``--spacing``: one voxel size in (0, MAX_SPACING] mm, or one per axis
+    (the constraint of :class:`~anomseg.preprocessing.Resampler`'s
+    ``spacing``, for 3D scans)."""
+    from ..preprocessing._resample import MAX_SPACING
 
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
         values = ()
-    spacing = values[0] if len(values) == 1 else values
-    try:
-        Resampler(spacing=spacing)._validate_params()
-        valid = len(values) in (1, 3)
-    except InvalidParameterError:
-        valid = False
-    if not valid:
+    if len(values) not in (1, 3) or not all(0 < v <= MAX_SPACING for v in values):
         raise argparse.ArgumentTypeError(
-            "--spacing must be a voxel size in (0, 1000] mm, or 3 of them (one per "
-            f"axis) such as 1,1,2; got {text!r}"
+            f"--spacing must be a voxel size in (0, {MAX_SPACING}] mm, or 3 of them (one "
+            f"per axis) such as 1,1,2; got {text!r}"
         )
-    return spacing
+    return values[0] if len(values) == 1 else values
 
 
 def _add_checkpoint_options(fit):

@@ -17,8 +17,11 @@ from ._base import _BaseImageTransformer, _wrap
 
 __all__ = ["Resampler"]
 
-#: A voxel size in mm: positive, and below a metre.
-_SIZE = Interval(Real, 0, 1000, closed="right")
+#: The largest voxel size in mm (a metre): larger ones are typing errors.
+MAX_SPACING = 1000
+
+#: A voxel size in mm.
+_SIZE = Interval(Real, 0, MAX_SPACING, closed="right")
 
 
 def resampled_shape(shape, voxel_size, spacing):
