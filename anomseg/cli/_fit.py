@@ -119,7 +119,7 @@ def cmd_fit(args):
         "voxel_size": [[min(axis) for axis in zip(*sizes)], [max(axis) for axis in zip(*sizes)]],
         "foreground": args.foreground,
     }
-    if args.spacing is not None:  # every scan is resampled: predict warns of no voxel size
+    if args.spacing is not None:  # predict then warns of no scan's voxel size
         metadata["spacing"] = (
             list(args.spacing) if isinstance(args.spacing, tuple) else [args.spacing] * 3
         )

@@ -108,7 +108,7 @@ def streamed_images(paths, transformers=(), *, where, log=None, exclude=None):
             f"time, but {', '.join(alone)} learn(s) from all the images together; "
             "load the scans as arrays instead, or use steps that treat each scan "
             "on its own (ForegroundMasker, IntensityScaler, HistogramEqualizer, "
-            "BrainExtractor)."
+            "BrainExtractor, Resampler)."
         )
     exclusion = as_exclusion(exclude, len(paths), where)
     progress = Progress(log, "reading scans", len(paths), "scans")

@@ -307,11 +307,12 @@ class AnomalyPipeline(Pipeline):
         return check_images(X, where=where, channel_axis=getattr(first, "channel_axis", None))
 
     def _transform_to_final(self, X, method="score_samples", exclude=None):
-        """The batch that the final step receives, and the grids (spatial
-        shapes and voxel sizes) of the batch that each transformer received,
-        for :meth:`_map_back`."""
+        """The batch that the final step receives, and for :meth:`_map_back`
+        the input's layout, then the grid (spatial shapes and voxel sizes)
+        of the batch that each transformer received."""
         X = apply_exclusion(self._validated(X, method), exclude, f"{type(self).__name__}.{method}")
-        grids = []
+        # The layout of the input, which a Resampler may turn into a list.
+        grids = [{"stacked": X.stacked}]
         for transformer in self._transformers():
             grids.append({"shapes": X.spatial_shapes, "voxel_sizes": X.voxel_sizes})
             X = transformer.transform(X)
@@ -324,12 +325,13 @@ class AnomalyPipeline(Pipeline):
         return [step for _, step in self.steps[:-1] if step not in (None, "passthrough")]
 
     def _map_back(self, maps, grids):
+        layout, *grids = grids
         for transformer, grid in reversed(list(zip(self._transformers(), grids))):
             if getattr(transformer, "_inverse_needs_grids", False):  # a Resampler
                 maps = transformer.inverse_transform(maps, **grid)
             elif hasattr(transformer, "inverse_transform"):
                 maps = transformer.inverse_transform(maps)
-        return maps
+        return np.stack(maps) if layout["stacked"] and isinstance(maps, list) else maps
 
 
 def make_anomaly_pipeline(*steps, memory=None, verbose=False):

@@ -3,6 +3,7 @@ maps back to."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from numbers import Real
 
 import numpy as np
@@ -187,12 +188,14 @@ class Resampler(_BaseImageTransformer):
                 for a, size, shape in zip(arrays, sizes, shapes)
             ]
 
-        return batch.with_images(
+        out = batch.with_images(
             resample(batch.images, True),
             resample(batch.foreground, False),
             excluded=None if batch.excluded is None else resample(batch.excluded, False),
             voxel_sizes=[self.spacing_] * len(batch),
         )
+        # A stack of images of several voxel sizes gives several shapes: a list.
+        return replace(out, stacked=out.stacked and out.common_shape is not None)
 
     def inverse_transform(self, maps, *, shapes, voxel_sizes):
         """Bring anomaly maps or masks back to the grids of the images.

@@ -187,3 +187,15 @@ def test_fit_on_paths_is_fit_on_arrays_and_the_model_file_holds_it(tmp_path):
     assert model_info(path)["steps"] == ["Resampler", "IntensityScaler", "FlairThreshold"]
     for a, b in zip(loaded.score_samples(X), streamed.score_samples(X)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_stack_of_several_voxel_sizes_comes_back_a_stack():
+    # Same shape, other voxel sizes: resampled shapes differ, maps do not.
+    images = np.stack([blob((12, 12, 8), (2, 2, 2)), blob((12, 12, 8), (2, 2, 1))])
+    X = check_images(images, voxel_sizes=[(2, 2, 2), (2, 2, 1)])
+    pipe = make_anomaly_pipeline(Resampler(spacing=1), FlairThreshold()).fit(X)
+    for method in (pipe.score_samples, pipe.predict, pipe.masked_score_samples):
+        out = method(X)
+        assert isinstance(out, np.ndarray) and out.shape == images.shape
+    out = pipe.score_samples(check_images(list(images), voxel_sizes=X.voxel_sizes))
+    assert isinstance(out, list)
