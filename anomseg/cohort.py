@@ -62,6 +62,7 @@ from .exceptions import AnomsegWarning, DiskFullError
 from .io._atomic import disk_full_error, is_disk_full, remove_stale_temporaries
 from .io._outputs import MANIFEST_NAME, OutputRecord, folder_lock
 from .io._scans import read_scan
+from .utils import check_images
 from .utils._text import first_line, printable
 
 __all__ = [
@@ -126,10 +127,13 @@ def voxel_size_warning(path, reference, metadata):
     if any(
         z < a / VOXEL_SIZE_FACTOR or z > b * VOXEL_SIZE_FACTOR for z, a, b in zip(zooms, low, high)
     ):
+        # A model that resamples (fit --spacing) sees every scan on its grid.
+        if metadata.get("spacing"):
+            return None
         return (
             f"'{path}' has voxels of {_mm(zooms)} but the model's healthy scans had "
-            f"{_mm(low)} to {_mm(high)}; resample it, or the calibrated "
-            "false-positive rate may not hold."
+            f"{_mm(low)} to {_mm(high)}; resample it (fit --spacing), or the "
+            "calibrated false-positive rate may not hold."
         )
     return None
 
@@ -146,7 +150,9 @@ def score_scan(model, path, image, reference, metadata=None, masked=False):
     score = model.masked_score_samples if masked else model.score_samples
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        anomaly_map = score([image])[0]
+        # The batch carries the scan's voxel size, for a model that resamples.
+        voxel_sizes = [reference.canonical_voxel_sizes]
+        anomaly_map = score(check_images([image], voxel_sizes=voxel_sizes))[0]
     notes = [voxel_size_warning(path, reference, metadata)]
     notes += [f"'{printable(path)}': {first_line(w.message, path)}" for w in caught]
     if not np.isfinite(np.ma.getdata(anomaly_map)).all():

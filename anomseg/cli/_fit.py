@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import logging
 import os
@@ -68,7 +69,7 @@ def cmd_fit(args):
     _checkpoint(args, estimator, output, inputs)
     references = _check_headers([*args.healthy, *args.unlabelled], unique=False)
     exclusion = _exclusion(args, references)
-    steps = _preprocessing_steps(args.foreground, tags.requires_scaled_input)
+    steps = _preprocessing_steps(args.foreground, tags.requires_scaled_input, args.spacing)
     model = make_anomaly_pipeline(*steps, estimator) if steps else estimator
     # Under torchrun, every process loads the scans and trains on its share
     # (see anomseg.distributed); only rank 0 reports and saves.
@@ -111,12 +112,17 @@ def cmd_fit(args):
         + " ".join(f"--method {m}" for m in args.method)
         + (f" --ensemble {args.ensemble}" if args.ensemble > 1 else "")
         + (f" --smoothing {_sigma_text(args.smoothing)}" if args.smoothing else "")
+        + (f" --spacing {_sigma_text(args.spacing)}" if args.spacing else "")
         + f" --max-fpr {args.max_fpr:g}",
         "modality": args.modality,
         "n_healthy_scans": len(args.healthy),
         "voxel_size": [[min(axis) for axis in zip(*sizes)], [max(axis) for axis in zip(*sizes)]],
         "foreground": args.foreground,
     }
+    if args.spacing is not None:  # predict then warns of no scan's voxel size
+        metadata["spacing"] = (
+            list(args.spacing) if isinstance(args.spacing, tuple) else [args.spacing] * 3
+        )
     if exclusion is not None:
         metadata["excluded"] = (
             f"the voxels of {len(args.exclude)} lesion mask(s)"
@@ -356,15 +362,18 @@ def _postprocessing(args):
     return steps or None
 
 
-def _preprocessing_steps(foreground, scale):
+def _preprocessing_steps(foreground, scale, spacing=None):
     """The steps ``fit`` puts before the method: a head mask derived from
     intensity with ``--foreground auto``, the brain with ``--foreground
-    brain``, then, for the methods that assume
-    it (their ``requires_scaled_input`` tag), each scan scaled as
-    :meth:`IntensityScaler.for_deep_methods` says."""
-    from ..preprocessing import BrainExtractor, ForegroundMasker, IntensityScaler
+    brain`` (both on the scan's own grid, where they are made to work),
+    then each scan resampled to ``--spacing`` if given, then, for the
+    methods that assume it (their ``requires_scaled_input`` tag), each scan
+    scaled as :meth:`IntensityScaler.for_deep_methods` says."""
+    from ..preprocessing import BrainExtractor, ForegroundMasker, IntensityScaler, Resampler
 
     steps = {"auto": [ForegroundMasker()], "brain": [BrainExtractor()]}.get(foreground, [])
+    if spacing is not None:
+        steps.append(Resampler(spacing=spacing))
     if scale:
         steps.append(IntensityScaler.for_deep_methods())
     return steps
@@ -412,11 +421,40 @@ def add_parser(commands):
         "METHOD:KEY=VALUE to one method's members, e.g. denoising-ae:width=16.",
     )
     _add_foreground_option(fit)
+    fit.add_argument(
+        "--spacing",
+        type=_spacing,
+        default=None,
+        metavar="MM",
+        help="Resample every scan to this voxel size in mm (one value, or one per "
+        "axis such as 1,1,2) before the method, in fit and, as the model records "
+        "it, in predict, which writes the maps on each scan's own grid. For "
+        "scans of several voxel sizes, or a model used at other sites "
+        "(default: the scans' own grids).",
+    )
     _add_exclusion_options(fit)
     _add_mask_options(fit)
     fit.add_argument("--overwrite", action="store_true", help="Replace MODEL if it exists.")
     _add_budget_option(fit)
     _add_checkpoint_options(fit)
+
+
+def _spacing(text):
+    """``--spacing``: one voxel size in (0, MAX_SPACING] mm, or one per axis
+    (the constraint of :class:`~anomseg.preprocessing.Resampler`'s
+    ``spacing``, for 3D scans)."""
+    from ..preprocessing._resample import MAX_SPACING
+
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) not in (1, 3) or not all(0 < v <= MAX_SPACING for v in values):
+        raise argparse.ArgumentTypeError(
+            f"--spacing must be a voxel size in (0, {MAX_SPACING}] mm, or 3 of them (one "
+            f"per axis) such as 1,1,2; got {text!r}"
+        )
+    return values[0] if len(values) == 1 else values
 
 
 def _add_checkpoint_options(fit):

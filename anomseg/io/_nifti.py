@@ -101,6 +101,17 @@ class NiftiReference:
         return tuple(canonical)
 
     @property
+    def canonical_voxel_sizes(self):
+        """Voxel size (mm, rounded to 6 digits: the header stores float32)
+        along each axis of the arrays returned by :func:`load_nifti`: the
+        header's, in the order of :attr:`canonical_shape`."""
+        zooms = self.header.get_zooms()[:3]
+        sizes = [0.0, 0.0, 0.0]
+        for axis, new_axis in enumerate(self.orientation[:, 0].astype(int)):
+            sizes[new_axis] = round(float(zooms[axis]), 6)
+        return tuple(sizes)
+
+    @property
     def canonical_affine(self):
         """Voxel-to-world affine of the canonical arrays."""
         return self.affine @ inv_ornt_aff(self.orientation, self.shape)

@@ -108,7 +108,7 @@ def streamed_images(paths, transformers=(), *, where, log=None, exclude=None):
             f"time, but {', '.join(alone)} learn(s) from all the images together; "
             "load the scans as arrays instead, or use steps that treat each scan "
             "on its own (ForegroundMasker, IntensityScaler, HistogramEqualizer, "
-            "BrainExtractor)."
+            "BrainExtractor, Resampler)."
         )
     exclusion = as_exclusion(exclude, len(paths), where)
     progress = Progress(log, "reading scans", len(paths), "scans")
@@ -124,14 +124,17 @@ def streamed_images(paths, transformers=(), *, where, log=None, exclude=None):
             )
             for k, path in enumerate(paths):
                 image, reference = read_scan(path)
-                batch = check_images([image], where=where)
+                voxel_sizes = [reference.canonical_voxel_sizes]
+                batch = check_images([image], where=where, voxel_sizes=voxel_sizes)
+                if exclusion is not None:  # on the scan's grid; the steps carry it
+                    batch = batch.with_excluded([exclusion.mask(k, image.shape, reference)])
                 for transformer in transformers:
                     if k == 0:
                         transformer.fit(batch)
                     batch = transformer.transform(batch)
                 arrays = [batch.images[0].astype(np.float32, copy=False), batch.foreground[0]]
                 if exclusion is not None:
-                    arrays.append(exclusion.mask(k, arrays[1].shape, reference))
+                    arrays.append(batch.excluded[0])
                 # Slices first on disk, so that each slice is contiguous.
                 for array, file in zip(arrays, (voxels, foreground, excluded)):
                     file.write(np.ascontiguousarray(np.moveaxis(array, 2, 0)).tobytes())

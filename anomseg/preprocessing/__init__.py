@@ -8,7 +8,8 @@
   :class:`IntensityScaler`, :class:`HistogramMatcher`,
   :class:`HistogramEqualizer`.
 * Geometry, with an exact inverse for anomaly maps:
-  :class:`ForegroundCropper`, :class:`Resizer`.
+  :class:`ForegroundCropper`, :class:`Resizer`, and :class:`Resampler` (to a
+  voxel spacing, with each scan's own grid to map back to).
 * :class:`AnomalyPipeline` (:func:`make_anomaly_pipeline`) chains them with
   an estimator and returns maps in the input's geometry.
 
@@ -21,6 +22,7 @@ from ._foreground import ForegroundMasker, foreground_mask
 from ._geometry import ForegroundCropper, Resizer
 from ._intensity import HistogramEqualizer, HistogramMatcher, IntensityScaler
 from ._pipeline import AnomalyPipeline, make_anomaly_pipeline
+from ._resample import Resampler
 
 __all__ = [
     "AnomalyPipeline",
@@ -30,6 +32,7 @@ __all__ = [
     "HistogramEqualizer",
     "HistogramMatcher",
     "IntensityScaler",
+    "Resampler",
     "Resizer",
     "foreground_mask",
     "make_anomaly_pipeline",

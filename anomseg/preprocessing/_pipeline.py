@@ -29,8 +29,9 @@ class AnomalyPipeline(Pipeline):
     ``predict`` and ``decision_function`` return one output per input
     sample with the input's spatial shape: the final estimator maps the
     transformed images, then the ``inverse_transform`` of every geometric
-    step (every step that has one, such as :class:`ForegroundCropper` and
-    :class:`Resizer`) is applied in reverse order. Intensity steps have no
+    step (every step that has one, such as :class:`ForegroundCropper`,
+    :class:`Resizer` and :class:`Resampler`, which maps back to each
+    image's own grid) is applied in reverse order. Intensity steps have no
     inverse and need none. Images are validated once, by the pipeline, and
     passed from step to step as an :class:`~anomseg.utils.ImageBatch`.
 
@@ -171,7 +172,7 @@ class AnomalyPipeline(Pipeline):
             with streamed_images(X, steps, where=where, log=log, exclude=exclude) as batch:
                 self[-1].calibrate(batch)
             return self
-        self[-1].calibrate(self._transform_to_final(X, "calibrate", exclude))
+        self[-1].calibrate(self._transform_to_final(X, "calibrate", exclude)[0])
         return self
 
     def score_samples(self, X):
@@ -189,7 +190,8 @@ class AnomalyPipeline(Pipeline):
             ``X``; stacked for an array input, a list for a list input.
             Higher is more anomalous.
         """
-        return self._map_back(self[-1].score_samples(self._transform_to_final(X)))
+        batch, grids = self._transform_to_final(X)
+        return self._map_back(self[-1].score_samples(batch), grids)
 
     def masked_score_samples(self, X):
         """Anomaly maps in the geometry of ``X``, masked outside the
@@ -206,9 +208,9 @@ class AnomalyPipeline(Pipeline):
             ``score_samples(X)``, masked where the final estimator saw
             background, such as outside a ``ForegroundMasker``'s head mask.
         """
-        batch = self._transform_to_final(X, "masked_score_samples")
-        maps = self._map_back(self[-1].score_samples(batch))
-        foreground = self._map_back(batch.wrap(batch.foreground))
+        batch, grids = self._transform_to_final(X, "masked_score_samples")
+        maps = self._map_back(self[-1].score_samples(batch), grids)
+        foreground = self._map_back(batch.wrap(batch.foreground), grids)
         masked = [np.ma.MaskedArray(m, mask=~fg) for m, fg in zip(maps, foreground)]
         return np.ma.stack(masked) if isinstance(maps, np.ndarray) else masked
 
@@ -319,10 +321,16 @@ class AnomalyPipeline(Pipeline):
         return check_images(X, where=where, channel_axis=getattr(first, "channel_axis", None))
 
     def _transform_to_final(self, X, method="score_samples", exclude=None):
+        """The batch that the final step receives, and for :meth:`_map_back`
+        the input's layout, then the grid (spatial shapes and voxel sizes)
+        of the batch that each transformer received."""
         X = apply_exclusion(self._validated(X, method), exclude, f"{type(self).__name__}.{method}")
+        # The layout of the input, which a Resampler may turn into a list.
+        grids = [{"stacked": X.stacked}]
         for transformer in self._transformers():
+            grids.append({"shapes": X.spatial_shapes, "voxel_sizes": X.voxel_sizes})
             X = transformer.transform(X)
-        return X
+        return X, grids
 
     def _transformers(self):
         """The steps before the final one, without those switched off (None
@@ -330,11 +338,14 @@ class AnomalyPipeline(Pipeline):
         rather than its private ``Pipeline._iter``."""
         return [step for _, step in self.steps[:-1] if step not in (None, "passthrough")]
 
-    def _map_back(self, maps):
-        for transformer in reversed(self._transformers()):
-            if hasattr(transformer, "inverse_transform"):
+    def _map_back(self, maps, grids):
+        layout, *grids = grids
+        for transformer, grid in reversed(list(zip(self._transformers(), grids))):
+            if getattr(transformer, "_inverse_needs_grids", False):  # a Resampler
+                maps = transformer.inverse_transform(maps, **grid)
+            elif hasattr(transformer, "inverse_transform"):
                 maps = transformer.inverse_transform(maps)
-        return maps
+        return np.stack(maps) if layout["stacked"] and isinstance(maps, list) else maps
 
 
 def make_anomaly_pipeline(*steps, memory=None, verbose=False):

@@ -66,6 +66,11 @@ class ImageBatch:
         used as healthy data, see :class:`LesionExclusion`), or None. They
         are still scored with the rest of their sample, as ``predict`` will
         score them.
+    voxel_sizes : list of tuple of float or None, default=None
+        One voxel size per sample (one positive number per spatial axis, in
+        mm, as a NIfTI header gives it), or None where unknown: what
+        :class:`~anomseg.preprocessing.Resampler` needs. A step that changes
+        the voxel size passes the new ones.
     """
 
     images: list
@@ -73,6 +78,7 @@ class ImageBatch:
     stacked: bool
     channel_axis: int | None = None
     excluded: list | None = None
+    voxel_sizes: list | None = None
 
     def __post_init__(self):
         if self.excluded is not None and [e.shape for e in self.excluded] != [
@@ -106,20 +112,25 @@ class ImageBatch:
             [self.images[i] for i in indices],
             [self.foreground[i] for i in indices],
             excluded=None if self.excluded is None else [self.excluded[i] for i in indices],
+            voxel_sizes=None
+            if self.voxel_sizes is None
+            else [self.voxel_sizes[i] for i in indices],
         )
 
-    def with_images(self, images, foreground=None, *, excluded=_KEEP):
+    def with_images(self, images, foreground=None, *, excluded=_KEEP, voxel_sizes=_KEEP):
         """A batch in this batch's layout holding other images (and, if
-        given, other foregrounds and excluded masks; a step that changes the
-        geometry passes the excluded masks changed alike)."""
+        given, other foregrounds, excluded masks and voxel sizes; a step
+        that changes the geometry passes the excluded masks changed alike)."""
         foreground = self.foreground if foreground is None else foreground
         excluded = self.excluded if excluded is _KEEP else excluded
+        voxel_sizes = self.voxel_sizes if voxel_sizes is _KEEP else voxel_sizes
         return ImageBatch(
             list(images),
             list(foreground),
             self.stacked,
             self.channel_axis,
             None if excluded is None else list(excluded),
+            None if voxel_sizes is None else list(voxel_sizes),
         )
 
     def map_excluded(self, function):
@@ -157,12 +168,16 @@ class ImageBatch:
                 for part in (self, other)
                 for fg, e in zip(part.foreground, part.excluded or [None] * len(part))
             ]
+        voxel_sizes = None
+        if self.voxel_sizes is not None and other.voxel_sizes is not None:
+            voxel_sizes = self.voxel_sizes + other.voxel_sizes
         return ImageBatch(
             self.images + other.images,
             self.foreground + other.foreground,
             False,
             self.channel_axis,
             excluded,
+            voxel_sizes,
         )
 
     def zero_background(self, outputs):
@@ -250,7 +265,7 @@ def _split_sample(sample, name, where, index):
     return data, mask
 
 
-def check_images(X, *, name="X", where=None, channel_axis=None):
+def check_images(X, *, name="X", where=None, channel_axis=None, voxel_sizes=None):
     """Validate images and return them as float32 arrays with foregrounds.
 
     Parameters
@@ -265,6 +280,12 @@ def check_images(X, *, name="X", where=None, channel_axis=None):
         The caller, such as ``"FlairThreshold.fit"``, used in error messages.
     channel_axis : None or -1, default=None
         Whether samples carry a trailing channel axis.
+    voxel_sizes : sequence or None, default=None
+        The voxel size of each sample, in mm: one sequence of positive
+        numbers per sample, one number per spatial axis (such as
+        ``[(2, 2, 1), (1, 1, 1)]``), carried by the batch for
+        :class:`~anomseg.preprocessing.Resampler`. None keeps those of an
+        :class:`ImageBatch` (or none).
 
     Returns
     -------
@@ -291,7 +312,7 @@ def check_images(X, *, name="X", where=None, channel_axis=None):
                 f"{X.channel_axis}, but channel_axis={channel_axis} is expected; "
                 "give every step of a pipeline the same channel_axis."
             )
-        return X
+        return _with_voxel_sizes(X, voxel_sizes, where)
     n_channel_dims = 0 if channel_axis is None else 1
     if isinstance(X, (list, tuple)):
         stacked = False
@@ -373,7 +394,26 @@ def check_images(X, *, name="X", where=None, channel_axis=None):
                 f"{name}{_describe(where)} mixes samples with "
                 f"{sorted(channels)} channels; all need the same number."
             )
-    return ImageBatch(images, foreground, stacked, channel_axis)
+    return _with_voxel_sizes(
+        ImageBatch(images, foreground, stacked, channel_axis), voxel_sizes, where
+    )
+
+
+def _with_voxel_sizes(batch, voxel_sizes, where):
+    """``batch`` carrying ``voxel_sizes``, checked: one per sample, of one
+    positive finite number per spatial axis."""
+    if voxel_sizes is None:
+        return batch
+    sizes = [np.asarray(s, dtype=float) if np.ndim(s) == 1 else None for s in voxel_sizes]
+    ndim = batch.spatial_ndim
+    if len(sizes) != len(batch) or any(
+        s is None or s.shape != (ndim,) or not (np.isfinite(s) & (s > 0)).all() for s in sizes
+    ):
+        raise ValueError(
+            f"'voxel_sizes'{_describe(where)} must hold one voxel size per image "
+            f"({len(batch)}), each {ndim} positive numbers (mm); got {voxel_sizes!r}."
+        )
+    return batch.with_images(batch.images, voxel_sizes=[tuple(map(float, s)) for s in sizes])
 
 
 def check_generator(random_state):
