@@ -6,6 +6,7 @@ anomseg.io."""
 import json
 import os
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -26,17 +27,21 @@ def images():
 
 @pytest.fixture(scope="module")
 def gmvae(images):
-    return GMVAERestorer(
-        width=4,
-        n_clusters=3,
-        n_epochs=2,
-        n_restoration_steps=5,
-        step_sizes=(0.05, 0.02),
-        tv_weight="auto",
-        tv_weights=(0.0, 1.0),
-        device="cpu",
-        random_state=0,
-    ).fit(images)
+    # The barely trained prior's healthy change still falls at 1, the edge
+    # of this grid; the search warns so, which is beside the point here.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*tv_weight='auto' chose", AnomsegWarning)
+        return GMVAERestorer(
+            width=4,
+            n_clusters=3,
+            n_epochs=2,
+            n_restoration_steps=5,
+            step_sizes=(0.05, 0.02),
+            tv_weight="auto",
+            tv_weights=(0.0, 1.0),
+            device="cpu",
+            random_state=0,
+        ).fit(images)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ al. 2019) and the plain-reconstruction baseline."""
 from __future__ import annotations
 
 import time
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -13,6 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._docstrings import fill_doc
 from .._torch import TorchSegmenter, TrainingPlan, chunks, update
+from ..exceptions import AnomsegWarning
 from ..utils._param_validation import (
     ArrayOf,
     Finite,
@@ -368,9 +370,28 @@ class _BaseRestorer(_NormativePriorEstimator):
             + ", ".join(f"{w:g}: {c:.4g}" for w, c in zip(weights, change))
             + f"; chose {self.tv_weight_:g}"
         )
+        self._warn_if_edge(grid)
         if len(chosen) < n:
             return None
         return [_residual(self.residual, y, x) for y, x in zip(batch.images, restored[best])]
+
+    def _warn_if_edge(self, grid):
+        """Warn when the chosen weight is the largest of ``grid``, or its
+        smallest above 0: the healthy change may fall further beyond it, so
+        the grid, not the data, chose."""
+        chosen = self.tv_weight_
+        if len(grid) < 2 or grid[0] < chosen < grid[-1] or chosen == 0:
+            return
+        beyond = "above" if chosen == grid[-1] else "below"
+        which = "largest" if beyond == "above" else "smallest"
+        warnings.warn(
+            f"[{type(self).__name__}] tv_weight='auto' chose {chosen:g}, the {which} of "
+            f"tv_weights ({grid[0]:g} to {grid[-1]:g}, {len(grid)} weights): the healthy "
+            f"change may fall further {beyond} it (see tv_weights_ and healthy_change_); "
+            f"extend tv_weights {beyond} {chosen:g}.",
+            AnomsegWarning,
+            stacklevel=5,
+        )
 
     # -- public ----------------------------------------------------------------
     @fill_doc

@@ -38,6 +38,9 @@ def healthy():
     ],
     ids=["VAERestorer", "GMVAERestorer-auto"],
 )
+# the barely trained prior's healthy change still falls at 1, the edge of the
+# grid, and the search says so: beside the point here
+@pytest.mark.filterwarnings("ignore:.*tv_weight='auto' chose")
 def test_scorer_is_minus_the_healthy_change_at_the_fitted_weight(estimator, healthy):
     estimator.fit(healthy[TRAIN])
     score = healthy_change_scorer(estimator, healthy[TEST])
