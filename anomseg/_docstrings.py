@@ -23,6 +23,21 @@ maps : ndarray of float32 or list of ndarray
     Higher means more anomalous. Maps are non-negative and exactly 0 outside
     the foreground."""
 
+docdict["return_maps"] = """\
+return_maps : bool, default=False
+    Whether to return the anomaly maps, ``score_samples(X)``, with the
+    masks. Both come from one scoring pass, where ``score_samples`` then
+    ``predict`` would score (for the restoration methods, restore) every
+    image twice."""
+
+docdict["masks_and_maps"] = """\
+masks : ndarray of bool or list of ndarray
+    The anomaly masks: a stacked array for an array input, a list for a
+    list input.
+maps : ndarray of float32 or list of ndarray
+    Only with ``return_maps=True``: the anomaly maps that gave the masks,
+    ``score_samples(X)``."""
+
 docdict["max_fpr"] = """\
 max_fpr : float in (0, 1), default=0.05
     The largest pixel false-positive rate allowed on healthy calibration

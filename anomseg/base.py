@@ -364,21 +364,24 @@ class BaseAnomalySegmenter(BaseEstimator):
         batch = self._validate_images(X, "masked_score_samples")
         return batch.to_masked(self._score_batch(batch, method="masked_score_samples"))
 
-    def predict(self, X):
+    @fill_doc
+    def predict(self, X, return_maps=False):
         """Anomaly masks, ``score_samples(X) > threshold_``.
 
         Parameters
         ----------
         X : array-like, list or ImageBatch
+        %(return_maps)s
 
         Returns
         -------
-        masks : ndarray of bool or list of ndarray
+        %(masks_and_maps)s
         """
         self._check_calibrated()
         batch = self._validate_images(X, "predict")
-        maps = batch.to_masked(self._score_batch(batch, method="predict"))
-        return batch.wrap(self.threshold_maps(maps))
+        maps = self._score_batch(batch, method="predict")
+        masks = batch.wrap(self.threshold_maps(batch.to_masked(maps)))
+        return (masks, batch.wrap(maps)) if return_maps else masks
 
     def threshold_maps(self, maps):
         """Masks of anomaly maps computed elsewhere (for example mapped back

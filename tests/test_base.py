@@ -184,3 +184,21 @@ def test_a_degenerate_calibration_warns():
     assert model.calibration_fpr_ == 0
     with pytest.warns(AnomsegWarning, match=r"\[FlairThreshold\.calibrate\].*tie at"):
         model.calibrate(flat)
+
+
+@pytest.mark.parametrize("as_list", [False, True])
+def test_predict_returns_the_maps_of_its_one_scoring_pass(volumes, as_list, monkeypatch):
+    model = MeanImageDistance(random_state=0).fit(volumes)
+    X = list(volumes) if as_list else volumes
+    maps, masks = model.score_samples(X), model.predict(X)
+    calls = []
+    score = MeanImageDistance._score
+    monkeypatch.setattr(
+        MeanImageDistance, "_score", lambda self, batch: calls.append(1) or score(self, batch)
+    )
+    got_masks, got_maps = model.predict(X, return_maps=True)
+    assert len(calls) == 1  # one scoring pass gives both
+    assert isinstance(got_maps, list) == isinstance(got_masks, list) == as_list
+    np.testing.assert_array_equal(np.asarray(got_maps), np.asarray(maps))
+    np.testing.assert_array_equal(np.asarray(got_masks), np.asarray(masks))
+    assert np.asarray(got_masks).any()

@@ -208,25 +208,34 @@ class AnomalyPipeline(Pipeline):
             ``score_samples(X)``, masked where the final estimator saw
             background, such as outside a ``ForegroundMasker``'s head mask.
         """
-        batch, grids = self._transform_to_final(X, "masked_score_samples")
+        return self._maps_and_masked(X, "masked_score_samples")[1]
+
+    def _maps_and_masked(self, X, method):
+        """``score_samples(X)`` and the same maps masked as
+        ``masked_score_samples`` masks them, from one scoring pass."""
+        batch, grids = self._transform_to_final(X, method)
         maps = self._map_back(self[-1].score_samples(batch), grids)
         foreground = self._map_back(batch.wrap(batch.foreground), grids)
         masked = [np.ma.MaskedArray(m, mask=~fg) for m, fg in zip(maps, foreground)]
-        return np.ma.stack(masked) if isinstance(maps, np.ndarray) else masked
+        return maps, np.ma.stack(masked) if isinstance(maps, np.ndarray) else masked
 
-    def predict(self, X):
+    @fill_doc
+    def predict(self, X, return_maps=False):
         """Anomaly masks in the geometry of ``X``: ``score_samples(X) > threshold_``.
 
         Parameters
         ----------
         X : array-like or list
+        %(return_maps)s
 
         Returns
         -------
-        masks : ndarray of bool or list of ndarray
+        %(masks_and_maps)s
         """
-        masks = self.threshold_maps(self.masked_score_samples(X))
-        return masks if isinstance(masks, list) else np.asarray(masks)
+        maps, masked = self._maps_and_masked(X, "predict")
+        masks = self.threshold_maps(masked)
+        masks = masks if isinstance(masks, list) else np.asarray(masks)
+        return (masks, maps) if return_maps else masks
 
     def threshold_maps(self, maps):
         """Masks of maps of this pipeline, as ``predict`` makes them: the

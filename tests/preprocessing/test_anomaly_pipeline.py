@@ -135,3 +135,24 @@ def test_a_bare_estimator_as_a_one_step_pipeline():
     pipe = make_anomaly_pipeline(FlairThreshold()).fit(X)
     np.testing.assert_array_equal(pipe.predict(X), est.predict(X))
     np.testing.assert_array_equal(pipe.masked_score_samples(X).mask, X == 0)
+
+
+def test_predict_returns_the_maps_in_the_input_geometry_from_one_pass(pipe, monkeypatch):
+    X = make_scans()
+    pipe.fit(X)
+    maps, masks = pipe.score_samples(X), pipe.predict(X)
+    calls = []
+    score = type(pipe[-1]).score_samples
+    monkeypatch.setattr(
+        type(pipe[-1]), "score_samples", lambda self, b: calls.append(1) or score(self, b)
+    )
+    got_masks, got_maps = pipe.predict(X, return_maps=True)
+    assert calls == [1]  # the final step scored once for both
+    assert got_maps.shape == got_masks.shape == X.shape  # the input's geometry
+    np.testing.assert_array_equal(got_maps, maps)
+    np.testing.assert_array_equal(got_masks, masks)
+    assert got_masks[0, 16:19, 13:17].all()
+    # a list input gives lists
+    got_masks, got_maps = pipe.predict(list(X), return_maps=True)
+    assert isinstance(got_maps, list) and isinstance(got_masks, list)
+    np.testing.assert_array_equal(got_maps[0], maps[0])
