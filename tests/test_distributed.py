@@ -102,6 +102,9 @@ def vae_runs(tmp_path_factory):
     return fit_on_two_processes(tmp_path_factory.mktemp("vae"), fits)
 
 
+# A barely trained prior's healthy change still falls at the end of the tiny
+# grid: the edge warning is beside the point of this test.
+@pytest.mark.filterwarnings("ignore:.*tv_weight='auto' chose")
 @pytest.mark.parametrize("seed", SEEDS)
 def test_two_processes_train_like_one_with_the_global_batch(vae_runs, seed):
     """A 2-process VAE (4 slices per process and update) follows the loss
