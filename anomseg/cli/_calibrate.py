@@ -19,7 +19,7 @@ from ._common import (
     _output_file,
     _scan_paths,
 )
-from ._fit import _exclusion
+from ._fit import _add_exclusion_options, _excluded_text, _exclusion
 from ._parser import (
     _add_budget_option,
     _add_model_options,
@@ -67,7 +67,7 @@ def cmd_calibrate(args):
         **calibration_record(model),
     }
     if exclusion is not None:
-        record["excluded"] = f"the voxels of {len(args.exclude)} lesion mask(s)"
+        record["excluded"] = _excluded_text(args)
     metadata = {**metadata, "calibrations": [*history, record]}
     saved = final if len(model.steps) == 1 else model
     saved.save(output, overwrite=args.overwrite, metadata=metadata)
@@ -97,6 +97,10 @@ def _command_line(args, scans):
         words += ["--max-fpr", f"{args.max_fpr:g}"]
     if args.exclude:
         words += ["--exclude", *args.exclude]
+    if args.exclude_margin:
+        words += ["--exclude-margin", str(args.exclude_margin)]
+    if args.exclude_slices:
+        words.append("--exclude-slices")
     if args.foreground != "model":
         words += ["--foreground", args.foreground]
     return shlex.join(map(str, words))
@@ -120,8 +124,6 @@ def add_parser(commands):
         "new model file; 'anomseg info' shows the calibrations it has had.",
         cmd_calibrate,
     )
-    # What fit's --exclude reads besides the masks, as fit's defaults.
-    calibrate.set_defaults(exclude_margin=0, exclude_slices=False)
     calibrate.add_argument("model", metavar="MODEL", help="A model written by 'anomseg fit'.")
     _add_scan_arguments(calibrate)
     calibrate.add_argument(
@@ -138,13 +140,7 @@ def add_parser(commands):
         metavar="RATE",
         help="The healthy false-positive rate to calibrate at, in (0, 1) (default: the model's).",
     )
-    calibrate.add_argument(
-        "--exclude",
-        nargs="+",
-        metavar="MASK.nii.gz",
-        help="Lesion masks, one per scan in the same order: their voxels are not "
-        "calibrated on (scans of patients used as healthy data).",
-    )
+    _add_exclusion_options(calibrate, used="not calibrated on")
     _add_model_options(calibrate)
     calibrate.add_argument("--overwrite", action="store_true", help="Replace an existing -o file.")
     _add_budget_option(calibrate)

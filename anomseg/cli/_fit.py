@@ -124,11 +124,7 @@ def cmd_fit(args):
             list(args.spacing) if isinstance(args.spacing, tuple) else [args.spacing] * 3
         )
     if exclusion is not None:
-        metadata["excluded"] = (
-            f"the voxels of {len(args.exclude)} lesion mask(s)"
-            + (f" grown by {args.exclude_margin} voxel(s)" if args.exclude_margin else "")
-            + (", widened to whole slices" if args.exclude_slices else "")
-        )
+        metadata["excluded"] = _excluded_text(args)
     model.save(output, overwrite=args.overwrite, metadata=metadata)
     print(
         f"saved {output}: threshold {estimator.threshold_:.4g} at healthy "
@@ -313,6 +309,15 @@ def _estimator(method, params):
         raise CommandError(_as_options(str(exc), _FIT_OPTIONS)) from None
     except TypeError as exc:
         raise CommandError(f"bad --param for {method}: {exc}") from None
+
+
+def _excluded_text(args):
+    """What ``--exclude`` and its options left out, as a model records it."""
+    return (
+        f"the voxels of {len(args.exclude)} lesion mask(s)"
+        + (f" grown by {args.exclude_margin} voxel(s)" if args.exclude_margin else "")
+        + (", widened to whole slices" if args.exclude_slices else "")
+    )
 
 
 def _exclusion(args, references):
@@ -535,26 +540,26 @@ def _add_method_options(fit):
     )
 
 
-def _add_exclusion_options(fit):
-    """Fitting on the healthy parts of patient scans."""
-    fit.add_argument(
+def _add_exclusion_options(parser, used="used neither for training nor for calibration"):
+    """``--exclude`` and what it reads besides the masks, for ``parser``
+    (fit's, or calibrate's with ``used`` saying what their voxels are not)."""
+    parser.add_argument(
         "--exclude",
         nargs="+",
         default=[],
         metavar="MASK.nii.gz",
         help="Lesion masks of 0 and 1, one per healthy scan, in the same order, on "
-        "the scans' grids: fit on the healthy parts of patient scans. Their voxels "
-        "are used neither for training nor for calibration; each scan is still "
-        "scored whole, as predict will score it.",
+        f"the scans' grids: use the healthy parts of patient scans. Their voxels are {used}; "
+        "each scan is still scored whole, as predict will score it.",
     )
-    fit.add_argument(
+    parser.add_argument(
         "--exclude-margin",
         type=_non_negative_int("--exclude-margin"),
         default=0,
         metavar="VOXELS",
         help="Also exclude the voxels within this many voxels of a lesion (default 0).",
     )
-    fit.add_argument(
+    parser.add_argument(
         "--exclude-slices",
         action="store_true",
         help="Exclude every axial slice that holds a lesion voxel (after the "

@@ -134,6 +134,31 @@ def test_a_pipeline_calibrates_on_paths_as_on_arrays(sites):
     assert bare[0].threshold_ == bare[1].calibrate(volumes).threshold_
 
 
+def test_calibrate_on_patients_excludes_their_lesions_as_fit_does(sites, tmp_path):
+    """--exclude, --exclude-margin and --exclude-slices leave out what they
+    leave out in fit, and the record says so."""
+    model = tmp_path / "m.anomseg"
+    assert run("fit", "--method", "flair-threshold", *sites["a"], "-o", model) == 0
+    lesion = np.zeros(nib.load(sites["b"][0]).shape, np.uint8)
+    lesion[10:14, 10:14, 2] = 1
+    masks = _save([lesion] * 3, tmp_path, "lesion")
+    counts = {}
+    for name, options, said in [
+        ("voxels", [], "the voxels of 3 lesion mask(s)"),
+        ("margin", ["--exclude-margin", "2"], "mask(s) grown by 2 voxel(s)"),
+        ("slices", ["--exclude-slices"], "mask(s), widened to whole slices"),
+    ]:
+        out = tmp_path / f"{name}.anomseg"
+        assert run("calibrate", model, *sites["b"], "-o", out, "--exclude", *masks, *options) == 0
+        counts[name] = load_model(out).n_calibration_pixels_
+        record = model_info(out)["metadata"]["calibrations"][-1]
+        assert record["excluded"].endswith(said)
+        assert record["command"].endswith(" ".join([*masks, *options]))
+    foreground = sum(int((nib.load(s).get_fdata() > 0).sum()) for s in sites["b"])
+    assert foreground - counts["voxels"] == 3 * 16
+    assert counts["slices"] < counts["margin"] < counts["voxels"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
