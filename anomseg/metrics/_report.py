@@ -194,6 +194,8 @@ def _metric_rows(y_true, y_score, foreground, thresholds, postprocess=None, lesi
             masks = [np.asarray(postprocess(m), dtype=bool) for m in masks]
         predicted = np.concatenate([m[f] for m, f in zip(masks, foreground)])
         rows.append(("Dice", _calibrated(rate), dice_score(labels, predicted)))
+        # Whether the calibration holds on these scans' own healthy voxels.
+        rows.append(("FPR", _calibrated(rate), _false_positive_rate(labels, predicted)))
         if lesions is not None and rate == lesions[0]:
             lesion_rows = _lesion_rows(y_true, masks, foreground, _calibrated(rate), lesions)
     rows += [
@@ -201,6 +203,14 @@ def _metric_rows(y_true, y_score, foreground, thresholds, postprocess=None, lesi
         ("FNR at Youden", ORACLE, curve.youden_fnr),
     ]
     return rows + lesion_rows
+
+
+def _false_positive_rate(labels, predicted):
+    """The fraction of the negative pixels predicted anomalous (NaN if none
+    is negative)."""
+    negative = ~labels
+    n_negative = np.count_nonzero(negative)
+    return np.count_nonzero(predicted & negative) / n_negative if n_negative else np.nan
 
 
 def _per_sample_thresholds(thresholds, n_samples):
@@ -319,7 +329,10 @@ def evaluate(
     * the best-possible Dice over all thresholds, an **oracle** figure whose
       threshold is chosen on the test labels themselves;
     * Dice at thresholds **calibrated on healthy data** (``thresholds``), the
-      figure a user can actually obtain on new scans;
+      figure a user can actually obtain on new scans, and the false-positive
+      rate there, on the lesion-free foreground pixels: near the rate it was
+      calibrated at when the calibration holds on these scans (it may not
+      at another site; see ``anomseg calibrate``);
     * the false-positive and false-negative rates at the Youden threshold
       (an oracle too);
     * with ``lesion_fpr``, lesion-wise figures of the masks at the

@@ -114,6 +114,27 @@ def test_report_labels_and_values(scored):
     assert all(r.threshold.startswith("oracle") for r in best)
 
 
+def test_report_gives_the_false_positive_rate_at_each_calibrated_threshold(scored):
+    """Whether a calibration holds on the evaluated scans: the share of their
+    lesion-free foreground above each calibrated threshold."""
+    truth, scores, fg = scored
+    thresholds = {0.01: 0.95, 0.05: 0.75}
+    report = evaluate(truth, scores, foreground=fg, thresholds=thresholds)
+    for rate, threshold in thresholds.items():
+        healthy = fg & ~truth
+        expected = np.count_nonzero((scores > threshold) & healthy) / np.count_nonzero(healthy)
+        source = f"calibrated on healthy data at FPR {100 * rate:g}%"
+        assert report["FPR", "pooled", source] == pytest.approx(expected)
+        each = [
+            np.count_nonzero((s > threshold) & h) / np.count_nonzero(h)
+            for s, h in zip(scores, healthy)
+        ]
+        assert report["FPR", "per-volume", source] == pytest.approx(np.mean(each))
+    assert report["FPR", "pooled", "calibrated on healthy data at FPR 1%"] < report[
+        "FPR", "pooled", "calibrated on healthy data at FPR 5%"
+    ]
+
+
 def test_report_groups_slices_into_volumes(scored):
     truth, scores, fg = scored
     slices_t = np.concatenate([truth[:, :10], truth[:, 10:]])
