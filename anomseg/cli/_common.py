@@ -11,7 +11,14 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..cohort import earlier_outputs, file_identity, read_scan, score_scan, warn_large_scans
+from ..cohort import (
+    earlier_outputs,
+    file_identity,
+    read_scan,
+    score_scan,
+    stem,
+    warn_large_scans,
+)
 from ..exceptions import AnomsegWarning
 from ..io._atomic import remove_stale_temporaries
 from ..utils._text import first_line, printable
@@ -341,3 +348,58 @@ def _say_summary(command, counts, n_scans, summary=None):
         if summary:
             line += f"; per scan in {summary}"
         _say(command, "summary", line)
+
+
+#: Words that end the file names of masks (``a_seg.nii.gz``) or of scans
+#: (``a_flair.nii.gz``), dropped to pair a scan with its truth mask by name.
+_NAME_WORDS = (
+    "seg|segmentation|mask|masks|truth|groundtruth|gt|label|labels|lesion|lesions|roi"
+    "|manual|annotation|wmh|flair|t1|t1w|t2|t2w|t1ce|t1c|t1gd|pd|dwi|scan|image|img|brain"
+)
+
+
+def _name_key(path):
+    """A file name without its suffix and the words that say it is a mask
+    or a modality: what a scan and its truth mask have in common."""
+    key = stem(path).lower()
+    while True:
+        shorter = re.sub(rf"[_\-.](?:{_NAME_WORDS})$", "", key)
+        if shorter == key or not shorter:
+            return key
+        key = shorter
+
+
+def _pair_truths(scans, truths, command):
+    """The truth masks in the order of the scans: by file name when the
+    names pair one to one (``a.nii.gz`` with ``a_seg.nii.gz``), saying so
+    if that is not the order given; else in the order given, saying so if
+    the names do not look paired; ``command`` is the command that says so."""
+    if len(scans) < 2:
+        return list(truths)
+    scan_keys, truth_keys = [_name_key(s) for s in scans], [_name_key(t) for t in truths]
+    if len(set(scan_keys)) == len(scans) and sorted(scan_keys) == sorted(truth_keys):
+        by_key = dict(zip(truth_keys, truths))
+        paired = [by_key[key] for key in scan_keys]
+        if paired != list(truths):
+            _say(
+                command,
+                "warning",
+                "--truth masks paired with the scans by file name, not in the order "
+                f"given: {_pairs(scans, paired)}.",
+            )
+        return paired
+    if not all(key in Path(t).name.lower() for key, t in zip(scan_keys, truths)):
+        _say(
+            command,
+            "warning",
+            "the --truth file names do not pair with the scans' by name; paired in "
+            f"the order given: {_pairs(scans, truths)}.",
+        )
+    return list(truths)
+
+
+def _pairs(scans, truths, shown=3):
+    pairs = [f"'{s}' with '{t}'" for s, t in zip(scans, truths)]
+    return ", ".join(pairs[:shown]) + (
+        f" and {len(pairs) - shown} more" if len(pairs) > shown else ""
+    )

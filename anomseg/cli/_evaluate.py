@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 
-from ..cohort import stem
 from ._common import (
     CommandError,
     _check_headers,
     _load_model,
     _load_scans,
     _output_file,
+    _pair_truths,
     _progress,
     _say,
     _scored,
@@ -30,7 +29,7 @@ def cmd_evaluate(args):
             f"got {len(args.scans)} scan(s) but {len(args.truth)} --truth "
             "mask(s); give one mask per scan, in the same order."
         )
-    args.truth = _pair_truths(args.scans, args.truth)
+    args.truth = _pair_truths(args.scans, args.truth, "evaluate")
     references = _check_headers(args.scans, unique=False)
     truth_references = _check_headers(args.truth, unique=False)
     for scan, truth, reference, truth_reference in zip(
@@ -77,61 +76,6 @@ def cmd_evaluate(args):
     if output is not None:
         _write_report(output, report, args, overwrite=args.overwrite)
         print(f"wrote {output}")
-
-
-#: Words that end the file names of masks (``a_seg.nii.gz``) or of scans
-#: (``a_flair.nii.gz``), dropped to pair a scan with its truth mask by name.
-_NAME_WORDS = (
-    "seg|segmentation|mask|masks|truth|groundtruth|gt|label|labels|lesion|lesions|roi"
-    "|manual|annotation|wmh|flair|t1|t1w|t2|t2w|t1ce|t1c|t1gd|pd|dwi|scan|image|img|brain"
-)
-
-
-def _name_key(path):
-    """A file name without its suffix and the words that say it is a mask
-    or a modality: what a scan and its truth mask have in common."""
-    key = stem(path).lower()
-    while True:
-        shorter = re.sub(rf"[_\-.](?:{_NAME_WORDS})$", "", key)
-        if shorter == key or not shorter:
-            return key
-        key = shorter
-
-
-def _pair_truths(scans, truths):
-    """The truth masks in the order of the scans: by file name when the
-    names pair one to one (``a.nii.gz`` with ``a_seg.nii.gz``), saying so
-    if that is not the order given; else in the order given, saying so if
-    the names do not look paired."""
-    if len(scans) < 2:
-        return list(truths)
-    scan_keys, truth_keys = [_name_key(s) for s in scans], [_name_key(t) for t in truths]
-    if len(set(scan_keys)) == len(scans) and sorted(scan_keys) == sorted(truth_keys):
-        by_key = dict(zip(truth_keys, truths))
-        paired = [by_key[key] for key in scan_keys]
-        if paired != list(truths):
-            _say(
-                "evaluate",
-                "warning",
-                "--truth masks paired with the scans by file name, not in the order "
-                f"given: {_pairs(scans, paired)}.",
-            )
-        return paired
-    if not all(key in Path(t).name.lower() for key, t in zip(scan_keys, truths)):
-        _say(
-            "evaluate",
-            "warning",
-            "the --truth file names do not pair with the scans' by name; paired in "
-            f"the order given: {_pairs(scans, truths)}.",
-        )
-    return list(truths)
-
-
-def _pairs(scans, truths, shown=3):
-    pairs = [f"'{s}' with '{t}'" for s, t in zip(scans, truths)]
-    return ", ".join(pairs[:shown]) + (
-        f" and {len(pairs) - shown} more" if len(pairs) > shown else ""
-    )
 
 
 def _report_path(args):

@@ -7,12 +7,12 @@ from ._common import (
     _given_folder,
     _load_model,
     _output_folder,
+    _pair_truths,
     _reporter,
     _say,
     _say_summary,
     _scan_paths,
 )
-from ._evaluate import _pair_truths
 from ._parser import (
     _add_budget_option,
     _add_model_options,
@@ -101,7 +101,7 @@ def _truths(args, own):
             f"got {len(args.scans)} scan(s) but {len(args.truth)} --truth mask(s); give "
             "one mask per scan, in the same order."
         )
-    return dict(zip(args.scans, _pair_truths(args.scans, args.truth)))
+    return dict(zip(args.scans, _pair_truths(args.scans, args.truth, "predict")))
 
 
 def _check_matplotlib():
