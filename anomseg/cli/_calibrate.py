@@ -14,6 +14,7 @@ from ..utils._param_validation import InvalidParameterError
 from ._common import (
     CommandError,
     _as_options,
+    _check_channels,
     _check_headers,
     _load_model,
     _output_file,
@@ -29,6 +30,7 @@ from ._parser import (
 
 
 def cmd_calibrate(args):
+    from ..cohort import channel_axis
     from ..persistence._models import calibration_record
 
     scans = _scan_paths(args)
@@ -41,12 +43,13 @@ def cmd_calibrate(args):
         )
     inputs = [args.model, *scans, *(args.exclude or [])]
     output = _output_file(args.output, "-o", "the calibrated model", args.overwrite, inputs)
-    references = _check_headers(scans)
-    args.healthy = scans  # the names _exclusion reads, as fit's options
-    exclusion = _exclusion(args, references)
     model, metadata = _load_model(
         args.model, args.foreground, args.trust_pickle, "calibrate", args.allow_unchecked
     )
+    references = _check_headers(scans, channel_axis=channel_axis(model))
+    _check_channels(scans, model)
+    args.healthy = scans  # the names _exclusion reads, as fit's options
+    exclusion = _exclusion(args, references)
     final = model[-1]
     history = list(metadata.get("calibrations") or [_fit_record(final, metadata)])
     if args.max_fpr is not None:  # calibrate() records it as the new one

@@ -21,6 +21,7 @@ from ..cohort import (
 )
 from ..exceptions import AnomsegWarning
 from ..io._atomic import remove_stale_temporaries
+from ..io._scans import read_header
 from ..utils._text import first_line, printable
 from ._signals import _SIGNALS
 
@@ -73,6 +74,7 @@ def _plain(message, path=None):
         .replace("The 'summary' file", "--summary")
         .replace("overwrite=True", "--overwrite")
         .replace("'exclude'", "--exclude")
+        .replace("give the model channel_axis=-1", "fit the model with --param channel_axis=-1")
     )
 
 
@@ -91,12 +93,10 @@ def _as_options(text, options=None):
     return re.sub(r"The '(\w+)' parameter of (\w+)", option, first_line(text))
 
 
-def _check_headers(paths, unique=True):
+def _check_headers(paths, unique=True, channel_axis=None):
     """Every scan's grid, read from its header, before any work: a missing,
-    foreign, 2D or 4D file (or, with ``unique``, one given twice) stops the
-    command at once."""
-    from ..io import load_nifti_reference
-
+    foreign, 2D or 4D file (4D is for ``channel_axis=-1``; or, with
+    ``unique``, one given twice) stops the command at once."""
     seen = {}
     for path in paths:
         key = file_identity(path)
@@ -108,13 +108,41 @@ def _check_headers(paths, unique=True):
                 f"'{path}' is given twice{also}: it counts twice.", AnomsegWarning, stacklevel=2
             )
         seen.setdefault(key, path)
-    references = [load_nifti_reference(path) for path in paths]
+    references = [read_header(path, channel_axis)[0] for path in paths]
     warn_large_scans(paths, references)
     return references
 
 
-def _load_scans(paths, progress, description="loading"):
-    loaded = [read_scan(path) for path in _progress(paths, description, progress)]
+def _check_channels(paths, model=None):
+    """With a multi-channel model (or, at ``fit``, an estimator of
+    ``channel_axis=-1``), every scan's number of channels, from its header
+    before any work: that of the fitted model, or at ``fit`` that of the
+    first scan."""
+    from ..cohort import channel_axis
+
+    if channel_axis(model) is None:
+        return
+    fitted = getattr(model[-1] if hasattr(model, "steps") else model, "n_channels_", None)
+    first = None
+    for path in paths:
+        n_channels = read_header(path, -1)[1]
+        if fitted is not None and n_channels != fitted:
+            raise CommandError(
+                f"'{path}' has {n_channels} channel(s) (the fourth axis of its file), but "
+                f"the model was fitted on scans of {fitted}; give scans of the model's "
+                "channels, in the same order."
+            )
+        first = first or (path, n_channels)
+        if n_channels != first[1]:
+            raise CommandError(
+                f"'{path}' has {n_channels} channel(s) (the fourth axis of its file) but "
+                f"'{first[0]}' has {first[1]}; with --param channel_axis=-1 every scan needs "
+                "the same channels, in the same order."
+            )
+
+
+def _load_scans(paths, progress, description="loading", channel_axis=None):
+    loaded = [read_scan(path, channel_axis) for path in _progress(paths, description, progress)]
     return [image for image, _ in loaded], [reference for _, reference in loaded]
 
 
@@ -267,6 +295,7 @@ def _load_model(
     BrainExtractor goes first unless the model starts with one."""
     from sklearn.pipeline import Pipeline
 
+    from ..cohort import channel_axis
     from ..persistence import load_model, model_info
     from ..persistence._format import check_file, file_kind
     from ..preprocessing import AnomalyPipeline, BrainExtractor
@@ -303,7 +332,7 @@ def _load_model(
     steps = [(type(model).__name__.lower(), model)] if bare else model.steps
     if foreground == "brain" and not isinstance(steps[0][1], BrainExtractor):
         # Fitting it only validates its parameters: it learns nothing.
-        extractor = BrainExtractor().fit([_TINY_VOLUME])
+        extractor = BrainExtractor(channel_axis=channel_axis(model)).fit([_TINY_VOLUME])
         steps = [("brainextractor", extractor), *steps]
     if isinstance(model, AnomalyPipeline) and len(steps) == len(model.steps):
         return model, metadata

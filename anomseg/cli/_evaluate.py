@@ -8,6 +8,7 @@ import numpy as np
 
 from ._common import (
     CommandError,
+    _check_channels,
     _check_headers,
     _load_model,
     _load_scans,
@@ -21,6 +22,7 @@ from ._parser import _add_budget_option, _add_model_options, add_command
 
 
 def cmd_evaluate(args):
+    from ..cohort import channel_axis
     from ..io import same_grid
     from ..metrics import evaluate
 
@@ -30,7 +32,13 @@ def cmd_evaluate(args):
             "mask(s); give one mask per scan, in the same order."
         )
     args.truth = _pair_truths(args.scans, args.truth, "evaluate")
-    references = _check_headers(args.scans, unique=False)
+    output = _report_path(args)
+    # The model first: its channel axis says how to read the scans' headers.
+    model, metadata = _load_model(
+        args.model, args.foreground, args.trust_pickle, "evaluate", args.allow_unchecked
+    )
+    references = _check_headers(args.scans, unique=False, channel_axis=channel_axis(model))
+    _check_channels(args.scans, model)
     truth_references = _check_headers(args.truth, unique=False)
     for scan, truth, reference, truth_reference in zip(
         args.scans, args.truth, references, truth_references
@@ -41,11 +49,7 @@ def cmd_evaluate(args):
                 f"{truth_reference.shape} vs {reference.shape}, or another affine); "
                 "resample it onto the scan."
             )
-    output = _report_path(args)
-    model, metadata = _load_model(
-        args.model, args.foreground, args.trust_pickle, "evaluate", args.allow_unchecked
-    )
-    images, _ = _load_scans(args.scans, args.progress)
+    images, _ = _load_scans(args.scans, args.progress, channel_axis=channel_axis(model))
     truths = [_read_truth(path) for path in args.truth]
     # masked outside the voxels the model scored (and calibrated on)
     maps = []

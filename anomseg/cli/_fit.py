@@ -14,7 +14,7 @@ from ..cohort import voxel_sizes
 from ..persistence._registry import METHODS, PRESETS, method_class
 from ..utils._logging import LIBRARY_LOGGER
 from ..utils._param_validation import MAX_RADIUS, InvalidParameterError
-from ._common import CommandError, _as_options, _check_headers, _output_file
+from ._common import CommandError, _as_options, _check_channels, _check_headers, _output_file
 from ._parser import (
     _add_budget_option,
     _add_foreground_option,
@@ -67,9 +67,15 @@ def cmd_fit(args):
     inputs = [*args.healthy, *args.unlabelled, *(args.exclude or [])]
     output = _output_file(args.output, "-o", "the model file", args.overwrite, inputs)
     _checkpoint(args, estimator, output, inputs)
-    references = _check_headers([*args.healthy, *args.unlabelled], unique=False)
+    # --param channel_axis=-1: 4D scans, whose fourth axis holds the channels.
+    channel_axis = estimator.get_params(deep=False).get("channel_axis")
+    scans = [*args.healthy, *args.unlabelled]
+    references = _check_headers(scans, unique=False, channel_axis=channel_axis)
+    _check_channels(scans, estimator)
     exclusion = _exclusion(args, references)
-    steps = _preprocessing_steps(args.foreground, tags.requires_scaled_input, args.spacing)
+    steps = _preprocessing_steps(
+        args.foreground, tags.requires_scaled_input, args.spacing, channel_axis
+    )
     model = make_anomaly_pipeline(*steps, estimator) if steps else estimator
     # Under torchrun, every process loads the scans and trains on its share
     # (see anomseg.distributed); only rank 0 reports and saves.
@@ -362,13 +368,14 @@ def _postprocessing(args):
     return steps or None
 
 
-def _preprocessing_steps(foreground, scale, spacing=None):
+def _preprocessing_steps(foreground, scale, spacing=None, channel_axis=None):
     """The steps ``fit`` puts before the method: a head mask derived from
     intensity with ``--foreground auto``, the brain with ``--foreground
     brain`` (both on the scan's own grid, where they are made to work),
     then each scan resampled to ``--spacing`` if given, then, for the
     methods that assume it (their ``requires_scaled_input`` tag), each scan
-    scaled as :meth:`IntensityScaler.for_deep_methods` says."""
+    scaled as :meth:`IntensityScaler.for_deep_methods` says; all of them of
+    the method's ``channel_axis``."""
     from ..preprocessing import BrainExtractor, ForegroundMasker, IntensityScaler, Resampler
 
     steps = {"auto": [ForegroundMasker()], "brain": [BrainExtractor()]}.get(foreground, [])
@@ -376,7 +383,7 @@ def _preprocessing_steps(foreground, scale, spacing=None):
         steps.append(Resampler(spacing=spacing))
     if scale:
         steps.append(IntensityScaler.for_deep_methods())
-    return steps
+    return [step.set_params(channel_axis=channel_axis) for step in steps]
 
 
 def add_parser(commands):

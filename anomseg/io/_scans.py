@@ -41,9 +41,9 @@ from ..utils import ImageBatch, check_images
 from ..utils._exclusion import as_exclusion, check_counted
 from ..utils._progress import Progress
 from ._atomic import disk_full_error, is_disk_full, pid_alive, writer_pid
-from ._nifti import load_nifti, load_nifti_reference
+from ._nifti import _load_image, _reference, load_nifti, load_nifti_reference
 
-__all__ = ["is_file_list", "read_scan", "streamed_images"]
+__all__ = ["is_file_list", "read_header", "read_scan", "streamed_images"]
 
 #: The start of the name of a fit's scratch folder in TMPDIR.
 SCRATCH_PREFIX = "anomseg-fit-"
@@ -58,10 +58,20 @@ def is_file_list(X):
     )
 
 
-def read_scan(path):
+def read_header(path, channel_axis=None):
+    """A scan's grid and number of channels, from its header alone: with
+    ``channel_axis=-1``, the length of a 4D file's fourth axis (1 for a 3D
+    file); without, 1, and a 4D file of several volumes is refused."""
+    image = _load_image(path, channels=channel_axis is not None)
+    return _reference(path, image), image.shape[3] if image.ndim == 4 else 1
+
+
+def read_scan(path, channel_axis=None):
     """A scan's voxels (closest canonical orientation) and grid, refused if
-    scoring it would mean nothing: non-finite or constant voxels."""
-    image, reference = load_nifti(path)
+    scoring it would mean nothing: non-finite or constant voxels. With
+    ``channel_axis=-1``, a 4D file's fourth axis holds the channels, which
+    the voxels carry last (a 3D file is one channel)."""
+    image, reference = load_nifti(path, channels=channel_axis is not None)
     n_bad = image.size - int(np.count_nonzero(np.isfinite(image)))
     if n_bad:
         raise ValueError(
@@ -77,15 +87,15 @@ def read_scan(path):
 
 
 @contextlib.contextmanager
-def streamed_images(paths, transformers=(), *, where, log=None, exclude=None):
+def streamed_images(paths, transformers=(), *, where, log=None, exclude=None, channel_axis=None):
     """An :class:`ImageBatch` of the preprocessed scans of ``paths``, held
     in memory-mapped files for the duration of the block.
 
     Parameters
     ----------
     paths : list of str or path-like
-        NIfTI scans (3D), read in the closest canonical orientation, as
-        :func:`anomseg.io.load_nifti` reads them.
+        NIfTI scans (3D, or 4D with ``channel_axis=-1``), read in the
+        closest canonical orientation, as :func:`read_scan` reads them.
     transformers : sequence of transformers
         Unfitted preprocessing steps that treat each scan on its own (a
         ``_per_scan`` class attribute says so), any objects with ``fit`` and
@@ -100,6 +110,9 @@ def streamed_images(paths, transformers=(), *, where, log=None, exclude=None):
         The voxels of each scan to neither train nor calibrate on (see
         :class:`~anomseg.utils.LesionExclusion`): NIfTI masks on the scans'
         grids (or arrays), held in a third file, 1 byte per voxel.
+    channel_axis : None or -1, default=None
+        With -1, each scan's channels lie on the fourth axis of its file
+        (see :func:`read_scan`); every scan needs as many.
     """
     alone = [type(t).__name__ for t in transformers if not getattr(t, "_per_scan", False)]
     if alone:
@@ -117,17 +130,20 @@ def streamed_images(paths, transformers=(), *, where, log=None, exclude=None):
     with tempfile.TemporaryDirectory(prefix=prefix) as folder, _no_space(paths, exclusion, folder):
         names = ("voxels.f32", "fg.u8", "excluded.u8")
         files = [Path(folder) / name for name in names]
-        layout, offset = [], 0
+        layout, offset, n_channels = [], 0, None
         with contextlib.ExitStack() as stack:
             voxels, foreground, excluded = (
                 stack.enter_context(open(file, "wb")) for file in files
             )
             for k, path in enumerate(paths):
-                image, reference = read_scan(path)
+                image, reference = read_scan(path, channel_axis)
+                n_channels = _same_channels(paths, k, image, n_channels, channel_axis)
                 voxel_sizes = [reference.canonical_voxel_sizes]
-                batch = check_images([image], where=where, voxel_sizes=voxel_sizes)
+                batch = check_images(
+                    [image], where=where, voxel_sizes=voxel_sizes, channel_axis=channel_axis
+                )
                 if exclusion is not None:  # on the scan's grid; the steps carry it
-                    batch = batch.with_excluded([exclusion.mask(k, image.shape, reference)])
+                    batch = batch.with_excluded([exclusion.mask(k, image.shape[:3], reference)])
                 for transformer in transformers:
                     if k == 0:
                         transformer.fit(batch)
@@ -145,14 +161,17 @@ def streamed_images(paths, transformers=(), *, where, log=None, exclude=None):
         dtypes = (np.float32, np.bool_, np.bool_)
         kept = 2 if exclusion is None else 3
         columns = [[] for _ in range(kept)]
-        for file, dtype, column in zip(files, dtypes, columns):
-            data = np.memmap(file, dtype, "r", shape=(offset,))
+        # The voxels hold their channels last, n_channels values per voxel.
+        channels = [(n_channels,) if channel_axis is not None else (), (), ()]
+        for file, dtype, column, trailing in zip(files, dtypes, columns, channels):
+            n = int(np.prod(trailing))
+            data = np.memmap(file, dtype, "r", shape=(offset * n,))
             for start, shape in layout:
-                volume = data[start : start + int(np.prod(shape))]
-                column.append(np.moveaxis(volume.reshape(shape[2], *shape[:2]), 0, 2))
+                volume = data[start * n : (start + int(np.prod(shape))) * n]
+                column.append(np.moveaxis(volume.reshape(shape[2], *shape[:2], *trailing), 0, 2))
             del data
         excluded = columns[2] if exclusion is not None else None
-        batch = ImageBatch(columns[0], columns[1], False, None, excluded)
+        batch = ImageBatch(columns[0], columns[1], False, channel_axis, excluded)
         if exclusion is not None:
             check_counted(batch, where, [str(p) for p in paths])
         started = time.perf_counter()
@@ -160,6 +179,19 @@ def streamed_images(paths, transformers=(), *, where, log=None, exclude=None):
         if log is not None:
             log(f"trained on the scans' files in {time.perf_counter() - started:.0f} s")
         del batch, columns, excluded
+
+
+def _same_channels(paths, k, image, n_channels, channel_axis):
+    """The number of channels of scan ``k``, which must be that of the
+    first scan: they share one file of voxels."""
+    if channel_axis is None:
+        return None
+    if n_channels is not None and image.shape[-1] != n_channels:
+        raise ValueError(
+            f"'{paths[k]}' has {image.shape[-1]} channel(s) but '{paths[0]}' has "
+            f"{n_channels}; every scan needs the same channels, in the same order."
+        )
+    return image.shape[-1]
 
 
 def remove_stale_scratch():
