@@ -10,10 +10,12 @@ import shlex
 import sys
 
 from .._version import __version__
+from ..io._scans import channel_files
 from ..utils._param_validation import InvalidParameterError
 from ._common import (
     CommandError,
     _as_options,
+    _channel_names,
     _check_channels,
     _check_headers,
     _load_model,
@@ -46,8 +48,9 @@ def cmd_calibrate(args):
     model, metadata = _load_model(
         args.model, args.foreground, args.trust_pickle, "calibrate", args.allow_unchecked
     )
-    references = _check_headers(scans, channel_axis=channel_axis(model))
-    _check_channels(scans, model)
+    channels = _channel_names(metadata, scans)
+    references = _check_headers(scans, True, channel_axis(model), channels)
+    _check_channels(scans, model, channels)
     args.healthy = scans  # the names _exclusion reads, as fit's options
     exclusion = _exclusion(args, references)
     final = model[-1]
@@ -58,7 +61,7 @@ def cmd_calibrate(args):
         except InvalidParameterError as exc:
             raise CommandError(_as_options(str(exc), {"max_fpr": "--max-fpr"})) from None
     print(f"calibrating on {len(scans)} healthy scan(s)...", file=sys.stderr)
-    model.calibrate(scans, exclude=exclusion)
+    model.calibrate([channel_files(scan, channels) for scan in scans], exclude=exclusion)
     record = {
         "by": "calibrate",
         "command": _command_line(args, scans),
@@ -66,7 +69,7 @@ def cmd_calibrate(args):
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "n_scans": len(scans),
         "scans": [os.path.basename(scan) for scan in scans],
-        "scans_sha256": [_digest(scan) for scan in scans],
+        "scans_sha256": [_digest(channel_files(scan, channels)) for scan in scans],
         **calibration_record(model),
     }
     if exclusion is not None:
@@ -105,11 +108,13 @@ def _command_line(args, scans):
     return shlex.join(map(str, words))
 
 
-def _digest(path):
+def _digest(scan):
+    """The SHA-256 of a scan's file, or of its channel files in turn."""
     digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
+    for path in scan if isinstance(scan, tuple) else [scan]:
+        with open(path, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 

@@ -21,7 +21,7 @@ from ..cohort import (
 )
 from ..exceptions import AnomsegWarning
 from ..io._atomic import remove_stale_temporaries
-from ..io._scans import read_header
+from ..io._scans import CHANNEL_FIELD, channel_files, read_header
 from ..utils._text import first_line, printable
 from ._signals import _SIGNALS
 
@@ -93,10 +93,11 @@ def _as_options(text, options=None):
     return re.sub(r"The '(\w+)' parameter of (\w+)", option, first_line(text))
 
 
-def _check_headers(paths, unique=True, channel_axis=None):
+def _check_headers(paths, unique=True, channel_axis=None, channels=None):
     """Every scan's grid, read from its header, before any work: a missing,
     foreign, 2D or 4D file (4D is for ``channel_axis=-1``; or, with
-    ``unique``, one given twice) stops the command at once."""
+    ``unique``, one given twice) stops the command at once. A path template
+    is read as the files of its ``channels``, which must share one grid."""
     seen = {}
     for path in paths:
         key = file_identity(path)
@@ -108,29 +109,45 @@ def _check_headers(paths, unique=True, channel_axis=None):
                 f"'{path}' is given twice{also}: it counts twice.", AnomsegWarning, stacklevel=2
             )
         seen.setdefault(key, path)
-    references = [read_header(path, channel_axis)[0] for path in paths]
+    references = [read_header(channel_files(p, channels), channel_axis)[0] for p in paths]
     warn_large_scans(paths, references)
     return references
 
 
-def _check_channels(paths, model=None):
+def _channel_names(metadata, paths):
+    """The channel names that the model's file records (those of ``fit
+    --channels``), or None; a scan given as a path template needs them."""
+    channels = metadata.get("channels")
+    templates = [path for path in paths if CHANNEL_FIELD in str(path)]
+    if templates and not channels:
+        raise CommandError(
+            f"'{templates[0]}' is a path template of one file per channel, but the model "
+            "records no channel names; fit it with --channels NAME,NAME,... to read such "
+            "scans."
+        )
+    return channels
+
+
+def _check_channels(paths, model=None, channels=None):
     """With a multi-channel model (or, at ``fit``, an estimator of
     ``channel_axis=-1``), every scan's number of channels, from its header
     before any work: that of the fitted model, or at ``fit`` that of the
-    first scan."""
+    first scan. A path template is read as the files of its ``channels``."""
     from ..cohort import channel_axis
 
     if channel_axis(model) is None:
         return
-    fitted = getattr(model[-1] if hasattr(model, "steps") else model, "n_channels_", None)
+    expected = getattr(model[-1] if hasattr(model, "steps") else model, "n_channels_", None)
+    said = f"the model was fitted on scans of {expected}"
+    if expected is None and channels:  # at fit
+        expected, said = len(channels), f"--channels names {len(channels)}"
     first = None
     for path in paths:
-        n_channels = read_header(path, -1)[1]
-        if fitted is not None and n_channels != fitted:
+        n_channels = read_header(channel_files(path, channels), -1)[1]
+        if expected is not None and n_channels != expected:
             raise CommandError(
                 f"'{path}' has {n_channels} channel(s) (the fourth axis of its file), but "
-                f"the model was fitted on scans of {fitted}; give scans of the model's "
-                "channels, in the same order."
+                f"{said}; give scans of the model's channels, in the same order."
             )
         first = first or (path, n_channels)
         if n_channels != first[1]:
@@ -141,7 +158,8 @@ def _check_channels(paths, model=None):
             )
 
 
-def _load_scans(paths, progress, description="loading", channel_axis=None):
+def _load_scans(paths, progress, description="loading", channel_axis=None, channels=None):
+    paths = [channel_files(path, channels) for path in paths]
     loaded = [read_scan(path, channel_axis) for path in _progress(paths, description, progress)]
     return [image for image, _ in loaded], [reference for _, reference in loaded]
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from ._common import (
     CommandError,
+    _channel_names,
     _check_channels,
     _check_headers,
     _load_model,
@@ -37,8 +38,9 @@ def cmd_evaluate(args):
     model, metadata = _load_model(
         args.model, args.foreground, args.trust_pickle, "evaluate", args.allow_unchecked
     )
-    references = _check_headers(args.scans, unique=False, channel_axis=channel_axis(model))
-    _check_channels(args.scans, model)
+    channels = _channel_names(metadata, args.scans)
+    references = _check_headers(args.scans, False, channel_axis(model), channels)
+    _check_channels(args.scans, model, channels)
     truth_references = _check_headers(args.truth, unique=False)
     for scan, truth, reference, truth_reference in zip(
         args.scans, args.truth, references, truth_references
@@ -49,7 +51,7 @@ def cmd_evaluate(args):
                 f"{truth_reference.shape} vs {reference.shape}, or another affine); "
                 "resample it onto the scan."
             )
-    images, _ = _load_scans(args.scans, args.progress, channel_axis=channel_axis(model))
+    images, _ = _load_scans(args.scans, args.progress, "loading", channel_axis(model), channels)
     truths = [_read_truth(path) for path in args.truth]
     # masked outside the voxels the model scored (and calibrated on)
     maps = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._common import (
     CommandError,
+    _channel_names,
     _check_channels,
     _given_folder,
     _load_model,
@@ -48,7 +49,7 @@ def cmd_predict(args):
     model, metadata = _load_model(
         args.model, args.foreground, args.trust_pickle, allow_unchecked=args.allow_unchecked
     )
-    _check_channels(args.scans, model)
+    _check_channels(args.scans, model, _channel_names(metadata, args.scans))
     model_id = _model_identity(args.model, args.foreground)
     output = _output_folder(args.output)
     counts = {"done": 0, "skipped": 0, "failed": 0}

@@ -41,36 +41,81 @@ from ..utils import ImageBatch, check_images
 from ..utils._exclusion import as_exclusion, check_counted
 from ..utils._progress import Progress
 from ._atomic import disk_full_error, is_disk_full, pid_alive, writer_pid
-from ._nifti import _load_image, _reference, load_nifti, load_nifti_reference
+from ._nifti import _load_image, _reference, load_nifti, load_nifti_reference, same_grid
 
-__all__ = ["is_file_list", "read_header", "read_scan", "streamed_images"]
+__all__ = ["channel_files", "is_file_list", "read_header", "read_scan", "streamed_images"]
 
 #: The start of the name of a fit's scratch folder in TMPDIR.
 SCRATCH_PREFIX = "anomseg-fit-"
 
 
+#: What a path template holds where the name of a channel goes.
+CHANNEL_FIELD = "{channel}"
+
+
+def _is_path(x):
+    return isinstance(x, (str, os.PathLike))
+
+
 def is_file_list(X):
-    """Whether ``X`` is a non-empty list or tuple of file paths."""
+    """Whether ``X`` is a non-empty list or tuple of scans given by file:
+    paths, or tuples of paths (one file per channel)."""
     return (
         isinstance(X, (list, tuple))
         and len(X) > 0
-        and all(isinstance(x, (str, os.PathLike)) for x in X)
+        and all(
+            _is_path(x) or (isinstance(x, tuple) and len(x) > 0 and all(map(_is_path, x)))
+            for x in X
+        )
     )
 
 
-def read_header(path, channel_axis=None):
+def channel_files(scan, channels):
+    """The files of a scan given as a path template: ``scan`` with
+    :data:`CHANNEL_FIELD` replaced by each of ``channels`` in turn (such as
+    ``p01_{channel}.nii.gz`` and ``("flair", "t2")``), as a tuple; a path
+    without it (a 4D file), or no ``channels``, is returned as it is."""
+    if not channels or CHANNEL_FIELD not in str(scan):
+        return scan
+    return tuple(str(scan).replace(CHANNEL_FIELD, name) for name in channels)
+
+
+def _channel_references(files):
+    """The grids of a scan's channel files, which must be one grid."""
+    references = [load_nifti_reference(path) for path in files]
+    for path, reference in zip(files[1:], references[1:]):
+        if not same_grid(references[0], reference):
+            raise ValueError(
+                f"the channel files '{files[0]}' and '{path}' of one scan are not on one "
+                f"grid (shape {references[0].shape} vs {reference.shape}, or another "
+                "affine); resample them onto one grid."
+            )
+    return references
+
+
+def read_header(scan, channel_axis=None):
     """A scan's grid and number of channels, from its header alone: with
     ``channel_axis=-1``, the length of a 4D file's fourth axis (1 for a 3D
-    file); without, 1, and a 4D file of several volumes is refused."""
-    image = _load_image(path, channels=channel_axis is not None)
-    return _reference(path, image), image.shape[3] if image.ndim == 4 else 1
+    file), or the number of files of a scan given by a tuple of them (one
+    per channel, on one grid); without, 1, and a 4D file of several volumes
+    is refused."""
+    if isinstance(scan, tuple):
+        return _channel_references(scan)[0], len(scan)
+    image = _load_image(scan, channels=channel_axis is not None)
+    return _reference(scan, image), image.shape[3] if image.ndim == 4 else 1
 
 
-def read_scan(path, channel_axis=None):
+def read_scan(scan, channel_axis=None):
     """A scan's voxels (closest canonical orientation) and grid, refused if
     scoring it would mean nothing: non-finite or constant voxels. With
     ``channel_axis=-1``, a 4D file's fourth axis holds the channels, which
-    the voxels carry last (a 3D file is one channel)."""
+    the voxels carry last (a 3D file is one channel), or ``scan`` is a tuple
+    of files, one 3D volume per channel, on one grid."""
+    if isinstance(scan, tuple):
+        _channel_references(scan)  # from the headers, before any voxel
+        loaded = [read_scan(path) for path in scan]
+        return np.stack([image for image, _ in loaded], axis=-1), loaded[0][1]
+    path = scan
     image, reference = load_nifti(path, channels=channel_axis is not None)
     n_bad = image.size - int(np.count_nonzero(np.isfinite(image)))
     if n_bad:

@@ -3,6 +3,8 @@ holds the channels (such as FLAIR and T2), declared at ``fit`` with
 ``--param channel_axis=-1`` and recorded in the model, so that ``predict``,
 ``evaluate`` and ``calibrate`` read them as ``fit`` did."""
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -122,3 +124,104 @@ def test_a_deep_method_fits_and_predicts_4d_scans(cohort, tmp_path):
     written = nib.load(out / "p_mask.nii.gz")
     assert written.shape == SHAPE
     np.testing.assert_array_equal(nib.as_closest_canonical(written).get_fdata(), expected)
+
+
+# -- one file per channel ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def per_channel(cohort):
+    """The scans of ``cohort`` as one file per channel, named ``SCAN_flair``
+    and ``SCAN_t2``, and a model fitted on them with the channels named in
+    the other order than the 4D files hold them."""
+    root = cohort["root"] / "split"
+    for path in [*cohort["healthy"], cohort["scan"]]:
+        image = nib.load(path)
+        for k, name in enumerate(("flair", "t2")):
+            write(
+                root / Path(path).name.replace(".nii", f"_{name}.nii"),
+                image.dataobj[..., k],
+                AFFINE,
+            )
+    healthy = [str(root / f"h{i}_{{channel}}.nii.gz") for i in range(3)]
+    model = root / "model.anomseg"
+    fit = ["fit", "--no-progress", "--method", "flair-threshold", "-o", str(model)]
+    assert main([*fit, "--channels", "t2,flair", *healthy]) == 0
+    return {
+        "root": root,
+        "healthy": healthy,
+        "scan": str(root / "p_{channel}.nii.gz"),
+        "model": str(model),
+    }
+
+
+def test_per_channel_files_give_the_4d_files_masks(cohort, per_channel, tmp_path, capsys):
+    split, stacked = tmp_path / "split", tmp_path / "stacked"
+    model = per_channel["model"]
+    assert main(["predict", "--no-progress", model, per_channel["scan"], "-o", str(split)]) == 0
+    # named after the template without its field; the model's channels, in its order
+    assert sorted(p.name for p in split.glob("*.nii.gz")) == [
+        "p_anomaly_map.nii.gz",
+        "p_mask.nii.gz",
+    ]
+    assert load_model(model).flair_channel == 1  # the channel named flair
+    assert (
+        main(["predict", "--no-progress", cohort["model"], cohort["scan"], "-o", str(stacked)])
+        == 0
+    )
+    mask = nib.load(split / "p_mask.nii.gz")
+    assert mask.shape == SHAPE
+    np.testing.assert_allclose(mask.affine, AFFINE)
+    np.testing.assert_array_equal(
+        mask.get_fdata(), nib.load(stacked / "p_mask.nii.gz").get_fdata()
+    )
+    # evaluate and calibrate take the templates too
+    capsys.readouterr()
+    assert main(["evaluate", model, per_channel["scan"], "--truth", cohort["truth"]]) == 0
+    assert "p_{channel}" not in capsys.readouterr().err
+    new = tmp_path / "new.anomseg"
+    assert main(["calibrate", model, *per_channel["healthy"][:2], "-o", str(new)]) == 0
+    assert main(["info", str(new)]) == 0
+
+
+def test_the_channel_files_of_a_scan_must_share_a_grid(per_channel, tmp_path, capsys):
+    flair = write(tmp_path / "q_flair.nii.gz", volume(30), AFFINE)
+    t2 = write(tmp_path / "q_t2.nii.gz", volume(31), np.diag([2.0, 1, 1, 1]))
+    out = tmp_path / "out"
+    assert (
+        main(
+            ["predict", per_channel["model"], str(tmp_path / "q_{channel}.nii.gz"), "-o", str(out)]
+        )
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert f"the channel files '{t2}' and '{flair}' of one scan are not on one grid" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            [],
+            "is a path template of one file per channel, but the model records no channel "
+            "names; fit it with --channels",
+        ),
+        (
+            ["--channels", "t1,t2"],
+            "flair-threshold thresholds one FLAIR channel, and --channels t1,t2 names none "
+            "'flair'",
+        ),
+        (
+            ["--channels", "flair,t2", "--param", "channel_axis=None"],
+            "--channels reads scans of several channels",
+        ),
+        (["--channels", "flair,t2,pd"], "names 3"),
+    ],
+)
+def test_fit_refuses_channels_it_cannot_read(
+    per_channel, cohort, tmp_path, capsys, options, message
+):
+    fit = ["fit", "--method", "flair-threshold", "-o", str(tmp_path / "m.anomseg"), *options]
+    scans = cohort["healthy"] if "flair,t2,pd" in options else per_channel["healthy"]
+    assert main([*fit, *scans]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "m.anomseg").exists()
