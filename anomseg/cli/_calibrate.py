@@ -24,6 +24,7 @@ from ._common import (
 )
 from ._fit import _exclusion
 from ._parser import (
+    MODEL_SCANS_HELP,
     _add_budget_option,
     _add_model_options,
     _add_scan_arguments,
@@ -131,7 +132,7 @@ def add_parser(commands):
     # What fit's --exclude reads besides the masks, as fit's defaults.
     calibrate.set_defaults(exclude_margin=0, exclude_slices=False)
     calibrate.add_argument("model", metavar="MODEL", help="A model written by 'anomseg fit'.")
-    _add_scan_arguments(calibrate)
+    _add_scan_arguments(calibrate, MODEL_SCANS_HELP)
     calibrate.add_argument(
         "-o",
         "--output",

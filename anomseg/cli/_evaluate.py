@@ -19,7 +19,7 @@ from ._common import (
     _say,
     _scored,
 )
-from ._parser import _add_budget_option, _add_model_options, add_command
+from ._parser import MODEL_SCANS_HELP, _add_budget_option, _add_model_options, add_command
 
 
 def cmd_evaluate(args):
@@ -166,7 +166,7 @@ def add_parser(commands):
         cmd_evaluate,
     )
     evaluate.add_argument("model", metavar="MODEL")
-    evaluate.add_argument("scans", nargs="+", metavar="SCAN.nii.gz")
+    evaluate.add_argument("scans", nargs="+", metavar="SCAN.nii.gz", help=MODEL_SCANS_HELP)
     evaluate.add_argument(
         "--truth",
         nargs="+",

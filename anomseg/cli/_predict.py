@@ -16,6 +16,7 @@ from ._common import (
     _scan_paths,
 )
 from ._parser import (
+    MODEL_SCANS_HELP,
     _add_budget_option,
     _add_model_options,
     _add_scan_arguments,
@@ -161,7 +162,7 @@ def add_parser(commands):
         cmd_predict,
     )
     predict.add_argument("model", metavar="MODEL", help="A model written by 'anomseg fit'.")
-    _add_scan_arguments(predict)
+    _add_scan_arguments(predict, MODEL_SCANS_HELP)
     predict.add_argument(
         "-o",
         "--output",

@@ -179,7 +179,9 @@ def test_per_channel_files_give_the_4d_files_masks(cohort, per_channel, tmp_path
     assert "p_{channel}" not in capsys.readouterr().err
     new = tmp_path / "new.anomseg"
     assert main(["calibrate", model, *per_channel["healthy"][:2], "-o", str(new)]) == 0
+    capsys.readouterr()
     assert main(["info", str(new)]) == 0
+    assert "  channels: t2, flair\n" in capsys.readouterr().out
 
 
 def test_the_channel_files_of_a_scan_must_share_a_grid(per_channel, tmp_path, capsys):
