@@ -112,6 +112,12 @@ def read_scan(scan, channel_axis=None):
     the voxels carry last (a 3D file is one channel), or ``scan`` is a tuple
     of files, one 3D volume per channel, on one grid."""
     if isinstance(scan, tuple):
+        if channel_axis is None:
+            raise ValueError(
+                f"{scan} gives a scan as one file per channel, which needs "
+                "channel_axis=-1; give the estimator (or the pipeline's first step) "
+                "channel_axis=-1."
+            )
         _channel_references(scan)  # from the headers, before any voxel
         loaded = [read_scan(path) for path in scan]
         return np.stack([image for image, _ in loaded], axis=-1), loaded[0][1]

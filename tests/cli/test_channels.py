@@ -227,3 +227,17 @@ def test_fit_refuses_channels_it_cannot_read(
     assert main([*fit, *scans]) == 1
     assert message in capsys.readouterr().err
     assert not (tmp_path / "m.anomseg").exists()
+
+
+def test_the_api_fits_on_one_file_per_channel_as_on_4d_files(cohort, per_channel):
+    from anomseg.baselines import FlairThreshold
+
+    files = [
+        (p.replace("{channel}", "flair"), p.replace("{channel}", "t2"))
+        for p in per_channel["healthy"]
+    ]
+    split = FlairThreshold(channel_axis=-1).fit(files)
+    stacked = FlairThreshold(channel_axis=-1).fit(cohort["healthy"])
+    assert split.threshold_ == stacked.threshold_ and split.n_channels_ == 2
+    with pytest.raises(ValueError, match="one file per channel, which needs channel_axis=-1"):
+        FlairThreshold().fit(files)
