@@ -272,7 +272,10 @@ class BaseAnomalySegmenter(BaseEstimator):
         where = f"{type(self).__name__}.fit"
         if is_file_list(X):
             log = estimator_log(self, logger)
-            with streamed_images(X, where=where, log=log, exclude=exclude) as batch:
+            channels = getattr(self, "channel_axis", None)
+            with streamed_images(
+                X, where=where, log=log, exclude=exclude, channel_axis=channels
+            ) as batch:
                 return self.fit(batch, y, groups, calibrate=calibrate, **fit_params)
         batch = apply_exclusion(self._validate_images(X, "fit", reset=True), exclude, where)
         # Checked here, whatever the method does with them: a method that
@@ -319,7 +322,10 @@ class BaseAnomalySegmenter(BaseEstimator):
         where = f"{type(self).__name__}.calibrate"
         if is_file_list(X):
             log = estimator_log(self, logger)
-            with streamed_images(X, where=where, log=log, exclude=exclude) as batch:
+            channels = getattr(self, "channel_axis", None)
+            with streamed_images(
+                X, where=where, log=log, exclude=exclude, channel_axis=channels
+            ) as batch:
                 return self.calibrate(batch)
         batch = apply_exclusion(self._validate_images(X, "calibrate"), exclude, where)
         self._tune_and_calibrate(batch, "calibrate")

@@ -61,7 +61,7 @@ import numpy as np
 from .exceptions import AnomsegWarning, DiskFullError
 from .io._atomic import disk_full_error, is_disk_full, remove_stale_temporaries
 from .io._outputs import MANIFEST_NAME, OutputRecord, folder_lock
-from .io._scans import read_scan
+from .io._scans import CHANNEL_FIELD, channel_files, read_header, read_scan
 from .utils import check_images
 from .utils._text import first_line, printable
 
@@ -115,6 +115,13 @@ def voxel_sizes(reference):
     return [round(float(z), 6) for z in reference.header.get_zooms()[:3]]
 
 
+def channel_axis(model):
+    """The channel axis of the scans that ``model`` (an estimator or a
+    pipeline) takes: that of its first step."""
+    first = model.steps[0][1] if hasattr(model, "steps") else model
+    return getattr(first, "channel_axis", None)
+
+
 def voxel_size_warning(path, reference, metadata):
     """A one-line warning if ``reference``'s voxels differ from those of the
     model's healthy scans (``metadata["voxel_size"]``: lowest and highest
@@ -152,7 +159,8 @@ def score_scan(model, path, image, reference, metadata=None, masked=False):
         warnings.simplefilter("always")
         # The batch carries the scan's voxel size, for a model that resamples.
         voxel_sizes = [reference.canonical_voxel_sizes]
-        anomaly_map = score(check_images([image], voxel_sizes=voxel_sizes))[0]
+        batch = check_images([image], voxel_sizes=voxel_sizes, channel_axis=channel_axis(model))
+        anomaly_map = score(batch)[0]
     notes = [voxel_size_warning(path, reference, metadata)]
     notes += [f"'{printable(path)}': {first_line(w.message, path)}" for w in caught]
     if not np.isfinite(np.ma.getdata(anomaly_map)).all():
@@ -241,12 +249,21 @@ class ScanTask:
     changed : str
         What differs when the folder holds outputs of another task: "other
         options than these".
+    channel_axis : None or -1
+        With -1, the channels of each scan lie on the fourth axis of its
+        file (see :func:`~anomseg.io._scans.read_scan`).
+    channels : tuple of str or None
+        With ``channel_axis=-1``, the names of the channels, which a scan
+        given as a path template holds in its files' names (see
+        :func:`~anomseg.io._scans.channel_files`).
     """
 
     command = "run"
     suffixes = ()
     fields = ()
     changed = "other options than these"
+    channel_axis = None
+    channels = None
 
     def write(self, path, targets, replace):
         """Write the outputs of scan ``path`` to ``targets`` (replacing the
@@ -283,6 +300,8 @@ class _Prediction(ScanTask):
     def __init__(self, model, metadata=None, figures=False, truths=None):
         self.model = model
         self.metadata = metadata
+        self.channel_axis = channel_axis(model)
+        self.channels = (metadata or {}).get("channels")
         self.truths = {str(scan): truth for scan, truth in (truths or {}).items()}
         if figures:
             self.suffixes = (*OUTPUT_SUFFIXES, FIGURE_SUFFIX)
@@ -291,7 +310,7 @@ class _Prediction(ScanTask):
     def write(self, path, targets, replace):
         from .io import save_figure, save_niftis
 
-        image, reference = read_scan(path)
+        image, reference = read_scan(channel_files(path, self.channels), self.channel_axis)
         anomaly_map, notes = score_scan(self.model, path, image, reference, self.metadata)
         mask = self.model.threshold_maps([anomaly_map])[0]  # predict, scoring once
         statistics = mask_statistics(mask, reference)
@@ -346,6 +365,8 @@ class _Prediction(ScanTask):
             title += f", truth {truth.sum() * _voxel_ml(reference):.3g} mL, Dice {dice:.3f}"
         figure = Figure()
         FigureCanvasAgg(figure)
+        if self.channel_axis is not None:  # the first channel shows the anatomy
+            image = image[..., 0]
         return plot_scan_figure(
             image, mask, truth, voxel_size=voxel_sizes(reference), title=title, figure=figure
         )
@@ -431,8 +452,11 @@ def _error_line(exc, path):
 
 # -- planning ----------------------------------------------------------------------
 def stem(path):
-    """A scan's file name without ``.nii.gz`` or ``.nii``."""
-    name = Path(path).name
+    """A scan's file name without ``.nii.gz`` or ``.nii`` (and, for a path
+    template of one file per channel, without its ``{channel}`` field and
+    a separator beside it: ``p01_{channel}.nii.gz`` gives ``p01``)."""
+    field = re.escape(CHANNEL_FIELD)
+    name = re.sub(rf"[_\-.]{field}|{field}[_\-.]?", "", Path(path).name)
     for suffix in (".nii.gz", ".nii"):
         if name.endswith(suffix):
             return name[: -len(suffix)]
@@ -481,11 +505,12 @@ def file_identity(path):
     return (stat.st_dev, stat.st_ino)
 
 
-def check_scans(scans):
+def check_scans(scans, channel_axis=None, channels=None):
     """Every scan's header, read before any work, without keeping it: a
-    missing, foreign, 2D or 4D file, or one given twice, raises at once; a
-    very large one warns (see :func:`warn_large_scans`)."""
-    from .io import load_nifti_reference
+    missing, foreign, 2D or 4D file (without ``channel_axis``), or one
+    given twice, raises at once; a very large one warns (see
+    :func:`warn_large_scans`). A path template is read as the files of its
+    ``channels``."""
 
     seen = {}
     references = []
@@ -495,7 +520,7 @@ def check_scans(scans):
             also = f" (as '{seen[key]}' too)" if str(seen[key]) != str(path) else ""
             raise ValueError(f"'{path}' is given twice{also}.")
         seen[key] = path
-        references.append(load_nifti_reference(path))
+        references.append(read_header(channel_files(path, channels), channel_axis)[0])
     warn_large_scans(scans, references)
 
 
@@ -1120,7 +1145,7 @@ def run_cohort(
     if output.exists() and not output.is_dir():
         raise ValueError(f"The 'output_dir' '{output}' is a file; give a folder.")
     summary_path = check_summary(output, summary)
-    check_scans(scans)
+    check_scans(scans, task.channel_axis, task.channels)
     planned = plan_outputs(scans, output, task.suffixes, keep_tree)
     if n_jobs is not None:
         n_jobs = cap_jobs(n_jobs, len(planned))

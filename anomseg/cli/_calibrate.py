@@ -10,10 +10,13 @@ import shlex
 import sys
 
 from .._version import __version__
+from ..io._scans import channel_files
 from ..utils._param_validation import InvalidParameterError
 from ._common import (
     CommandError,
     _as_options,
+    _channel_names,
+    _check_channels,
     _check_headers,
     _load_model,
     _output_file,
@@ -21,6 +24,7 @@ from ._common import (
 )
 from ._fit import _add_exclusion_options, _excluded_text, _exclusion
 from ._parser import (
+    MODEL_SCANS_HELP,
     _add_budget_option,
     _add_model_options,
     _add_scan_arguments,
@@ -29,6 +33,7 @@ from ._parser import (
 
 
 def cmd_calibrate(args):
+    from ..cohort import channel_axis
     from ..persistence._models import calibration_record
 
     scans = _scan_paths(args)
@@ -41,12 +46,14 @@ def cmd_calibrate(args):
         )
     inputs = [args.model, *scans, *(args.exclude or [])]
     output = _output_file(args.output, "-o", "the calibrated model", args.overwrite, inputs)
-    references = _check_headers(scans)
-    args.healthy = scans  # the names _exclusion reads, as fit's options
-    exclusion = _exclusion(args, references)
     model, metadata = _load_model(
         args.model, args.foreground, args.trust_pickle, "calibrate", args.allow_unchecked
     )
+    channels = _channel_names(metadata, scans)
+    references = _check_headers(scans, True, channel_axis(model), channels)
+    _check_channels(scans, model, channels)
+    args.healthy = scans  # the names _exclusion reads, as fit's options
+    exclusion = _exclusion(args, references)
     final = model[-1]
     history = list(metadata.get("calibrations") or [_fit_record(final, metadata)])
     if args.max_fpr is not None:  # calibrate() records it as the new one
@@ -55,7 +62,7 @@ def cmd_calibrate(args):
         except InvalidParameterError as exc:
             raise CommandError(_as_options(str(exc), {"max_fpr": "--max-fpr"})) from None
     print(f"calibrating on {len(scans)} healthy scan(s)...", file=sys.stderr)
-    model.calibrate(scans, exclude=exclusion)
+    model.calibrate([channel_files(scan, channels) for scan in scans], exclude=exclusion)
     record = {
         "by": "calibrate",
         "command": _command_line(args, scans),
@@ -63,7 +70,7 @@ def cmd_calibrate(args):
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "n_scans": len(scans),
         "scans": [os.path.basename(scan) for scan in scans],
-        "scans_sha256": [_digest(scan) for scan in scans],
+        "scans_sha256": [_digest(channel_files(scan, channels)) for scan in scans],
         **calibration_record(model),
     }
     if exclusion is not None:
@@ -106,11 +113,13 @@ def _command_line(args, scans):
     return shlex.join(map(str, words))
 
 
-def _digest(path):
+def _digest(scan):
+    """The SHA-256 of a scan's file, or of its channel files in turn."""
     digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
+    for path in scan if isinstance(scan, tuple) else [scan]:
+        with open(path, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 
@@ -125,7 +134,7 @@ def add_parser(commands):
         cmd_calibrate,
     )
     calibrate.add_argument("model", metavar="MODEL", help="A model written by 'anomseg fit'.")
-    _add_scan_arguments(calibrate)
+    _add_scan_arguments(calibrate, MODEL_SCANS_HELP)
     calibrate.add_argument(
         "-o",
         "--output",

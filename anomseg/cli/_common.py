@@ -11,9 +11,17 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..cohort import earlier_outputs, file_identity, read_scan, score_scan, warn_large_scans
+from ..cohort import (
+    earlier_outputs,
+    file_identity,
+    read_scan,
+    score_scan,
+    stem,
+    warn_large_scans,
+)
 from ..exceptions import AnomsegWarning
 from ..io._atomic import remove_stale_temporaries
+from ..io._scans import CHANNEL_FIELD, channel_files, read_header
 from ..utils._text import first_line, printable
 from ._signals import _SIGNALS
 
@@ -66,6 +74,7 @@ def _plain(message, path=None):
         .replace("The 'summary' file", "--summary")
         .replace("overwrite=True", "--overwrite")
         .replace("'exclude'", "--exclude")
+        .replace("give the model channel_axis=-1", "fit the model with --param channel_axis=-1")
     )
 
 
@@ -84,12 +93,11 @@ def _as_options(text, options=None):
     return re.sub(r"The '(\w+)' parameter of (\w+)", option, first_line(text))
 
 
-def _check_headers(paths, unique=True):
+def _check_headers(paths, unique=True, channel_axis=None, channels=None):
     """Every scan's grid, read from its header, before any work: a missing,
-    foreign, 2D or 4D file (or, with ``unique``, one given twice) stops the
-    command at once."""
-    from ..io import load_nifti_reference
-
+    foreign, 2D or 4D file (4D is for ``channel_axis=-1``; or, with
+    ``unique``, one given twice) stops the command at once. A path template
+    is read as the files of its ``channels``, which must share one grid."""
     seen = {}
     for path in paths:
         key = file_identity(path)
@@ -101,13 +109,58 @@ def _check_headers(paths, unique=True):
                 f"'{path}' is given twice{also}: it counts twice.", AnomsegWarning, stacklevel=2
             )
         seen.setdefault(key, path)
-    references = [load_nifti_reference(path) for path in paths]
+    references = [read_header(channel_files(p, channels), channel_axis)[0] for p in paths]
     warn_large_scans(paths, references)
     return references
 
 
-def _load_scans(paths, progress, description="loading"):
-    loaded = [read_scan(path) for path in _progress(paths, description, progress)]
+def _channel_names(metadata, paths):
+    """The channel names that the model's file records (those of ``fit
+    --channels``), or None; a scan given as a path template needs them."""
+    channels = metadata.get("channels")
+    templates = [path for path in paths if CHANNEL_FIELD in str(path)]
+    if templates and not channels:
+        raise CommandError(
+            f"'{templates[0]}' is a path template of one file per channel, but the model "
+            "records no channel names; fit it with --channels NAME,NAME,... to read such "
+            "scans."
+        )
+    return channels
+
+
+def _check_channels(paths, model=None, channels=None):
+    """With a multi-channel model (or, at ``fit``, an estimator of
+    ``channel_axis=-1``), every scan's number of channels, from its header
+    before any work: that of the fitted model, or at ``fit`` that of the
+    first scan. A path template is read as the files of its ``channels``."""
+    from ..cohort import channel_axis
+
+    if channel_axis(model) is None:
+        return
+    expected = getattr(model[-1] if hasattr(model, "steps") else model, "n_channels_", None)
+    said = f"the model was fitted on scans of {expected}"
+    if expected is None and channels:  # at fit
+        expected, said = len(channels), f"--channels names {len(channels)}"
+    first = None
+    for path in paths:
+        n_channels = read_header(channel_files(path, channels), -1)[1]
+        if expected is not None and n_channels != expected:
+            raise CommandError(
+                f"'{path}' has {n_channels} channel(s) (the fourth axis of its file), but "
+                f"{said}; give scans of the model's channels, in the same order."
+            )
+        first = first or (path, n_channels)
+        if n_channels != first[1]:
+            raise CommandError(
+                f"'{path}' has {n_channels} channel(s) (the fourth axis of its file) but "
+                f"'{first[0]}' has {first[1]}; with --param channel_axis=-1 every scan needs "
+                "the same channels, in the same order."
+            )
+
+
+def _load_scans(paths, progress, description="loading", channel_axis=None, channels=None):
+    paths = [channel_files(path, channels) for path in paths]
+    loaded = [read_scan(path, channel_axis) for path in _progress(paths, description, progress)]
     return [image for image, _ in loaded], [reference for _, reference in loaded]
 
 
@@ -260,6 +313,7 @@ def _load_model(
     BrainExtractor goes first unless the model starts with one."""
     from sklearn.pipeline import Pipeline
 
+    from ..cohort import channel_axis
     from ..persistence import load_model, model_info
     from ..persistence._format import check_file, file_kind
     from ..preprocessing import AnomalyPipeline, BrainExtractor
@@ -296,7 +350,7 @@ def _load_model(
     steps = [(type(model).__name__.lower(), model)] if bare else model.steps
     if foreground == "brain" and not isinstance(steps[0][1], BrainExtractor):
         # Fitting it only validates its parameters: it learns nothing.
-        extractor = BrainExtractor().fit([_TINY_VOLUME])
+        extractor = BrainExtractor(channel_axis=channel_axis(model)).fit([_TINY_VOLUME])
         steps = [("brainextractor", extractor), *steps]
     if isinstance(model, AnomalyPipeline) and len(steps) == len(model.steps):
         return model, metadata
@@ -341,3 +395,58 @@ def _say_summary(command, counts, n_scans, summary=None):
         if summary:
             line += f"; per scan in {summary}"
         _say(command, "summary", line)
+
+
+#: Words that end the file names of masks (``a_seg.nii.gz``) or of scans
+#: (``a_flair.nii.gz``), dropped to pair a scan with its truth mask by name.
+_NAME_WORDS = (
+    "seg|segmentation|mask|masks|truth|groundtruth|gt|label|labels|lesion|lesions|roi"
+    "|manual|annotation|wmh|flair|t1|t1w|t2|t2w|t1ce|t1c|t1gd|pd|dwi|scan|image|img|brain"
+)
+
+
+def _name_key(path):
+    """A file name without its suffix and the words that say it is a mask
+    or a modality: what a scan and its truth mask have in common."""
+    key = stem(path).lower()
+    while True:
+        shorter = re.sub(rf"[_\-.](?:{_NAME_WORDS})$", "", key)
+        if shorter == key or not shorter:
+            return key
+        key = shorter
+
+
+def _pair_truths(scans, truths, command):
+    """The truth masks in the order of the scans: by file name when the
+    names pair one to one (``a.nii.gz`` with ``a_seg.nii.gz``), saying so
+    if that is not the order given; else in the order given, saying so if
+    the names do not look paired; ``command`` is the command that says so."""
+    if len(scans) < 2:
+        return list(truths)
+    scan_keys, truth_keys = [_name_key(s) for s in scans], [_name_key(t) for t in truths]
+    if len(set(scan_keys)) == len(scans) and sorted(scan_keys) == sorted(truth_keys):
+        by_key = dict(zip(truth_keys, truths))
+        paired = [by_key[key] for key in scan_keys]
+        if paired != list(truths):
+            _say(
+                command,
+                "warning",
+                "--truth masks paired with the scans by file name, not in the order "
+                f"given: {_pairs(scans, paired)}.",
+            )
+        return paired
+    if not all(key in Path(t).name.lower() for key, t in zip(scan_keys, truths)):
+        _say(
+            command,
+            "warning",
+            "the --truth file names do not pair with the scans' by name; paired in "
+            f"the order given: {_pairs(scans, truths)}.",
+        )
+    return list(truths)
+
+
+def _pairs(scans, truths, shown=3):
+    pairs = [f"'{s}' with '{t}'" for s, t in zip(scans, truths)]
+    return ", ".join(pairs[:shown]) + (
+        f" and {len(pairs) - shown} more" if len(pairs) > shown else ""
+    )

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 
-from ..cohort import stem
 from ._common import (
     CommandError,
+    _channel_names,
+    _check_channels,
     _check_headers,
     _load_model,
     _load_scans,
     _output_file,
+    _pair_truths,
     _progress,
     _say,
     _scored,
 )
-from ._parser import _add_budget_option, _add_model_options, add_command
+from ._parser import MODEL_SCANS_HELP, _add_budget_option, _add_model_options, add_command
 
 
 def cmd_evaluate(args):
+    from ..cohort import channel_axis
     from ..io import same_grid
     from ..metrics import evaluate
 
@@ -30,8 +32,15 @@ def cmd_evaluate(args):
             f"got {len(args.scans)} scan(s) but {len(args.truth)} --truth "
             "mask(s); give one mask per scan, in the same order."
         )
-    args.truth = _pair_truths(args.scans, args.truth)
-    references = _check_headers(args.scans, unique=False)
+    args.truth = _pair_truths(args.scans, args.truth, "evaluate")
+    output = _report_path(args)
+    # The model first: its channel axis says how to read the scans' headers.
+    model, metadata = _load_model(
+        args.model, args.foreground, args.trust_pickle, "evaluate", args.allow_unchecked
+    )
+    channels = _channel_names(metadata, args.scans)
+    references = _check_headers(args.scans, False, channel_axis(model), channels)
+    _check_channels(args.scans, model, channels)
     truth_references = _check_headers(args.truth, unique=False)
     for scan, truth, reference, truth_reference in zip(
         args.scans, args.truth, references, truth_references
@@ -42,11 +51,7 @@ def cmd_evaluate(args):
                 f"{truth_reference.shape} vs {reference.shape}, or another affine); "
                 "resample it onto the scan."
             )
-    output = _report_path(args)
-    model, metadata = _load_model(
-        args.model, args.foreground, args.trust_pickle, "evaluate", args.allow_unchecked
-    )
-    images, _ = _load_scans(args.scans, args.progress)
+    images, _ = _load_scans(args.scans, args.progress, "loading", channel_axis(model), channels)
     truths = [_read_truth(path) for path in args.truth]
     # masked outside the voxels the model scored (and calibrated on)
     maps = []
@@ -77,61 +82,6 @@ def cmd_evaluate(args):
     if output is not None:
         _write_report(output, report, args, overwrite=args.overwrite)
         print(f"wrote {output}")
-
-
-#: Words that end the file names of masks (``a_seg.nii.gz``) or of scans
-#: (``a_flair.nii.gz``), dropped to pair a scan with its truth mask by name.
-_NAME_WORDS = (
-    "seg|segmentation|mask|masks|truth|groundtruth|gt|label|labels|lesion|lesions|roi"
-    "|manual|annotation|wmh|flair|t1|t1w|t2|t2w|t1ce|t1c|t1gd|pd|dwi|scan|image|img|brain"
-)
-
-
-def _name_key(path):
-    """A file name without its suffix and the words that say it is a mask
-    or a modality: what a scan and its truth mask have in common."""
-    key = stem(path).lower()
-    while True:
-        shorter = re.sub(rf"[_\-.](?:{_NAME_WORDS})$", "", key)
-        if shorter == key or not shorter:
-            return key
-        key = shorter
-
-
-def _pair_truths(scans, truths):
-    """The truth masks in the order of the scans: by file name when the
-    names pair one to one (``a.nii.gz`` with ``a_seg.nii.gz``), saying so
-    if that is not the order given; else in the order given, saying so if
-    the names do not look paired."""
-    if len(scans) < 2:
-        return list(truths)
-    scan_keys, truth_keys = [_name_key(s) for s in scans], [_name_key(t) for t in truths]
-    if len(set(scan_keys)) == len(scans) and sorted(scan_keys) == sorted(truth_keys):
-        by_key = dict(zip(truth_keys, truths))
-        paired = [by_key[key] for key in scan_keys]
-        if paired != list(truths):
-            _say(
-                "evaluate",
-                "warning",
-                "--truth masks paired with the scans by file name, not in the order "
-                f"given: {_pairs(scans, paired)}.",
-            )
-        return paired
-    if not all(key in Path(t).name.lower() for key, t in zip(scan_keys, truths)):
-        _say(
-            "evaluate",
-            "warning",
-            "the --truth file names do not pair with the scans' by name; paired in "
-            f"the order given: {_pairs(scans, truths)}.",
-        )
-    return list(truths)
-
-
-def _pairs(scans, truths, shown=3):
-    pairs = [f"'{s}' with '{t}'" for s, t in zip(scans, truths)]
-    return ", ".join(pairs[:shown]) + (
-        f" and {len(pairs) - shown} more" if len(pairs) > shown else ""
-    )
 
 
 def _report_path(args):
@@ -216,7 +166,7 @@ def add_parser(commands):
         cmd_evaluate,
     )
     evaluate.add_argument("model", metavar="MODEL")
-    evaluate.add_argument("scans", nargs="+", metavar="SCAN.nii.gz")
+    evaluate.add_argument("scans", nargs="+", metavar="SCAN.nii.gz", help=MODEL_SCANS_HELP)
     evaluate.add_argument(
         "--truth",
         nargs="+",

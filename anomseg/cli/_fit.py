@@ -11,10 +11,18 @@ import warnings
 
 from .._version import __version__
 from ..cohort import voxel_sizes
+from ..io._scans import channel_files
 from ..persistence._registry import METHODS, PRESETS, method_class
 from ..utils._logging import LIBRARY_LOGGER
 from ..utils._param_validation import MAX_RADIUS, InvalidParameterError
-from ._common import CommandError, _as_options, _check_headers, _output_file
+from ._common import (
+    CommandError,
+    _as_options,
+    _channel_names,
+    _check_channels,
+    _check_headers,
+    _output_file,
+)
 from ._parser import (
     _add_budget_option,
     _add_foreground_option,
@@ -54,6 +62,7 @@ def cmd_fit(args):
             if name == own:
                 raise CommandError(f"set {name} with {option}, not --param.")
     _apply_preset(args)
+    channels = _declare_channels(args)
     estimator = _fit_estimator(args)
     methods = " and ".join(args.method)
     tags = get_tags(estimator).anomaly_tags
@@ -67,9 +76,17 @@ def cmd_fit(args):
     inputs = [*args.healthy, *args.unlabelled, *(args.exclude or [])]
     output = _output_file(args.output, "-o", "the model file", args.overwrite, inputs)
     _checkpoint(args, estimator, output, inputs)
-    references = _check_headers([*args.healthy, *args.unlabelled], unique=False)
+    # --param channel_axis=-1 (or --channels): 4D scans, whose fourth axis
+    # holds the channels, or path templates of one file per channel.
+    channel_axis = estimator.get_params(deep=False).get("channel_axis")
+    scans = [*args.healthy, *args.unlabelled]
+    _channel_names({"channels": channels}, scans)
+    references = _check_headers(scans, False, channel_axis, channels)
+    _check_channels(scans, estimator, channels)
     exclusion = _exclusion(args, references)
-    steps = _preprocessing_steps(args.foreground, tags.requires_scaled_input, args.spacing)
+    steps = _preprocessing_steps(
+        args.foreground, tags.requires_scaled_input, args.spacing, channel_axis
+    )
     model = make_anomaly_pipeline(*steps, estimator) if steps else estimator
     # Under torchrun, every process loads the scans and trains on its share
     # (see anomseg.distributed); only rank 0 reports and saves.
@@ -80,7 +97,7 @@ def cmd_fit(args):
             logging.getLogger(LIBRARY_LOGGER).setLevel(logging.WARNING)
         # Paths, not arrays: the scans are read and preprocessed one at a
         # time into memory-mapped files, so memory does not grow with them.
-        healthy = list(args.healthy)
+        healthy = [channel_files(path, channels) for path in args.healthy]
         if main:
             what = (
                 methods
@@ -91,7 +108,7 @@ def cmd_fit(args):
         if tags.learns_from_unlabelled and args.unlabelled:
             # Marked by y rather than passed apart, so that the preprocessing
             # steps of the pipeline transform them too.
-            unlabelled = list(args.unlabelled)
+            unlabelled = [channel_files(path, channels) for path in args.unlabelled]
             if main:
                 print(f"  and {len(unlabelled)} unlabelled scan(s)", file=sys.stderr)
             if exclusion is not None:
@@ -113,12 +130,15 @@ def cmd_fit(args):
         + (f" --ensemble {args.ensemble}" if args.ensemble > 1 else "")
         + (f" --smoothing {_sigma_text(args.smoothing)}" if args.smoothing else "")
         + (f" --spacing {_sigma_text(args.spacing)}" if args.spacing else "")
+        + (f" --channels {','.join(channels)}" if channels else "")
         + f" --max-fpr {args.max_fpr:g}",
         "modality": args.modality,
         "n_healthy_scans": len(args.healthy),
         "voxel_size": [[min(axis) for axis in zip(*sizes)], [max(axis) for axis in zip(*sizes)]],
         "foreground": args.foreground,
     }
+    if channels:  # predict reads the files of the same channels, in this order
+        metadata["channels"] = list(channels)
     if args.spacing is not None:  # predict then warns of no scan's voxel size
         metadata["spacing"] = (
             list(args.spacing) if isinstance(args.spacing, tuple) else [args.spacing] * 3
@@ -131,6 +151,32 @@ def cmd_fit(args):
         f"FPR {estimator.max_fpr:g} (achieved {estimator.calibration_fpr_:.4f} on "
         f"{estimator.n_calibration_pixels_} calibration voxels)"
     )
+
+
+def _declare_channels(args):
+    """The names of ``--channels``, or None: the methods then take
+    ``channel_axis=-1``, and flair-threshold thresholds the channel named
+    FLAIR unless ``--param flair_channel`` says which."""
+    if not args.channels:
+        return None
+    given = {name: value for _, name, value in args.param}
+    if given.get("channel_axis", -1) != -1:
+        raise CommandError(
+            "--channels reads scans of several channels, which --param channel_axis=-1 "
+            f"declares; got --param channel_axis={given['channel_axis']!r}: leave it out."
+        )
+    if "channel_axis" not in given:
+        args.param.append((None, "channel_axis", -1))
+    names = [name.lower() for name in args.channels]
+    if "flair-threshold" in args.method and "flair_channel" not in given:
+        if "flair" not in names:
+            raise CommandError(
+                "flair-threshold thresholds one FLAIR channel, and --channels "
+                f"{','.join(args.channels)} names none 'flair'; name it so, or pass "
+                "--param flair-threshold:flair_channel=K (K counted from 0)."
+            )
+        args.param.append(("flair-threshold", "flair_channel", names.index("flair")))
+    return tuple(args.channels)
 
 
 def _checkpoint(args, estimator, output, inputs):
@@ -367,13 +413,14 @@ def _postprocessing(args):
     return steps or None
 
 
-def _preprocessing_steps(foreground, scale, spacing=None):
+def _preprocessing_steps(foreground, scale, spacing=None, channel_axis=None):
     """The steps ``fit`` puts before the method: a head mask derived from
     intensity with ``--foreground auto``, the brain with ``--foreground
     brain`` (both on the scan's own grid, where they are made to work),
     then each scan resampled to ``--spacing`` if given, then, for the
     methods that assume it (their ``requires_scaled_input`` tag), each scan
-    scaled as :meth:`IntensityScaler.for_deep_methods` says."""
+    scaled as :meth:`IntensityScaler.for_deep_methods` says; all of them of
+    the method's ``channel_axis``."""
     from ..preprocessing import BrainExtractor, ForegroundMasker, IntensityScaler, Resampler
 
     steps = {"auto": [ForegroundMasker()], "brain": [BrainExtractor()]}.get(foreground, [])
@@ -381,7 +428,7 @@ def _preprocessing_steps(foreground, scale, spacing=None):
         steps.append(Resampler(spacing=spacing))
     if scale:
         steps.append(IntensityScaler.for_deep_methods())
-    return steps
+    return [step.set_params(channel_axis=channel_axis) for step in steps]
 
 
 def add_parser(commands):
@@ -409,6 +456,22 @@ def add_parser(commands):
         default=None,
         help="The healthy scans' modality, such as FLAIR, recorded in the model "
         "file for its users ('anomseg info').",
+    )
+    fit.add_argument(
+        "--channels",
+        type=_channel_list,
+        default=None,
+        metavar="NAME,NAME,...",
+        help="Multi-channel scans (such as FLAIR and T2), one file per channel: give "
+        "each scan as a path template in which {channel} stands for the channel's "
+        "name, such as 'data/p01_{channel}.nii.gz' with --channels flair,t2 (quote it "
+        "for the shell), for data/p01_flair.nii.gz and data/p01_t2.nii.gz, which must "
+        "share one grid. The model records the names: predict, evaluate and calibrate "
+        "then take templates of the same channels (or 4D files of them in this "
+        "order) and name their outputs after the template without {channel} "
+        "(p01_mask.nii.gz). A 4D file whose fourth axis holds the channels needs only "
+        "--param channel_axis=-1 (--channels implies it). flair-threshold thresholds "
+        "the channel named flair, or --param flair_channel=K (default 0 for 4D files).",
     )
     fit.add_argument(
         "--param",
@@ -442,6 +505,20 @@ def add_parser(commands):
     fit.add_argument("--overwrite", action="store_true", help="Replace MODEL if it exists.")
     _add_budget_option(fit)
     _add_checkpoint_options(fit)
+
+
+def _channel_list(text):
+    """``--channels``: distinct names, separated by commas, that can stand
+    in a file's name."""
+    names = text.split(",")
+    if len(set(names)) < len(names) or not all(
+        name and not set(name) & set("/\\{}") for name in names
+    ):
+        raise argparse.ArgumentTypeError(
+            "--channels must be distinct channel names separated by commas, such as "
+            f"flair,t2, each one that can stand in a file's name; got {text!r}"
+        )
+    return names
 
 
 def _spacing(text):

@@ -50,6 +50,8 @@ def cmd_info(args):
     metadata = dict(info["metadata"])
     history = metadata.pop("calibrations", None)
     for key, value in metadata.items():
+        if key == "channels" and isinstance(value, list):  # names, not a range
+            value = ", ".join(map(str, value))
         say(f"  {key.replace('_', ' ')}: {_figure(value)}")
     if isinstance(history, list) and all(isinstance(step, dict) for step in history):
         _say_history(say, history, calibration)

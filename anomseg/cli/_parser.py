@@ -120,10 +120,19 @@ def _add_foreground_option(parser):
     )
 
 
-def _add_scan_arguments(parser):
+#: The help of the scans that a model reads, for a multi-channel model.
+MODEL_SCANS_HELP = (
+    "The scans: 3D NIfTI files; for a model fitted with --param channel_axis=-1, 4D "
+    "files whose fourth axis holds its channels; for one fitted with --channels, a "
+    "path template per scan in which {channel} stands for each channel's name, such "
+    "as 'p01_{channel}.nii.gz' (or a 4D file of its channels, in their order)."
+)
+
+
+def _add_scan_arguments(parser, help=None):
     """The scans of a command: paths, and ``--list`` files of paths (read by
     :func:`_scan_paths`)."""
-    parser.add_argument("scans", nargs="*", metavar="SCAN.nii.gz")
+    parser.add_argument("scans", nargs="*", metavar="SCAN.nii.gz", help=help)
     parser.add_argument(
         "--list",
         action="append",

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from ._common import (
     CommandError,
+    _channel_names,
+    _check_channels,
     _given_folder,
     _load_model,
     _output_folder,
+    _pair_truths,
     _reporter,
     _say,
     _say_summary,
     _scan_paths,
 )
-from ._evaluate import _pair_truths
 from ._parser import (
+    MODEL_SCANS_HELP,
     _add_budget_option,
     _add_model_options,
     _add_scan_arguments,
@@ -47,6 +50,7 @@ def cmd_predict(args):
     model, metadata = _load_model(
         args.model, args.foreground, args.trust_pickle, allow_unchecked=args.allow_unchecked
     )
+    _check_channels(args.scans, model, _channel_names(metadata, args.scans))
     model_id = _model_identity(args.model, args.foreground)
     output = _output_folder(args.output)
     counts = {"done": 0, "skipped": 0, "failed": 0}
@@ -101,7 +105,7 @@ def _truths(args, own):
             f"got {len(args.scans)} scan(s) but {len(args.truth)} --truth mask(s); give "
             "one mask per scan, in the same order."
         )
-    return dict(zip(args.scans, _pair_truths(args.scans, args.truth)))
+    return dict(zip(args.scans, _pair_truths(args.scans, args.truth, "predict")))
 
 
 def _check_matplotlib():
@@ -158,7 +162,7 @@ def add_parser(commands):
         cmd_predict,
     )
     predict.add_argument("model", metavar="MODEL", help="A model written by 'anomseg fit'.")
-    _add_scan_arguments(predict)
+    _add_scan_arguments(predict, MODEL_SCANS_HELP)
     predict.add_argument(
         "-o",
         "--output",

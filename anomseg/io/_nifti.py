@@ -233,7 +233,10 @@ def _nibabel_notes():
         logger.propagate = propagate
 
 
-def _load_image(path, max_voxels=None):
+def _load_image(path, max_voxels=None, channels=False):
+    """The image of ``path``, its header checked: a 3D volume (or a 4D one
+    whose last axis has length 1), or, with ``channels``, a 3D or 4D one
+    whose fourth axis holds the channels."""
     path = Path(path)
     _check_path(path)
     with _nibabel_notes() as notes:
@@ -256,9 +259,21 @@ def _load_image(path, max_voxels=None):
         )
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
         raise ValueError(f"'{path}' is a {type(image).__name__}, not a NIfTI image.")
-    if image.ndim == 4 and image.shape[3] == 1:
+    if channels:
+        if image.ndim not in (3, 4):
+            raise ValueError(
+                f"'{path}' has shape {image.shape}; expected a 3D volume, or a 4D one "
+                "whose fourth axis holds the channels."
+            )
+    elif image.ndim == 4 and image.shape[3] == 1:
         image = image.slicer[..., 0]
-    if image.ndim != 3:
+    elif image.ndim == 4:
+        raise ValueError(
+            f"'{path}' has shape {image.shape}: {image.shape[3]} volumes on its fourth "
+            "axis; expected a 3D volume. If they are channels (such as FLAIR and T2), "
+            "give the model channel_axis=-1."
+        )
+    elif image.ndim != 3:
         raise ValueError(
             f"'{path}' has shape {image.shape}; expected a 3D volume "
             "(a 4D image with a singleton last axis is accepted)."
@@ -301,16 +316,20 @@ def load_nifti_reference(path, *, max_voxels=None):
 
 
 def _reference(path, image):
+    """The grid of ``image``: its spatial part, channels left out, so that
+    maps are written as 3D volumes."""
+    header = image.header.copy()
+    header.set_data_shape(image.shape[:3])
     return NiftiReference(
         path=str(path),
         affine=image.affine.copy(),
-        shape=tuple(int(n) for n in image.shape),
-        header=image.header.copy(),
+        shape=tuple(int(n) for n in image.shape[:3]),
+        header=header,
         orientation=nib.io_orientation(image.affine),
     )
 
 
-def load_nifti(path, *, dtype=np.float32, max_voxels=None):
+def load_nifti(path, *, dtype=np.float32, max_voxels=None, channels=False):
     """Load a 3D NIfTI image in the closest canonical (RAS+) orientation.
 
     Parameters
@@ -321,15 +340,22 @@ def load_nifti(path, *, dtype=np.float32, max_voxels=None):
     dtype : dtype, default=numpy.float32
         Dtype of the returned array. The header's scaling (``scl_slope``,
         ``scl_inter``) is applied first; ``bool`` gives the non-zero voxels.
+    max_voxels : int or None, default=None
+        The most voxels the file may declare (see
+        :func:`load_nifti_reference`).
+    channels : bool, default=False
+        Read a multi-channel scan: a 4D file whose fourth axis holds the
+        channels (such as FLAIR and T2), or a 3D one as one channel.
 
     Returns
     -------
-    data : ndarray of shape (X, Y, Z)
+    data : ndarray of shape (X, Y, Z), or (X, Y, Z, C) with ``channels``
         The volume, reoriented with :func:`nibabel.as_closest_canonical`:
         axes run to the Right, Anterior and Superior, so axial slices are
         ``data[:, :, k]``.
     reference : NiftiReference
-        The original grid, for :func:`save_nifti`.
+        The original spatial grid (channels left out), for
+        :func:`save_nifti`.
 
     Raises
     ------
@@ -360,7 +386,7 @@ def load_nifti(path, *, dtype=np.float32, max_voxels=None):
     >>> ref.canonical_shape == flair.shape
     True
     """
-    image = _load_image(path, max_voxels)
+    image = _load_image(path, max_voxels, channels)
     if np.issubdtype(image.get_data_dtype(), np.complexfloating):
         raise ValueError(
             f"'{path}' holds complex values ({image.get_data_dtype()}); anomseg "
@@ -371,6 +397,8 @@ def load_nifti(path, *, dtype=np.float32, max_voxels=None):
     except (OSError, EOFError, ValueError, zlib.error) as exc:  # truncated or corrupt
         message = f"'{path}' is truncated or corrupt: its voxels could not be read ({exc})."
         raise ValueError(message) from None
+    if channels and data.ndim == 3:
+        data = data[..., np.newaxis]
     if np.dtype(dtype) == bool:
         return data != 0, _reference(path, image)
     _check_range(path, data, np.dtype(dtype))

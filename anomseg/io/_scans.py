@@ -41,27 +41,88 @@ from ..utils import ImageBatch, check_images
 from ..utils._exclusion import as_exclusion, check_counted
 from ..utils._progress import Progress
 from ._atomic import disk_full_error, is_disk_full, pid_alive, writer_pid
-from ._nifti import load_nifti, load_nifti_reference
+from ._nifti import _load_image, _reference, load_nifti, load_nifti_reference, same_grid
 
-__all__ = ["is_file_list", "read_scan", "streamed_images"]
+__all__ = ["channel_files", "is_file_list", "read_header", "read_scan", "streamed_images"]
 
 #: The start of the name of a fit's scratch folder in TMPDIR.
 SCRATCH_PREFIX = "anomseg-fit-"
 
 
+#: What a path template holds where the name of a channel goes.
+CHANNEL_FIELD = "{channel}"
+
+
+def _is_path(x):
+    return isinstance(x, (str, os.PathLike))
+
+
 def is_file_list(X):
-    """Whether ``X`` is a non-empty list or tuple of file paths."""
+    """Whether ``X`` is a non-empty list or tuple of scans given by file:
+    paths, or tuples of paths (one file per channel)."""
     return (
         isinstance(X, (list, tuple))
         and len(X) > 0
-        and all(isinstance(x, (str, os.PathLike)) for x in X)
+        and all(
+            _is_path(x) or (isinstance(x, tuple) and len(x) > 0 and all(map(_is_path, x)))
+            for x in X
+        )
     )
 
 
-def read_scan(path):
+def channel_files(scan, channels):
+    """The files of a scan given as a path template: ``scan`` with
+    :data:`CHANNEL_FIELD` replaced by each of ``channels`` in turn (such as
+    ``p01_{channel}.nii.gz`` and ``("flair", "t2")``), as a tuple; a path
+    without it (a 4D file), or no ``channels``, is returned as it is."""
+    if not channels or CHANNEL_FIELD not in str(scan):
+        return scan
+    return tuple(str(scan).replace(CHANNEL_FIELD, name) for name in channels)
+
+
+def _channel_references(files):
+    """The grids of a scan's channel files, which must be one grid."""
+    references = [load_nifti_reference(path) for path in files]
+    for path, reference in zip(files[1:], references[1:]):
+        if not same_grid(references[0], reference):
+            raise ValueError(
+                f"the channel files '{files[0]}' and '{path}' of one scan are not on one "
+                f"grid (shape {references[0].shape} vs {reference.shape}, or another "
+                "affine); resample them onto one grid."
+            )
+    return references
+
+
+def read_header(scan, channel_axis=None):
+    """A scan's grid and number of channels, from its header alone: with
+    ``channel_axis=-1``, the length of a 4D file's fourth axis (1 for a 3D
+    file), or the number of files of a scan given by a tuple of them (one
+    per channel, on one grid); without, 1, and a 4D file of several volumes
+    is refused."""
+    if isinstance(scan, tuple):
+        return _channel_references(scan)[0], len(scan)
+    image = _load_image(scan, channels=channel_axis is not None)
+    return _reference(scan, image), image.shape[3] if image.ndim == 4 else 1
+
+
+def read_scan(scan, channel_axis=None):
     """A scan's voxels (closest canonical orientation) and grid, refused if
-    scoring it would mean nothing: non-finite or constant voxels."""
-    image, reference = load_nifti(path)
+    scoring it would mean nothing: non-finite or constant voxels. With
+    ``channel_axis=-1``, a 4D file's fourth axis holds the channels, which
+    the voxels carry last (a 3D file is one channel), or ``scan`` is a tuple
+    of files, one 3D volume per channel, on one grid."""
+    if isinstance(scan, tuple):
+        if channel_axis is None:
+            raise ValueError(
+                f"{scan} gives a scan as one file per channel, which needs "
+                "channel_axis=-1; give the estimator (or the pipeline's first step) "
+                "channel_axis=-1."
+            )
+        _channel_references(scan)  # from the headers, before any voxel
+        loaded = [read_scan(path) for path in scan]
+        return np.stack([image for image, _ in loaded], axis=-1), loaded[0][1]
+    path = scan
+    image, reference = load_nifti(path, channels=channel_axis is not None)
     n_bad = image.size - int(np.count_nonzero(np.isfinite(image)))
     if n_bad:
         raise ValueError(
@@ -77,15 +138,15 @@ def read_scan(path):
 
 
 @contextlib.contextmanager
-def streamed_images(paths, transformers=(), *, where, log=None, exclude=None):
+def streamed_images(paths, transformers=(), *, where, log=None, exclude=None, channel_axis=None):
     """An :class:`ImageBatch` of the preprocessed scans of ``paths``, held
     in memory-mapped files for the duration of the block.
 
     Parameters
     ----------
     paths : list of str or path-like
-        NIfTI scans (3D), read in the closest canonical orientation, as
-        :func:`anomseg.io.load_nifti` reads them.
+        NIfTI scans (3D, or 4D with ``channel_axis=-1``), read in the
+        closest canonical orientation, as :func:`read_scan` reads them.
     transformers : sequence of transformers
         Unfitted preprocessing steps that treat each scan on its own (a
         ``_per_scan`` class attribute says so), any objects with ``fit`` and
@@ -100,6 +161,9 @@ def streamed_images(paths, transformers=(), *, where, log=None, exclude=None):
         The voxels of each scan to neither train nor calibrate on (see
         :class:`~anomseg.utils.LesionExclusion`): NIfTI masks on the scans'
         grids (or arrays), held in a third file, 1 byte per voxel.
+    channel_axis : None or -1, default=None
+        With -1, each scan's channels lie on the fourth axis of its file
+        (see :func:`read_scan`); every scan needs as many.
     """
     alone = [type(t).__name__ for t in transformers if not getattr(t, "_per_scan", False)]
     if alone:
@@ -117,17 +181,20 @@ def streamed_images(paths, transformers=(), *, where, log=None, exclude=None):
     with tempfile.TemporaryDirectory(prefix=prefix) as folder, _no_space(paths, exclusion, folder):
         names = ("voxels.f32", "fg.u8", "excluded.u8")
         files = [Path(folder) / name for name in names]
-        layout, offset = [], 0
+        layout, offset, n_channels = [], 0, None
         with contextlib.ExitStack() as stack:
             voxels, foreground, excluded = (
                 stack.enter_context(open(file, "wb")) for file in files
             )
             for k, path in enumerate(paths):
-                image, reference = read_scan(path)
+                image, reference = read_scan(path, channel_axis)
+                n_channels = _same_channels(paths, k, image, n_channels, channel_axis)
                 voxel_sizes = [reference.canonical_voxel_sizes]
-                batch = check_images([image], where=where, voxel_sizes=voxel_sizes)
+                batch = check_images(
+                    [image], where=where, voxel_sizes=voxel_sizes, channel_axis=channel_axis
+                )
                 if exclusion is not None:  # on the scan's grid; the steps carry it
-                    batch = batch.with_excluded([exclusion.mask(k, image.shape, reference)])
+                    batch = batch.with_excluded([exclusion.mask(k, image.shape[:3], reference)])
                 for transformer in transformers:
                     if k == 0:
                         transformer.fit(batch)
@@ -145,14 +212,17 @@ def streamed_images(paths, transformers=(), *, where, log=None, exclude=None):
         dtypes = (np.float32, np.bool_, np.bool_)
         kept = 2 if exclusion is None else 3
         columns = [[] for _ in range(kept)]
-        for file, dtype, column in zip(files, dtypes, columns):
-            data = np.memmap(file, dtype, "r", shape=(offset,))
+        # The voxels hold their channels last, n_channels values per voxel.
+        channels = [(n_channels,) if channel_axis is not None else (), (), ()]
+        for file, dtype, column, trailing in zip(files, dtypes, columns, channels):
+            n = int(np.prod(trailing))
+            data = np.memmap(file, dtype, "r", shape=(offset * n,))
             for start, shape in layout:
-                volume = data[start : start + int(np.prod(shape))]
-                column.append(np.moveaxis(volume.reshape(shape[2], *shape[:2]), 0, 2))
+                volume = data[start * n : (start + int(np.prod(shape))) * n]
+                column.append(np.moveaxis(volume.reshape(shape[2], *shape[:2], *trailing), 0, 2))
             del data
         excluded = columns[2] if exclusion is not None else None
-        batch = ImageBatch(columns[0], columns[1], False, None, excluded)
+        batch = ImageBatch(columns[0], columns[1], False, channel_axis, excluded)
         if exclusion is not None:
             check_counted(batch, where, [str(p) for p in paths])
         started = time.perf_counter()
@@ -160,6 +230,19 @@ def streamed_images(paths, transformers=(), *, where, log=None, exclude=None):
         if log is not None:
             log(f"trained on the scans' files in {time.perf_counter() - started:.0f} s")
         del batch, columns, excluded
+
+
+def _same_channels(paths, k, image, n_channels, channel_axis):
+    """The number of channels of scan ``k``, which must be that of the
+    first scan: they share one file of voxels."""
+    if channel_axis is None:
+        return None
+    if n_channels is not None and image.shape[-1] != n_channels:
+        raise ValueError(
+            f"'{paths[k]}' has {image.shape[-1]} channel(s) but '{paths[0]}' has "
+            f"{n_channels}; every scan needs the same channels, in the same order."
+        )
+    return image.shape[-1]
 
 
 def remove_stale_scratch():

@@ -140,7 +140,9 @@ class AnomalyPipeline(Pipeline):
         log = estimator_log(final, logger)
         where = f"{type(self).__name__}.fit"
         steps = [step for _, step in transformers if step not in (None, "passthrough")]
-        with streamed_images(paths, steps, where=where, log=log, exclude=exclude) as batch:
+        with streamed_images(
+            paths, steps, where=where, log=log, exclude=exclude, channel_axis=self._channel_axis()
+        ) as batch:
             final.fit(batch, y, **final_params)
         return self
 
@@ -169,7 +171,9 @@ class AnomalyPipeline(Pipeline):
             steps = [clone(step) for step in self._transformers()]
             where = f"{type(self).__name__}.calibrate"
             log = estimator_log(self[-1], logger)
-            with streamed_images(X, steps, where=where, log=log, exclude=exclude) as batch:
+            with streamed_images(
+                X, steps, where=where, log=log, exclude=exclude, channel_axis=self._channel_axis()
+            ) as batch:
                 self[-1].calibrate(batch)
             return self
         self[-1].calibrate(self._transform_to_final(X, "calibrate", exclude)[0])
@@ -323,11 +327,15 @@ class AnomalyPipeline(Pipeline):
             cls, path, device=device, allow_pickle=allow_pickle, allow_unchecked=allow_unchecked
         )
 
+    def _channel_axis(self):
+        """The channel axis of the first step, which every input must have."""
+        return getattr(self.steps[0][1], "channel_axis", None)
+
     def _validated(self, X, method):
         """``X`` validated once, as the first step validates it."""
         first = self.steps[0][1]
         where = f"{type(first).__name__}.{method}"
-        return check_images(X, where=where, channel_axis=getattr(first, "channel_axis", None))
+        return check_images(X, where=where, channel_axis=self._channel_axis())
 
     def _transform_to_final(self, X, method="score_samples", exclude=None):
         """The batch that the final step receives, and for :meth:`_map_back`

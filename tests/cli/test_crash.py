@@ -209,10 +209,10 @@ def test_a_second_predict_on_the_folder_refuses_while_the_first_runs(cohort, tmp
 
         read = module.read_scan
 
-        def slow_read(path):
+        def slow_read(path, *args):
             started.set()
             release.wait(60)
-            return read(path)
+            return read(path, *args)
 
         module.read_scan = slow_read
         os._exit(_quiet(["predict", model, *scans, "-o", out])[0])
