@@ -130,9 +130,10 @@ def test_report_gives_the_false_positive_rate_at_each_calibrated_threshold(score
             for s, h in zip(scores, healthy)
         ]
         assert report["FPR", "per-volume", source] == pytest.approx(np.mean(each))
-    assert report["FPR", "pooled", "calibrated on healthy data at FPR 1%"] < report[
-        "FPR", "pooled", "calibrated on healthy data at FPR 5%"
-    ]
+    assert (
+        report["FPR", "pooled", "calibrated on healthy data at FPR 1%"]
+        < report["FPR", "pooled", "calibrated on healthy data at FPR 5%"]
+    )
 
 
 def test_report_groups_slices_into_volumes(scored):
