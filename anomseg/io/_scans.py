@@ -128,10 +128,16 @@ def streamed_images(paths, transformers=(), *, where, log=None, exclude=None):
                 batch = check_images([image], where=where, voxel_sizes=voxel_sizes)
                 if exclusion is not None:  # on the scan's grid; the steps carry it
                     batch = batch.with_excluded([exclusion.mask(k, image.shape, reference)])
-                for transformer in transformers:
-                    if k == 0:
-                        transformer.fit(batch)
-                    batch = transformer.transform(batch)
+                try:
+                    for transformer in transformers:
+                        if k == 0:
+                            transformer.fit(batch)
+                        batch = transformer.transform(batch)
+                except ValueError as exc:
+                    if type(exc) is not ValueError:  # a subclass the caller may catch
+                        raise
+                    # Its X[0] is this scan: say which.
+                    raise ValueError(f"'{path}': {exc}") from exc
                 arrays = [batch.images[0].astype(np.float32, copy=False), batch.foreground[0]]
                 if exclusion is not None:
                     arrays.append(batch.excluded[0])
