@@ -68,15 +68,17 @@ def test_work_within_a_part_counts_its_share_and_no_more(every_time):
     messages = []
     progress = Progress(messages.append, "scoring", 2, "images")
     with progress.part(1):
-        advance(0.5)
+        advance(0.04)
+        advance(0.46)
         advance(0.9)  # beyond the part: capped at it
     with progress.part(1):
         pass  # nothing inside reports: the part counts when it ends
     advance(0.5)  # outside any part: nothing to count
     assert progress.done == 2
-    assert re.match(r"scoring: 0\.5/2 images, \d+ s, about \d+ s left", messages[0])
-    assert messages[1].startswith("scoring: 1/2 images")
-    assert len(messages) == 2
+    assert re.match(r"scoring: 0\.04/2 images, \d+ s, about \d+ s left", messages[0])
+    assert messages[1].startswith("scoring: 0.5/2 images")
+    assert messages[2].startswith("scoring: 1/2 images")  # whole: no decimals
+    assert len(messages) == 3
 
 
 def test_quiet_progress_does_not_read_the_clock(monkeypatch):

@@ -164,7 +164,8 @@ def streamed_images(paths, transformers=(), *, where, log=None, exclude=None):
         started = time.perf_counter()
         yield batch
         if log is not None:
-            log(f"trained on the scans' files in {time.perf_counter() - started:.0f} s")
+            done = "calibrated" if where.endswith(".calibrate") else "trained"
+            log(f"{done} on the scans' files in {time.perf_counter() - started:.0f} s")
         del batch, columns, excluded
 
 

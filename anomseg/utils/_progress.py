@@ -69,8 +69,9 @@ class Progress:
         due = now - self.last >= PROGRESS_INTERVAL
         if due or (not self.reported and duration >= PROGRESS_INTERVAL):
             left = duration - elapsed
-            # Fractions show while less than one unit is done.
-            done = f"{self.done:.1f}" if self.done < 1 else f"{self.done:.0f}"
+            # Fractions of a unit may be counted (a scan's batches of slices).
+            whole = abs(self.done - round(self.done)) < 1e-6
+            done = f"{self.done:.0f}" if whole else f"{self.done:.{1 if self.done >= 0.1 else 2}f}"
             message = (
                 f"{self.stage}: {done}/{self.total} {self.unit}, "
                 f"{elapsed:.0f} s, about {left:.0f} s left"

@@ -46,3 +46,4 @@ def test_fit_and_calibrate_report_each_phase_with_the_time_left(
     err = capsys.readouterr().err
     for phase in (r"reading scans: 1/3 scans", r"scoring the calibration images: 1/3 images"):
         assert bool(re.search(phase + r", \d+ s, about \d+ s left", err)) is progress, phase
+    assert ("calibrated on the scans' files in" in err) is progress
