@@ -126,3 +126,17 @@ def test_a_quiet_fit_reports_nothing_and_counts_without_the_clock(
         DenoisingAESegmenter(**TINY).fit(scans)
     assert caplog.text == ""
     assert len(made) == 3 and all(progress.log is None for progress in made)
+
+
+def test_reading_counts_each_preprocessing_step_within_a_scan(scans, every_time):
+    """A brain extraction takes seconds a scan: the reading and each step
+    count as a share of it, so that messages come within a scan."""
+    from anomseg.io._scans import streamed_images
+    from anomseg.preprocessing import ForegroundMasker
+
+    messages = []
+    with streamed_images(scans, [ForegroundMasker()], where="test", log=messages.append):
+        pass
+    assert re.match(r"reading scans: 0\.5/4 scans, \d+ s, about \d+ s left", messages[0])
+    assert messages[1].startswith("reading scans: 1/4 scans")
+    assert messages[-2] == "reading scans: 4 scans in 0 s"
