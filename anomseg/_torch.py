@@ -48,7 +48,7 @@ from .utils._param_validation import (
     Interval,
     SequenceOf,
 )
-from .utils._progress import Progress
+from .utils._progress import Progress, advance
 
 __all__ = [
     "Progress",
@@ -142,7 +142,8 @@ class TrainingPlan:
     n_epochs : int
         Epochs planned: one record of ``history_`` each.
     steps : callable
-        ``steps(epoch)``: the inputs of the epoch's updates, one per update.
+        ``steps(epoch)``: the inputs of the epoch's updates, one per update
+        (listed at the start of the epoch, to count them).
     step : callable
         ``step(input)``: one update. Returns its metrics, each a float
         (averaged over the epoch's updates that report it) or a ``(total,
@@ -453,7 +454,11 @@ class TorchSegmenter(BaseAnomalySegmenter):
         for i, shape in enumerate(batch.spatial_shapes):
             groups.setdefault(shape, []).append(i)
         for indices in groups.values():
-            yield from inference_chunks(indices, size or self.inference_batch_size)
+            for chunk in inference_chunks(indices, size or self.inference_batch_size):
+                yield chunk
+                # Scoring's share of a calibration (or other long work) that
+                # counts its progress by scans: see utils._progress.
+                advance(len(chunk) / len(batch))
 
     def _to_images(self, batch, indices, tensor, maps=False):
         """Per-sample numpy images (H, W[, C]) of a padded output tensor in
@@ -569,11 +574,20 @@ class TorchSegmenter(BaseAnomalySegmenter):
         while training.epoch < plan.n_epochs and not training.stop:
             epoch = training.epoch + 1
             totals = {}
-            for item in plan.steps(epoch):
+            items = list(plan.steps(epoch))  # counted, for the progress messages
+            progress = self._progress(
+                f"epoch {epoch}/{plan.n_epochs}",
+                len(items),
+                "batches",
+                more=plan.n_epochs - epoch,
+                whole="the training",
+            )
+            for item in items:
                 for key, value in plan.step(item).items():
                     total, count = value if isinstance(value, tuple) else (value, 1)
                     before = totals.get(key, (0.0, 0.0))
                     totals[key] = (before[0] + total, before[1] + count)
+                progress.update()
             if parallel:
                 totals = _pooled(distributed.all_gather_object(totals))
                 _broadcast_tensors(self._synchronised(plan))
@@ -666,13 +680,14 @@ class TorchSegmenter(BaseAnomalySegmenter):
         if distributed.is_main_process():
             estimator_log(self, logger)(message)
 
-    def _progress(self, stage, total, unit):
+    def _progress(self, stage, total, unit, **kwargs):
         """A :class:`Progress` of ``total`` ``unit`` that reports through
         :meth:`_log` (on process 0 only) when its messages would be shown:
-        ``verbose`` sets their level, the logger decides."""
+        ``verbose`` sets their level, the logger decides (``kwargs`` go to
+        :class:`Progress`)."""
         level = logging.INFO if self.verbose else logging.DEBUG
         quiet = not (distributed.is_main_process() and logger.isEnabledFor(level))
-        return Progress(None if quiet else self._log, stage, total, unit)
+        return Progress(None if quiet else self._log, stage, total, unit, **kwargs)
 
     # -- persistence ---------------------------------------------------------------
     def _export_state(self):

@@ -61,6 +61,7 @@ from .utils._param_validation import (
     Name,
     Record,
 )
+from .utils._progress import Progress
 from .utils._smoothing import smooth_map
 from .utils._validation import check_groups, mask_like_values
 from .utils._values import MapStore, ValueStore
@@ -527,6 +528,16 @@ class BaseAnomalySegmenter(BaseEstimator):
         computed. ``predict`` also needs a calibrated ``threshold_``."""
         return hasattr(self, "n_channels_")
 
+    def _progress(self, stage, total, unit, **kwargs):
+        """A :class:`~anomseg.utils._progress.Progress` of ``total`` ``unit``
+        that reports through :func:`~anomseg.utils._logging.estimator_log`
+        when its messages would be shown (``verbose`` sets their level, the
+        logger decides), and costs nothing else otherwise (``kwargs`` go to
+        ``Progress``)."""
+        level = logging.INFO if getattr(self, "verbose", 0) else logging.DEBUG
+        log = estimator_log(self, logger) if logger.isEnabledFor(level) else None
+        return Progress(log, stage, total, unit, **kwargs)
+
     # -- what subclasses implement -------------------------------------------
     def _fit(self, batch):
         """Learn from the training part of the healthy images."""
@@ -894,12 +905,15 @@ class BaseAnomalySegmenter(BaseEstimator):
             chunks = [(batch, maps)]
         else:
             chunks = ((batch.subset(part), None) for part in voxel_chunks(batch))
+        progress = self._progress("scoring the calibration images", len(batch), "images")
         for part, part_maps in chunks:
-            for i, m in enumerate(self._score_batch(part, part_maps, method)):
-                counted = part.counted(i)
-                store.append(m[counted])
-                if maps_store is not None:
-                    maps_store.append(m, counted)
+            with progress.part(len(part)):
+                for i, m in enumerate(self._score_batch(part, part_maps, method)):
+                    counted = part.counted(i)
+                    store.append(m[counted])
+                    if maps_store is not None:
+                        maps_store.append(m, counted)
+        progress.close()
 
     def _tune_and_calibrate(self, batch, method):
         maps = self._tune(self._model_input(batch))

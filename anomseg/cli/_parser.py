@@ -158,10 +158,11 @@ def _add_budget_option(parser):
         type=_positive_int("--max-voxels"),
         default=None,
         metavar="N",
-        help="The most voxels a scan or mask may declare in its header (default "
+        help="The most voxels a scan or mask may declare in its header, and a scan "
+        "may have once resampled to --spacing (or to the model's) (default "
         "2^28 = 268,435,456, 1 GiB as float32, or the environment variable "
         "ANOMSEG_MAX_VOXELS): a larger one is refused before its voxels are read, "
-        "as a corrupt header would otherwise exhaust memory.",
+        "or resampled, as a corrupt header would otherwise exhaust memory.",
     )
 
 

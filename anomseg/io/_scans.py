@@ -39,7 +39,7 @@ import numpy as np
 
 from ..utils import ImageBatch, check_images
 from ..utils._exclusion import as_exclusion, check_counted
-from ..utils._progress import Progress
+from ..utils._progress import Progress, advance
 from ._atomic import disk_full_error, is_disk_full, pid_alive, writer_pid
 from ._nifti import _load_image, _reference, load_nifti, load_nifti_reference, same_grid
 
@@ -187,27 +187,14 @@ def streamed_images(paths, transformers=(), *, where, log=None, exclude=None, ch
                 stack.enter_context(open(file, "wb")) for file in files
             )
             for k, path in enumerate(paths):
-                image, reference = read_scan(path, channel_axis)
-                n_channels = _same_channels(paths, k, image, n_channels, channel_axis)
-                voxel_sizes = [reference.canonical_voxel_sizes]
-                batch = check_images(
-                    [image], where=where, voxel_sizes=voxel_sizes, channel_axis=channel_axis
-                )
-                if exclusion is not None:  # on the scan's grid; the steps carry it
-                    batch = batch.with_excluded([exclusion.mask(k, image.shape[:3], reference)])
-                for transformer in transformers:
-                    if k == 0:
-                        transformer.fit(batch)
-                    batch = transformer.transform(batch)
-                arrays = [batch.images[0].astype(np.float32, copy=False), batch.foreground[0]]
-                if exclusion is not None:
-                    arrays.append(batch.excluded[0])
+                with progress.part(1):
+                    arrays = _preprocessed(path, k, transformers, exclusion, where, channel_axis)
+                n_channels = _same_channels(paths, k, arrays[0], n_channels, channel_axis)
                 # Slices first on disk, so that each slice is contiguous.
                 for array, file in zip(arrays, (voxels, foreground, excluded)):
                     file.write(np.ascontiguousarray(np.moveaxis(array, 2, 0)).tobytes())
                 layout.append((offset, arrays[1].shape))
                 offset += arrays[1].size
-                progress.update()
         progress.close()
         dtypes = (np.float32, np.bool_, np.bool_)
         kept = 2 if exclusion is None else 3
@@ -228,7 +215,8 @@ def streamed_images(paths, transformers=(), *, where, log=None, exclude=None, ch
         started = time.perf_counter()
         yield batch
         if log is not None:
-            log(f"trained on the scans' files in {time.perf_counter() - started:.0f} s")
+            done = "calibrated" if where.endswith(".calibrate") else "trained"
+            log(f"{done} on the scans' files in {time.perf_counter() - started:.0f} s")
         del batch, columns, excluded
 
 
@@ -243,6 +231,35 @@ def _same_channels(paths, k, image, n_channels, channel_axis):
             f"{n_channels}; every scan needs the same channels, in the same order."
         )
     return image.shape[-1]
+
+
+def _preprocessed(path, k, transformers, exclusion, where, channel_axis):
+    """The voxels, foreground (and excluded voxels) of scan ``k`` at
+    ``path`` once ``transformers`` are applied (fitted on scan 0), counting
+    the reading and each step as an equal share of the scan's progress (a
+    brain extraction takes seconds a scan)."""
+    share = 1 / (len(transformers) + 1)
+    image, reference = read_scan(path, channel_axis)
+    voxel_sizes = [reference.canonical_voxel_sizes]
+    batch = check_images([image], where=where, voxel_sizes=voxel_sizes, channel_axis=channel_axis)
+    if exclusion is not None:  # on the scan's grid; the steps carry it
+        batch = batch.with_excluded([exclusion.mask(k, image.shape[:3], reference)])
+    advance(share)
+    try:
+        for transformer in transformers:
+            if k == 0:
+                transformer.fit(batch)
+            batch = transformer.transform(batch)
+            advance(share)
+    except ValueError as exc:
+        if type(exc) is not ValueError:  # a subclass the caller may catch
+            raise
+        # Its X[0] is this scan: say which.
+        raise ValueError(f"'{path}': {exc}") from exc
+    arrays = [batch.images[0].astype(np.float32, copy=False), batch.foreground[0]]
+    if exclusion is not None:
+        arrays.append(batch.excluded[0])
+    return arrays
 
 
 def remove_stale_scratch():

@@ -3,6 +3,7 @@ maps back to."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from numbers import Real
 
@@ -12,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._docstrings import fill_doc
 from ..exceptions import ShapeMismatchError
+from ..io._nifti import MAX_VOXELS_VARIABLE, voxel_budget
 from ..utils import check_maps
 from ..utils._param_validation import COMMON_CONSTRAINTS, Interval, ListOf, NumberSequence
 from ._base import _BaseImageTransformer, _wrap
@@ -181,6 +183,7 @@ class Resampler(_BaseImageTransformer):
             resampled_shape(fg.shape, size, self.spacing_)
             for fg, size in zip(batch.foreground, sizes)
         ]
+        self._check_budget(batch, sizes, shapes)
 
         def resample(arrays, interpolate):
             return [
@@ -196,6 +199,26 @@ class Resampler(_BaseImageTransformer):
         )
         # A stack of images of several voxel sizes gives several shapes: a list.
         return replace(out, stacked=out.stacked and out.common_shape is not None)
+
+    def _check_budget(self, batch, sizes, shapes):
+        """Refuse, before resampling, an image that resampling would make
+        larger than the voxel budget that reading a scan obeys (see
+        :func:`~anomseg.io.load_nifti`): what the method processes is the
+        resampled grid, which a finer ``spacing`` makes larger than the scan."""
+        budget = voxel_budget()
+        spacing = " x ".join(f"{s:g}" for s in self.spacing_)
+        for i, (fg, size, shape) in enumerate(zip(batch.foreground, sizes, shapes)):
+            n_voxels = math.prod(shape)
+            if n_voxels > budget:
+                raise ValueError(
+                    f"X[{i}] passed to {type(self).__name__}.transform, of "
+                    f"{' x '.join(map(str, fg.shape))} voxels of "
+                    f"{' x '.join(f'{s:g}' for s in size)} mm, resamples at spacing "
+                    f"{spacing} mm to {' x '.join(map(str, shape))} voxels ({n_voxels:,}), "
+                    "beyond the "
+                    f"budget of {budget:,} voxels; choose a coarser 'spacing', or raise the "
+                    f"budget with {MAX_VOXELS_VARIABLE}=N (--max-voxels N on the command line)."
+                )
 
     def inverse_transform(self, maps, *, shapes, voxel_sizes):
         """Bring anomaly maps or masks back to the grids of the images.

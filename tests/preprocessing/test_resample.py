@@ -199,3 +199,21 @@ def test_a_stack_of_several_voxel_sizes_comes_back_a_stack():
         assert isinstance(out, np.ndarray) and out.shape == images.shape
     out = pipe.score_samples(check_images(list(images), voxel_sizes=X.voxel_sizes))
     assert isinstance(out, list)
+
+
+def test_the_voxel_budget_counts_the_resampled_voxels(monkeypatch):
+    """A scan within the budget that resampling makes larger than it is
+    refused before it is resampled; the scan's own voxels are not what the
+    method processes."""
+    X = check_images([blob((12, 12, 8), (2, 2, 2))], voxel_sizes=[(2, 2, 2)])
+    monkeypatch.setenv("ANOMSEG_MAX_VOXELS", str(12 * 12 * 8))
+    assert Resampler(spacing=2).fit_transform(X).images[0].shape == (12, 12, 8)
+    with pytest.raises(
+        ValueError,
+        match=r"X\[0\] passed to Resampler.transform, of 12 x 12 x 8 voxels of 2 x 2 x 2 mm, "
+        r"resamples at spacing 1 x 1 x 2 mm to 24 x 24 x 8 voxels \(4,608\), beyond the "
+        r"budget of 1,152 voxels; .*'spacing'.*ANOMSEG_MAX_VOXELS=N \(--max-voxels N",
+    ):
+        Resampler(spacing=(1, 1, 2)).fit_transform(X)
+    monkeypatch.setenv("ANOMSEG_MAX_VOXELS", "4608")
+    assert Resampler(spacing=(1, 1, 2)).fit_transform(X).images[0].shape == (24, 24, 8)
