@@ -7,6 +7,7 @@ embedded in anomseg. Build with ``make docs``.
 
 import argparse
 import os
+import warnings
 from pathlib import Path
 
 import anomseg
@@ -51,6 +52,17 @@ sphinx_gallery_conf = {
     "backreferences_dir": "gen_modules/backreferences",
     "reference_url": {"anomseg": None},
 }
+
+
+def _format_warning(message, category, filename, lineno, line=None):
+    """A warning as ``Category: message``. The gallery pages show what the
+    examples warn, and the default format starts with the path of the
+    warning's source on the build machine (``make docs`` fails on a page
+    that shows one)."""
+    return f"{category.__name__}: {message}\n"
+
+
+warnings.formatwarning = _format_warning
 
 # -- HTML ----------------------------------------------------------------------
 html_theme = "alabaster"
