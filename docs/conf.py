@@ -10,6 +10,11 @@ import os
 import warnings
 from pathlib import Path
 
+# The gallery's networks are tiny: one thread runs them as fast as several,
+# and several per process slow them down by orders of magnitude on a busy
+# machine (as in conftest.py). Set before any example imports torch.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import anomseg
 from anomseg.cli._main import build_parser
 
