@@ -70,4 +70,4 @@ docs: setup
 		echo "make docs: the pages above show a path of the build machine" >&2; exit 1; fi
 
 clean:
-	rm -rf docs/_build docs/auto_examples docs/gen_modules anomseg_demo_output $(VENV_MIN)
+	rm -rf docs/_build docs/auto_examples docs/gen_modules docs/sg_execution_times.rst anomseg_demo_output $(VENV_MIN)
