@@ -10,7 +10,9 @@
 #   make test-min  run the default suite against the lowest versions of the
 #                  dependencies (.ci/requirements-min.txt), at 2 torch threads;
 #                  without the optional deepbet (anomseg[brain]), whose tests skip
-#   make docs      set up, then build the HTML documentation offline
+#   make docs      set up, then build the HTML documentation offline, running
+#                  the gallery, and check that no page shows a local path; in
+#                  .ci/run
 #
 # torch is installed first and pinned, so that a CPU wheel of 2.13.0 present
 # locally is used and no CUDA packages are pulled in. Override TORCH to pick
@@ -59,8 +61,13 @@ $(VENV_MIN)/bin/.anomseg-installed: pyproject.toml .ci/requirements-min.txt
 test-min: $(VENV_MIN)/bin/.anomseg-installed
 	ANOMSEG_TEST_THREADS=2 $(VENV_MIN)/bin/python -m pytest
 
+# The pages must not show a path of the build machine (the checkout, a
+# temporary or /work/ folder, the installed packages): grep lists any page
+# that does, and the target fails.
 docs: setup
 	$(BIN)/python -m sphinx -b html -W --keep-going docs docs/_build/html
+	@if grep -rIlE "$(CURDIR)|/work/|/tmp/|site-packages" docs/_build/html; then \
+		echo "make docs: the pages above show a path of the build machine" >&2; exit 1; fi
 
 clean:
-	rm -rf docs/_build docs/auto_examples docs/gen_modules anomseg_demo_output $(VENV_MIN)
+	rm -rf docs/_build docs/auto_examples docs/gen_modules docs/sg_execution_times.rst anomseg_demo_output $(VENV_MIN)

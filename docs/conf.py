@@ -7,7 +7,13 @@ embedded in anomseg. Build with ``make docs``.
 
 import argparse
 import os
+import warnings
 from pathlib import Path
+
+# The gallery's networks are tiny: one thread runs them as fast as several,
+# and several per process slow them down by orders of magnitude on a busy
+# machine (as in conftest.py). Set before any example imports torch.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import anomseg
 from anomseg.cli._main import build_parser
@@ -51,6 +57,17 @@ sphinx_gallery_conf = {
     "backreferences_dir": "gen_modules/backreferences",
     "reference_url": {"anomseg": None},
 }
+
+
+def _format_warning(message, category, filename, lineno, line=None):
+    """A warning as ``Category: message``. The gallery pages show what the
+    examples warn, and the default format starts with the path of the
+    warning's source on the build machine (``make docs`` fails on a page
+    that shows one)."""
+    return f"{category.__name__}: {message}\n"
+
+
+warnings.formatwarning = _format_warning
 
 # -- HTML ----------------------------------------------------------------------
 html_theme = "alabaster"

@@ -71,29 +71,54 @@ _PYTHON_BLOCK = re.compile(
 )
 
 
-def _code_lines(path):
-    """(line number, line) of the Python a documentation file shows: its
-    ``>>>`` and ``...`` lines, and the lines of its Python code blocks."""
-    lines, block_indent = [], None
+def _code_blocks(path):
+    """(line number, line) of each block of Python that a documentation file
+    shows: a run of ``>>>`` and ``...`` lines, or a code block (its lines
+    dedented to the block, blank lines kept so that line numbers hold)."""
+    blocks, block, block_indent = [], None, None
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         prompt = re.match(r"\s*(>>>|\.\.\.)( |$)", line)
         if prompt:
-            lines.append((number, line[prompt.end() :]))
-        elif block_indent is not None:
+            if block is None:
+                block = []
+                blocks.append(block)
+            block.append((number, line[prompt.end() :]))
+            continue
+        if block_indent is not None:
             ended = line.strip() and (
                 line.startswith("```")
                 if path.suffix == ".md"
                 else len(line) - len(line.lstrip()) <= block_indent
             )
-            if ended:
-                block_indent = None
-            else:
-                lines.append((number, line.strip()))
+            if not ended:
+                block.append((number, line))
                 continue
+            block_indent = None
+        block = None
         opening = _PYTHON_BLOCK.match(line)
         if opening:
             block_indent = len(opening.group(1))
-    return lines
+            block = []
+            blocks.append(block)
+    return [_dedented(b) for b in blocks if any(text.strip() for _, text in b)]
+
+
+def _dedented(block):
+    while not block[-1][1].strip():
+        block = block[:-1]
+    indent = min(len(t) - len(t.lstrip()) for _, t in block if t.strip())
+    return [(number, text[indent:]) for number, text in block]
+
+
+def _code_lines(path):
+    """(line number, line) of the Python a documentation file shows, each
+    line stripped."""
+    return [
+        (number, text.strip())
+        for block in _code_blocks(path)
+        for number, text in block
+        if text.strip()
+    ]
 
 
 def _imports(path, only_skipped=False):
