@@ -298,9 +298,11 @@ class Resizer(_BaseGeometry):
 
     Images are interpolated linearly (:func:`skimage.transform.resize`, with
     Gaussian anti-aliasing only when downsampling); foreground masks by
-    nearest neighbour. ``inverse_transform`` resizes anomaly maps back to
-    ``input_shape_``: linearly for float maps, by nearest neighbour for
-    boolean masks.
+    nearest neighbour. ``inverse_transform`` resizes anomaly maps and masks
+    back to ``input_shape_`` by nearest neighbour, so that a threshold
+    calibrated at ``shape`` keeps its false-positive rate at the input's
+    shape (linear interpolation would shrink the tail of a noisy map; see
+    :class:`Resampler`).
 
     Parameters
     ----------
@@ -354,4 +356,6 @@ class Resizer(_BaseGeometry):
         )
 
     def _inverse_one(self, m):
-        return _resize(m, self.input_shape_, m.dtype != bool)
+        # By nearest neighbour, maps too: the calibrated false-positive rate
+        # then holds on the input's grid (see Resampler.inverse_transform).
+        return _resize(m, self.input_shape_, interpolate=False)

@@ -41,8 +41,9 @@ def _resample(array, voxel_size, spacing, shape, interpolate):
     Voxel ``j`` of the output lies at input coordinate ``scale * j +
     offset``. Linear interpolation (``interpolate``) smooths first along
     the axes it shrinks, by a Gaussian of sigma ``(scale - 1) / 2`` voxels
-    (as :func:`skimage.transform.resize` anti-aliases); otherwise nearest
-    neighbour, for masks."""
+    (as :func:`skimage.transform.resize` anti-aliases); otherwise each
+    output voxel takes the value of the nearest input voxel, with the
+    input's dtype (masks, and anomaly maps going back to a scan's grid)."""
     scale = np.asarray(spacing, float) / np.asarray(voxel_size, float)
     offset = (np.asarray(array.shape[: len(shape)]) - np.asarray(shape) * scale) / 2
     offset += (scale - 1) / 2
@@ -51,9 +52,8 @@ def _resample(array, voxel_size, spacing, shape, interpolate):
     offset = np.concatenate([offset, np.zeros(n_extra)])
     full = tuple(shape) + array.shape[len(shape) :]
     if not interpolate:
-        out = affine_transform(
-            array.astype(np.uint8), scale, offset, full, order=0, mode="nearest"
-        )
+        source = array.astype(np.uint8) if array.dtype == bool else array
+        out = affine_transform(source, scale, offset, full, order=0, mode="nearest")
         return out.astype(array.dtype)
     source = array.astype(np.float32, copy=False)
     sigma = np.maximum(scale - 1, 0) / 2
@@ -85,10 +85,14 @@ class Resampler(_BaseImageTransformer):
 
     ``inverse_transform`` brings anomaly maps back to each image's own grid
     (its shape and voxel size), which :class:`AnomalyPipeline` does for its
-    maps: float maps linearly, by the same rule (so a map goes back onto the
-    scan's grid before it is thresholded, and ``predict`` equals
-    ``score_samples > threshold_`` on that grid), boolean masks by nearest
-    neighbour.
+    maps: by nearest neighbour, maps and masks alike, so that a threshold
+    calibrated on the resampled grid keeps its false-positive rate on the
+    scan's grid (a map goes back onto the scan's grid before it is
+    thresholded, and ``predict`` equals ``score_samples > threshold_`` on
+    that grid). Linear interpolation would look smoother but shrink the
+    tail of a noisy map, and with it the false-positive rate: 2.9 % instead
+    of 7.2 % on the healthy brain of an MS patient at 1 mm, scored at 2 mm
+    (``benchmarks/quality/bench_cross_site.py``).
 
     Parameters
     ----------
@@ -236,9 +240,9 @@ class Resampler(_BaseImageTransformer):
         Returns
         -------
         maps : ndarray or list of ndarray
-            Each map on its image's grid, with its dtype: float maps
-            interpolated linearly, boolean masks by nearest neighbour; a
-            stack if ``maps`` was one and the images share a shape.
+            Each map on its image's grid, with its dtype, by nearest
+            neighbour; a stack if ``maps`` was one and the images share a
+            shape.
         """
         check_is_fitted(self, "spacing_")
         where = f"{type(self).__name__}.inverse_transform"
@@ -258,5 +262,10 @@ class Resampler(_BaseImageTransformer):
                     f"shape {tuple(shape)} and voxel size {tuple(size)} resamples to "
                     f"{expected}."
                 )
-            out.append(_resample(m, self.spacing_, size, tuple(shape), m.dtype != bool))
+            # Nearest neighbour for maps too: each voxel of the scan takes one
+            # voxel's score, so the share of voxels above a threshold, which was
+            # calibrated on the model's grid, stays that share on the scan's grid.
+            # Linear interpolation shrinks the tail of a noisy map: at FPR 5 %,
+            # 2.9 % on an MS patient's healthy brain where its own grid gave 7.2 %.
+            out.append(_resample(m, self.spacing_, size, tuple(shape), interpolate=False))
         return _wrap(out, stacked and len(set(map(tuple, shapes))) == 1)

@@ -70,7 +70,10 @@ def test_resize_shapes_and_round_trip():
     assert small.shape == (1, 16, 16) and not small.mask.any()
     back = resizer.inverse_transform(small.data)
     assert back.shape == (1, 32, 32) and back.dtype == np.float32
-    np.testing.assert_allclose(back[0, 4:-4, 4:-4], smooth[0, 4:-4, 4:-4], atol=0.02)
+    # By nearest neighbour: each pixel of a 2 x 2 block holds one value of
+    # the map, near the ramp's there (which rises 1/31 a pixel per axis).
+    np.testing.assert_array_equal(back[0], np.kron(small.data[0], np.ones((2, 2))))
+    np.testing.assert_allclose(back[0, 4:-4, 4:-4], smooth[0, 4:-4, 4:-4], atol=0.05)
 
 
 def test_resize_masks_by_nearest_neighbour():
