@@ -310,7 +310,8 @@ class BaseAnomalySegmenter(BaseEstimator):
         ----------
         X : array-like, list, ImageBatch or list of str
             Healthy images, not used for training, or the paths of NIfTI
-            scans (3D), read as ``fit`` reads them.
+            scans, read as ``fit`` reads them (3D, or 4D with
+            ``channel_axis=-1``, or a tuple of one 3D file per channel).
         exclude : list or LesionExclusion, default=None
             Voxels of ``X`` not to calibrate on, as in ``fit``.
 

@@ -154,7 +154,9 @@ class AnomalyPipeline(Pipeline):
         ----------
         X : array-like, list or list of str
             Healthy images accepted by the first step, or the paths of NIfTI
-            scans (3D), read and preprocessed one at a time as in ``fit``.
+            scans (3D, or 4D with ``channel_axis=-1``, or a tuple of one 3D
+            file per channel), read and preprocessed one at a time as in
+            ``fit``.
             Only the final estimator's calibration changes: the other steps
             and the trained model stay as they are.
         exclude : list or LesionExclusion, default=None
