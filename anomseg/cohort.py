@@ -29,8 +29,10 @@ outright (SIGKILL, a power loss), not only interrupted:
 
 Where the scans are scored is an existing engine's business:
 
-* ``n_jobs=N``: N worker processes of joblib's executor (loky) on this
-  machine; the model is sent to each worker once, when it starts.
+* ``n_jobs=N``: this process and N - 1 worker processes of joblib's
+  executor (loky) on this machine, started only when the work left repays
+  their start (``PARALLEL_AFTER_SECONDS``); the model is sent to each worker
+  once, when it starts.
 * ``scheduler="tcp://HOST:PORT"`` (or a :class:`distributed.Client`): the
   workers of a Dask cluster, which must see the scans and the output folder
   at the same paths (a shared file system). The model is scattered to every
@@ -685,39 +687,109 @@ def _run_serial(task, tasks):
         yield run_scan(task, path, targets, **options)
 
 
+#: The seconds that the scans left would take this process, at its pace so
+#: far, beyond which ``n_jobs`` starts its workers. Starting one costs one to
+#: two seconds of a core (an interpreter, anomseg's imports, the model), which
+#: shorter work does not repay: on 2 cores, 20 scans of the FLAIR baseline
+#: (a second in all) took 2.2 times as long on 2 workers as serially.
+PARALLEL_AFTER_SECONDS = 5.0
+
+
 def _run_local(task, tasks, n_jobs):
-    """The scans on ``n_jobs`` loky processes, at most two per worker in
-    flight, so that memory does not grow with the cohort."""
-    from concurrent.futures import FIRST_COMPLETED, wait
+    """The scans on this process and, once the work left is worth their
+    start (``PARALLEL_AFTER_SECONDS``), on ``n_jobs - 1`` loky processes
+    too, each scan taken by whichever is free first.
+
+    This process scores from the start, at the serial pace, and keeps
+    scoring while the workers start: a worker takes a scan only once it is
+    ready, one at a time, so a short cohort is done as fast as serially and
+    the last scans never wait in a busy worker's queue. Once the workers
+    start, every process uses an equal share of the cores as torch threads.
+    """
+    import queue
+    import threading
+    from concurrent.futures import Future
 
     from joblib.externals.loky import get_reusable_executor
 
     n_threads = max(1, usable_cores() // n_jobs)
-    executor = get_reusable_executor(
-        max_workers=n_jobs, initializer=_start_worker, initargs=(task, n_threads), reuse=False
-    )
-    pending, items = set(), iter(tasks)
+    items, lock, stopped = iter(tasks), threading.Lock(), threading.Event()
+    finished = queue.SimpleQueue()  # the workers' futures, as they finish
+    sent = [0]  # scans given to the workers
+    executor = None
+
+    def take(for_worker):
+        with lock:
+            item = None if stopped.is_set() else next(items, None)
+            sent[0] += for_worker and item is not None
+            return item
+
+    def feed(future):
+        """A worker's callback: hand on its scan's future (or its failure to
+        start), and give it the next scan."""
+        if future.cancelled():
+            return
+        if not future.ping or future.exception() is not None:
+            finished.put(future)
+        item = take(for_worker=True)
+        if item is not None:
+            try:
+                _submit(executor, feed, _run_in_worker, *item)
+            except Exception as exc:  # a broken pool: said in this scan's place
+                failed = Future()
+                failed.set_exception(exc)
+                finished.put(failed)
+
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    done = seconds = received = 0
     try:
-        while True:
-            for path, targets, options in items:
-                future = executor.submit(_run_in_worker, path, targets, options)
-                pending.add(future)
-                if len(pending) >= 2 * n_jobs:
-                    break
-            if not pending:
-                return
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield future.result()
+        while (item := take(for_worker=False)) is not None:
+            record = run_scan(task, item[0], item[1], **item[2])
+            yield record
+            done, seconds = done + 1, seconds + record["seconds"]
+            left = len(tasks) - done - sent[0]
+            if executor is None and seconds / done * left > PARALLEL_AFTER_SECONDS:
+                executor = get_reusable_executor(
+                    max_workers=n_jobs - 1,
+                    initializer=_start_worker,
+                    initargs=(task, n_threads),
+                    reuse=False,
+                )
+                for _ in range(n_jobs - 1):  # each worker asks for a scan once ready
+                    _submit(executor, feed, _worker_ready, ping=True)
+                if torch is not None:
+                    torch.set_num_threads(n_threads)
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    record = finished.get_nowait().result()
+                    received += 1
+                    yield record
+        while received < sent[0]:
+            record = finished.get().result()
+            received += 1
+            yield record
     finally:
-        if pending:  # interrupted: stop the workers, then sweep what they left
-            for future in pending:
-                future.cancel()
+        stopped.set()
+        if torch is not None:
+            torch.set_num_threads(threads)
+        if executor is not None:
+            # Workers starting or idle have nothing to finish; one stopped in
+            # the middle of a scan (interrupted) leaves temporaries, swept.
             executor.shutdown(wait=True, kill_workers=True)
-            for folder in {targets[0].parent for _, targets, _ in tasks}:
-                remove_stale_temporaries(folder)
-        else:  # release the workers and their models, and loky's shared executor
-            executor.shutdown(wait=True)
+            if received < sent[0]:
+                for folder in {targets[0].parent for _, targets, _ in tasks}:
+                    remove_stale_temporaries(folder)
+
+
+def _submit(executor, callback, function, *args, ping=False):
+    future = executor.submit(function, *args)
+    future.ping = ping
+    future.add_done_callback(callback)
+
+
+def _worker_ready():
+    """A worker's first task: it runs once the worker has started."""
 
 
 def _run_dask(task, tasks, scheduler):
@@ -997,10 +1069,13 @@ def predict_cohort(
         Folder of the outputs, created if need be: ``SCAN.nii.gz`` gives
         ``SCAN_anomaly_map.nii.gz`` and ``SCAN_mask.nii.gz``.
     n_jobs : int or None, default=None
-        Local worker processes (joblib's loky executor); None or 1 scores
-        in this process, -1 uses every core. At most one per scan and per
-        core is started (see :func:`cap_jobs`). Each worker gets an equal
-        share of the cores as torch threads.
+        Scans scored at once on this machine: this process and ``n_jobs - 1``
+        worker processes (joblib's loky executor); None or 1 scores in this
+        process only, -1 uses every core. At most one per scan and per core
+        (see :func:`cap_jobs`). The workers start only once the scans left
+        would take this process more than ``PARALLEL_AFTER_SECONDS``, so
+        a short cohort is not slower than serially; each process then gets
+        an equal share of the cores as torch threads.
     scheduler : str, distributed.Client or None, default=None
         A Dask scheduler's address (``"tcp://HOST:PORT"``) or client; the
         scans are then scored by its workers, and ``n_jobs`` must be None.

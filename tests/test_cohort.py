@@ -14,9 +14,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from anomseg import cohort
 from anomseg.baselines import FlairThreshold
 from anomseg.cli import main
-from anomseg.cohort import SUMMARY_FIELDS, mask_statistics, predict_cohort
+from anomseg.cohort import SUMMARY_FIELDS, _Prediction, mask_statistics, predict_cohort, run_cohort
 from anomseg.datasets import add_synthetic_lesions, make_healthy_images
 from anomseg.exceptions import AnomsegWarning
 from anomseg.io import load_nifti_reference
@@ -70,14 +71,57 @@ def _figures(records):
     return [{k: Path(r[k]).name if k == "scan" else r[k] for k in keys} for r in records]
 
 
-def test_local_workers_give_the_serial_outputs(synthetic, tmp_path):
+class _WaitingPrediction(_Prediction):
+    """A prediction whose process, after its first scan, scores the next
+    only once a worker has written a scan: so that a worker scores some,
+    however slowly it starts. Each record says which process wrote it."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.parent, self.scored = os.getpid(), 0
+
+    def write(self, path, targets, replace):
+        if os.getpid() == self.parent and self.scored:
+            deadline = time.monotonic() + 60
+            while len(list(targets[0].parent.glob("*_mask.nii.gz"))) <= self.scored:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+        figures = super().write(path, targets, replace)
+        self.scored += os.getpid() == self.parent
+        return {**figures, "pid": os.getpid()}
+
+
+def test_local_workers_give_the_serial_outputs(synthetic, tmp_path, monkeypatch):
     model, scans = synthetic
     serial = predict_cohort(model, scans, tmp_path / "serial")
-    parallel = predict_cohort(model, scans, tmp_path / "parallel", n_jobs=2)
-    _assert_same_outputs(tmp_path / "serial", tmp_path / "parallel")
+    monkeypatch.setattr(cohort, "PARALLEL_AFTER_SECONDS", 0.0)  # workers after one scan
+    parallel = run_cohort(
+        _WaitingPrediction(model), scans, tmp_path / "parallel", n_jobs=2, summary="summary.csv"
+    )
+    assert len({r["pid"] for r in parallel}) == 2, "a worker scored none"
+    for name in sorted(os.listdir(tmp_path / "serial")):  # the same bytes
+        if name.endswith(".nii.gz"):
+            assert (tmp_path / "parallel" / name).read_bytes() == (
+                tmp_path / "serial" / name
+            ).read_bytes(), name
     assert [r["status"] for r in parallel] == ["done"] * len(scans)
     assert _figures(parallel) == _figures(serial)  # in the order of the scans
     assert sum(r["anomalous_voxels"] for r in serial) > 0
+
+
+def test_local_workers_start_only_for_work_that_repays_them(synthetic, tmp_path, monkeypatch):
+    """A cohort that this process scores in well under PARALLEL_AFTER_SECONDS
+    never starts a worker, so n_jobs is not slower than serial."""
+    from joblib.externals import loky
+
+    def no_workers(*args, **kwargs):
+        raise AssertionError("workers started for a second of work")
+
+    monkeypatch.setattr(loky, "get_reusable_executor", no_workers)
+    model, scans = synthetic
+    records = predict_cohort(model, scans, tmp_path / "out", n_jobs=2)
+    assert [r["status"] for r in records] == ["done"] * len(scans)
 
 
 def test_summary_records_each_scan(synthetic, tmp_path):

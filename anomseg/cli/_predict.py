@@ -219,9 +219,10 @@ def add_parser(commands):
         "--n-jobs",
         type=_positive_int("--n-jobs", allow=(-1,)),
         metavar="N",
-        help="Score N scans at once in worker processes of this machine "
-        "(joblib); -1 for one per core. Each worker uses an equal share of the "
-        "cores.",
+        help="Score N scans at once: this process and N-1 worker processes of "
+        "this machine (joblib); -1 for one per core. The workers start only when "
+        "the scans left would take this process over 5 s, so it is never slower "
+        "than serial; each process then uses an equal share of the cores.",
     )
     where.add_argument(
         "--dask-scheduler",
