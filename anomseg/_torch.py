@@ -380,8 +380,8 @@ class TorchSegmenter(BaseAnomalySegmenter):
     Subclasses set ``_module_class`` and list the constructor arguments of
     the network in ``_module_params``, and implement ``_training_plan``;
     ``fit`` runs the plan and stores the trained network as ``module_``. The
-    parameters ``inference_batch_size``, ``device``, ``random_state`` and
-    ``verbose`` are expected.
+    parameters ``inference_batch_size``, ``device``, ``precision``,
+    ``random_state`` and ``verbose`` are expected.
 
     The parameter ``callbacks`` (see :mod:`anomseg.callbacks`) is expected
     too: the training loop calls its hooks.
