@@ -22,6 +22,7 @@ class ToyTrainer(TorchSegmenter):
         self.max_fpr = 0.05
         self.calibration_fraction = 0.25
         self.inference_batch_size = 8
+        self.precision = "float32"
         self.channel_axis = None
 
     def _training_plan(self, batch, rng, generator):

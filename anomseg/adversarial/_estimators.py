@@ -101,6 +101,7 @@ class ASCNetSegmenter(TorchSegmenter):
         :mod:`logging`, see :mod:`anomseg.utils._logging`).
     %(channel_axis)s
     %(callbacks)s
+    %(precision)s
 
     Attributes
     ----------
@@ -231,6 +232,7 @@ class ASCNetSegmenter(TorchSegmenter):
         verbose=0,
         channel_axis=None,
         callbacks=None,
+        precision="float32",
     ):
         self.width = width
         self.n_stage1_cycles = n_stage1_cycles
@@ -255,6 +257,7 @@ class ASCNetSegmenter(TorchSegmenter):
         self.verbose = verbose
         self.channel_axis = channel_axis
         self.callbacks = callbacks
+        self.precision = precision
 
     _parameter_constraints: dict = {
         **TorchSegmenter._parameter_constraints,

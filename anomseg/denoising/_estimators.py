@@ -135,6 +135,7 @@ class DenoisingAESegmenter(TorchSegmenter):
     %(verbose)s
     %(channel_axis)s
     %(callbacks)s
+    %(precision)s
 
     Attributes
     ----------
@@ -264,6 +265,7 @@ class DenoisingAESegmenter(TorchSegmenter):
         verbose=0,
         channel_axis=None,
         callbacks=None,
+        precision="float32",
     ):
         self.width = width
         self.depth = depth
@@ -289,11 +291,12 @@ class DenoisingAESegmenter(TorchSegmenter):
         self.verbose = verbose
         self.channel_axis = channel_axis
         self.callbacks = callbacks
+        self.precision = precision
 
     @classmethod
     def _upgrade_params(cls, params):
         # Models saved before crop_margin existed saw whole slices.
-        return {"crop_margin": None, **params}
+        return {"crop_margin": None, **super()._upgrade_params(params)}
 
     # -- tensors ----------------------------------------------------------------
     def _cropped(self, batch):

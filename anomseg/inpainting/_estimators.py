@@ -197,6 +197,7 @@ class InpaintingLocalizer(_WindowLocalizer):
         Print the losses 20 times during training when positive.
     %(channel_axis)s
     %(callbacks)s
+    %(precision)s
 
     Attributes
     ----------
@@ -284,6 +285,7 @@ class InpaintingLocalizer(_WindowLocalizer):
         verbose=0,
         channel_axis=None,
         callbacks=None,
+        precision="float32",
     ):
         self.window_size = window_size
         self.stride = stride
@@ -304,6 +306,7 @@ class InpaintingLocalizer(_WindowLocalizer):
         self.verbose = verbose
         self.channel_axis = channel_axis
         self.callbacks = callbacks
+        self.precision = precision
 
     _parameter_constraints: dict = {
         **TorchSegmenter._parameter_constraints,
@@ -427,7 +430,7 @@ class InpaintingLocalizer(_WindowLocalizer):
             for part in inference_chunks(np.arange(len(patches)), self.inference_batch_size):
                 x = patches[part]
                 loss = window_l1(self.module_(x, mask), x, mask * foreground[part])
-                out[part] = loss.cpu().numpy()
+                out[part] = loss.float().cpu().numpy()
         return out
 
     def _window_losses(self, padded, slices, tops, lefts):
@@ -499,6 +502,7 @@ class InpaintingLossPredictor(_WindowLocalizer):
         Print the losses 20 times during training when positive.
     %(channel_axis)s
     %(callbacks)s
+    %(precision)s
 
     Attributes
     ----------
@@ -592,6 +596,7 @@ class InpaintingLossPredictor(_WindowLocalizer):
         verbose=0,
         channel_axis=None,
         callbacks=None,
+        precision="float32",
     ):
         self.inpainter = inpainter
         self.width = width
@@ -609,6 +614,7 @@ class InpaintingLossPredictor(_WindowLocalizer):
         self.verbose = verbose
         self.channel_axis = channel_axis
         self.callbacks = callbacks
+        self.precision = precision
 
     _parameter_constraints: dict = {
         **TorchSegmenter._parameter_constraints,
@@ -747,4 +753,4 @@ class InpaintingLossPredictor(_WindowLocalizer):
             torch.as_tensor(a, device=dense.device)
             for a in (slices, tops + offset, lefts + offset)
         ]
-        return (dense[index[0], index[1], index[2]] * self.loss_scale_).cpu().numpy()
+        return (dense[index[0], index[1], index[2]] * self.loss_scale_).float().cpu().numpy()

@@ -172,8 +172,10 @@ def heatmap(losses, valid, window, stride, shape):
     valid = torch.from_numpy(np.asarray(valid, dtype=np.float64))[None, None]
     values = torch.from_numpy(np.where(valid[0, 0].numpy() > 0, losses, 0.0))[None, None]
     ones = torch.ones(1, 1, window, window, dtype=torch.float64)
-    total = F.conv_transpose2d(values, ones, stride=stride)[0, 0]
-    count = F.conv_transpose2d(valid, ones, stride=stride)[0, 0]
+    # Sums of losses, not a network: exact in float64 whatever the precision.
+    with torch.autocast("cpu", enabled=False):
+        total = F.conv_transpose2d(values, ones, stride=stride)[0, 0]
+        count = F.conv_transpose2d(valid, ones, stride=stride)[0, 0]
     out = torch.where(count > 0, total / count.clamp(min=1), 0.0)
     return out[: shape[0], : shape[1]].numpy().astype(np.float32)
 

@@ -222,7 +222,7 @@ class _BaseRestorer(_NormativePriorEstimator):
     def _upgrade_params(cls, params):
         # Models saved before the fast schedule existed restored with the
         # paper's schedule and searched the whole TV grid.
-        params = dict(params)
+        params = dict(super()._upgrade_params(params))
         params.setdefault("schedule", "paper")
         params.setdefault("tv_search", "grid")
         return params
@@ -264,17 +264,20 @@ class _BaseRestorer(_NormativePriorEstimator):
         for indices in self._shape_groups(slices):
             y, m = self._tensors(slices, indices)
             step_share = len(indices) / len(schedule)  # slices per step, for the progress
-            final, recorded = map_restore(
-                module,
-                y.contiguous(memory_format=torch.channels_last),
-                m,
-                weights[indices].to(self.device_),
-                schedule,
-                float(self.gradient_clip),
-                record_steps,
-                momentum=plan["momentum"],
-                callback=progress and (lambda step, share=step_share: progress.update(share)),
-            )
+            # Float32 whatever the precision: in bfloat16, the many small
+            # gradient steps moved the maps by up to half their range.
+            with torch.autocast(self.device_, enabled=False):
+                final, recorded = map_restore(
+                    module,
+                    y.contiguous(memory_format=torch.channels_last),
+                    m,
+                    weights[indices].to(self.device_),
+                    schedule,
+                    float(self.gradient_clip),
+                    record_steps,
+                    momentum=plan["momentum"],
+                    callback=progress and (lambda step, share=step_share: progress.update(share)),
+                )
             recorded[len(schedule)] = final
             for s in steps:
                 for i, image in zip(indices, self._to_images(slices, indices, recorded[s])):
@@ -498,6 +501,7 @@ class VAERestorer(_BaseRestorer):
     %(verbose)s
     %(channel_axis)s
     %(callbacks)s
+    %(precision)s
 
     Attributes
     ----------
@@ -563,6 +567,7 @@ class VAERestorer(_BaseRestorer):
         verbose=0,
         channel_axis=None,
         callbacks=None,
+        precision="float32",
     ):
         self.width = width
         self.latent_channels = latent_channels
@@ -591,6 +596,7 @@ class VAERestorer(_BaseRestorer):
         self.verbose = verbose
         self.channel_axis = channel_axis
         self.callbacks = callbacks
+        self.precision = precision
 
 
 @fill_doc
@@ -621,6 +627,7 @@ class GMVAERestorer(_BaseRestorer):
     %(verbose)s
     %(channel_axis)s
     %(callbacks)s
+    %(precision)s
 
     Attributes
     ----------
@@ -694,6 +701,7 @@ class GMVAERestorer(_BaseRestorer):
         verbose=0,
         channel_axis=None,
         callbacks=None,
+        precision="float32",
     ):
         self.width = width
         self.latent_channels = latent_channels
@@ -723,6 +731,7 @@ class GMVAERestorer(_BaseRestorer):
         self.verbose = verbose
         self.channel_axis = channel_axis
         self.callbacks = callbacks
+        self.precision = precision
 
     @classmethod
     def published(cls, **params):
@@ -782,6 +791,7 @@ class VAEReconstructor(_NormativePriorEstimator):
     %(verbose)s
     %(channel_axis)s
     %(callbacks)s
+    %(precision)s
 
     Attributes
     ----------
@@ -830,6 +840,7 @@ class VAEReconstructor(_NormativePriorEstimator):
         verbose=0,
         channel_axis=None,
         callbacks=None,
+        precision="float32",
     ):
         self.width = width
         self.latent_channels = latent_channels
@@ -849,6 +860,7 @@ class VAEReconstructor(_NormativePriorEstimator):
         self.verbose = verbose
         self.channel_axis = channel_axis
         self.callbacks = callbacks
+        self.precision = precision
 
     def _score(self, batch):
         maps = [None] * len(batch)
