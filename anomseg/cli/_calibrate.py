@@ -47,7 +47,12 @@ def cmd_calibrate(args):
     inputs = [args.model, *scans, *(args.exclude or [])]
     output = _output_file(args.output, "-o", "the calibrated model", args.overwrite, inputs)
     model, metadata = _load_model(
-        args.model, args.foreground, args.trust_pickle, "calibrate", args.allow_unchecked
+        args.model,
+        args.foreground,
+        args.trust_pickle,
+        "calibrate",
+        args.allow_unchecked,
+        args.device,
     )
     channels = _channel_names(metadata, scans)
     references = _check_headers(scans, True, channel_axis(model), channels)

@@ -305,12 +305,18 @@ def _same_file(a, b):
 
 
 def _load_model(
-    path, foreground="model", trust_pickle=False, command="predict", allow_unchecked=False
+    path,
+    foreground="model",
+    trust_pickle=False,
+    command="predict",
+    allow_unchecked=False,
+    device=None,
 ):
     """The model file's estimator or pipeline, as an AnomalyPipeline (of one
     step for a bare estimator), so that every command treats both alike,
     and the metadata its writer stored; with ``foreground="brain"``, a
-    BrainExtractor goes first unless the model starts with one."""
+    BrainExtractor goes first unless the model starts with one. ``device``
+    (``--device``) places its networks; None, where they were trained."""
     from sklearn.pipeline import Pipeline
 
     from ..cohort import channel_axis
@@ -326,10 +332,19 @@ def _load_model(
             "pass --trust-pickle only if you wrote it or trust its source, or "
             "refit the model (anomseg fit writes safe files)."
         )
+    if kind == "pickle" and device is not None:
+        raise CommandError(
+            f"--device applies to safe model files; '{path}' is a pickle, which loads on "
+            "the device it was saved from (or the CPU). Refit the model to get a safe file."
+        )
     if kind == "safe":
         try:
-            model = load_model(path, allow_unchecked=allow_unchecked)
+            model = load_model(path, allow_unchecked=allow_unchecked, device=device)
         except ValueError as exc:
+            if "torch finds no CUDA device" in str(exc):
+                raise CommandError(
+                    "--device cuda, but torch finds no CUDA device here; use --device auto or cpu."
+                ) from None
             if "allow_unchecked=True" not in str(exc):
                 raise
             raise CommandError(

@@ -36,7 +36,12 @@ def cmd_evaluate(args):
     output = _report_path(args)
     # The model first: its channel axis says how to read the scans' headers.
     model, metadata = _load_model(
-        args.model, args.foreground, args.trust_pickle, "evaluate", args.allow_unchecked
+        args.model,
+        args.foreground,
+        args.trust_pickle,
+        "evaluate",
+        args.allow_unchecked,
+        args.device,
     )
     channels = _channel_names(metadata, args.scans)
     references = _check_headers(args.scans, False, channel_axis(model), channels)

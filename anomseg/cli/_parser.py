@@ -168,6 +168,14 @@ def _add_budget_option(parser):
 
 def _add_model_options(parser):
     parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default=None,
+        help="Where the model's networks run: 'cuda' (a GPU), 'cpu', or 'auto' (a GPU "
+        "if torch finds one). By default, where they were trained (the CPU if that was "
+        "a GPU and none is here). Models without a network ignore it.",
+    )
+    parser.add_argument(
         "--foreground",
         choices=("model", "brain"),
         default="model",

@@ -48,7 +48,11 @@ def cmd_predict(args):
     if args.dask_scheduler is not None:
         _check_dask()
     model, metadata = _load_model(
-        args.model, args.foreground, args.trust_pickle, allow_unchecked=args.allow_unchecked
+        args.model,
+        args.foreground,
+        args.trust_pickle,
+        allow_unchecked=args.allow_unchecked,
+        device=args.device,
     )
     _check_channels(args.scans, model, _channel_names(metadata, args.scans))
     model_id = _model_identity(args.model, args.foreground)
