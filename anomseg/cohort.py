@@ -367,8 +367,8 @@ class _Prediction(ScanTask):
             title += f", truth {truth.sum() * _voxel_ml(reference):.3g} mL, Dice {dice:.3f}"
         figure = Figure()
         FigureCanvasAgg(figure)
-        if self.channel_axis is not None:  # the first channel shows the anatomy
-            image = image[..., 0]
+        if self.channel_axis is not None:
+            image = image[..., _anatomy_channel(final, self.channels)]
         return plot_scan_figure(
             image, mask, truth, voxel_size=voxel_sizes(reference), title=title, figure=figure
         )
@@ -381,6 +381,15 @@ class _Prediction(ScanTask):
 
     def identity(self):
         return model_identity(self.model)
+
+
+def _anatomy_channel(final, names):
+    """The channel a figure draws the scan from: the one named FLAIR, else
+    the FLAIR channel of a method that reads one, else the first."""
+    lowered = [str(name).lower() for name in names or ()]
+    if "flair" in lowered:
+        return lowered.index("flair")
+    return getattr(final, "flair_channel", 0)
 
 
 def predict_scan(model, path, targets, overwrite=False, metadata=None, redo_partial=False):

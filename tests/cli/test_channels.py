@@ -184,6 +184,29 @@ def test_per_channel_files_give_the_4d_files_masks(cohort, per_channel, tmp_path
     assert "  channels: t2, flair\n" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("kind", ["4d", "per_channel"])
+def test_figures_draw_the_flair_channel(kind, cohort, per_channel, tmp_path, monkeypatch):
+    """The anatomy under the outlines is the FLAIR channel: channel 0 of the
+    4D files, channel 1 of the per-channel model (fitted as t2,flair)."""
+    import anomseg.plotting
+
+    drawn = []
+    real = anomseg.plotting.plot_scan_figure
+
+    def spy(image, *args, **kwargs):
+        drawn.append(np.asarray(image))
+        return real(image, *args, **kwargs)
+
+    monkeypatch.setattr(anomseg.plotting, "plot_scan_figure", spy)
+    setup = cohort if kind == "4d" else per_channel
+    out = tmp_path / "out"
+    args = ["predict", "--no-progress", setup["model"], setup["scan"], "-o", str(out)]
+    assert main([*args, "--figures"]) == 0
+    flair = nib.as_closest_canonical(nib.load(cohort["scan"])).get_fdata()[..., 0]
+    (image,) = drawn
+    np.testing.assert_allclose(image, flair, rtol=1e-5)
+
+
 def test_the_channel_files_of_a_scan_must_share_a_grid(per_channel, tmp_path, capsys):
     flair = write(tmp_path / "q_flair.nii.gz", volume(30), AFFINE)
     t2 = write(tmp_path / "q_t2.nii.gz", volume(31), np.diag([2.0, 1, 1, 1]))
