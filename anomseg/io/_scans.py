@@ -290,9 +290,24 @@ def _no_space(paths, exclusion, folder):
     except OSError as exc:
         if not is_disk_full(exc):
             raise
-        voxels = 0
+        needed = 0
+        extra = 1 if exclusion is None else 2  # the foreground (and exclusion) bytes
         with contextlib.suppress(Exception):  # an estimate: the headers were read already
-            voxels = sum(int(np.prod(load_nifti_reference(p).shape)) for p in paths)
-        per_voxel = 5 if exclusion is None else 6
-        what = f"fit's scratch files in TMPDIR, {per_voxel} bytes per voxel of the scans"
-        raise disk_full_error(folder, per_voxel * voxels, what) from None
+            needed = sum(_scratch_bytes(path, extra) for path in paths)
+        what = (
+            f"fit's scratch files in TMPDIR, {4 + extra} bytes per voxel of the scans "
+            "and 4 more per further channel"
+        )
+        raise disk_full_error(folder, needed, what) from None
+
+
+def _scratch_bytes(path, extra):
+    """The bytes of the scratch files of one scan (a path, or a tuple of one
+    path per channel), from its headers: 4 per voxel and channel, and
+    ``extra`` per voxel."""
+    import nibabel as nib
+
+    files = path if isinstance(path, tuple) else (path,)
+    shape = nib.load(files[0]).shape
+    n_channels = len(files) if len(files) > 1 else int(np.prod(shape[3:], dtype=int))
+    return int(np.prod(shape[:3], dtype=np.int64)) * (4 * n_channels + extra)

@@ -353,10 +353,30 @@ def test_a_full_output_disk_stops_predict_in_one_line_leaving_nothing(
     assert list(out.iterdir()) == []  # no output, temporary, record or empty summary
 
 
-def test_a_full_tmpdir_stops_fit_in_one_line_leaving_nothing(cohort, tmp_path, monkeypatch):
+def _two_channels(scans, folder):
+    """The scans as 4D files of two channels (FLAIR and a copy as T2)."""
+    out = []
+    for scan in scans:
+        data = np.asarray(nib.load(scan).dataobj)
+        path = folder / Path(scan).name
+        nib.save(nib.Nifti1Image(np.stack([data, data], axis=-1), np.eye(4)), path)
+        out.append(str(path))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("channels", "per_voxel"), [(1, 5), (2, 9)], ids=["3d", "4d-two-channels"]
+)
+def test_a_full_tmpdir_stops_fit_in_one_line_leaving_nothing(
+    cohort, tmp_path, monkeypatch, channels, per_voxel
+):
     from anomseg.io import _scans as _stream
 
     scans, _ = cohort
+    options = []
+    if channels == 2:
+        scans = _two_channels(scans, tmp_path)
+        options = ["--param", "channel_axis=-1"]
     scratch = tmp_path / "tmpdir"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
@@ -366,11 +386,12 @@ def test_a_full_tmpdir_stops_fit_in_one_line_leaving_nothing(cohort, tmp_path, m
 
     monkeypatch.setattr(_stream, "open", lambda *args: Full(), raising=False)
     argv = ["fit", "--method", "flair-threshold", *scans, "-o", tmp_path / "m.anomseg"]
-    status, err = _quiet(argv)
+    status, err = _quiet([*argv, *options])
     assert status == 1
     [line] = [line for line in err.splitlines() if "error" in line]
     assert "no space left" in line and str(scratch) in line and "TMPDIR" in line
-    assert f"{5 * 3 * 24 * 24 * 8} bytes" in line  # 5 bytes per voxel
+    # 4 bytes per voxel and channel, 1 of foreground
+    assert f"{per_voxel * 3 * 24 * 24 * 8} bytes" in line
     assert list(scratch.iterdir()) == [] and not (tmp_path / "m.anomseg").exists()
 
 
