@@ -19,8 +19,9 @@ What it measures, in this order:
    ``--n-jobs N``, on a cohort of LGG-size scans (``lgg_flair`` of
    ``--data``, 128 x 128 x 20-88, other than the fitted ones, repeated under
    other names up to ``--scans``) and on full-size ones (``mslub``,
-   182 x 218 x 182; none with ``--quick`` unless ``--full-scans``): wall seconds (start-up, reading and writing included),
-   scans and slices per second, the peak resident memory of the largest
+   182 x 218 x 182; none with ``--quick`` unless ``--full-scans``): wall
+   seconds (start-up, reading and writing included), scans and slices per
+   second, the peak resident memory of the largest
    process (the command's own or a worker's, from ``wait4``), and on CUDA
    the most device memory in use (``nvidia-smi``, CUDA contexts included)
    and the GPU utilisation, mean and most, sampled every 100 ms by
