@@ -91,3 +91,45 @@ def test_fit_score_times_covers_every_public_estimator():
 
     Y = make_healthy_images(n_images=2, shape=(16, 16), random_state=0)
     assert set(estimators(Y)) == {name for name, _ in all_estimators()}
+
+
+def test_throughput_counts_the_flops_of_a_forward_pass_and_its_share_of_the_peak():
+    import torch
+
+    from benchmarks.performance.bench_throughput import (
+        GpuSampler,
+        forward_cost,
+        matmul_rate,
+        peak_fraction,
+    )
+
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 3, padding=1)
+    )
+    flops, seconds = forward_cost(net, torch.rand(2, 1, 16, 16))
+    assert flops == 2 * 16 * 16 * (4 * 9 + 4 * 9)  # per slice: a multiply-add is 2 FLOPs
+    assert seconds > 0
+    peak = matmul_rate(128, min_seconds=0.01)
+    assert 0 < peak_fraction(flops, seconds, peak) <= 1
+    with GpuSampler(active=False) as sampler:
+        pass
+    assert sampler.figures() == {"GPU util %": "n/a", "GPU MiB": "n/a"}
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_throughput_network_row_runs_the_saved_network_in_its_precision(precision, tmp_path):
+    from anomseg.datasets import make_healthy_images
+    from anomseg.denoising import DenoisingAESegmenter
+    from benchmarks.performance.bench_throughput import network_figures
+
+    images = make_healthy_images(n_images=8, shape=(16, 16), random_state=0)
+    model = DenoisingAESegmenter(
+        width=2, depth=2, n_epochs=1, batch_size=4, inference_batch_size=4, device="cpu",
+        validation_fraction=0,
+        calibration_fraction=0.5, random_state=0, precision=precision,
+    )  # fmt: skip
+    model.fit(images).save(tmp_path / "dae.anomseg")
+    row = network_figures(tmp_path / "dae.anomseg", "cpu", (13, 15), 64, min_seconds=0.01)
+    assert row["input"] == "1x14x16"  # padded to the U-Net's multiple, 2
+    assert (row["batch"], row["precision"]) == (4, precision)
+    assert row["MFLOP/slice"] > 0 and 0 < row["of peak"] <= 1

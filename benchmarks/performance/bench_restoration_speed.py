@@ -31,11 +31,17 @@ For each data set and prior, in one process:
    slice and the ratio of the two, measured one after the other in the
    same process. Both restore at the weight the default search chose with
    the fast schedule, so that only the schedule differs.
-3. **FLOP rate.** The FLOPs of one restoration step (forward and backward,
-   ``torch.utils.flop_counter``) at the default inference batch size (16) and at
-   64, its measured time, and the rate as a fraction of a dense 2048 x 2048
-   ``torch.matmul`` timed in the same process on the same threads; then
-   the operators that take the time (``torch.profiler``).
+3. **FLOP rate.** One restoration step (forward, backward and update of
+   ``map_restore``, float32) on the prior's device, at batches of 64 and
+   128 slices and at the estimator's ``inference_batch_size`` (the batches
+   that scoring restores; small batches mislead on a GPU, where a step of
+   16 slices is mostly kernel launches): its FLOPs per slice
+   (``torch.utils.flop_counter``), its milliseconds per slice (5 steps in one
+   call after a warm-up step, the device synchronised before the clock
+   stops), and its rate as a fraction of a dense 2048 x 2048 float32
+   ``torch.matmul`` timed in the same process on the same device and
+   threads; then the operators that take the time (``torch.profiler``) at
+   the largest batch.
 
 The data:
 
@@ -178,43 +184,41 @@ def quality(model, test):
     return rows
 
 
-def matmul_peak(size=2048, repeats=10):
-    import torch
-
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    for _ in range(3):
-        a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
-
-
 def flop_rate(model, batch_sizes, shape=(128, 128), repeats=5):
-    """FLOPs and time of one restoration step of ``model``'s network."""
+    """FLOPs and time of one restoration step of ``model``'s network, on its
+    device, per slice at each of ``batch_sizes``."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from anomseg.restoration import map_restore, total_variation
+    from benchmarks.performance.bench_throughput import matmul_rate, synchronize
 
     module = model.module_.to(memory_format=torch.channels_last)
-    peak = matmul_peak()
-    out = {"matmul peak GFLOP/s": peak, "threads": torch.get_num_threads(), "batches": {}}
+    device = next(module.parameters()).device
+    peak = matmul_rate(2048, device) / 1e9
+    out = {
+        "matmul peak GFLOP/s": peak,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "batches": {},
+    }
     for n in batch_sizes:
-        generator = torch.Generator().manual_seed(0)
-        y = torch.rand(n, 1, *shape, generator=generator).contiguous(
+        generator = torch.Generator(device).manual_seed(0)
+        y = torch.rand(n, 1, *shape, generator=generator, device=device).contiguous(
             memory_format=torch.channels_last
         )
-        mask = torch.ones(n, 1, *shape)
-        lam = torch.full((n,), 2.0)
+        mask = torch.ones(n, 1, *shape, device=device)
+        lam = torch.full((n,), 2.0, device=device)
         x = y.clone().requires_grad_(True)
         with FlopCounterMode(display=False) as counter:
             loss = sum(module.negative_elbo(x, mask, restoration=True).values())
             (loss + lam * total_variation(x - y)).sum().backward()
         flops = counter.get_total_flops()
         map_restore(module, y, mask, lam, [1e-3], 100.0, momentum=0.9)  # warm-up
+        synchronize(device)
         start = time.perf_counter()
         map_restore(module, y, mask, lam, [1e-3] * repeats, 100.0, momentum=0.9)
+        synchronize(device)
         seconds = (time.perf_counter() - start) / repeats
         out["batches"][n] = {
             "MFLOP/slice": flops / n / 1e6,
@@ -223,12 +227,17 @@ def flop_rate(model, batch_sizes, shape=(128, 128), repeats=5):
             "of peak": flops / seconds / 1e9 / peak,
         }
     n = max(batch_sizes)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
         map_restore(module, y, mask, lam, [1e-3] * 2, 100.0, momentum=0.9)
     events = prof.key_averages()
-    total = sum(e.self_cpu_time_total for e in events)
-    top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:8]
-    out["profile"] = [(e.key, e.self_cpu_time_total / total) for e in top]
+    # on a GPU the time is the kernels', not the CPU's that launched them
+    timer = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    total = sum(getattr(e, timer) for e in events)
+    top = sorted(events, key=lambda e: getattr(e, timer), reverse=True)[:8]
+    out["profile"] = [(e.key, getattr(e, timer) / total) for e in top]
     out["profile batch"] = n
     return out
 
@@ -286,7 +295,7 @@ def print_report(kind, results, flops):
             )
     print(
         f"\n## {kind}: one restoration step (forward, backward, update) at 128 x 128, "
-        f"{flops['threads']} thread(s)\n"
+        f"{flops['device']}, {flops['threads']} thread(s)\n"
     )
     print(f"dense matmul peak, same process: {flops['matmul peak GFLOP/s']:.1f} GFLOP/s\n")
     print("| batch | MFLOP/slice | ms/slice | GFLOP/s | of peak |\n|---|---|---|---|---|")
@@ -295,7 +304,7 @@ def print_report(kind, results, flops):
             f"| {n} | {b['MFLOP/slice']:.1f} | {b['ms/slice']:.2f} | {b['GFLOP/s']:.1f} | "
             f"{b['of peak']:.0%} |"
         )
-    print(f"\nself CPU time by operator (batch {flops['profile batch']}):")
+    print(f"\nself {flops['device']} time by operator (batch {flops['profile batch']}):")
     for key, share in flops["profile"]:
         print(f"  {share:6.1%} {key}")
 
@@ -334,7 +343,7 @@ def main():
         print(f"  TV weight: {tv['golden']['tv_weight']:g} (golden)", flush=True)
         results[data["name"]] = {"tv": tv, "quality": quality(model, data["test"])}
         print(json.dumps(results[data["name"]]), flush=True)  # in case a later set fails
-    flops = flop_rate(model, [16, 64])
+    flops = flop_rate(model, sorted({64, 128, model.inference_batch_size}))
     print_report(args.kind, results, flops)
     write_json(args.json, {"results": results, "flops": flops})
 
