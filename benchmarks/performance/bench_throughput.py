@@ -37,11 +37,10 @@ What it measures, in this order:
    float32, and on CUDA in bfloat16 too (the fraction is against the peak
    of the precision the network runs in).
 
-``--device cpu`` hides CUDA from the commands (``CUDA_VISIBLE_DEVICES=``).
-``anomseg predict`` puts the network where the model was trained, so
-``--device cuda`` needs a model trained on CUDA (without ``--model``, the
-tiny model is fitted there). A model without a network (the FLAIR baseline,
-an ensemble) gets no network table.
+``anomseg predict`` runs with ``--device`` as given here (resolved), so a
+model trained anywhere scores on the device measured; ``--device cpu`` also
+hides CUDA from the commands (``CUDA_VISIBLE_DEVICES=``). A model without a
+network (the FLAIR baseline, an ensemble) gets no network table.
 """
 
 from __future__ import annotations
@@ -225,7 +224,7 @@ def run(command, env, gpu):
     return seconds, {"peak host MiB": usage.ru_maxrss / 1024, **sampler.figures()}
 
 
-def predict_rows(name, model, listing, out, n_jobs, env, gpu):
+def predict_rows(name, model, listing, out, n_jobs, env, device):
     """One row per ``--n-jobs`` value of ``n_jobs`` (the first, 1, is the
     reference of the speed-ups) for the cohort of ``listing``."""
     scans = listing.read_text().split()
@@ -234,9 +233,10 @@ def predict_rows(name, model, listing, out, n_jobs, env, gpu):
     for jobs in n_jobs:
         folder = out / f"{name}-{jobs}"
         command = anomseg_command(
-            "predict", model, "--list", listing, "-o", folder, "--no-progress", "--n-jobs", jobs
-        )
-        seconds, figures = run(command, env, gpu)
+            "predict", model, "--list", listing, "-o", folder, "--no-progress",
+            "--n-jobs", jobs, "--device", device,
+        )  # fmt: skip
+        seconds, figures = run(command, env, device == "cuda")
         _check_done(folder, len(scans))
         rows.append(
             {
@@ -284,7 +284,6 @@ def main(argv=None):
     if device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch finds no CUDA device")
     env = {**os.environ, **({"CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else {})}
-    gpu = device == "cuda"
     lgg = data_folder(args, "lgg_flair")
     if lgg is None:
         return
@@ -316,7 +315,7 @@ def main(argv=None):
             folder = tmp / name
             folder.mkdir()
             listing = cohort(folder, scans, n)
-            figures["predict"] += predict_rows(name, model, listing, tmp, n_jobs, env, gpu)
+            figures["predict"] += predict_rows(name, model, listing, tmp, n_jobs, env, device)
         slice_shape = nib.load(lgg_scans[0]).shape[:2]
         min_seconds = 0.2 if args.quick else 1.0
         figures["network"] = network_figures(
