@@ -272,11 +272,7 @@ class BaseAnomalySegmenter(BaseEstimator):
         self.check_params()
         where = f"{type(self).__name__}.fit"
         if is_file_list(X):
-            log = estimator_log(self, logger)
-            channels = getattr(self, "channel_axis", None)
-            with streamed_images(
-                X, where=where, log=log, exclude=exclude, channel_axis=channels
-            ) as batch:
+            with self._streamed(X, where, exclude) as batch:
                 return self.fit(batch, y, groups, calibrate=calibrate, **fit_params)
         batch = apply_exclusion(self._validate_images(X, "fit", reset=True), exclude, where)
         # Checked here, whatever the method does with them: a method that
@@ -323,17 +319,21 @@ class BaseAnomalySegmenter(BaseEstimator):
         self.check_params()
         where = f"{type(self).__name__}.calibrate"
         if is_file_list(X):
-            log = estimator_log(self, logger)
-            channels = getattr(self, "channel_axis", None)
-            with streamed_images(
-                X, where=where, log=log, exclude=exclude, channel_axis=channels
-            ) as batch:
+            with self._streamed(X, where, exclude) as batch:
                 return self.calibrate(batch)
         batch = apply_exclusion(self._validate_images(X, "calibrate"), exclude, where)
         self._tune_and_calibrate(batch, "calibrate")
         self.healthy_data_ = describe_images(batch)
         self._remember_params("calibrate")
         return self
+
+    def _streamed(self, paths, where, exclude):
+        """The NIfTI scans at ``paths`` read one at a time into one batch of
+        memory-mapped files (see :func:`~anomseg.io._scans.streamed_images`),
+        with this estimator's channel axis, for ``where``'s messages."""
+        log = estimator_log(self, logger)
+        channels = getattr(self, "channel_axis", None)
+        return streamed_images(paths, where=where, log=log, exclude=exclude, channel_axis=channels)
 
     def score_samples(self, X):
         """Anomaly maps of images.
