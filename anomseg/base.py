@@ -71,6 +71,7 @@ __all__ = [
     "AnomalySegmenterTags",
     "AnomalyTags",
     "BaseAnomalySegmenter",
+    "PreparedImages",
 ]
 
 logger = logging.getLogger(__name__)
@@ -353,6 +354,52 @@ class BaseAnomalySegmenter(BaseEstimator):
         check_is_fitted(self)
         batch = self._validate_images(X, "score_samples")
         return batch.wrap(self._score_batch(batch, method="score_samples"))
+
+    def prepare_scoring(self, X):
+        """The first stage of :meth:`score_samples`: ``X`` checked as
+        ``score_samples`` checks it (warning as it warns, of drift say), to
+        be scored by :meth:`score_prepared` together with other inputs.
+
+        Parameters
+        ----------
+        X : array-like, list or ImageBatch
+            Images, in the layout seen in ``fit``.
+
+        Returns
+        -------
+        prepared : PreparedImages
+        """
+        check_is_fitted(self)
+        return PreparedImages(self._validate_images(X, "score_samples"))
+
+    def score_prepared(self, prepared):
+        """Anomaly maps of several inputs of :meth:`prepare_scoring`, scored
+        as one batch: many small inputs (the scans of a cohort) fill a
+        network's batches as one large input would. Each input's maps are
+        ``score_samples``'s of that input, up to the rounding of a network's
+        batches grouping other images.
+
+        Parameters
+        ----------
+        prepared : list of PreparedImages
+
+        Returns
+        -------
+        maps : list
+            For each input, its maps in the layout of :meth:`score_samples`
+            and in the geometry the final estimator scores (see
+            :meth:`PreparedImages.map_back`).
+        """
+        check_is_fitted(self)
+        batches = [p.batch for p in prepared]
+        if not batches:
+            return []
+        batch = batches[0]
+        for other in batches[1:]:
+            batch = batch.concatenate(other)
+        maps = self._score_batch(batch, method="score_samples")
+        starts = np.cumsum([0] + [len(b) for b in batches])
+        return [b.wrap(maps[i:j]) for b, i, j in zip(batches, starts[:-1], starts[1:])]
 
     def masked_score_samples(self, X):
         """Anomaly maps as masked arrays whose mask is the background: the
@@ -1135,6 +1182,40 @@ def _canonical(value):
     if isinstance(value, dict):
         return {k: _canonical(v) for k, v in value.items()}
     return value
+
+
+class PreparedImages:
+    """Images ready for the scoring of an estimator's
+    :meth:`~BaseAnomalySegmenter.score_prepared`, as its (or a pipeline's)
+    ``prepare_scoring`` returns them.
+
+    Parameters
+    ----------
+    batch : ImageBatch
+        The images as the final estimator scores them.
+    map_back : callable or None, default=None
+        Takes the maps of ``batch`` back to the geometry of the input that
+        was prepared (a pipeline's inverse transforms); None keeps them.
+
+    Attributes
+    ----------
+    batch : ImageBatch
+    """
+
+    def __init__(self, batch, map_back=None):
+        self.batch = batch
+        self._map_back = map_back
+
+    def map_back(self, maps):
+        """``maps`` of :meth:`~BaseAnomalySegmenter.score_prepared` in the
+        geometry of the input, as ``score_samples`` returns them."""
+        return maps if self._map_back is None else self._map_back(maps)
+
+    @property
+    def n_slices(self):
+        """The 2D images the batch holds (a volume's depth): what a network
+        scoring slices counts in its batches."""
+        return sum(s[2] if len(s) == 3 else 1 for s in self.batch.spatial_shapes)
 
 
 def warn_if_drifted(reference, batch, where, figures):

@@ -246,6 +246,25 @@ class TestContract:
         masks = est.predict(images)
         assert isinstance(masks, list) and masks[0].dtype == bool
 
+    def test_inputs_scored_together_get_their_maps_alone(self, name, cls, fitted, healthy_unseen):
+        """score_prepared scores several inputs as one batch (the scans of a
+        cohort, say), each getting the maps score_samples gives it alone."""
+        est = fitted[name]
+        first, second = healthy_unseen[:2], list(healthy_unseen[2:5])
+        prepared = [est.prepare_scoring(first), est.prepare_scoring(second)]
+        assert [p.n_slices for p in prepared] == [2, 3]  # 2D images: one each
+        together = est.score_prepared(prepared)
+        alone = [est.score_samples(first), est.score_samples(second)]
+        assert isinstance(together[0], np.ndarray) and together[0].shape == first.shape
+        assert isinstance(together[1], list) and len(together[1]) == 3
+        spread = float(np.ptp(alone[0]))
+        assert spread > 0
+        np.testing.assert_allclose(together[0], alone[0], rtol=0, atol=1e-4 * spread)
+        np.testing.assert_allclose(np.stack(together[1]), np.stack(alone[1]), rtol=0,
+                                   atol=1e-4 * spread)  # fmt: skip
+        assert prepared[0].map_back(together[0]) is together[0]
+        assert est.score_prepared([]) == []
+
     def test_one_history_format(self, name, cls, fitted):
         # every estimator that trains a network records its history
         trains = isinstance(fitted[name], TorchSegmenter)

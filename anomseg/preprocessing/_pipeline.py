@@ -9,6 +9,7 @@ from sklearn.base import clone
 from sklearn.pipeline import Pipeline, make_pipeline
 
 from .._docstrings import fill_doc
+from ..base import PreparedImages
 from ..io._scans import is_file_list, streamed_images
 from ..persistence import save_model
 from ..persistence._models import load_instance
@@ -198,6 +199,44 @@ class AnomalyPipeline(Pipeline):
         """
         batch, grids = self._transform_to_final(X)
         return self._map_back(self[-1].score_samples(batch), grids)
+
+    def prepare_scoring(self, X):
+        """The first stage of :meth:`score_samples`: ``X`` through the
+        transformers and the final estimator's checks, to be scored by
+        :meth:`score_prepared` together with other inputs.
+
+        Parameters
+        ----------
+        X : array-like or list
+            Images accepted by the first step.
+
+        Returns
+        -------
+        prepared : PreparedImages
+            Its ``map_back`` takes maps back through the transformers'
+            inverses, to the geometry of ``X``.
+        """
+        batch, grids = self._transform_to_final(X)
+        final = self[-1].prepare_scoring(batch)
+        return PreparedImages(
+            final.batch, lambda maps: self._map_back(final.map_back(maps), grids)
+        )
+
+    def score_prepared(self, prepared):
+        """Anomaly maps of several inputs of :meth:`prepare_scoring`, scored
+        by the final estimator as one batch (see its ``score_prepared``),
+        in the geometry it scores; each one's ``map_back`` gives them that
+        of its input.
+
+        Parameters
+        ----------
+        prepared : list of PreparedImages
+
+        Returns
+        -------
+        maps : list
+        """
+        return self[-1].score_prepared(prepared)
 
     def masked_score_samples(self, X):
         """Anomaly maps in the geometry of ``X``, masked outside the

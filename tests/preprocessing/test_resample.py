@@ -104,6 +104,25 @@ def test_a_pipeline_fits_and_scores_scans_of_two_voxel_sizes_on_their_grids():
     assert abs(fractions[0] - fractions[1]) < 0.05
 
 
+def test_a_pipeline_scores_inputs_of_two_voxel_sizes_together_on_their_grids():
+    """prepare_scoring resamples each input, score_prepared scores them as
+    one batch and map_back brings each input's maps back to its own grid:
+    score_samples's maps of each input alone."""
+    X = two_sites()
+    pipe = make_anomaly_pipeline(Resampler(spacing=1), FlairThreshold()).fit(X)
+    first, second = X.subset([0]), X.subset([1])
+    prepared = [pipe.prepare_scoring(first), pipe.prepare_scoring(second)]
+    # both on the model's 1 mm grid: 16 slices each
+    assert [p.batch.spatial_shapes for p in prepared] == [[(24, 24, 16)]] * 2
+    assert [p.n_slices for p in prepared] == [16, 16]
+    together = pipe.score_prepared(prepared)
+    for p, maps, alone in zip(prepared, together, (first, second)):
+        back = p.map_back(maps)
+        assert [m.shape for m in back] == alone.spatial_shapes
+        np.testing.assert_array_equal(back[0], pipe.score_samples(alone)[0])
+    assert together[0][0].shape == (24, 24, 16)  # before map_back, the model's grid
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_calibrated_rate_holds_on_the_scans_grid(seed):
     """A threshold calibrated on the resampled grid flags the same share of
