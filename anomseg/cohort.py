@@ -33,6 +33,10 @@ Where the scans are scored is an existing engine's business:
   executor (loky) on this machine, started only when the work left repays
   their start (``PARALLEL_AFTER_SECONDS``); the model is sent to each worker
   once, when it starts.
+* ``engine="overlapped"`` (what ``"auto"`` picks for a model on a GPU):
+  one copy of the model scores in this process, several scans per batch of
+  its network, while ``n_jobs`` threads read scans ahead and ``n_jobs``
+  others write outputs, through bounded queues.
 * ``scheduler="tcp://HOST:PORT"`` (or a :class:`distributed.Client`): the
   workers of a Dask cluster, which must see the scans and the output folder
   at the same paths (a shared file system). The model is scattered to every
@@ -40,8 +44,8 @@ Where the scans are scored is an existing engine's business:
   others, and a scan that was being written when its worker died leaves no
   partial output.
 
-The command line's ``anomseg predict --n-jobs N`` and ``--dask-scheduler
-ADDRESS`` call this function.
+The command line's ``anomseg predict --n-jobs N``, ``--engine`` and
+``--dask-scheduler ADDRESS`` call this function.
 """
 
 from __future__ import annotations
@@ -290,6 +294,18 @@ class ScanTask:
         return model_identity(self)
 
 
+class _Scan:
+    """A scan between the stages of :class:`_Prediction`: read and prepared
+    (a :class:`~anomseg.base.PreparedImages`), then scored (``map``, in the
+    geometry the final estimator scores)."""
+
+    __slots__ = ("image", "map", "notes", "path", "prepared", "reference")
+
+    def __init__(self, path, image, reference, prepared, notes):
+        self.path, self.image, self.reference = path, image, reference
+        self.prepared, self.notes, self.map = prepared, notes, None
+
+
 class _Prediction(ScanTask):
     """A model's anomaly map and mask of each scan: the task of
     :func:`predict_cohort`."""
@@ -310,10 +326,53 @@ class _Prediction(ScanTask):
             self.fields = (*self.fields, "figure")
 
     def write(self, path, targets, replace):
+        scan = self.prepare(path)
+        self.score([scan])
+        return self.finish(scan, targets, replace)
+
+    # The stages of write, which the overlapped engine runs on other threads
+    # (prepare and finish) than the scoring (score, on the model's device).
+    def prepare(self, path):
+        """Read scan ``path`` and bring it to what the model's final
+        estimator scores (its ``prepare_scoring``: a pipeline's transforms,
+        the checks of ``score_samples``, with their warnings, which are this
+        scan's)."""
+        image, reference = read_scan(channel_files(path, self.channels), self.channel_axis)
+        # The batch carries the scan's voxel size, for a model that resamples.
+        voxel_sizes = [reference.canonical_voxel_sizes]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            batch = check_images([image], voxel_sizes=voxel_sizes, channel_axis=self.channel_axis)
+            prepared = self.model.prepare_scoring(batch)
+        notes = [voxel_size_warning(path, reference, self.metadata)]
+        notes += [f"'{printable(path)}': {first_line(w.message, path)}" for w in caught]
+        return _Scan(path, image, reference, prepared, [n for n in notes if n])
+
+    def score(self, scans):
+        """Score ``scans`` (of :meth:`prepare`) together, in one batch of the
+        final estimator (its ``score_prepared``), setting each one's
+        ``map``; a warning of that batch is each scan's."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            maps = self.model.score_prepared([scan.prepared for scan in scans])
+        for scan, scan_maps in zip(scans, maps):
+            scan.map = scan_maps
+            scan.notes += [
+                f"'{printable(scan.path)}': {first_line(w.message, scan.path)}" for w in caught
+            ]
+
+    def finish(self, scan, targets, replace):
+        """The map of a scored scan on its own grid, its mask and figures,
+        written to ``targets``."""
         from .io import save_figure, save_niftis
 
-        image, reference = read_scan(channel_files(path, self.channels), self.channel_axis)
-        anomaly_map, notes = score_scan(self.model, path, image, reference, self.metadata)
+        anomaly_map = scan.prepared.map_back(scan.map)[0]
+        path, image, reference = scan.path, scan.image, scan.reference
+        if not np.isfinite(np.ma.getdata(anomaly_map)).all():
+            raise ValueError(
+                f"'{path}' gave non-finite anomaly scores; its intensities "
+                f"(up to {np.abs(image).max():.3g}) are beyond what the model handles."
+            )
         mask = self.model.threshold_maps([anomaly_map])[0]  # predict, scoring once
         statistics = mask_statistics(mask, reference)
         # the figure first: a scan whose truth is off its grid writes nothing
@@ -331,7 +390,20 @@ class _Prediction(ScanTask):
             needed = np.asarray(anomaly_map).nbytes + np.asarray(mask).size
             what = "a scan's map and mask, before compression"
             raise disk_full_error(targets[0], needed, what) from None
-        return {**statistics, "warnings": notes}
+        return {**statistics, "warnings": scan.notes}
+
+    @property
+    def final(self):
+        """The model's final estimator (the model, if not a pipeline)."""
+        return self.model[-1] if hasattr(self.model, "steps") else self.model
+
+    def slices(self, scan):
+        """What a prepared ``scan`` counts in a batch across scans: the 2D
+        slices that a network scoring slices receives, or 1 for a model
+        without batches (which gains nothing from them)."""
+        if getattr(self.final, "inference_batch_size_", None) is None:
+            return 1
+        return scan.prepared.n_slices
 
     def _figure(self, path, image, mask, reference, statistics):
         """The scan's figure (:func:`~anomseg.plotting.plot_scan_figure`),
@@ -353,7 +425,7 @@ class _Prediction(ScanTask):
                     "another affine); resample it onto the scan."
                 )
             truth = truth > 0
-        final = self.model[-1] if hasattr(self.model, "steps") else self.model
+        final = self.final
         fpr = getattr(final, "max_fpr", None)
         title = (
             f"{stem(path)}\n{type(final).__name__}, threshold {final.threshold_:.4g}"
@@ -421,31 +493,49 @@ def run_scan(task, path, targets, overwrite=False, redo_partial=False):
     cohort; but a full disk, which would fail every scan, raises a
     :class:`~anomseg.exceptions.DiskFullError`.
     """
+    started = time.perf_counter()
+    record, replace = _begin(task, path, targets, overwrite, redo_partial)
+    if "status" not in record:
+        with _recorded(record, path):
+            record.update(task.write(path, targets, replace), status="done")
+    record["seconds"] = round(time.perf_counter() - started, 3)
+    return record
+
+
+def _begin(task, path, targets, overwrite, redo_partial):
+    """The record of a scan about to run, and whether its outputs replace
+    files there: the record is whole already (status ``"skipped"`` or
+    ``"failed"``) when there is nothing to write (see :func:`run_scan`)."""
     from .io import load_nifti_reference
 
-    started = time.perf_counter()
     record = {"scan": str(path), **_paths(task, targets), "warnings": []}
-    try:
+    with _recorded(record, path):
         present = [t for t in targets if os.path.lexists(t)]
         if present and not overwrite:
             reference = load_nifti_reference(path)
             if complete(targets, reference):
                 record.update(status="skipped", **task.figures(targets, reference))
-                return record
+                return record, False
             if not redo_partial:
                 raise FileExistsError(
                     f"'{present[0]}' exists, but the outputs of '{path}' are incomplete "
                     "(missing, or not NIfTI on its grid); pass overwrite=True to redo them."
                 )
         Path(targets[0]).parent.mkdir(parents=True, exist_ok=True)
-        record.update(task.write(path, targets, overwrite or bool(present)), status="done")
+    return record, overwrite or bool(present)
+
+
+@contextlib.contextmanager
+def _recorded(record, path):
+    """Record in ``record`` the failure of the work inside (status
+    ``"failed"`` and its message), so one bad scan does not stop a cohort;
+    a full disk, which would fail every scan, goes on up."""
+    try:
+        yield
     except DiskFullError:
         raise  # every scan after it would fail alike: stop the cohort
     except Exception as exc:  # one bad scan does not stop the cohort
         record.update(status="failed", message=_error_line(exc, path))
-    finally:
-        record["seconds"] = round(time.perf_counter() - started, 3)
-    return record
 
 
 def _paths(task, targets):
@@ -791,6 +881,95 @@ def _run_local(task, tasks, n_jobs):
                     remove_stale_temporaries(folder)
 
 
+#: The slices that the overlapped engine gathers, at most, into one batch
+#: of the network across scans, when the final estimator's
+#: ``inference_batch_size_`` is smaller (a scan deeper than this is scored
+#: alone).
+OVERLAP_BATCH_SLICES = 512
+
+
+def _run_overlapped(task, tasks, n_jobs):
+    """The scans read and transformed on ``n_jobs`` threads, scored on this
+    thread in batches across scans, and written on ``n_jobs`` other threads:
+    the one process that owns the model's device keeps it busy while others
+    read and write files.
+
+    Queues are bounded (at most ``2 * n_jobs`` scans read ahead of the
+    batch being scored, and ``2 * n_jobs`` waiting to be written), so memory
+    does not grow with the cohort. Reading (zlib, numpy) and writing (zlib) release the GIL for
+    most of their time; the network's kernels run on the device, or on
+    torch's own threads.
+    """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    n_jobs = max(1, n_jobs or 1)
+    items = iter(tasks)
+    readers = ThreadPoolExecutor(n_jobs, thread_name_prefix="anomseg-read")
+    writers = ThreadPoolExecutor(n_jobs, thread_name_prefix="anomseg-write")
+    reading, writing = deque(), deque()
+    budget = max(getattr(task.final, "inference_batch_size_", None) or 1, OVERLAP_BATCH_SLICES)
+
+    def read(item):
+        path, targets, options = item
+        started = time.perf_counter()
+        record, replace = _begin(task, path, targets, **options)
+        scan = None
+        if "status" not in record:
+            with _recorded(record, path):
+                scan = task.prepare(path)
+        return record, scan, targets, replace, started
+
+    def write(record, scan, targets, replace, started):
+        with _recorded(record, scan.path):
+            if scan.map is None:  # its batch failed: scored alone, said alone
+                task.score([scan])
+            record.update(task.finish(scan, targets, replace), status="done")
+        return _timed(record, started)
+
+    def fill():
+        while len(reading) < 2 * n_jobs and (item := next(items, None)) is not None:
+            reading.append(readers.submit(read, item))
+
+    try:
+        fill()
+        while reading:
+            # The next scan in order, and those read already behind it that
+            # fit in one batch of the network.
+            group = [reading.popleft().result()]
+            slices = task.slices(group[0][1]) if group[0][1] is not None else 0
+            while reading and reading[0].done() and group[0][1] is not None:
+                ready = reading[0].result()
+                if ready[1] is not None and slices + task.slices(ready[1]) > budget:
+                    break
+                group.append(reading.popleft().result())
+                slices += task.slices(ready[1]) if ready[1] is not None else 0
+            fill()
+            scans = [g for g in group if g[1] is not None]
+            if scans:
+                with contextlib.suppress(Exception):  # then each alone, in write
+                    task.score([g[1] for g in scans])
+            for record, scan, targets, replace, started in group:
+                if scan is None:  # skipped, or failed to read
+                    yield _timed(record, started)
+                    continue
+                writing.append(writers.submit(write, record, scan, targets, replace, started))
+            while writing and (writing[0].done() or len(writing) > 2 * n_jobs):
+                yield writing.popleft().result()
+        while writing:
+            yield writing.popleft().result()
+    finally:
+        for future in itertools.chain(reading, writing):
+            future.cancel()
+        readers.shutdown(wait=True, cancel_futures=True)
+        writers.shutdown(wait=True, cancel_futures=True)  # writes are whole or absent
+
+
+def _timed(record, started):
+    record["seconds"] = round(time.perf_counter() - started, 3)
+    return record
+
+
 def _submit(executor, callback, function, *args, ping=False):
     future = executor.submit(function, *args)
     future.ping = ping
@@ -1060,6 +1239,7 @@ def predict_cohort(
     model_id=None,
     figures=False,
     truths=None,
+    engine="auto",
 ):
     """Write the anomaly map and mask of every scan of a cohort, one scan at
     a time, on this process, on ``n_jobs`` local processes or on a Dask
@@ -1128,6 +1308,23 @@ def predict_cohort(
     truths : dict or None, default=None
         Truth masks (on each scan's grid) outlined in the figures, by scan
         path as given in ``scans``.
+    engine : {"auto", "processes", "overlapped"}, default="auto"
+        How this machine runs the scans (``scheduler`` aside):
+
+        - ``"processes"``: one scan at a time in this process and, with
+          ``n_jobs``, in worker processes too, each with its own copy of
+          the model.
+        - ``"overlapped"``: ``n_jobs`` threads read and transform scans
+          while this process's thread scores them, several scans in one
+          batch of the network (up to ``OVERLAP_BATCH_SLICES`` slices),
+          and ``n_jobs`` other threads write the outputs; one copy of the
+          model, on its device. The outputs are those of ``"processes"``.
+        - ``"auto"``: ``"overlapped"`` when the model runs a network on a
+          GPU (a worker process each would start CUDA and load the model,
+          and the GPU would wait on files), or runs none and ``n_jobs`` is
+          above 1 (reading and writing files is then most of the work);
+          ``"processes"`` otherwise: for a network on CPUs it measured
+          faster, and used less memory (see the scale page of the docs).
 
     Returns
     -------
@@ -1173,6 +1370,7 @@ def predict_cohort(
         progress=progress,
         callback=callback,
         task_id=model_id,
+        engine=engine,
     )
 
 
@@ -1189,6 +1387,7 @@ def run_cohort(
     progress=False,
     callback=None,
     task_id=None,
+    engine="auto",
 ):
     """Run ``task`` (a :class:`ScanTask`) on every scan of a cohort, as
     :func:`predict_cohort` does for a model's maps and masks: the outputs
@@ -1199,7 +1398,8 @@ def run_cohort(
     The parameters are :func:`predict_cohort`'s; ``summary`` is None by
     default, and a summary has the columns of :data:`SUMMARY_FIELDS` (those
     the task's records lack are left empty). ``task_id`` defaults to
-    ``task.identity()``.
+    ``task.identity()``. ``engine="overlapped"`` needs a task that scores
+    in stages (``prepare``, ``score``, ``finish``, as the predictions do).
 
     Returns
     -------
@@ -1215,6 +1415,7 @@ def run_cohort(
         isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1
     ):
         raise ValueError(f"'n_jobs' must be None, -1 or a positive int; got {n_jobs!r}.")
+    engine = _check_engine(engine, task, scheduler, n_jobs)
     if isinstance(scans, (str, os.PathLike)):
         raise TypeError(
             f"'scans' must be a list of paths; got the single path {str(scans)!r}: "
@@ -1244,13 +1445,50 @@ def run_cohort(
         record.save()
         return _run_tasks(
             task, tasks, refused, planned, record, task_id,
-            n_jobs, scheduler, summary_path, progress, callback,
+            n_jobs, scheduler, engine, summary_path, progress, callback,
         )  # fmt: skip
+
+
+#: The engines of a run on this machine (see :func:`predict_cohort`).
+ENGINES = ("auto", "processes", "overlapped")
+
+
+def _check_engine(engine, task, scheduler, n_jobs=None):
+    """The engine that runs ``task``: ``engine`` checked, "auto" resolved
+    (see :func:`predict_cohort`)."""
+    if not isinstance(engine, str) or engine not in ENGINES:
+        raise ValueError(f"'engine' must be one of {', '.join(ENGINES)}; got {engine!r}.")
+    staged = all(hasattr(task, stage) for stage in ("prepare", "score", "finish", "final"))
+    if engine == "overlapped" and not staged:
+        raise ValueError(
+            f"engine='overlapped' needs a task that scores in stages; {type(task).__name__} "
+            "writes each scan in one step: use engine='processes'."
+        )
+    if engine == "overlapped" and scheduler is not None:
+        raise ValueError(
+            "engine='overlapped' runs on this machine; a Dask 'scheduler' runs the scans "
+            "on its workers: pass one or the other."
+        )
+    if engine == "auto":
+        engine = "processes"
+        if staged and scheduler is None:
+            devices = _network_devices(task.final)
+            on_gpu = any(device.startswith("cuda") for device in devices)
+            if on_gpu or (not devices and n_jobs not in (None, 1)):
+                engine = "overlapped"
+    return engine
+
+
+def _network_devices(estimator):
+    """The devices of the networks that ``estimator`` (or an ensemble's
+    members) runs, as ``"cpu"`` or ``"cuda[:N]"``; empty without one."""
+    members = [estimator, *getattr(estimator, "estimators_", [])]
+    return {str(m.device_) for m in members if hasattr(m, "device_")}
 
 
 def _run_tasks(
     task, tasks, refused, planned, outputs, task_id,
-    n_jobs, scheduler, summary_path, progress, callback,
+    n_jobs, scheduler, engine, summary_path, progress, callback,
 ):  # fmt: skip
     """Score the tasks on the engine chosen, keeping the summary and the
     record of outputs up to date; the records in the scans' order."""
@@ -1259,6 +1497,8 @@ def _run_tasks(
     order = {path: k for k, (path, _) in enumerate(planned)}
     if scheduler is not None:
         results = _run_dask(task, tasks, scheduler)
+    elif engine == "overlapped":
+        results = _run_overlapped(task, tasks, n_jobs)
     elif n_jobs is None or n_jobs == 1 or len(tasks) <= 1:
         results = _run_serial(task, tasks)
     else:

@@ -97,7 +97,12 @@ def test_local_workers_give_the_serial_outputs(synthetic, tmp_path, monkeypatch)
     serial = predict_cohort(model, scans, tmp_path / "serial")
     monkeypatch.setattr(cohort, "PARALLEL_AFTER_SECONDS", 0.0)  # workers after one scan
     parallel = run_cohort(
-        _WaitingPrediction(model), scans, tmp_path / "parallel", n_jobs=2, summary="summary.csv"
+        _WaitingPrediction(model),
+        scans,
+        tmp_path / "parallel",
+        n_jobs=2,
+        summary="summary.csv",
+        engine="processes",
     )
     assert len({r["pid"] for r in parallel}) == 2, "a worker scored none"
     for name in sorted(os.listdir(tmp_path / "serial")):  # the same bytes
@@ -120,7 +125,7 @@ def test_local_workers_start_only_for_work_that_repays_them(synthetic, tmp_path,
 
     monkeypatch.setattr(loky, "get_reusable_executor", no_workers)
     model, scans = synthetic
-    records = predict_cohort(model, scans, tmp_path / "out", n_jobs=2)
+    records = predict_cohort(model, scans, tmp_path / "out", n_jobs=2, engine="processes")
     assert [r["status"] for r in records] == ["done"] * len(scans)
 
 

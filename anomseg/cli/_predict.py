@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..cohort import ENGINES
 from ._common import (
     CommandError,
     _channel_names,
@@ -73,6 +74,7 @@ def cmd_predict(args):
         model_id=model_id,
         figures=args.figures,
         truths=truths,
+        engine=args.engine,
     )
     _say_summary("predict", counts, len(args.scans), args.summary and output / args.summary)
     if args.figures:
@@ -226,7 +228,19 @@ def add_parser(commands):
         help="Score N scans at once: this process and N-1 worker processes of "
         "this machine (joblib); -1 for one per core. The workers start only when "
         "the scans left would take this process over 5 s, so it is never slower "
-        "than serial; each process then uses an equal share of the cores.",
+        "than serial; each process then uses an equal share of the cores. With "
+        "--engine overlapped: N threads read scans and N others write outputs.",
+    )
+    predict.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="auto",
+        help="How this machine runs the scans. processes: one scan at a time per "
+        "process (see --n-jobs). overlapped: threads read and write files while this "
+        "process scores, several scans per batch of the network, with one copy of the "
+        "model. auto (default): overlapped for a network on a GPU, and for a model "
+        "without one (the FLAIR baseline) with --n-jobs above 1; processes otherwise "
+        "(a network on CPUs measured faster so).",
     )
     where.add_argument(
         "--dask-scheduler",

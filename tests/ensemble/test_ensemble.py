@@ -296,7 +296,11 @@ def test_members_train_on_workers_after_a_cohort_was_scored_on_workers(tmp_path)
             nib.Nifti1Image(np.moveaxis(images[6 * k : 6 * k + 6], 0, -1), np.eye(4)), scans[-1]
         )
     model = FlairThreshold().fit([np.moveaxis(images[:6], 0, -1)])
-    records = list(predict_cohort(model, [str(s) for s in scans], tmp_path / "out", n_jobs=2))
+    records = list(
+        predict_cohort(
+            model, [str(s) for s in scans], tmp_path / "out", n_jobs=2, engine="processes"
+        )
+    )
     assert [r["status"] for r in records] == ["done", "done"]
     ensemble = AnomalyEnsemble(
         [("a", FlairThreshold()), ("b", FlairThreshold(n_bins=64))], n_jobs=2, random_state=0
