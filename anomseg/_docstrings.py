@@ -186,18 +186,22 @@ patience : int >= 1, default=5
     Epochs without a lower validation loss before training stops."""
 
 docdict["torch_runtime"] = """\
-inference_batch_size : int >= 1, default=64
+inference_batch_size : int >= 1 or "auto", default="auto"
     Slices processed together when scoring or restoring; bounds memory.
+    "auto" is 64 on the CPU and 512 on a GPU (``inference_batch_size_``
+    gives the size in use).
 device : {"auto", "cpu", "cuda"}, default="auto"
     Where the network runs; "auto" picks CUDA when torch finds it. Maps are
     always returned as NumPy arrays."""
 
 docdict["restoration_runtime"] = """\
-inference_batch_size : int >= 1, default=16
-    Slices restored (or scored) together; bounds memory. On the CPU, 16
-    slices of 128 x 128 ran a restoration step about 20 % faster per slice
-    than 64 (``benchmarks/performance/bench_restoration_speed.py``); on a GPU, larger
-    batches use it better.
+inference_batch_size : int >= 1 or "auto", default="auto"
+    Slices restored (or scored) together; bounds memory. "auto" is 16 on the
+    CPU and 128 on a GPU (``inference_batch_size_`` gives the size in use).
+    On the CPU, 16 slices of 128 x 128 ran a restoration step about 20 %
+    faster per slice than 64
+    (``benchmarks/performance/bench_restoration_speed.py``); on a GPU,
+    larger batches use it better.
 device : {"auto", "cpu", "cuda"}, default="auto"
     Where the network runs; "auto" picks CUDA when torch finds it. Maps are
     always returned as NumPy arrays."""

@@ -398,6 +398,11 @@ class TorchSegmenter(BaseAnomalySegmenter):
     _module_class = None
     _module_params = ()
 
+    #: ``inference_batch_size="auto"``: the slices per batch on the CPU, and
+    #: on a GPU, where batches of a few dozen small slices leave it waiting
+    #: on kernel launches and the Python loop.
+    _auto_inference_batch_size = {"cpu": 64, "cuda": 512}
+
     _parameter_constraints: dict = {
         key: COMMON_CONSTRAINTS[key]
         for key in (
@@ -465,6 +470,16 @@ class TorchSegmenter(BaseAnomalySegmenter):
             return contextlib.nullcontext()
         return torch.autocast(self.device_, dtype=dtype)
 
+    @property
+    def inference_batch_size_(self):
+        """The slices processed together on ``device_``:
+        ``inference_batch_size``, where "auto" is resolved for the device
+        (see the estimator's parameter)."""
+        if self.inference_batch_size != "auto":
+            return self.inference_batch_size
+        device = "cuda" if str(self.device_).startswith("cuda") else "cpu"
+        return self._auto_inference_batch_size[device]
+
     def _score_batch(self, batch, maps=None, method="score_samples"):
         with self._autocast():
             return super()._score_batch(batch, maps, method)
@@ -493,12 +508,12 @@ class TorchSegmenter(BaseAnomalySegmenter):
 
     def _shape_groups(self, batch, size=None):
         """Indices of the 2D samples of ``batch`` grouped by spatial shape and
-        cut into chunks of ``size`` (default ``inference_batch_size``)."""
+        cut into chunks of ``size`` (default ``inference_batch_size_``)."""
         groups = {}
         for i, shape in enumerate(batch.spatial_shapes):
             groups.setdefault(shape, []).append(i)
         for indices in groups.values():
-            for chunk in inference_chunks(indices, size or self.inference_batch_size):
+            for chunk in inference_chunks(indices, size or self.inference_batch_size_):
                 yield chunk
                 # Scoring's share of a calibration (or other long work) that
                 # counts its progress by scans: see utils._progress.

@@ -222,7 +222,7 @@ class ASCNetSegmenter(TorchSegmenter):
         histogram_bins=256,
         opening_radius=0,
         closing_radius=0,
-        inference_batch_size=64,
+        inference_batch_size="auto",
         device="auto",
         max_fpr=0.05,
         smoothing=None,

@@ -255,7 +255,7 @@ class DenoisingAESegmenter(TorchSegmenter):
         edge_margin=2,
         crop_margin=8,
         intensity_prior=False,
-        inference_batch_size=64,
+        inference_batch_size="auto",
         device="auto",
         max_fpr=0.05,
         smoothing=None,
@@ -348,7 +348,7 @@ class DenoisingAESegmenter(TorchSegmenter):
         validation_chunks = [
             (indices, *self._noisy(batch, indices, validation_generator, cell))
             for group in _by_shape(batch, validation)
-            for indices in chunks(group, self.inference_batch_size)
+            for indices in chunks(group, self.inference_batch_size_)
         ]
 
         def step(indices):

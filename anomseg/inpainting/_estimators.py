@@ -183,8 +183,9 @@ class InpaintingLocalizer(_WindowLocalizer):
         Windows per update.
     learning_rate : float > 0, default=1e-3
         Adam's step size for both networks (betas 0.5 and 0.999).
-    inference_batch_size : int >= 1, default=512
+    inference_batch_size : int >= 1 or "auto", default="auto"
         Window positions inpainted together when scoring; bounds memory.
+        "auto" is 512 on the CPU and 4096 on a GPU.
     device : {"auto", "cpu", "cuda"}, default="auto"
         Where the networks run; "auto" picks CUDA when torch finds it. Maps
         are always returned as NumPy arrays.
@@ -257,6 +258,7 @@ class InpaintingLocalizer(_WindowLocalizer):
 
     _module_class = InpaintingGenerator
     _module_params = ("width",)
+    _auto_inference_batch_size = {"cpu": 512, "cuda": 4096}  # window positions
 
     _fitted_attribute_constraints: dict = {
         **_WindowLocalizer._fitted_attribute_constraints,
@@ -275,7 +277,7 @@ class InpaintingLocalizer(_WindowLocalizer):
         n_steps=2000,
         batch_size=64,
         learning_rate=1e-3,
-        inference_batch_size=512,
+        inference_batch_size="auto",
         device="auto",
         max_fpr=0.05,
         smoothing=None,
@@ -427,7 +429,7 @@ class InpaintingLocalizer(_WindowLocalizer):
         patches, foreground = patches.to(self.device_), foreground.to(self.device_)
         out = np.empty(len(patches))
         with torch.no_grad():
-            for part in inference_chunks(np.arange(len(patches)), self.inference_batch_size):
+            for part in inference_chunks(np.arange(len(patches)), self.inference_batch_size_):
                 x = patches[part]
                 loss = window_l1(self.module_(x, mask), x, mask * foreground[part])
                 out[part] = loss.float().cpu().numpy()
@@ -435,7 +437,7 @@ class InpaintingLocalizer(_WindowLocalizer):
 
     def _window_losses(self, padded, slices, tops, lefts):
         out = np.empty(len(slices))
-        for part in inference_chunks(np.arange(len(slices)), self.inference_batch_size):
+        for part in inference_chunks(np.arange(len(slices)), self.inference_batch_size_):
             out[part] = self.window_losses(
                 *self._patches(padded, slices[part], tops[part], lefts[part])
             )
@@ -488,8 +490,9 @@ class InpaintingLossPredictor(_WindowLocalizer):
         Windows per update.
     learning_rate : float > 0, default=1e-3
         Adam's step size.
-    inference_batch_size : int >= 1, default=16
-        Slices evaluated together when scoring; bounds memory.
+    inference_batch_size : int >= 1 or "auto", default="auto"
+        Slices evaluated together when scoring; bounds memory. "auto" is 16
+        on the CPU and 128 on a GPU.
     device : {"auto", "cpu", "cuda"}, default="auto"
         Where the predictor runs; "auto" picks CUDA when torch finds it.
         Maps are always returned as NumPy arrays.
@@ -568,6 +571,7 @@ class InpaintingLossPredictor(_WindowLocalizer):
 
     _module_class = LossPredictorNet
     _module_params = ("width",)
+    _auto_inference_batch_size = {"cpu": 16, "cuda": 128}
 
     _fitted_attribute_constraints: dict = {
         **_WindowLocalizer._fitted_attribute_constraints,
@@ -586,7 +590,7 @@ class InpaintingLossPredictor(_WindowLocalizer):
         n_steps=1000,
         batch_size=64,
         learning_rate=1e-3,
-        inference_batch_size=16,
+        inference_batch_size="auto",
         device="auto",
         max_fpr=0.05,
         smoothing=None,
@@ -654,7 +658,7 @@ class InpaintingLossPredictor(_WindowLocalizer):
         return max(self.context_size_, self.receptive_field_)
 
     def _slices_per_chunk(self):
-        return self.inference_batch_size
+        return self.inference_batch_size_
 
     # -- fit ----------------------------------------------------------------------
     def _trained_inpainter(self, batch):

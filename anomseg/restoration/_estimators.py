@@ -140,7 +140,7 @@ class _NormativePriorEstimator(TorchSegmenter):
         module.eval()
         totals = {}
         with torch.no_grad():
-            for chunk in chunks(indices, self.inference_batch_size):
+            for chunk in chunks(indices, self.inference_batch_size_):
                 x, m = self._tensors(batch, chunk)
                 terms = module.negative_elbo(x, m, generator=generator)
                 for key, (total, pixels) in self._per_pixel(terms, m, "validation_").items():
@@ -180,6 +180,9 @@ class _NormativePriorEstimator(TorchSegmenter):
 
 class _BaseRestorer(_NormativePriorEstimator):
     """MAP restoration with the trained prior; the map is the residual."""
+
+    # Restoration backpropagates through the prior for every slice of a batch.
+    _auto_inference_batch_size = {"cpu": 16, "cuda": 128}
 
     _fitted_attribute_constraints: dict = {
         **_NormativePriorEstimator._fitted_attribute_constraints,
@@ -557,7 +560,7 @@ class VAERestorer(_BaseRestorer):
         step_size_switch=None,
         gradient_clip=100.0,
         residual="absolute",
-        inference_batch_size=16,
+        inference_batch_size="auto",
         device="auto",
         max_fpr=0.05,
         smoothing=None,
@@ -691,7 +694,7 @@ class GMVAERestorer(_BaseRestorer):
         step_size_switch=None,
         gradient_clip=100.0,
         residual="absolute",
-        inference_batch_size=16,
+        inference_batch_size="auto",
         device="auto",
         max_fpr=0.05,
         smoothing=None,
@@ -830,7 +833,7 @@ class VAEReconstructor(_NormativePriorEstimator):
         validation_fraction=0.1,
         patience=5,
         residual="absolute",
-        inference_batch_size=64,
+        inference_batch_size="auto",
         device="auto",
         max_fpr=0.05,
         smoothing=None,

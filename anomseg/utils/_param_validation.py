@@ -151,7 +151,7 @@ COMMON_CONSTRAINTS = {
     ],
     "channel_axis": [None, Options(Integral, {-1})],
     "device": [StrOptions({"auto", "cpu", "cuda"})],
-    "inference_batch_size": [Interval(Integral, 1, None, closed="left")],
+    "inference_batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
     "verbose": [Interval(Integral, 0, None, closed="left")],
     "smoothing": [
         None,

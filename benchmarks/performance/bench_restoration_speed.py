@@ -343,7 +343,7 @@ def main():
         print(f"  TV weight: {tv['golden']['tv_weight']:g} (golden)", flush=True)
         results[data["name"]] = {"tv": tv, "quality": quality(model, data["test"])}
         print(json.dumps(results[data["name"]]), flush=True)  # in case a later set fails
-    flops = flop_rate(model, sorted({64, 128, model.inference_batch_size}))
+    flops = flop_rate(model, sorted({64, 128, model.inference_batch_size_}))
     print_report(args.kind, results, flops)
     write_json(args.json, {"results": results, "flops": flops})
 

@@ -221,7 +221,7 @@ def main():
         # The slices with the most pixels of the region, scored both ways.
         largest = np.argsort(foreground.reshape(len(foreground), -1).sum(1))[-args.naive_slices :]
         naive = {}
-        for size in (1, exact.inference_batch_size):
+        for size in (1, exact.inference_batch_size_):
             exact.set_params(inference_batch_size=size)
             start = time.perf_counter()
             exact.score_samples(test[0][largest])
