@@ -15,14 +15,15 @@ What it measures, in this order:
    LGG scans, so that the benchmark runs anywhere. Its fit seconds are the
    command's wall time, start-up included; its maps are not the point.
 2. **Predict.** ``anomseg predict MODEL --list FILE -o OUTDIR --no-progress``
-   in a fresh process, as a user runs it, with ``--n-jobs 1`` and
-   ``--n-jobs N``, on a cohort of LGG-size scans (``lgg_flair`` of
-   ``--data``, 128 x 128 x 20-88, other than the fitted ones, repeated under
-   other names up to ``--scans``) and on full-size ones (``mslub``,
-   182 x 218 x 182; none with ``--quick`` unless ``--full-scans``): wall
-   seconds (start-up, reading and writing included), scans and slices per
-   second, the peak resident memory of the largest
-   process (the command's own or a worker's, from ``wait4``), and on CUDA
+   in a fresh process, as a user runs it, with each ``--engine`` of
+   ``--engines`` (processes, overlapped) at ``--n-jobs 1`` and
+   ``--n-jobs N`` (speed-ups against the first row), on a cohort of
+   LGG-size scans (``lgg_flair`` of ``--data``, 128 x 128 x 20-88, other
+   than the fitted ones, repeated under other names up to ``--scans``) and
+   on full-size ones (``mslub``, 182 x 218 x 182; none with ``--quick``
+   unless ``--full-scans``): wall seconds (start-up, reading and writing
+   included), scans and slices per second, the peak resident memory of the
+   largest process (the command's own or a worker's, from ``wait4``), and on CUDA
    the most device memory in use (``nvidia-smi``, CUDA contexts included)
    and the GPU utilisation, mean and most, sampled every 100 ms by
    ``nvidia-smi`` ("n/a" without it).
@@ -134,7 +135,7 @@ def network_figures(path, device, shape, matmul_size, min_seconds):
     conv = next(m for m in module.modules() if isinstance(m, torch.nn.Conv2d))
     multiple = 2 ** (getattr(estimator, "depth", 1) - 1)
     padded = tuple(-(-n // multiple) * multiple for n in shape)
-    batch = estimator.inference_batch_size
+    batch = estimator.inference_batch_size_
     x = torch.rand(batch, conv.in_channels, *padded, device=device)
     peaks = {"float32": matmul_rate(matmul_size, device, torch.float32, min_seconds)}
     if torch.device(device).type == "cuda":
@@ -224,17 +225,17 @@ def run(command, env, gpu):
     return seconds, {"peak host MiB": usage.ru_maxrss / 1024, **sampler.figures()}
 
 
-def predict_rows(name, model, listing, out, n_jobs, env, device):
-    """One row per ``--n-jobs`` value of ``n_jobs`` (the first, 1, is the
+def predict_rows(name, model, listing, out, runs, env, device):
+    """One row per ``(engine, n_jobs)`` of ``runs`` (the first is the
     reference of the speed-ups) for the cohort of ``listing``."""
     scans = listing.read_text().split()
     slices = sum(nib.load(p).shape[2] for p in scans)
     rows = []
-    for jobs in n_jobs:
-        folder = out / f"{name}-{jobs}"
+    for engine, jobs in runs:
+        folder = out / f"{name}-{engine}-{jobs}"
         command = anomseg_command(
             "predict", model, "--list", listing, "-o", folder, "--no-progress",
-            "--n-jobs", jobs, "--device", device,
+            "--n-jobs", jobs, "--device", device, "--engine", engine,
         )  # fmt: skip
         seconds, figures = run(command, env, device == "cuda")
         _check_done(folder, len(scans))
@@ -243,6 +244,7 @@ def predict_rows(name, model, listing, out, n_jobs, env, device):
                 "cohort": name,
                 "scans": len(scans),
                 "slices": slices,
+                "engine": engine,
                 "n-jobs": jobs,
                 "wall s": seconds,
                 "scans/s": len(scans) / seconds,
@@ -268,6 +270,12 @@ def main(argv=None):
     parser.add_argument("--full-scans", type=int, help="Full-size scans to predict (3; quick 0).")
     parser.add_argument("--fit-scans", type=int, help="LGG scans the tiny DAE sees (3; quick 2).")
     parser.add_argument("--n-jobs", type=int, default=os.cpu_count(), help="The N of --n-jobs N.")
+    parser.add_argument(
+        "--engines",
+        default="processes,overlapped",
+        help="anomseg predict's --engine values to time, each at --n-jobs 1 and N "
+        "(default: processes,overlapped).",
+    )
     parser.add_argument("--matmul-size", type=int, help="The peak's matmul (4096; quick 2048).")
     parser.add_argument(
         "--quick",
@@ -278,6 +286,9 @@ def main(argv=None):
     for key, value in (QUICK if args.quick else DEFAULTS).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    engines = args.engines.split(",")
+    if not set(engines) <= {"auto", "processes", "overlapped"}:
+        parser.error(f"--engines takes auto, processes, overlapped; got {args.engines!r}")
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -305,6 +316,7 @@ def main(argv=None):
             figures["fit s"], _ = run(command, env, gpu=False)
             print(f"fitted the tiny DAE on {len(fitted)} scans: {figures['fit s']:.1f} s")
         n_jobs = sorted({1, args.n_jobs})
+        runs = [(engine, jobs) for engine in engines for jobs in n_jobs]
         for name, scans, n in (
             ("LGG-size", lgg_scans, args.scans),
             ("full-size", full_scans, len(full_scans)),
@@ -315,7 +327,7 @@ def main(argv=None):
             folder = tmp / name
             folder.mkdir()
             listing = cohort(folder, scans, n)
-            figures["predict"] += predict_rows(name, model, listing, tmp, n_jobs, env, device)
+            figures["predict"] += predict_rows(name, model, listing, tmp, runs, env, device)
         slice_shape = nib.load(lgg_scans[0]).shape[:2]
         min_seconds = 0.2 if args.quick else 1.0
         figures["network"] = network_figures(
@@ -329,7 +341,7 @@ def main(argv=None):
         )
     print_table(
         figures["predict"],
-        ["cohort", "scans", "slices", "n-jobs", "wall s", "speed-up", "scans/s",
+        ["cohort", "scans", "slices", "engine", "n-jobs", "wall s", "speed-up", "scans/s",
          "slices/s", "peak host MiB", "GPU MiB", "GPU util %"],
         {"wall s": ".1f", "speed-up": ".2f", "slices/s": ".0f", "peak host MiB": ".0f",
          "GPU MiB": ".0f"},
