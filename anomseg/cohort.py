@@ -58,6 +58,7 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -294,6 +295,12 @@ class ScanTask:
         return model_identity(self)
 
 
+#: Held while a figure is made or drawn: matplotlib's fonts and caches are
+#: shared by its figures and not safe to use from two threads at once (the
+#: overlapped engine's writers).
+_MATPLOTLIB = threading.Lock()
+
+
 class _Scan:
     """A scan between the stages of :class:`_Prediction`: read and prepared
     (a :class:`~anomseg.base.PreparedImages`), then scored (``map``, in the
@@ -376,14 +383,18 @@ class _Prediction(ScanTask):
         mask = self.model.threshold_maps([anomaly_map])[0]  # predict, scoring once
         statistics = mask_statistics(mask, reference)
         # the figure first: a scan whose truth is off its grid writes nothing
-        figure = self._figure(path, image, mask, reference, statistics) if targets[2:] else None
+        figure = None
+        if targets[2:]:
+            with _MATPLOTLIB:
+                figure = self._figure(path, image, mask, reference, statistics)
         try:
             save_niftis(
                 [(anomaly_map, reference, targets[0]), (mask, reference, targets[1])],
                 overwrite=replace,
             )
             if figure is not None:  # a rerun redoes a scan killed before its figure
-                save_figure(figure, targets[2], overwrite=replace)
+                with _MATPLOTLIB:  # drawn when saved
+                    save_figure(figure, targets[2], overwrite=replace)
         except OSError as exc:
             if not is_disk_full(exc):
                 raise

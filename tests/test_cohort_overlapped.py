@@ -150,6 +150,24 @@ def test_overlapped_scores_several_scans_per_batch_as_processes_scores_each(
     assert sum(r["anomalous_voxels"] for r in serial) > 0
 
 
+def test_overlapped_writes_the_figures_of_processes(flair, scans, tmp_path):
+    """Figures are made on the writer threads, one at a time (matplotlib is
+    not thread-safe): each scan's has the size of the one the processes
+    draw, and the report's records are theirs."""
+    pytest.importorskip("matplotlib")
+    kwargs = {"figures": True, "summary": None}
+    serial = predict_cohort(flair, scans, tmp_path / "p", engine="processes", **kwargs)
+    overlapped = predict_cohort(flair, scans, tmp_path / "o", engine="overlapped", n_jobs=2,
+                                **kwargs)  # fmt: skip
+    assert _statuses(overlapped) == ["done"] * len(scans)
+    from matplotlib.image import imread
+
+    for a, b in zip(serial, overlapped):
+        image_a, image_b = imread(a["figure"]), imread(b["figure"])
+        assert image_a.shape == image_b.shape
+        assert np.abs(image_a - image_b).mean() < 1e-3, b["figure"]
+
+
 def test_overlapped_fails_a_bad_scan_alone(flair, scans, tmp_path, monkeypatch):
     """A scan that cannot be read, and one whose batch fails to score (it is
     then scored alone), fail alone; the others are written."""
