@@ -133,3 +133,31 @@ def test_throughput_network_row_runs_the_saved_network_in_its_precision(precisio
     assert row["input"] == "1x14x16"  # padded to the U-Net's multiple, 2
     assert (row["batch"], row["precision"]) == (4, precision)
     assert row["MFLOP/slice"] > 0 and 0 < row["of peak"] <= 1
+
+
+def test_gpu_checks_run_every_step_and_say_which_failed(tmp_path, monkeypatch):
+    """The GPU script's steps: the quality runs carry their own settings,
+    --tiny shrinks every step, and a step that fails or outlasts its limit
+    is said while the others run."""
+    import sys
+
+    from benchmarks.performance import gpu_checks
+
+    steps = gpu_checks.steps(tmp_path, tmp_path / "data", tiny=False)
+    assert list(steps) == list(gpu_checks.LIMITS)
+    assert sum(gpu_checks.LIMITS.values()) <= 540  # one command of a lease
+    quality = [" ".join(c) for c in steps["quality"]]
+    assert len(quality) == 3 and "precision=bfloat16" in quality[1]
+    assert "batch_size=64" in quality[2] and "learning_rate=0.004" in quality[2]
+    assert "--device cuda" in " ".join(steps["throughput"][0])
+    tiny = gpu_checks.steps(tmp_path, tmp_path / "data", tiny=True)
+    assert all("n_epochs=1" in " ".join(c) for c in tiny["quality"])
+    assert "--quick" in tiny["throughput"][0]
+
+    ok = [sys.executable, "-c", "print('fine')"]
+    failing = [sys.executable, "-c", "raise SystemExit(3)"]
+    slow = [sys.executable, "-c", "import time; time.sleep(30)"]
+    assert gpu_checks.run_step("a", [ok, ok], tmp_path, 30).startswith("a: done")
+    assert "fine" in (tmp_path / "a.log").read_text()
+    assert "failed with status 3" in gpu_checks.run_step("b", [ok, failing, ok], tmp_path, 30)
+    assert "stopped at its limit of 1 s" in gpu_checks.run_step("c", [slow], tmp_path, 1)
