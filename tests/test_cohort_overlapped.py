@@ -264,3 +264,10 @@ def test_predict_engine_overlapped_from_the_command_line(flair, scans, tmp_path,
     with pytest.raises(SystemExit):
         main(["predict", str(model), *paths, "-o", str(tmp_path / "c"), "--engine", "gpu"])
     assert "invalid choice: 'gpu'" in capsys.readouterr().err
+    status = main(["predict", str(model), *paths, "-o", str(tmp_path / "d"), "--engine",
+                   "overlapped", "--dask-scheduler", "tcp://127.0.0.1:1"])  # fmt: skip
+    assert status != 0
+    assert "--engine overlapped runs the scans on this machine, --dask-scheduler" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "d").exists()

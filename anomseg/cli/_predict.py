@@ -47,6 +47,11 @@ def cmd_predict(args):
                 f"{usable_cores()} core(s)).",
             )
     if args.dask_scheduler is not None:
+        if args.engine == "overlapped":
+            raise CommandError(
+                "--engine overlapped runs the scans on this machine, --dask-scheduler on "
+                "the cluster's workers: give one or the other."
+            )
         _check_dask()
     model, metadata = _load_model(
         args.model,
