@@ -903,13 +903,14 @@ def _run_overlapped(task, tasks, n_jobs):
     """The scans read and transformed on ``n_jobs`` threads, scored on this
     thread in batches across scans, and written on ``n_jobs`` other threads:
     the one process that owns the model's device keeps it busy while others
-    read and write files.
+    read and write files. A model without a network is scored on the writer
+    threads, in parallel.
 
     Queues are bounded (at most ``2 * n_jobs`` scans read ahead of the
     batch being scored, and ``2 * n_jobs`` waiting to be written), so memory
-    does not grow with the cohort. Reading (zlib, numpy) and writing (zlib) release the GIL for
-    most of their time; the network's kernels run on the device, or on
-    torch's own threads.
+    does not grow with the cohort. Reading (zlib, numpy) and writing (zlib)
+    release the GIL for most of their time; the network's kernels run on
+    the device, or on torch's own threads.
     """
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
@@ -920,6 +921,9 @@ def _run_overlapped(task, tasks, n_jobs):
     writers = ThreadPoolExecutor(n_jobs, thread_name_prefix="anomseg-write")
     reading, writing = deque(), deque()
     budget = max(getattr(task.final, "inference_batch_size_", None) or 1, OVERLAP_BATCH_SLICES)
+    # A model without a network gains nothing from batches, and is scored on
+    # the writers, in parallel, rather than on this thread.
+    batched = bool(_network_devices(task.final))
 
     def read(item):
         path, targets, options = item
@@ -933,7 +937,7 @@ def _run_overlapped(task, tasks, n_jobs):
 
     def write(record, scan, targets, replace, started):
         with _recorded(record, scan.path):
-            if scan.map is None:  # its batch failed: scored alone, said alone
+            if scan.map is None:  # not batched, or its batch failed: scored alone
                 task.score([scan])
             record.update(task.finish(scan, targets, replace), status="done")
         return _timed(record, started)
@@ -957,7 +961,7 @@ def _run_overlapped(task, tasks, n_jobs):
                 slices += task.slices(ready[1]) if ready[1] is not None else 0
             fill()
             scans = [g for g in group if g[1] is not None]
-            if scans:
+            if scans and batched:
                 with contextlib.suppress(Exception):  # then each alone, in write
                     task.score([g[1] for g in scans])
             for record, scan, targets, replace, started in group:
