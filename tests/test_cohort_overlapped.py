@@ -168,9 +168,12 @@ def test_overlapped_writes_the_figures_of_processes(flair, scans, tmp_path):
         assert np.abs(image_a - image_b).mean() < 1e-3, b["figure"]
 
 
-def test_overlapped_fails_a_bad_scan_alone(flair, scans, tmp_path, monkeypatch):
-    """A scan that cannot be read, and one whose batch fails to score (it is
-    then scored alone), fail alone; the others are written."""
+@pytest.mark.parametrize("model", ["flair", "dae"])
+def test_overlapped_fails_a_bad_scan_alone(model, scans, tmp_path, monkeypatch, request):
+    """A scan that cannot be read, and one that fails to score, fail alone;
+    the others are written. With a network, the batch holding the bad scan
+    fails first, and its scans are scored again one by one."""
+    fitted = request.getfixturevalue(model)
     constant = tmp_path / "constant.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((32, 32, 4), np.float32), AFFINE), constant)
     poisoned = Path(scans[2]).name
@@ -183,7 +186,7 @@ def test_overlapped_fails_a_bad_scan_alone(flair, scans, tmp_path, monkeypatch):
 
     monkeypatch.setattr(_Prediction, "score", failing)
     cohort_scans = [scans[0], constant, *scans[1:4]]
-    records = predict_cohort(flair, cohort_scans, tmp_path / "out", engine="overlapped")
+    records = predict_cohort(fitted, cohort_scans, tmp_path / "out", engine="overlapped")
     assert _statuses(records) == ["done", "failed", "done", "failed", "done"]
     assert "constant" in records[1]["message"]
     assert "poisoned scan" in records[3]["message"] and poisoned in records[3]["message"]
