@@ -262,7 +262,9 @@ def table(records):
     for name in names:
         runs = [r for r in records if r["config"] == name]
         auprc = [r["AUPRC"] for r in runs]
-        cells = [runs[0]["description"], str(len(runs))]
+        # the description of today's configuration, which a cached run predates
+        description = CONFIGS.get(name, (runs[0]["description"],))[0]
+        cells = [description, str(len(runs))]
         cells += [_cell([r.get(c, np.nan) for r in runs]) for c in COLUMNS]
         cells += [f"{min(auprc):.3f}", f"{max(auprc) - min(auprc):.3f}"]
         cells += [f"{np.mean([r['fit_seconds'] for r in runs]):.0f}"]
@@ -320,7 +322,11 @@ def main():
     records = []
     for name in args.configs:
         if args.tag:
-            CONFIGS[f"{name}{args.tag}"] = CONFIGS[name]
+            # The table names a tagged run by its tag and extra arguments.
+            description, seeded, arguments = CONFIGS[name]
+            extra = " ".join(args.fit_arg)
+            description += f", {args.tag.lstrip('-')}" + (f": {extra}" if extra else "")
+            CONFIGS[f"{name}{args.tag}"] = (description, seeded, arguments)
             name = f"{name}{args.tag}"
         seeds = args.seeds if CONFIGS[name][1] else [None]
         for seed in seeds:
